@@ -1,0 +1,144 @@
+"""SQLAlchemy 2.0 models: grants, start requests, their instances and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ANY_CHANNEL = "*"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite drops the zone, so it is restored on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UtcDateTime column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a constraint naming convention (needed for SQLite batch migrations)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Grant(Base):
+    """Permission for one Slack user to do one action on instances matching a glob, from a channel."""
+
+    __tablename__ = "grants"
+    __table_args__ = (UniqueConstraint("user_id", "action", "pattern", "channel_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # start | approve | admin
+    pattern: Mapped[str] = mapped_column(String(255))
+    channel_id: Mapped[str] = mapped_column(String(32), default=ANY_CHANNEL)  # "*" = any channel
+    needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    granted_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class StartRequest(Base):
+    """One `/vm start`: moves pending → approved → starting → watching → done | failed | timed_out."""
+
+    __tablename__ = "start_requests"
+    __table_args__ = (Index("ix_start_requests_state_expires_at", "state", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requester_id: Mapped[str] = mapped_column(String(32), index=True)
+    channel_id: Mapped[str] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32), default=None)  # the confirmation; thread parent
+    state: Mapped[str] = mapped_column(String(16))
+    needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    watch_deadline: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+    instances: Mapped[list[RequestInstance]] = relationship(
+        back_populates="request", cascade="all, delete-orphan", order_by="RequestInstance.id"
+    )
+
+
+class RequestInstance(Base):
+    """One instance named in a start request, with its last seen status and outcome."""
+
+    __tablename__ = "request_instances"
+    __table_args__ = (UniqueConstraint("request_id", "instance_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("start_requests.id", ondelete="CASCADE"), index=True)
+    instance_id: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str | None] = mapped_column(String(255), default=None)
+    zone: Mapped[str | None] = mapped_column(String(64), default=None)
+    to_start: Mapped[bool] = mapped_column(Boolean, default=True)  # false: skipped at confirmation
+    skip_reason: Mapped[str | None] = mapped_column(String(255), default=None)
+    initial_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    last_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    reported_status: Mapped[str | None] = mapped_column(String(32), default=None)  # last status told in thread
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # running|failed|timed_out|...
+    zenlayer_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+
+    request: Mapped[StartRequest] = relationship(back_populates="instances")
+
+
+class AuditEvent(Base):
+    """An append-only record of one decision or external call."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)  # Slack user id, or "system"
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("start_requests.id", ondelete="SET NULL"), default=None, index=True
+    )
+    subject: Mapped[str | None] = mapped_column(String(64), default=None, index=True)  # user acted upon
+    zenlayer_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
