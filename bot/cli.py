@@ -19,9 +19,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    commands.add_parser(
-        "run", help="serve Slack (HTTP on $PORT, or Socket Mode when SLACK_APP_TOKEN is set)"
-    )
+    commands.add_parser("run", help="serve Slack (HTTP on $PORT, or Socket Mode when SLACK_APP_TOKEN is set)")
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
@@ -39,13 +37,22 @@ def _build_parser() -> argparse.ArgumentParser:
         help="shell-style glob over instance ids (repeatable): '*', 'web-*', an exact id",
     )
     grant.add_argument(
-        "--channel", action="append", default=[], metavar="CHANNEL_ID", help="only from this channel (repeatable)"
+        "--channel",
+        action="append",
+        default=[],
+        metavar="CHANNEL_ID",
+        help="only from this channel (repeatable)",
     )
     grant.add_argument(
-        "--action", choices=("start", "approve", "admin"), default="start", help="what is granted (default start)"
+        "--action",
+        choices=("start", "approve", "admin"),
+        default="start",
+        help="what is granted (default start)",
     )
     grant.add_argument(
-        "--needs-approval", action="store_true", help="starts under this grant need a second person's approval"
+        "--needs-approval",
+        action="store_true",
+        help="starts under this grant need a second person's approval",
     )
     revoke = perms_commands.add_parser("revoke", help="remove grants (all of the user's when no selector)")
     revoke.add_argument("user_id", metavar="USER_ID")
@@ -63,7 +70,10 @@ def _build_parser() -> argparse.ArgumentParser:
     simulator.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     simulator.add_argument("--port", type=int, default=8089, help="port to listen on (default 8089; 0 = any free)")
     simulator.add_argument(
-        "--boot-seconds", type=float, default=5.0, help="seconds a started instance spends BOOTING (default 5)"
+        "--boot-seconds",
+        type=float,
+        default=5.0,
+        help="seconds a started instance spends BOOTING (default 5)",
     )
     simulator.add_argument(
         "--instance",
@@ -81,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `vm-bot` command line and return the process exit code."""
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         return _dispatch(args)

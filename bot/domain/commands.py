@@ -1,0 +1,81 @@
+"""Parse the text after `/vm` into a command, normalising what phones and Slack do to typed ids."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from bot.domain.ids import is_instance_id
+
+MAX_TEXT_LENGTH = 4000
+MAX_IDS = 200
+
+VERBS = ("start", "status", "help", "grants", "grant", "revoke")
+
+# Phones and macOS turn "--" into dashes and quotes into curly ones.
+_TRANSLATE = str.maketrans(
+    {
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2015": "-",
+        "\u2212": "-",
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u00a0": " ",
+        "\uff0c": ",",
+    }
+)
+# With escaping on, Slack sends links as <http://web-1.example|web-1.example> or <http://web-1>.
+_SLACK_LINK_RE = re.compile(r"<(?:https?|mailto):(?://)?([^|>]*)(?:\|([^>]*))?>")
+_SEPARATORS_RE = re.compile(r"[\s,;'\"]+")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed `/vm` command: its verb, the valid ids in order without duplicates, and what was invalid."""
+
+    verb: str
+    ids: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)  # raw words after the verb, for grant/revoke
+    too_long: bool = False
+
+
+def normalise(text: str) -> str:
+    """Undo smart punctuation and Slack's link markup so ids read as the user meant them."""
+    text = text.translate(_TRANSLATE)
+    return _SLACK_LINK_RE.sub(lambda m: m.group(2) or m.group(1), text)
+
+
+def split_words(text: str) -> list[str]:
+    """Split on whitespace, commas, semicolons and quotes, dropping empties."""
+    return [w for w in _SEPARATORS_RE.split(text) if w]
+
+
+def parse(text: str) -> Command:
+    """Parse `/vm` text; an empty or unknown verb becomes `help`, ids are validated and de-duplicated."""
+    if len(text) > MAX_TEXT_LENGTH:
+        return Command(verb="help", too_long=True)
+    words = split_words(normalise(text).strip())
+    if not words:
+        return Command(verb="help")
+    verb = words[0].lower()
+    rest = words[1:]
+    if verb not in VERBS:
+        return Command(verb="help", args=words)
+    if verb not in ("start", "status"):
+        return Command(verb=verb, args=rest)
+    ids: list[str] = []
+    invalid: list[str] = []
+    for word in rest:
+        if not is_instance_id(word):
+            if word not in invalid:
+                invalid.append(word)
+        elif word not in ids:
+            ids.append(word)
+    return Command(verb=verb, ids=ids, invalid=invalid, args=rest, too_long=len(ids) > MAX_IDS)

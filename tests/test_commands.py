@@ -1,0 +1,54 @@
+"""Parsing `/vm` text as people really type it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.domain.commands import MAX_IDS, parse
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        ("start web-1 web-2", ["web-1", "web-2"]),
+        ("start web-1,web-2", ["web-1", "web-2"]),
+        ("start web-1, web-2 ,web-1", ["web-1", "web-2"]),
+        ("start web-1\nweb-2\n", ["web-1", "web-2"]),
+        ("START   web-1", ["web-1"]),
+        ("start web\u20141", ["web-1"]),  # em-dash from a phone keyboard
+        ("start \u201cweb-1\u201d \u2018web-2\u2019", ["web-1", "web-2"]),  # smart quotes
+        ("start <http://web-1.example|web-1.example>", ["web-1.example"]),  # Slack linkified it
+        ("start <http://web-1.example>", ["web-1.example"]),
+        ("start web-1;web-2", ["web-1", "web-2"]),
+    ],
+)
+def test_ids_are_normalised_split_and_deduplicated(text: str, ids: list[str]) -> None:
+    command = parse(text)
+    assert command.verb == "start"
+    assert command.ids == ids
+    assert command.invalid == []
+
+
+@pytest.mark.parametrize("word", ["web-*", "web-?", "[ab]", "<!channel>", "-rf", "a" * 65, "web/1", "`x`"])
+def test_anything_outside_the_id_charset_is_invalid(word: str) -> None:
+    command = parse(f"start ok-1 {word}")
+    assert command.ids == ["ok-1"]
+    assert command.invalid
+
+
+def test_unknown_and_empty_commands_become_help() -> None:
+    assert parse("").verb == "help"
+    assert parse("   ").verb == "help"
+    assert parse("reboot web-1").verb == "help"
+    assert parse("reboot web-1").args == ["reboot", "web-1"]
+
+
+def test_too_many_ids_or_too_much_text_is_flagged() -> None:
+    assert parse("start " + " ".join(f"i-{n}" for n in range(MAX_IDS + 1))).too_long
+    assert parse("start " + "x" * 5000).too_long
+    assert not parse("start " + " ".join(f"i-{n}" for n in range(MAX_IDS))).too_long
+
+
+def test_status_parses_like_start() -> None:
+    command = parse("status web-1 web-1")
+    assert (command.verb, command.ids) == ("status", ["web-1"])
