@@ -1,0 +1,174 @@
+"""Grants: who may do what to which instances, from which channel — stored rules and the coverage check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.db.models import ANY_CHANNEL, Grant
+from bot.domain.errors import InvalidInput
+from bot.domain.ids import is_instance_id, is_pattern, is_slack_channel_id, is_slack_user_id
+
+ACTIONS = ("start", "approve", "admin")
+
+
+@dataclass
+class Coverage:
+    """What a set of grants allows for some instance ids, for one action in one channel."""
+
+    allowed: list[str] = field(default_factory=list)
+    uncovered: list[str] = field(default_factory=list)
+    channels_elsewhere: dict[str, list[str]] = field(default_factory=dict)
+    needs_approval: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every id is covered."""
+        return not self.uncovered
+
+
+def _show(value: str) -> str:
+    """Quote a user-supplied value for an error message: shortened and safe to put in Slack mrkdwn."""
+    if len(value) > 60:
+        value = value[:57] + "..."
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+    return f"`{value}`" if value else "an empty value"
+
+
+def _validation_problems(
+    user_id: str, patterns: Iterable[str], channels: Iterable[str], action: str | None
+) -> list[str]:
+    """Return one message per bad value (empty when everything is well-formed)."""
+    problems: list[str] = []
+    if not is_slack_user_id(user_id):
+        problems.append(f"{_show(user_id)} is not a Slack member id (like U0123ABCD)")
+    for pattern in patterns:
+        if not pattern or not is_pattern(pattern):
+            problems.append(
+                f"{_show(pattern)} is not an instance pattern (letters, digits, . _ - and the globs * ? [ ] !)"
+            )
+    for channel in channels:
+        if channel != ANY_CHANNEL and not is_slack_channel_id(channel):
+            problems.append(f"{_show(channel)} is not a Slack channel id (like C0123ABCD)")
+    if action is not None and action not in ACTIONS:
+        problems.append(f"{_show(action)} is not an action (one of {', '.join(ACTIONS)})")
+    return problems
+
+
+def _as_list(values: Sequence[str]) -> list[str]:
+    """Return values as a list, treating a lone string as one value rather than as its characters."""
+    return [values] if isinstance(values, str) else list(values)
+
+
+def _raise_if_invalid(problems: list[str]) -> None:
+    """Raise InvalidInput naming every problem, if there are any."""
+    if problems:
+        raise InvalidInput("; ".join(problems))
+
+
+def add_grants(
+    session: Session,
+    user_id: str,
+    patterns: Sequence[str],
+    *,
+    action: str = "start",
+    channels: Sequence[str] = (),
+    needs_approval: bool = False,
+    granted_by: str,
+) -> int:
+    """Grant user_id `action` on each pattern from each channel (any channel when none); return rows added."""
+    patterns, channels = _as_list(patterns), _as_list(channels)
+    problems = _validation_problems(user_id, patterns, channels, action)
+    if not patterns:
+        problems.append("give at least one instance pattern")
+    _raise_if_invalid(problems)
+
+    added = 0
+    for pattern in dict.fromkeys(patterns):
+        for channel in dict.fromkeys(channels or (ANY_CHANNEL,)):
+            added += _upsert(session, user_id, action, pattern, channel, needs_approval, granted_by)
+    return added
+
+
+def _upsert(
+    session: Session, user_id: str, action: str, pattern: str, channel: str, needs_approval: bool, granted_by: str
+) -> int:
+    """Insert one grant or update needs_approval on the identical one; return 1 if a row was inserted."""
+    query = select(Grant).where(
+        Grant.user_id == user_id, Grant.action == action, Grant.pattern == pattern, Grant.channel_id == channel
+    )
+    existing = session.scalars(query).one_or_none()
+    if existing is None:
+        try:
+            # A savepoint, so that losing an insert race to another writer does not undo this whole call.
+            with session.begin_nested():
+                session.add(
+                    Grant(
+                        user_id=user_id,
+                        action=action,
+                        pattern=pattern,
+                        channel_id=channel,
+                        needs_approval=needs_approval,
+                        granted_by=granted_by,
+                    )
+                )
+            return 1
+        except IntegrityError:
+            existing = session.scalars(query).one()
+    existing.needs_approval = needs_approval
+    return 0
+
+
+def revoke_grants(
+    session: Session,
+    user_id: str,
+    *,
+    patterns: Sequence[str] = (),
+    channels: Sequence[str] = (),
+    action: str | None = None,
+) -> int:
+    """Delete user_id's grants matching every selector given (all their grants when none); return rows removed."""
+    patterns, channels = _as_list(patterns), _as_list(channels)
+    _raise_if_invalid(_validation_problems(user_id, patterns, channels, action))
+    statement = delete(Grant).where(Grant.user_id == user_id)
+    if patterns:
+        statement = statement.where(Grant.pattern.in_(list(patterns)))
+    if channels:
+        statement = statement.where(Grant.channel_id.in_(list(channels)))
+    if action is not None:
+        statement = statement.where(Grant.action == action)
+    result = session.execute(statement.execution_options(synchronize_session="fetch"))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def list_grants(session: Session, user_id: str | None = None) -> list[Grant]:
+    """Return grants (one user's, or everyone's) ordered by user, action, pattern and channel."""
+    query = select(Grant).order_by(Grant.user_id, Grant.action, Grant.pattern, Grant.channel_id, Grant.id)
+    if user_id is not None:
+        query = query.where(Grant.user_id == user_id)
+    return list(session.scalars(query))
+
+
+def check_coverage(grants: Iterable[Grant], ids: Iterable[str], *, action: str, channel_id: str) -> Coverage:
+    """Sort ids into allowed and uncovered for `action` in channel_id, given a user's grants."""
+    relevant = [grant for grant in grants if grant.action == action]
+    coverage = Coverage()
+    for instance_id in dict.fromkeys(ids):
+        # A malformed id could itself be a glob ("*") or smuggle one in; it never counts as covered.
+        matching = [g for g in relevant if is_instance_id(instance_id) and fnmatchcase(instance_id, g.pattern)]
+        here = [g for g in matching if g.channel_id in (ANY_CHANNEL, channel_id)]
+        if here:
+            coverage.allowed.append(instance_id)
+            if all(g.needs_approval for g in here):
+                coverage.needs_approval.append(instance_id)
+            continue
+        coverage.uncovered.append(instance_id)
+        elsewhere = sorted({g.channel_id for g in matching})
+        if elsewhere:
+            coverage.channels_elsewhere[instance_id] = elsewhere
+    return coverage
