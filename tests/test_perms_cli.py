@@ -1,0 +1,177 @@
+"""`vm-bot perms ...`, `vm-bot audit` and `vm-bot db upgrade` run as real processes against a temporary SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.db import migrate
+from bot.db.session import Database
+from bot.domain import audit
+from bot.domain.grants import list_grants
+
+USER = "U0ALICE1"
+
+
+def _env(url: str) -> dict[str, str]:
+    # Only what the command needs: no Slack or Zenlayer credentials, so none may be required.
+    return {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": url, "PYTHONIOENCODING": "utf-8"}
+
+
+def _start(tmp_path: Path, url: str, *args: str, script: bool = False) -> subprocess.Popen[str]:
+    console_script = Path(sys.executable).with_name("vm-bot")
+    command = [str(console_script)] if script else [sys.executable, "-m", "bot"]
+    return subprocess.Popen(
+        [*command, *args],
+        cwd=tmp_path,  # no stray .env from the working tree
+        env=_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def vm_bot(tmp_path: Path, url: str, *args: str, script: bool = False) -> subprocess.CompletedProcess[str]:
+    process = _start(tmp_path, url, *args, script=script)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def _grants(url: str) -> list[tuple[str, str, str, str, bool, str]]:
+    database = Database(url)
+    try:
+        with database.session(readonly=True) as s:
+            return [
+                (g.user_id, g.action, g.pattern, g.channel_id, g.needs_approval, g.granted_by) for g in list_grants(s)
+            ]
+    finally:
+        database.close()
+
+
+def _audit(url: str) -> list[tuple[str, str, str | None, dict[str, object]]]:
+    database = Database(url)
+    try:
+        with database.session(readonly=True) as s:
+            return [(e.event, e.actor, e.subject, audit.detail_of(e)) for e in audit.latest(s)]
+    finally:
+        database.close()
+
+
+def test_db_upgrade_through_the_console_script(tmp_path: Path, url: str) -> None:
+    done = vm_bot(tmp_path, url, "db", "upgrade", script=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"database at head ({migrate.head_revision()})"
+    assert migrate.current_revision(url) == migrate.head_revision()
+
+
+def test_grant_list_revoke_and_audit(tmp_path: Path, url: str) -> None:
+    # A fresh database: the perms command migrates it first.
+    done = vm_bot(
+        tmp_path, url, "perms", "grant", USER, "--instances", "web-*", "--instances", "db-1",
+        "--channel", "C0OPS", "--needs-approval",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 new grants" in done.stdout
+    assert _grants(url) == [
+        (USER, "start", "db-1", "C0OPS", True, "cli"),
+        (USER, "start", "web-*", "C0OPS", True, "cli"),
+    ]
+
+    done = vm_bot(tmp_path, url, "perms", "grant", USER, "--instances", "web-*", "--channel", "C0OPS")
+    assert done.returncode == 0, done.stderr
+    assert "0 new grants" in done.stdout
+    assert _grants(url)[1] == (USER, "start", "web-*", "C0OPS", False, "cli")  # updated, not duplicated
+
+    done = vm_bot(tmp_path, url, "perms", "grant", "U0BOB1", "--instances", "*", "--action", "approve")
+    assert done.returncode == 0, done.stderr
+
+    done = vm_bot(tmp_path, url, "perms", "list")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["USER", "ACTION", "PATTERN", "CHANNEL", "NEEDS", "APPROVAL", "GRANTED", "BY", "WHEN"]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[:5] for r in rows] == [
+        [USER, "start", "db-1", "C0OPS", "yes"],
+        [USER, "start", "web-*", "C0OPS", "no"],
+        ["U0BOB1", "approve", "*", "*", "(any)", "no"][:5],
+    ]
+    assert all("cli" in r for r in rows)
+    assert all(r[-1].endswith("Z") for r in rows)
+
+    done = vm_bot(tmp_path, url, "perms", "list", "U0BOB1")
+    assert [line.split()[0] for line in done.stdout.splitlines()[2:]] == ["U0BOB1"]
+
+    done = vm_bot(tmp_path, url, "perms", "revoke", USER, "--instances", "db-1")
+    assert done.returncode == 0, done.stderr
+    assert "revoked 1 grant" in done.stdout
+    assert [g[2] for g in _grants(url) if g[0] == USER] == ["web-*"]
+
+    done = vm_bot(tmp_path, url, "perms", "revoke", USER)
+    assert done.returncode == 0, done.stderr
+    assert "revoked 1 grant" in done.stdout
+    assert [g[0] for g in _grants(url)] == ["U0BOB1"]
+
+    done = vm_bot(tmp_path, url, "audit", "--user", USER)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].split()[:3] == ["WHEN", "ACTOR", "EVENT"]
+    body = done.stdout.splitlines()[2:]
+    assert [line.split()[2:4] for line in body] == [["cli", "grant_revoked"]] * 2 + [["cli", "grant_added"]] * 2
+    assert "U0BOB1" not in done.stdout
+
+    recorded = _audit(url)
+    assert [(e, a, s) for e, a, s, _ in recorded] == [
+        ("grant_revoked", "cli", USER),
+        ("grant_revoked", "cli", USER),
+        ("grant_added", "cli", "U0BOB1"),
+        ("grant_added", "cli", USER),
+        ("grant_added", "cli", USER),
+    ]
+    assert recorded[-1][3] == {
+        "action": "start",
+        "added": 2,
+        "channels": ["C0OPS"],
+        "needs_approval": True,
+        "patterns": ["web-*", "db-1"],
+    }
+    assert json.dumps(recorded[0][3]) == json.dumps({"action": None, "channels": [], "patterns": [], "removed": 1})
+
+
+BAD_INVOCATIONS = {
+    "bad user id": (["perms", "grant", "alice", "--instances", "web-*"], ["alice"]),
+    "empty pattern": (["perms", "grant", USER, "--instances", "web-*", "--instances", ""], ["empty"]),
+    "bad channel": (["perms", "grant", USER, "--instances", "web-*", "--channel", "#ops"], ["#ops"]),
+    "every problem at once": (
+        ["perms", "grant", "bob", "--instances", "", "--channel", "ops"],
+        ["bob", "empty", "ops"],
+    ),
+    "audit limit": (["audit", "--limit", "0"], ["--limit"]),
+}
+
+
+def test_bad_input_is_refused_and_nothing_is_written(tmp_path: Path, url: str) -> None:
+    migrate.upgrade(url)
+    processes = {name: _start(tmp_path, url, *args) for name, (args, _) in BAD_INVOCATIONS.items()}
+    for name, process in processes.items():
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 2, (name, out, err)
+        assert "Traceback" not in err, name
+        for fragment in BAD_INVOCATIONS[name][1]:
+            assert fragment in err, (name, err)
+    assert _grants(url) == []
+    assert _audit(url) == []
+
+
+def test_database_errors_are_reported_without_a_traceback(tmp_path: Path) -> None:
+    done = vm_bot(tmp_path, f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}", "perms", "list")
+    assert done.returncode == 1
+    assert "database error" in done.stderr and "Traceback" not in done.stderr
