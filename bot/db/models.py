@@ -95,6 +95,7 @@ class StartRequest(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     watch_deadline: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    outcome_posted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)  # told in Slack
     error: Mapped[str | None] = mapped_column(Text, default=None)
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -30,4 +30,26 @@ class VmApi(Protocol):
 
     def describe_instances(self, ids: Sequence[str]) -> dict[str, InstanceInfo]:
         """Return names, zones and statuses for the ids that exist (batched inside)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """An instance whose status moved since the thread was last told."""
+
+    instance_id: str
+    name: str | None
+    old: str | None
+    new: str | None  # None: the instance is no longer returned by Zenlayer
+
+
+class Notifier(Protocol):
+    """Tells people what happens to a start request; raises when the message could not be delivered."""
+
+    def progress(self, request: Any, changes: Sequence[StatusChange]) -> None:
+        """Reply in the request's thread with what changed and refresh the confirmation's progress line."""
+        ...
+
+    def finished(self, request: Any) -> None:
+        """Post the final outcome (done, failed, timed out, expired) and update the confirmation."""
         ...

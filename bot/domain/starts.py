@@ -1,0 +1,331 @@
+"""The start-request use cases: check grants, prepare a confirmation, and decide a click."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload
+
+from bot.db.models import RequestInstance, StartRequest, utcnow
+from bot.db.session import Database
+from bot.domain import audit, lifecycle
+from bot.domain.errors import NotAllowed, UserError
+from bot.domain.grants import Coverage, check_coverage, list_grants
+from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
+from bot.domain.ports import InstanceInfo, VmApi
+from bot.zenlayer.errors import ZenlayerError
+
+STARTABLE_STATUS = "STOPPED"
+
+
+class NotCovered(NotAllowed):
+    """The requester's grants do not cover some ids (in this channel)."""
+
+    def __init__(self, action: str, coverage: Coverage):
+        self.action = action
+        self.coverage = coverage
+        super().__init__(f"You may not {action} " + ", ".join(coverage.uncovered))
+
+
+class NothingToStart(UserError):
+    """Every requested id was skipped; carries the lookup so the reply can say why."""
+
+    def __init__(self, prepared: Prepared):
+        self.prepared = prepared
+        super().__init__("None of these instances can be started")
+
+
+class DuplicatePending(UserError):
+    """The same user already has a pending confirmation for exactly these ids."""
+
+    def __init__(self, request: StartRequest):
+        self.request = request
+        super().__init__("You already have a pending confirmation for these instances")
+
+
+class LookupFailed(UserError):
+    """Zenlayer could not be asked about the instances."""
+
+    def __init__(self, error: ZenlayerError):
+        self.error = error
+        super().__init__(f"Could not look up the instances at Zenlayer: {error.describe()}")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An id that will not be started, and why."""
+
+    instance_id: str
+    reason: str
+    status: str | None = None
+    name: str | None = None
+    other_request: StartRequest | None = None
+
+
+@dataclass
+class Prepared:
+    """The outcome of looking up a start: what can be started, what is skipped, and the pending request."""
+
+    startable: list[InstanceInfo] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    request: StartRequest | None = None
+
+
+class Decision(enum.StrEnum):
+    """What a click on a confirmation asks for."""
+
+    START = "start"
+    CANCEL = "cancel"
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ClickOutcome(enum.StrEnum):
+    """What happened to a click."""
+
+    APPROVED = "approved"  # the request will now be started
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    NOT_REQUESTER = "not_requester"
+    SELF_APPROVAL = "self_approval"
+    NOT_APPROVER = "not_approver"
+    NOT_ALLOWED = "not_allowed"
+    EXPIRED = "expired"
+    ALREADY_DECIDED = "already_decided"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ClickResult:
+    """The outcome of a click and the request as it stands afterwards."""
+
+    outcome: ClickOutcome
+    request: StartRequest | None
+    coverage: Coverage | None = None
+
+
+class StartService:
+    """Checks grants, prepares confirmations and decides clicks; the watcher does the starting."""
+
+    def __init__(
+        self,
+        db: Database,
+        vm: VmApi,
+        *,
+        confirm_ttl_seconds: float,
+        approval_ttl_seconds: float,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.db = db
+        self.vm = vm
+        self.confirm_ttl_seconds = confirm_ttl_seconds
+        self.approval_ttl_seconds = approval_ttl_seconds
+        self.clock = clock
+
+    def check(self, user_id: str, channel_id: str, ids: Sequence[str], *, action: str = "start") -> Coverage:
+        """Return the user's coverage for ids in this channel; raise NotCovered (and audit it) when incomplete."""
+        with self.db.session() as session:
+            coverage = check_coverage(list_grants(session, user_id), ids, action=action, channel_id=channel_id)
+            if not coverage.ok:
+                audit.record(
+                    session,
+                    "denied",
+                    actor=user_id,
+                    action=action,
+                    channel=channel_id,
+                    uncovered=coverage.uncovered,
+                )
+        if not coverage.ok:
+            raise NotCovered(action, coverage)
+        return coverage
+
+    def prepare(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
+        """Look the ids up, skip what cannot start, and create the pending request for the rest."""
+        coverage = self.check(user_id, channel_id, ids)
+        with self.db.session() as session:
+            pending = _pending_duplicate(session, user_id, channel_id, ids, self.clock())
+            if pending is not None:
+                raise DuplicatePending(pending)
+            busy = _ids_in_active_requests(session, ids)
+        try:
+            found = self.vm.describe_instances(ids)
+        except ZenlayerError as exc:
+            raise LookupFailed(exc) from exc
+        prepared = Prepared()
+        for instance_id in ids:
+            info = found.get(instance_id)
+            if info is None:
+                prepared.skipped.append(Skipped(instance_id, "not found"))
+            elif instance_id in busy:
+                prepared.skipped.append(
+                    Skipped(instance_id, "already being started", info.status, info.name, busy[instance_id])
+                )
+            elif info.status != STARTABLE_STATUS:
+                prepared.skipped.append(Skipped(instance_id, f"is {info.status}", info.status, info.name))
+            else:
+                prepared.startable.append(info)
+        if not prepared.startable:
+            raise NothingToStart(prepared)
+        needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.startable)
+        instances = [
+            NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.startable
+        ] + [
+            NewInstance(s.instance_id, name=s.name, status=s.status, to_start=False, skip_reason=s.reason)
+            for s in prepared.skipped
+        ]
+        with self.db.session() as session:
+            prepared.request = lifecycle.create_request(
+                session,
+                requester_id=user_id,
+                channel_id=channel_id,
+                instances=instances,
+                needs_approval=needs_approval,
+                ttl_seconds=self.approval_ttl_seconds if needs_approval else self.confirm_ttl_seconds,
+                now=self.clock(),
+            )
+        return prepared
+
+    def attach_message(self, request_id: int, message_ts: str) -> None:
+        """Remember the confirmation message, which is also the thread everything else is posted under."""
+        with self.db.session() as session:
+            session.execute(
+                update(StartRequest)
+                .where(StartRequest.id == request_id, StartRequest.message_ts.is_(None))
+                .values(message_ts=message_ts)
+                .execution_options(synchronize_session=False)
+            )
+
+    def abandon(self, request_id: int, reason: str) -> None:
+        """Cancel a request whose confirmation could not be posted."""
+        with self.db.session() as session:
+            now = self.clock()
+            if lifecycle.transition(
+                session,
+                request_id,
+                from_states=[State.PENDING],
+                to=State.CANCELLED,
+                now=now,
+                finished_at=now,
+                error=reason,
+            ):
+                audit.record(session, "abandoned", actor="system", request_id=request_id, reason=reason)
+
+    def decide(self, request_id: int, user_id: str, decision: Decision) -> ClickResult:
+        """Apply a click: only the requester may start or cancel; grants are checked again at the click."""
+        now = self.clock()
+        with self.db.session() as session:
+            request = lifecycle.get_request(session, request_id)
+            if request is None:
+                return ClickResult(ClickOutcome.UNKNOWN, None)
+            outcome, coverage = self._apply(session, request, user_id, decision, now)
+            if outcome in (ClickOutcome.NOT_REQUESTER, ClickOutcome.SELF_APPROVAL, ClickOutcome.NOT_APPROVER):
+                audit.record(
+                    session,
+                    "click_refused",
+                    actor=user_id,
+                    request_id=request_id,
+                    decision=decision.value,
+                    outcome=outcome.value,
+                )
+            session.expire_all()
+            return ClickResult(outcome, lifecycle.get_request(session, request_id), coverage)
+
+    def _apply(
+        self, session: Session, request: StartRequest, user_id: str, decision: Decision, now: datetime
+    ) -> tuple[ClickOutcome, Coverage | None]:
+        """Decide one click inside a transaction; the state change itself is a compare-and-set."""
+        if request.state != State.PENDING:
+            return (ClickOutcome.EXPIRED if request.state == State.EXPIRED else ClickOutcome.ALREADY_DECIDED), None
+        to_start = [i.instance_id for i in request.instances if i.to_start]
+        if decision in (Decision.START, Decision.CANCEL):
+            if user_id != request.requester_id:
+                return ClickOutcome.NOT_REQUESTER, None
+            if decision == Decision.CANCEL:
+                if lifecycle.cancel(session, request.id, by=user_id, now=now):
+                    return ClickOutcome.CANCELLED, None
+                return self._lost_race(session, request.id), None
+            if request.needs_approval:
+                return ClickOutcome.SELF_APPROVAL, None
+            coverage = check_coverage(
+                list_grants(session, user_id), to_start, action="start", channel_id=request.channel_id
+            )
+            if not coverage.ok:
+                audit.record(
+                    session,
+                    "denied",
+                    actor=user_id,
+                    request_id=request.id,
+                    action="start",
+                    uncovered=coverage.uncovered,
+                    at="click",
+                )
+                return ClickOutcome.NOT_ALLOWED, coverage
+            if lifecycle.approve(session, request.id, by=user_id, now=now):
+                return ClickOutcome.APPROVED, coverage
+            return self._lost_race(session, request.id), None
+        # Approve / reject: a second person with an approve grant covering every id in this channel.
+        if user_id == request.requester_id:
+            return ClickOutcome.SELF_APPROVAL, None
+        coverage = check_coverage(
+            list_grants(session, user_id), to_start, action="approve", channel_id=request.channel_id
+        )
+        if not coverage.ok:
+            return ClickOutcome.NOT_APPROVER, coverage
+        if decision == Decision.REJECT:
+            if lifecycle.reject(session, request.id, by=user_id, now=now):
+                return ClickOutcome.REJECTED, coverage
+            return self._lost_race(session, request.id), None
+        if lifecycle.approve(session, request.id, by=user_id, now=now):
+            return ClickOutcome.APPROVED, coverage
+        return self._lost_race(session, request.id), None
+
+    def _lost_race(self, session: Session, request_id: int) -> ClickOutcome:
+        """Explain a compare-and-set that did not win: someone else decided first, or time ran out."""
+        session.expire_all()
+        current = lifecycle.get_request(session, request_id)
+        if current is not None and current.state == State.PENDING:
+            return ClickOutcome.EXPIRED  # still pending, so the CAS lost on the expiry condition
+        if current is not None and current.state == State.EXPIRED:
+            return ClickOutcome.EXPIRED
+        return ClickOutcome.ALREADY_DECIDED
+
+
+def _pending_duplicate(
+    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime
+) -> StartRequest | None:
+    """Return the user's unexpired pending request in this channel for exactly these ids, if any."""
+    wanted = set(ids)
+    candidates = session.scalars(
+        select(StartRequest)
+        .where(
+            StartRequest.requester_id == user_id,
+            StartRequest.channel_id == channel_id,
+            StartRequest.state == State.PENDING,
+            StartRequest.expires_at > now,
+            StartRequest.message_ts.is_not(None),
+        )
+        .options(selectinload(StartRequest.instances))
+    )
+    for request in candidates:
+        if {i.instance_id for i in request.instances} == wanted:
+            return request
+    return None
+
+
+def _ids_in_active_requests(session: Session, ids: Sequence[str]) -> dict[str, StartRequest]:
+    """Map each id that another request is starting or watching to that request."""
+    rows = session.execute(
+        select(RequestInstance.instance_id, StartRequest)
+        .join(StartRequest, RequestInstance.request_id == StartRequest.id)
+        .where(
+            RequestInstance.instance_id.in_(list(ids)),
+            RequestInstance.to_start.is_(True),
+            RequestInstance.outcome.is_(None),
+            StartRequest.state.in_([s.value for s in ACTIVE_STATES]),
+        )
+    ).all()
+    return {instance_id: request for instance_id, request in rows}

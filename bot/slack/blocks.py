@@ -1,0 +1,373 @@
+"""Pure functions that turn domain objects into Slack text and Block Kit; no I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.db.models import RequestInstance, StartRequest
+from bot.domain.grants import Coverage
+from bot.domain.lifecycle import State
+from bot.domain.ports import InstanceInfo, StatusChange
+from bot.domain.starts import ClickOutcome, Prepared, Skipped
+from bot.slack import action_ids
+
+Block = dict[str, Any]
+SECTION_LIMIT = 2900  # Slack allows 3000 characters in a section; keep a margin for joins.
+MAX_LISTED = 60  # beyond this, lists are summarised so messages stay readable and under Block Kit limits
+
+STATUS_EMOJI = {
+    "RUNNING": ":large_green_circle:",
+    "BOOTING": ":large_yellow_circle:",
+    "STOPPED": ":white_circle:",
+}
+
+
+def escape(text: str) -> str:
+    """Escape user text for mrkdwn so it cannot ping (<!channel>), link or format."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mention(user_id: str) -> str:
+    """Return a user mention; user ids come from Slack or are validated before they get here."""
+    return f"<@{user_id}>"
+
+
+def slack_date(moment: datetime, fmt: str = "{date_short_pretty} at {time}") -> str:
+    """Return a date Slack renders in each reader's own time zone, with a UTC fallback."""
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{fmt}|{fallback}>"
+
+
+def code(instance_id: str) -> str:
+    """Format an instance id (validated, so safe) as inline code."""
+    return f"`{instance_id}`"
+
+
+def label(instance_id: str, name: str | None) -> str:
+    """Return `id` (name), the way instances are shown everywhere."""
+    return f"{code(instance_id)} ({escape(name)})" if name and name != instance_id else code(instance_id)
+
+
+def _listing(lines: Sequence[str]) -> list[str]:
+    """Keep at most MAX_LISTED lines, summarising the rest."""
+    if len(lines) <= MAX_LISTED:
+        return list(lines)
+    return [*lines[:MAX_LISTED], f"…and {len(lines) - MAX_LISTED} more"]
+
+
+def _sections(lines: Iterable[str]) -> list[Block]:
+    """Pack lines into as few mrkdwn sections as Slack's per-section limit allows."""
+    blocks: list[Block] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        if current and size + len(line) + 1 > SECTION_LIMIT:
+            blocks.append(_section("\n".join(current)))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        blocks.append(_section("\n".join(current)))
+    return blocks
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+# --- help and refusals ---------------------------------------------------------------------------------
+
+USAGE = (
+    "*vm-bot* starts Zenlayer VMs you are allowed to start.\n"
+    "• `/vm start ID [ID ...]` — ask to start instances (ids separated by spaces or commas); "
+    "you confirm before anything happens\n"
+    "• `/vm status ID [ID ...]` — show instances' current status\n"
+    "• `/vm grants` — show what you may do\n"
+    "• `/vm help` — this text"
+)
+
+
+def usage_text(problem: str | None = None) -> str:
+    """Return the usage reply, optionally preceded by what was wrong (already escaped by the caller)."""
+    return f"{problem}\n\n{USAGE}" if problem else USAGE
+
+
+def checking_text(ids: Sequence[str]) -> str:
+    """Acknowledge a command that needs a lookup."""
+    shown = ", ".join(code(i) for i in ids[:10])
+    return f":mag: Checking {shown}{'…' if len(ids) > 10 else ''}"
+
+
+def invalid_ids_text(invalid: Sequence[str]) -> str:
+    """Explain which words are not valid instance ids."""
+    shown = ", ".join(f"`{escape(word[:80])}`" for word in invalid[:10])
+    more = f" and {len(invalid) - 10} more" if len(invalid) > 10 else ""
+    return usage_text(
+        f":warning: Not valid instance ids: {shown}{more}. Ids use letters, digits, `.`, `_` and `-` only."
+    )
+
+
+def not_covered_text(action: str, coverage: Coverage) -> str:
+    """Explain which ids the user may not act on, and where they could."""
+    lines = [f":no_entry: You may not {action} " + ", ".join(code(i) for i in coverage.uncovered[:MAX_LISTED]) + "."]
+    for instance_id, channels in list(coverage.channels_elsewhere.items())[:MAX_LISTED]:
+        lines.append(f"• {code(instance_id)} can be {action}ed from " + ", ".join(f"<#{c}>" for c in channels))
+    lines.append("Nothing was started. Ask a vm-bot admin for a grant if you need one.")
+    return "\n".join(lines)
+
+
+def skipped_line(skipped: Skipped, permalink: str | None = None) -> str:
+    """Describe one id that will not be started."""
+    reason = skipped.reason
+    if skipped.other_request is not None and permalink:
+        reason = f"<{permalink}|{reason}>"
+    return f"• {label(skipped.instance_id, skipped.name)} — {reason}, skipped"
+
+
+def nothing_to_start_text(prepared: Prepared, permalinks: dict[int, str] | None = None) -> str:
+    """Explain why none of the ids can be started."""
+    permalinks = permalinks or {}
+    lines = [skipped_line(s, permalinks.get(s.other_request.id) if s.other_request else None) for s in prepared.skipped]
+    return "\n".join([":information_source: Nothing to start:", *_listing(lines)])
+
+
+def duplicate_text(permalink: str | None) -> str:
+    """Point the user at the confirmation they already have."""
+    where = f"<{permalink}|your pending confirmation>" if permalink else "your pending confirmation in this channel"
+    return f":point_up: You already asked to start these instances — use {where}."
+
+
+def cannot_post_text(channel_id: str, error: str) -> str:
+    """Tell the requester privately why the confirmation could not be posted and how to fix it."""
+    if channel_id.startswith("D") or error == "channel_not_found":
+        return (
+            ":speech_balloon: I can't post a confirmation here. Use `/vm start` in a channel I'm a member of "
+            "(invite me there with `/invite @vm-bot`)."
+        )
+    return (
+        f":wave: I'm not a member of <#{channel_id}>, so I can't post the confirmation here. "
+        "Invite me with `/invite @vm-bot` and run the command again."
+    )
+
+
+def status_text(ids: Sequence[str], found: dict[str, InstanceInfo]) -> str:
+    """Render `/vm status` for the given ids."""
+    lines = []
+    for instance_id in ids:
+        info = found.get(instance_id)
+        if info is None:
+            lines.append(f"• {code(instance_id)} — not found")
+        else:
+            emoji = STATUS_EMOJI.get(info.status, ":large_orange_circle:")
+            zone = f", {escape(info.zone)}" if info.zone else ""
+            lines.append(f"• {label(instance_id, info.name)} — {emoji} {escape(info.status)}{zone}")
+    return "\n".join(["*Instance status*", *_listing(lines)])
+
+
+def click_refusal_text(outcome: ClickOutcome, request: StartRequest | None, coverage: Coverage | None) -> str:
+    """Explain privately why a click did nothing."""
+    if outcome == ClickOutcome.NOT_REQUESTER and request is not None:
+        return f"Only {mention(request.requester_id)} can confirm or cancel this request."
+    if outcome == ClickOutcome.SELF_APPROVAL:
+        return "This request needs a second person: someone else with an approve grant must approve it."
+    if outcome == ClickOutcome.NOT_APPROVER:
+        uncovered = ", ".join(code(i) for i in (coverage.uncovered if coverage else [])[:MAX_LISTED])
+        return f"You can't approve this request: your approve grants here don't cover {uncovered}."
+    if outcome == ClickOutcome.NOT_ALLOWED and coverage is not None:
+        return not_covered_text("start", coverage)
+    if outcome == ClickOutcome.EXPIRED:
+        return "This confirmation has expired; nothing was started. Run `/vm start` again if you still need it."
+    if outcome == ClickOutcome.ALREADY_DECIDED and request is not None:
+        return f"This request was already {_state_phrase(request)}; nothing more to do."
+    return "This request no longer exists."
+
+
+def _state_phrase(request: StartRequest) -> str:
+    return {
+        State.CANCELLED: "cancelled",
+        State.EXPIRED: "expired",
+        State.APPROVED: "approved",
+        State.STARTING: "approved",
+        State.WATCHING: "approved",
+        State.DONE: "completed",
+        State.FAILED: "completed",
+        State.TIMED_OUT: "completed",
+    }.get(State(request.state), request.state)
+
+
+# --- the confirmation message --------------------------------------------------------------------------
+
+
+def _instance_line(instance: RequestInstance) -> str:
+    """Describe one instance of a request as it currently stands."""
+    name = label(instance.instance_id, instance.name)
+    if not instance.to_start:
+        return f"• {name} — {escape(instance.skip_reason or 'skipped')}, skipped"
+    status = instance.last_status or instance.initial_status
+    emoji = STATUS_EMOJI.get(status or "", ":large_orange_circle:")
+    shown = f"{emoji} {escape(status)}" if status else ":grey_question: not found"
+    if instance.outcome == "skipped":
+        return f"• {name} — {escape(instance.skip_reason or 'skipped')}"
+    if instance.outcome == "failed" and instance.skip_reason:
+        return f"• {name} — :x: {escape(instance.skip_reason)}"
+    return f"• {name} — {shown}"
+
+
+def request_message(request: StartRequest, approver_mention: str | None = None) -> tuple[str, list[Block]]:
+    """Render the confirmation message (the thread parent) from the request's current state."""
+    starting = [i for i in request.instances if i.to_start]
+    count = _count(len(starting))
+    state = State(request.state)
+    headline = f"{mention(request.requester_id)} wants to start {count}"
+    if request.needs_approval and state == State.PENDING:
+        headline += " — *needs approval*"
+    blocks: list[Block] = [_section(f":rocket: {headline}")]
+    blocks.extend(_sections(_listing([_instance_line(i) for i in request.instances])))
+    if state == State.PENDING:
+        if request.needs_approval:
+            who = approver_mention or "someone with an approve grant"
+            blocks.append(_context(f"Waiting for {who} to approve. Expires {slack_date(request.expires_at)}."))
+            blocks.append(_buttons(request.id, approval=True))
+        else:
+            blocks.append(
+                _context(f"Only {mention(request.requester_id)} can confirm. Expires {slack_date(request.expires_at)}.")
+            )
+            blocks.append(_buttons(request.id, approval=False))
+    else:
+        blocks.append(_context(_decision_line(request)))
+        progress = progress_line(request)
+        if progress:
+            blocks.append(_context(progress))
+    text = f"{mention(request.requester_id)} wants to start {count}"
+    return text, blocks
+
+
+def _buttons(request_id: int, *, approval: bool) -> Block:
+    """Return the action buttons; the value is only the request id, everything else is read from the database."""
+    if approval:
+        first = ("Approve", action_ids.APPROVE, "primary")
+        second = ("Reject", action_ids.REJECT, "danger")
+        third = ("Cancel", action_ids.CANCEL, None)
+        specs = [first, second, third]
+    else:
+        specs = [("Start", action_ids.START, "primary"), ("Cancel", action_ids.CANCEL, "danger")]
+    elements = []
+    for text, action_id, style in specs:
+        button: Block = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": text},
+            "action_id": action_id,
+            "value": str(request_id),
+        }
+        if style:
+            button["style"] = style
+        elements.append(button)
+    return {"type": "actions", "block_id": action_ids.CONFIRM_BLOCK, "elements": elements}
+
+
+def _decision_line(request: StartRequest) -> str:
+    """Say who decided and when, or why nobody did."""
+    state = State(request.state)
+    when = slack_date(request.decided_at) if request.decided_at else ""
+    who = mention(request.decided_by) if request.decided_by else ""
+    if state == State.EXPIRED:
+        return f":hourglass: Expired {slack_date(request.expires_at)} — nothing was started."
+    if state == State.CANCELLED:
+        if request.error and not request.decided_by:
+            return f":x: Not posted: {escape(request.error)}"
+        verb = "Rejected" if request.needs_approval and request.decided_by != request.requester_id else "Cancelled"
+        return f":x: {verb} by {who} {when} — nothing was started."
+    verb = "Approved" if request.needs_approval else "Confirmed"
+    return f":white_check_mark: {verb} by {who} {when}."
+
+
+def progress_line(request: StartRequest) -> str | None:
+    """Summarise how far the start has come, for the parent message."""
+    state = State(request.state)
+    starting = [i for i in request.instances if i.to_start]
+    running = sum(1 for i in starting if i.outcome == "running")
+    if state in (State.APPROVED, State.STARTING):
+        return ":hourglass_flowing_sand: Starting…"
+    if state == State.WATCHING:
+        return f":hourglass_flowing_sand: {running}/{len(starting)} RUNNING — details in the thread"
+    if state == State.DONE:
+        return f":large_green_circle: All {len(starting)} RUNNING{_took(request)}"
+    if state == State.FAILED:
+        return f":warning: {running}/{len(starting)} RUNNING — see the thread for what failed"
+    if state == State.TIMED_OUT:
+        return f":warning: Timed out with {running}/{len(starting)} RUNNING — see the thread"
+    return None
+
+
+def _count(n: int) -> str:
+    """Return "1 instance" or "N instances"."""
+    return f"{n} instance{'s' if n != 1 else ''}"
+
+
+def _took(request: StartRequest) -> str:
+    end = request.finished_at or request.updated_at
+    if request.started_at is None or end is None:
+        return ""
+    return f" in {_duration((end - request.started_at).total_seconds())}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+# --- thread replies ------------------------------------------------------------------------------------
+
+
+def progress_reply(request: StartRequest, changes: Sequence[StatusChange]) -> str:
+    """Render one thread reply listing what changed since the last one."""
+    lines = []
+    first = all(c.old is None for c in changes)
+    if first:
+        ids = {i.zenlayer_request_id for i in request.instances if i.zenlayer_request_id}
+        rid = f" (Zenlayer requestId {', '.join(f'`{escape(r)}`' for r in sorted(ids))})" if ids else ""
+        lines.append(f"Start requested{rid}.")
+        if request.error:
+            lines.append(f":warning: {escape(request.error)}")
+    for change in changes:
+        new = escape(change.new) if change.new else "no longer found"
+        emoji = STATUS_EMOJI.get(change.new or "", ":large_orange_circle:")
+        old = f"{escape(change.old)} → " if change.old else ""
+        lines.append(f"• {label(change.instance_id, change.name)}: {old}{emoji} {new}")
+    return "\n".join(_listing(lines))
+
+
+def final_reply(request: StartRequest) -> str:
+    """Render the last thread reply: all RUNNING and how long it took, or what went wrong."""
+    state = State(request.state)
+    starting = [i for i in request.instances if i.to_start]
+    if state == State.DONE:
+        return f":white_check_mark: All {_count(len(starting))} RUNNING{_took(request)}."
+    lines = []
+    if state == State.TIMED_OUT:
+        lines.append(f":alarm_clock: Stopped watching{_took(request)}; not RUNNING yet:")
+        lines += [
+            f"• {label(i.instance_id, i.name)} — {escape(i.last_status or 'unknown')}"
+            for i in starting
+            if i.outcome == "timed_out"
+        ]
+    else:
+        lines.append(":x: Not every instance started:")
+        for i in starting:
+            if i.outcome == "running":
+                continue
+            why = i.skip_reason or (f"went {i.last_status}" if i.last_status else "no longer found at Zenlayer")
+            lines.append(f"• {label(i.instance_id, i.name)} — {escape(why)}")
+    running = [i for i in starting if i.outcome == "running"]
+    if running:
+        lines.append(f"RUNNING: {', '.join(code(i.instance_id) for i in running[:MAX_LISTED])}")
+    if request.error:
+        lines.append(f"Details: {escape(request.error)}")
+    return "\n".join(_listing(lines))

@@ -1,0 +1,166 @@
+"""Plays Slack's side of a conversation with vm-bot: signed slash commands and button clicks over HTTP.
+
+Used by the tests and by `vm-bot demo`, together with the Web API stand-in in `fake_web_api`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from slack_sdk.signature import SignatureVerifier
+
+from bot.slack import action_ids
+from bot.slack.fake_web_api import FakeSlackWebApi, Message, message_text
+
+
+@dataclass
+class Confirmation:
+    """A confirmation message the bot posted, as a user in the channel sees it."""
+
+    channel: str
+    ts: str
+    request_id: int
+
+
+class SlackDriver:
+    """Sends slash commands and button clicks to the bot exactly as Slack would: signed form posts."""
+
+    _counter = itertools.count(1)
+
+    def __init__(self, bot_url: str, fake: FakeSlackWebApi, secret: str):
+        self.events_url = f"{bot_url}/slack/events"
+        self.fake = fake
+        self.verifier = SignatureVerifier(secret)
+        self.http = httpx.Client(timeout=10)
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self.http.close()
+
+    def post(self, body: str, *, timestamp: int | None = None, signature: str | None = None) -> httpx.Response:
+        """Post a raw form body with Slack's signature headers."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        sig = signature or self.verifier.generate_signature(timestamp=ts, body=body)
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": sig,
+        }
+        return self.http.post(self.events_url, content=body.encode(), headers=headers)
+
+    def command(
+        self, text: str, *, user: str = "U0REQUEST", channel: str = "C0CHANNEL", **kwargs: Any
+    ) -> tuple[httpx.Response, str]:
+        """Send `/vm text`; return the HTTP response and the response_url key its private replies land under."""
+        key = f"cmd-{next(self._counter)}"
+        body = urlencode(
+            {
+                "token": "deprecated",
+                "team_id": "T0001",
+                "channel_id": channel,
+                "channel_name": "ops",
+                "user_id": user,
+                "user_name": "someone",
+                "command": "/vm",
+                "text": text,
+                "response_url": self.fake.response_url(key),
+                "trigger_id": "1.2.3",
+                "api_app_id": "A0001",
+            }
+        )
+        return self.post(body, **kwargs), key
+
+    def click(
+        self, confirmation: Confirmation, action_id: str, *, user: str = "U0REQUEST", value: str | None = None
+    ) -> tuple[httpx.Response, str]:
+        """Press a button on a confirmation; return the response and the response_url key."""
+        key = f"click-{next(self._counter)}"
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "name": "someone"},
+            "team": {"id": "T0001"},
+            "api_app_id": "A0001",
+            "container": {
+                "type": "message",
+                "message_ts": confirmation.ts,
+                "channel_id": confirmation.channel,
+            },
+            "channel": {"id": confirmation.channel},
+            "response_url": self.fake.response_url(key),
+            "trigger_id": "1.2.3",
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": action_ids.CONFIRM_BLOCK,
+                    "value": value if value is not None else str(confirmation.request_id),
+                    "type": "button",
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+        return self.post(urlencode({"payload": json.dumps(payload)})), key
+
+    # --- what people see -------------------------------------------------------------------------------
+
+    def private_replies(self, key: str) -> list[str]:
+        """Return the texts of private replies sent through one response_url."""
+        return [message_text(body) for body in self.fake.responses(key)]
+
+    def wait_private(self, key: str, contains: str, timeout: float = 10.0) -> str:
+        """Wait for a private reply containing some text and return it."""
+
+        def find() -> str | None:
+            return next((t for t in self.private_replies(key) if contains in t), None)
+
+        return self.fake.wait_for(find, timeout, what=f"a private reply containing {contains!r} under {key}")
+
+    def wait_confirmation(self, channel: str = "C0CHANNEL", index: int = -1, timeout: float = 10.0) -> Confirmation:
+        """Wait for a confirmation with buttons in the channel and return it."""
+
+        def find() -> Confirmation | None:
+            messages = [m for m in self.fake.channel_messages(channel) if _button_values(m)]
+            if not messages or (index >= 0 and len(messages) <= index):
+                return None
+            message = messages[index]
+            return Confirmation(channel, message.ts, int(_button_values(message)[0]))
+
+        return self.fake.wait_for(find, timeout, what=f"a confirmation in {channel}")
+
+    def message(self, confirmation: Confirmation) -> Message:
+        """Return the confirmation message as it stands now."""
+        return self.fake.messages[(confirmation.channel, confirmation.ts)]
+
+    def thread_texts(self, confirmation: Confirmation) -> list[str]:
+        """Return the texts of the replies under a confirmation."""
+        return [m.text for m in self.fake.thread(confirmation.channel, confirmation.ts)]
+
+    def wait_thread(self, confirmation: Confirmation, contains: str, timeout: float = 15.0) -> list[str]:
+        """Wait for a thread reply containing some text; return the whole thread."""
+
+        def find() -> list[str] | None:
+            texts = self.thread_texts(confirmation)
+            return texts if any(contains in t for t in texts) else None
+
+        return self.fake.wait_for(find, timeout, what=f"a thread reply containing {contains!r}")
+
+
+def _button_values(message: Message) -> list[str]:
+    """Return the values of the buttons in a message (empty when it has none)."""
+    return [
+        element["value"]
+        for block in message.blocks
+        if block.get("type") == "actions"
+        for element in block.get("elements", [])
+        if "value" in element
+    ]
+
+
+def has_buttons(message: Message) -> bool:
+    """True when a message still shows action buttons."""
+    return bool(_button_values(message))

@@ -1,0 +1,205 @@
+"""Slack listeners: acknowledge at once, then hand the work to vm-bot's own executor."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.domain.commands import MAX_IDS, MAX_TEXT_LENGTH, Command, parse
+from bot.domain.errors import UserError
+from bot.domain.ports import VmApi
+from bot.domain.starts import (
+    ClickOutcome,
+    Decision,
+    DuplicatePending,
+    NotCovered,
+    NothingToStart,
+    StartService,
+)
+from bot.slack import action_ids, blocks
+from bot.slack.notifier import SlackNotifier
+from bot.zenlayer.errors import ZenlayerError
+
+log = logging.getLogger(__name__)
+
+_DECISIONS = {
+    action_ids.START: Decision.START,
+    action_ids.CANCEL: Decision.CANCEL,
+    action_ids.APPROVE: Decision.APPROVE,
+    action_ids.REJECT: Decision.REJECT,
+}
+_CANNOT_POST = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
+
+
+class Listeners:
+    """The `/vm` command and the confirmation buttons; slow work runs on `executor`, never on bolt's pool."""
+
+    def __init__(
+        self,
+        *,
+        starts: StartService,
+        vm: VmApi,
+        client: WebClient,
+        notifier: SlackNotifier,
+        executor: Executor,
+        wake_watcher: Callable[[], None],
+    ):
+        self.starts = starts
+        self.vm = vm
+        self.client = client
+        self.notifier = notifier
+        self.executor = executor
+        self.wake_watcher = wake_watcher
+
+    def register(self, app: App) -> None:
+        """Attach the listeners to a bolt app."""
+        app.command("/vm")(self.on_command)
+        for action_id in action_ids.DECISION_ACTIONS:
+            app.action(action_id)(self.on_click)
+
+    # --- /vm ---------------------------------------------------------------------------------------------
+
+    def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        """Answer usage problems in the ack itself; anything that needs the database or Zenlayer runs later."""
+        parsed = parse(str(command.get("text", "")))
+        if parsed.too_long:
+            ack(
+                blocks.usage_text(
+                    f":warning: That is too much at once: at most {MAX_IDS} ids, {MAX_TEXT_LENGTH} characters."
+                )
+            )
+            return
+        if parsed.verb in ("start", "status"):
+            if parsed.invalid:
+                ack(blocks.invalid_ids_text(parsed.invalid))
+                return
+            if not parsed.ids:
+                ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
+                return
+            ack(blocks.checking_text(parsed.ids))
+            work = self._start if parsed.verb == "start" else self._status
+            self._submit(respond, work, command, parsed)
+            return
+        problem = None
+        if parsed.args and parsed.verb == "help" and parsed.args[0].lower() != "help":
+            problem = f":warning: Unknown command `{blocks.escape(parsed.args[0][:40])}`."
+        ack(blocks.usage_text(problem))
+
+    def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
+        """Prepare the request and post its confirmation in the channel."""
+        user_id, channel_id = command["user_id"], command["channel_id"]
+        prepared = self.starts.prepare(user_id, channel_id, parsed.ids)
+        request = prepared.request
+        assert request is not None
+        text, message_blocks = blocks.request_message(request, self.notifier.approver_mention)
+        try:
+            posted = self.client.chat_postMessage(channel=channel_id, text=text, blocks=message_blocks)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            self.starts.abandon(request.id, f"could not post the confirmation: {error}")
+            if error in _CANNOT_POST:
+                respond(blocks.cannot_post_text(channel_id, error))
+                return
+            raise
+        self.starts.attach_message(request.id, str(posted["ts"]))
+
+    def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
+        """Answer `/vm status` privately for ids the user holds a grant on."""
+        self.starts.check(command["user_id"], command["channel_id"], parsed.ids, action="start")
+        try:
+            found = self.vm.describe_instances(parsed.ids)
+        except ZenlayerError as exc:
+            raise UserError(f"Could not ask Zenlayer: {exc.describe()}") from exc
+        respond(blocks.status_text(parsed.ids, found))
+
+    # --- buttons -----------------------------------------------------------------------------------------
+
+    def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        """Acknowledge a button click, then decide it off the request path."""
+        ack()
+        action = body.get("actions", [{}])[0]
+        value = str(action.get("value", ""))
+        decision = _DECISIONS.get(str(action.get("action_id")))
+        if not value.isdigit() or decision is None:
+            log.warning("ignoring a click with an unexpected value or action")
+            return
+        user_id = str(body.get("user", {}).get("id", ""))
+        message_ts = str(body.get("container", {}).get("message_ts", ""))
+        self._submit(respond, self._decide, int(value), user_id, decision, message_ts)
+
+    def _decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str, respond: Respond) -> None:
+        """Apply the click and show the outcome: the edited confirmation, or a private explanation."""
+        if message_ts:
+            # A quick click can beat the bot's own note of where it posted the confirmation.
+            self.starts.attach_message(request_id, message_ts)
+        result = self.starts.decide(request_id, user_id, decision)
+        if result.outcome in (ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED):
+            assert result.request is not None
+            self.notifier.refresh(result.request)
+            if result.outcome == ClickOutcome.APPROVED:
+                self.wake_watcher()
+            return
+        respond(
+            blocks.click_refusal_text(result.outcome, result.request, result.coverage),
+            response_type="ephemeral",
+            replace_original=False,
+        )
+        if result.outcome == ClickOutcome.EXPIRED and result.request is not None:
+            self.wake_watcher()  # the watcher marks it expired and edits the message
+
+    # --- the one error handler -----------------------------------------------------------------------------
+
+    def _submit(self, respond: Respond, work: Callable[..., None], *args: Any) -> None:
+        """Run work on vm-bot's executor; user errors become private replies, the rest a quotable reference."""
+
+        def run() -> None:
+            try:
+                work(*args, respond)
+            except Exception as exc:
+                self._reply_to_failure(exc, respond)
+
+        self.executor.submit(run)
+
+    def _reply_to_failure(self, exc: Exception, respond: Respond) -> None:
+        """Tell the user privately what went wrong; log unexpected failures with an id they can quote."""
+        if isinstance(exc, UserError):
+            text = self._user_error_text(exc)
+        else:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("unexpected failure (reference %s)", reference)
+            text = f":boom: Something went wrong on my side. Nothing more will happen. Reference: `{reference}`"
+        try:
+            respond(text, response_type="ephemeral", replace_original=False)
+        except Exception:
+            log.exception("could not deliver a private reply")
+
+    def _user_error_text(self, exc: UserError) -> str:
+        """Render a user-facing error, with links where the domain points at another request."""
+        if isinstance(exc, NotCovered):
+            return blocks.not_covered_text(exc.action, exc.coverage)
+        if isinstance(exc, NothingToStart):
+            permalinks = {
+                s.other_request.id: self._permalink(s.other_request.channel_id, s.other_request.message_ts)
+                for s in exc.prepared.skipped
+                if s.other_request is not None
+            }
+            return blocks.nothing_to_start_text(exc.prepared, {k: v for k, v in permalinks.items() if v})
+        if isinstance(exc, DuplicatePending):
+            return blocks.duplicate_text(self._permalink(exc.request.channel_id, exc.request.message_ts))
+        return f":warning: {blocks.escape(str(exc))}"
+
+    def _permalink(self, channel_id: str, message_ts: str | None) -> str | None:
+        """Return a link to a message, or None when Slack cannot give one."""
+        if message_ts is None:
+            return None
+        try:
+            return str(self.client.chat_getPermalink(channel=channel_id, message_ts=message_ts)["permalink"])
+        except SlackApiError:
+            return None

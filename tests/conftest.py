@@ -1,0 +1,90 @@
+"""Shared fixtures: the fake Slack Web API, the Zenlayer simulator, and a bot served on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from bot.db.session import Database
+from bot.domain import grants
+from bot.server import RunningBot
+from bot.slack.driver import SlackDriver
+from bot.slack.fake_web_api import FakeSlackWebApi
+from bot.zenlayer.simulator import ZenlayerSimulator
+from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, bot_settings, running_bot
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlackWebApi]:
+    """A loopback stand-in for the Slack Web API that records every call."""
+    with FakeSlackWebApi() as fake:
+        yield fake
+
+
+@pytest.fixture
+def simulator() -> Iterator[ZenlayerSimulator]:
+    """The Zenlayer simulator on loopback, verifying signatures, with a few stopped instances."""
+    sim = ZenlayerSimulator(
+        boot_seconds=0.3,
+        access_key_id=ACCESS_KEY_ID,
+        access_key_secret=ACCESS_KEY_SECRET,
+        instances={"web-1": "STOPPED", "web-2": "STOPPED", "db-1": "RUNNING"},
+    )
+    with sim:
+        yield sim
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """A fresh SQLite file (the bot migrates it when it starts)."""
+    return f"sqlite:///{tmp_path / 'vm-bot.db'}"
+
+
+@pytest.fixture
+def grant(database_url: str) -> Callable[..., None]:
+    """Grant a user patterns, as `vm-bot perms grant` would."""
+
+    def add(user_id: str, *patterns: str, **options: object) -> None:
+        from bot.db.migrate import upgrade
+
+        upgrade(database_url)
+        db = Database(database_url)
+        try:
+            with db.session() as session:
+                grants.add_grants(session, user_id, list(patterns), granted_by="test", **options)  # type: ignore[arg-type]
+        finally:
+            db.close()
+
+    return add
+
+
+@pytest.fixture
+def start_bot(
+    fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str
+) -> Iterator[Callable[..., tuple[RunningBot, SlackDriver]]]:
+    """Start the bot (optionally with setting overrides) and a driver that talks to it like Slack."""
+    with ExitStack() as stack:
+
+        def start(**overrides: str) -> tuple[RunningBot, SlackDriver]:
+            settings = bot_settings(
+                database_url=database_url,
+                slack_url=fake_slack.url,
+                zenlayer_url=simulator.url,
+                overrides=overrides,
+            )
+            running = stack.enter_context(running_bot(settings))
+            assert running.http is not None
+            driver = SlackDriver(running.http.url, fake_slack, SIGNING_SECRET)
+            stack.callback(driver.close)
+            return running, driver
+
+        yield start
+
+
+@pytest.fixture
+def slack(start_bot: Callable[..., tuple[RunningBot, SlackDriver]]) -> SlackDriver:
+    """A driver for a bot started with the default test settings."""
+    return start_bot()[1]

@@ -1,0 +1,63 @@
+"""End-to-end helpers: settings for the fakes, a running bot, and waiting with deadlines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TypeVar
+
+from bot.app import create_app
+from bot.config import Settings, load_settings
+from bot.db.migrate import upgrade
+from bot.server import RunningBot
+
+SIGNING_SECRET = "test-signing-secret"
+ACCESS_KEY_ID = "AKIDTEST"
+ACCESS_KEY_SECRET = "test-access-key-secret"
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll predicate until it returns something truthy, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def bot_settings(
+    *, database_url: str, slack_url: str, zenlayer_url: str, overrides: Mapping[str, str] | None = None
+) -> Settings:
+    """Return settings pointing the bot at the fakes, with fast polling."""
+    env = {
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack_url,
+        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
+        "ZENLAYER_API_URL": zenlayer_url,
+        "DATABASE_URL": database_url,
+        "POLL_INTERVAL_SECONDS": "0.05",
+        "START_TIMEOUT_SECONDS": "30",
+        "CONFIRM_TTL_SECONDS": "600",
+        "APPROVAL_TTL_SECONDS": "3600",
+    }
+    env.update(overrides or {})
+    return load_settings(env)
+
+
+@contextmanager
+def running_bot(settings: Settings) -> Iterator[RunningBot]:
+    """Migrate the database, serve the bot on a free loopback port, and stop it afterwards."""
+    upgrade(settings.database_url)
+    running = RunningBot(create_app(settings), host="127.0.0.1", port=0).start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,329 @@
+"""The Slack flow end to end: signed requests to the served app, the fake Web API, the Zenlayer simulator."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+
+import httpx
+
+from bot.slack import action_ids
+from bot.slack.driver import SlackDriver, has_buttons
+from bot.slack.fake_web_api import FakeSlackWebApi, message_text
+from bot.zenlayer.simulator import ZenlayerSimulator
+from tests.slack_support import SIGNING_SECRET, wait_until
+
+
+def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:
+    """Return the instance ids of every StartInstances call the simulator answered."""
+    return [list(c.instance_ids) for c in simulator.calls if c.action == "StartInstances"]
+
+
+def test_happy_path_from_command_to_all_running(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
+) -> None:
+    grant("U0REQUEST", "web-*")
+
+    response, key = slack.command("start web-1, web-2 web-1")
+
+    assert response.status_code == 200
+    assert "Checking" in response.text
+    confirmation = slack.wait_confirmation()
+    shown = message_text(slack.message(confirmation))
+    assert "<@U0REQUEST> wants to start 2 instances" in shown
+    assert "`web-1`" in shown and "`web-2`" in shown and "STOPPED" in shown
+    assert "Expires" in shown
+    assert start_calls(simulator) == []
+
+    click, _ = slack.click(confirmation, action_ids.START)
+    assert click.status_code == 200
+
+    thread = slack.wait_thread(confirmation, "All 2 instances RUNNING")
+    assert "Start requested (Zenlayer requestId" in thread[0]
+    assert any("BOOTING" in t for t in thread)
+    assert start_calls(simulator) == [["web-1", "web-2"]]
+    parent = slack.message(confirmation)
+    assert not has_buttons(parent)
+    assert "Confirmed by <@U0REQUEST>" in message_text(parent)
+    wait_until(lambda: "All 2 RUNNING" in message_text(slack.message(confirmation)), what="progress line")
+    assert slack.private_replies(key) == []  # nothing went wrong, so nothing private beyond the ack
+
+
+def test_user_without_grant_is_refused_privately(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
+) -> None:
+    grant("U0REQUEST", "web-1")
+
+    _, key = slack.command("start web-1 web-2")
+
+    reply = slack.wait_private(key, "You may not start")
+    assert "`web-2`" in reply and "`web-1`" not in reply.split("You may not start")[1].split("\n")[0]
+    assert fake_slack.calls_to("chat.postMessage") == []
+    assert start_calls(simulator) == []
+
+
+def test_only_the_requester_can_confirm(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    grant("U0REQUEST", "web-*")
+    grant("U0OTHER", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+
+    _, key = slack.click(confirmation, action_ids.START, user="U0OTHER")
+
+    assert "Only <@U0REQUEST> can confirm" in slack.wait_private(key, "Only")
+    assert has_buttons(slack.message(confirmation))
+    assert start_calls(simulator) == []
+
+
+def test_concurrent_double_clicks_start_once(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: slack.click(confirmation, action_ids.START), range(8)))
+
+    assert all(r.status_code == 200 for r, _ in responses)
+    slack.wait_thread(confirmation, "RUNNING")
+    assert start_calls(simulator) == [["web-1"]]
+    explained = [k for _, k in responses if any("already" in t for t in slack.private_replies(k))]
+    wait_until(lambda: len([k for _, k in responses if slack.private_replies(k)]) == 7, what="seven explanations")
+    assert len(explained) <= 7
+
+
+def test_cancel_then_late_click_does_nothing(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+
+    slack.click(confirmation, action_ids.CANCEL)
+    wait_until(lambda: not has_buttons(slack.message(confirmation)), what="buttons removed")
+    assert "Cancelled by <@U0REQUEST>" in message_text(slack.message(confirmation))
+
+    _, key = slack.click(confirmation, action_ids.START)
+    assert "already cancelled" in slack.wait_private(key, "already")
+    assert start_calls(simulator) == []
+
+
+def test_unclicked_confirmation_expires(
+    start_bot: Callable[..., tuple[object, SlackDriver]],
+    grant: Callable[..., None],
+    simulator: ZenlayerSimulator,
+) -> None:
+    _, slack = start_bot(CONFIRM_TTL_SECONDS="1")
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+
+    wait_until(lambda: "Expired" in message_text(slack.message(confirmation)), timeout=10, what="expiry")
+    assert not has_buttons(slack.message(confirmation))
+    _, key = slack.click(confirmation, action_ids.START)
+    assert "expired" in slack.wait_private(key, "expired")
+    assert start_calls(simulator) == []
+    assert slack.thread_texts(confirmation) == []
+
+
+def test_forged_and_stale_signatures_are_refused(slack: SlackDriver, fake_slack: FakeSlackWebApi) -> None:
+    body = "command=%2Fvm&text=start+web-1&user_id=U0REQUEST&channel_id=C0CHANNEL"
+
+    forged = slack.post(body, signature="v0=" + "0" * 64)
+    stale = slack.post(body, timestamp=int(time.time()) - 600)
+    unsigned = slack.http.post(
+        slack.events_url, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+
+    assert (forged.status_code, stale.status_code, unsigned.status_code) == (401, 401, 401)
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+
+def test_hostile_input_is_escaped_and_refused(slack: SlackDriver, fake_slack: FakeSlackWebApi) -> None:
+    ping, _ = slack.command("start <!channel> web-1")
+    glob, _ = slack.command("start web-*")
+    huge, _ = slack.command("start " + "a" * 5000)
+    unknown, _ = slack.command("reboot <@U0BOSS>")
+
+    assert "&lt;!channel&gt;" in ping.text and "<!channel>" not in ping.text
+    assert "`web-*`" in glob.text and "Not valid instance ids" in glob.text
+    assert "too much" in huge.text
+    assert "&lt;@U0BOSS&gt;" not in unknown.text and "Unknown command `reboot`" in unknown.text
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+
+def test_help_and_empty_command_show_usage(slack: SlackDriver) -> None:
+    for text in ("", "help", "start"):
+        response, _ = slack.command(text)
+        assert response.status_code == 200
+        assert "/vm start ID" in response.text
+
+
+def test_mixed_states_only_start_what_is_stopped(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    grant("U0REQUEST", "*")
+    slack.command("start web-1 db-1 nope-1")
+    confirmation = slack.wait_confirmation()
+    shown = message_text(slack.message(confirmation))
+    assert "wants to start 1 instance" in shown
+    assert "`db-1`" in shown and "is RUNNING, skipped" in shown
+    assert "`nope-1`" in shown and "not found, skipped" in shown
+
+    slack.click(confirmation, action_ids.START)
+
+    slack.wait_thread(confirmation, "All 1 instance RUNNING")
+    assert start_calls(simulator) == [["web-1"]]
+
+
+def test_nothing_startable_gets_a_private_explanation(
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
+) -> None:
+    grant("U0REQUEST", "*")
+    _, key = slack.command("start db-1 nope-1")
+    reply = slack.wait_private(key, "Nothing to start")
+    assert "`db-1` — is RUNNING" in reply and "`nope-1` — not found" in reply
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+
+def test_status_command_answers_privately(slack: SlackDriver, grant: Callable[..., None]) -> None:
+    grant("U0REQUEST", "*")
+    _, key = slack.command("status web-1 db-1 nope-1")
+    reply = slack.wait_private(key, "Instance status")
+    assert "`web-1`" in reply and "STOPPED" in reply
+    assert "`db-1`" in reply and "RUNNING" in reply
+    assert "`nope-1` — not found" in reply
+
+
+def test_bot_not_in_channel_tells_the_user_how_to_invite_it(
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
+) -> None:
+    grant("U0REQUEST", "web-*")
+    fake_slack.remove_bot_from("C0PRIVATE")
+    _, key = slack.command("start web-1", channel="C0PRIVATE")
+    assert "/invite @vm-bot" in slack.wait_private(key, "invite")
+
+
+def test_slack_rate_limit_is_retried(
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
+) -> None:
+    grant("U0REQUEST", "web-*")
+    fake_slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation(timeout=15)
+    assert confirmation.request_id > 0
+    statuses = [c.status for c in fake_slack.calls_to("chat.postMessage")]
+    assert statuses[:2] == [429, 200]
+
+
+def test_zenlayer_refusing_the_start_is_reported_with_request_id(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+    simulator.fail_next(
+        "StartInstances", status=403, code="OPERATION_DENIED_INSTANCE_RECYCLED", message="in recycle bin"
+    )
+    # The re-check finds it no longer STOPPED, as the real service would show a recycled instance.
+    simulator.set_status("web-1", "RECYCLE")
+
+    slack.click(confirmation, action_ids.START)
+
+    thread = slack.wait_thread(confirmation, "Not every instance started")
+    assert "was RECYCLE when starting" in thread[-1]
+    assert "requestId" in thread[-1] or any("requestId" in t for t in thread)
+
+
+def test_start_outcome_unknown_is_not_retried_and_times_out(
+    start_bot: Callable[..., tuple[object, SlackDriver]],
+    grant: Callable[..., None],
+    simulator: ZenlayerSimulator,
+) -> None:
+    _, slack = start_bot(START_TIMEOUT_SECONDS="1")
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+    simulator.fail_next("StartInstances", status=500, code="INTERNAL_ERROR", message="boom")
+
+    slack.click(confirmation, action_ids.START)
+
+    thread = slack.wait_thread(confirmation, "Stopped watching")
+    assert "outcome unknown, not retried" in "\n".join(thread)
+    assert "`web-1` — STOPPED" in thread[-1]
+    assert len(start_calls(simulator)) == 1
+
+
+def test_watch_times_out_when_boot_is_slow(
+    start_bot: Callable[..., tuple[object, SlackDriver]],
+    grant: Callable[..., None],
+    simulator: ZenlayerSimulator,
+) -> None:
+    simulator.boot_seconds = 30
+    _, slack = start_bot(START_TIMEOUT_SECONDS="1")
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+
+    slack.click(confirmation, action_ids.START)
+
+    thread = slack.wait_thread(confirmation, "Stopped watching")
+    assert "`web-1` — BOOTING" in thread[-1]
+    assert "Timed out" in message_text(slack.message(confirmation))
+
+
+def test_restart_while_booting_resumes_in_the_same_thread(
+    fake_slack: FakeSlackWebApi,
+    simulator: ZenlayerSimulator,
+    database_url: str,
+    grant: Callable[..., None],
+) -> None:
+    from tests.slack_support import bot_settings, running_bot
+
+    simulator.boot_seconds = 1.5
+    grant("U0REQUEST", "web-*")
+    settings = bot_settings(database_url=database_url, slack_url=fake_slack.url, zenlayer_url=simulator.url)
+    with running_bot(settings) as first:
+        assert first.http is not None
+        slack = SlackDriver(first.http.url, fake_slack, SIGNING_SECRET)
+        slack.command("start web-1 web-2")
+        confirmation = slack.wait_confirmation()
+        slack.click(confirmation, action_ids.START)
+        slack.wait_thread(confirmation, "BOOTING")
+    assert not any("RUNNING" in t for t in slack.thread_texts(confirmation))
+
+    with running_bot(settings) as second:
+        assert second.http is not None
+        thread = slack.wait_thread(confirmation, "All 2 instances RUNNING")
+    assert start_calls(simulator) == [["web-1", "web-2"]]
+    assert sum("All 2 instances RUNNING" in t for t in thread) == 1
+
+
+def test_many_commands_at_once_are_all_acknowledged_quickly(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    for n in range(40):
+        simulator.add_instance(f"load-{n}")
+    grant("U0REQUEST", "load-*")
+    simulator.fail_next("DescribeInstances", times=40, status=200, hang_seconds=1.0)
+
+    def send(n: int) -> tuple[int, float]:
+        started = time.monotonic()
+        response, _ = slack.command(f"start load-{n}")
+        return response.status_code, time.monotonic() - started
+
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(send, range(40)))
+
+    assert all(status == 200 for status, _ in results)
+    assert max(elapsed for _, elapsed in results) < 3.0  # Slack's own limit, not a tuning target
+    wait_until(lambda: len(slack.fake.channel_messages("C0CHANNEL")) == 40, timeout=30, what="40 confirmations")
+
+
+def test_health_check(start_bot: Callable[..., tuple[object, SlackDriver]]) -> None:
+    running, _ = start_bot()
+    assert httpx.get(f"{running.http.url}/healthz").text == "ok\n"  # type: ignore[attr-defined]
