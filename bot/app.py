@@ -13,6 +13,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 
 from bot.config import Settings
 from bot.db.session import Database
+from bot.domain.grant_admin import GrantService
 from bot.domain.ports import VmApi
 from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
@@ -67,7 +68,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     vm = vm or ZenlayerClient.from_settings(settings)
     client = make_web_client(settings)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    notifier = SlackNotifier(client, approver_mention=approver)
+    notifier = SlackNotifier(client, approver_group=approver)
     starts = StartService(
         db,
         vm,
@@ -90,6 +91,12 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="bolt-listener"),
     )
     Listeners(
-        starts=starts, vm=vm, client=client, notifier=notifier, executor=executor, wake_watcher=watcher.wake
+        starts=starts,
+        grants=GrantService(db),
+        vm=vm,
+        client=client,
+        notifier=notifier,
+        executor=executor,
+        wake_watcher=watcher.wake,
     ).register(app)
     return BotApp(settings, app, db, vm, client, starts, watcher, executor)

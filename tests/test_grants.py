@@ -170,7 +170,7 @@ def test_granting_twice_updates_needs_approval_instead_of_duplicating(db: Databa
     [
         ("bob", ["web-*"], [], "start", ["`bob`"]),
         ("U0001", [""], [], "start", ["an empty value"]),
-        ("U0001", ["web-*", "bad pattern", "<@U1>"], [], "start", ["`bad pattern`", "`&lt;@U1&gt;`"]),
+        ("U0001", ["web-*", "bad pattern", "<@U1>"], [], "start", ["`bad pattern`", "`<@U1>`"]),
         ("U0001", ["web-*"], ["general", "C0001"], "start", ["`general`"]),
         ("U0001", ["web-*"], [], "destroy", ["`destroy`"]),
         ("x", [""], ["#ops"], "nope", ["`x`", "an empty value", "`#ops`", "`nope`"]),

@@ -157,10 +157,11 @@ def test_hostile_input_is_escaped_and_refused(slack: SlackDriver, fake_slack: Fa
 
 
 def test_help_and_empty_command_show_usage(slack: SlackDriver) -> None:
-    for text in ("", "help", "start"):
-        response, _ = slack.command(text)
-        assert response.status_code == 200
-        assert "/vm start ID" in response.text
+    for text in ("", "help"):
+        _, key = slack.command(text)
+        assert "ask a vm-bot admin" in slack.wait_private(key, "vm-bot")
+    response, _ = slack.command("start")
+    assert "/vm start ID" in response.text
 
 
 def test_mixed_states_only_start_what_is_stopped(

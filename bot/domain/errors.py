@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem the user can fix; its message is safe to show them (already mrkdwn-escaped where needed)."""
+    """A problem the user can fix; its message is plain text, safe to show them once escaped for the medium."""
 
 
 class InvalidInput(UserError):

@@ -32,11 +32,11 @@ class Coverage:
         return not self.uncovered
 
 
-def _show(value: str) -> str:
-    """Quote a user-supplied value for an error message: shortened and safe to put in Slack mrkdwn."""
+def quote(value: str) -> str:
+    """Quote a user-supplied value for a plain-text error message, shortened (the Slack layer escapes it)."""
     if len(value) > 60:
         value = value[:57] + "..."
-    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+    value = value.replace("`", "'")
     return f"`{value}`" if value else "an empty value"
 
 
@@ -46,17 +46,17 @@ def _validation_problems(
     """Return one message per bad value (empty when everything is well-formed)."""
     problems: list[str] = []
     if not is_slack_user_id(user_id):
-        problems.append(f"{_show(user_id)} is not a Slack member id (like U0123ABCD)")
+        problems.append(f"{quote(user_id)} is not a Slack member id (like U0123ABCD)")
     for pattern in patterns:
         if not pattern or not is_pattern(pattern):
             problems.append(
-                f"{_show(pattern)} is not an instance pattern (letters, digits, . _ - and the globs * ? [ ] !)"
+                f"{quote(pattern)} is not an instance pattern (letters, digits, . _ - and the globs * ? [ ] !)"
             )
     for channel in channels:
         if channel != ANY_CHANNEL and not is_slack_channel_id(channel):
-            problems.append(f"{_show(channel)} is not a Slack channel id (like C0123ABCD)")
+            problems.append(f"{quote(channel)} is not a Slack channel id (like C0123ABCD)")
     if action is not None and action not in ACTIONS:
-        problems.append(f"{_show(action)} is not an action (one of {', '.join(ACTIONS)})")
+        problems.append(f"{quote(action)} is not an action (one of {', '.join(ACTIONS)})")
     return problems
 
 

@@ -14,6 +14,7 @@ from bot.db.models import RequestInstance, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.errors import NotAllowed, UserError
+from bot.domain.grant_admin import approvers_for
 from bot.domain.grants import Coverage, check_coverage, list_grants
 from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
@@ -73,6 +74,7 @@ class Prepared:
     startable: list[InstanceInfo] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     request: StartRequest | None = None
+    approvers: list[str] = field(default_factory=list)  # who can approve, when approval is needed
 
 
 class Decision(enum.StrEnum):
@@ -143,14 +145,24 @@ class StartService:
             raise NotCovered(action, coverage)
         return coverage
 
-    def prepare(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
-        """Look the ids up, skip what cannot start, and create the pending request for the rest."""
+    def prepare(
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: Sequence[str],
+        *,
+        link_for: Callable[[StartRequest], str | None] = lambda request: None,
+    ) -> Prepared:
+        """Look the ids up, skip what cannot start, and create the pending request for the rest.
+
+        `link_for` turns another request into a link people can follow (its thread), for ids it already holds.
+        """
         coverage = self.check(user_id, channel_id, ids)
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             pending = _pending_duplicate(session, user_id, channel_id, ids, self.clock())
-            if pending is not None:
-                raise DuplicatePending(pending)
             busy = _ids_in_active_requests(session, ids)
+        if pending is not None:
+            raise DuplicatePending(pending)
         try:
             found = self.vm.describe_instances(ids)
         except ZenlayerError as exc:
@@ -161,9 +173,9 @@ class StartService:
             if info is None:
                 prepared.skipped.append(Skipped(instance_id, "not found"))
             elif instance_id in busy:
-                prepared.skipped.append(
-                    Skipped(instance_id, "already being started", info.status, info.name, busy[instance_id])
-                )
+                link = link_for(busy[instance_id])
+                reason = f"already being started: {link}" if link else "already being started by another request"
+                prepared.skipped.append(Skipped(instance_id, reason, info.status, info.name, busy[instance_id]))
             elif info.status != STARTABLE_STATUS:
                 prepared.skipped.append(Skipped(instance_id, f"is {info.status}", info.status, info.name))
             else:
@@ -187,6 +199,10 @@ class StartService:
                 ttl_seconds=self.approval_ttl_seconds if needs_approval else self.confirm_ttl_seconds,
                 now=self.clock(),
             )
+            if needs_approval:
+                prepared.approvers = approvers_for(
+                    list_grants(session), [i.instance_id for i in prepared.startable], channel_id, user_id
+                )
         return prepared
 
     def attach_message(self, request_id: int, message_ts: str) -> None:

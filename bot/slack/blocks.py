@@ -6,11 +6,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.db.models import RequestInstance, StartRequest
+from bot.db.models import ANY_CHANNEL, Grant, RequestInstance, StartRequest
+from bot.domain.grant_admin import GrantArgs
 from bot.domain.grants import Coverage
 from bot.domain.lifecycle import State
 from bot.domain.ports import InstanceInfo, StatusChange
-from bot.domain.starts import ClickOutcome, Prepared, Skipped
+from bot.domain.starts import ClickOutcome, Prepared
 from bot.slack import action_ids
 
 Block = dict[str, Any]
@@ -85,17 +86,81 @@ def _context(text: str) -> Block:
 
 USAGE = (
     "*vm-bot* starts Zenlayer VMs you are allowed to start.\n"
-    "• `/vm start ID [ID ...]` — ask to start instances (ids separated by spaces or commas); "
+    "• `/vm start ID [ID ...]` — ask to start instances (ids separated by spaces, commas or newlines); "
     "you confirm before anything happens\n"
     "• `/vm status ID [ID ...]` — show instances' current status\n"
     "• `/vm grants` — show what you may do\n"
-    "• `/vm help` — this text"
+    "• `/vm help` — what you can do here"
 )
+ADMIN_USAGE = (
+    "• `/vm grant @user PATTERN [PATTERN ...] [--channel #channel ...] [--action start|approve|admin] "
+    "[--needs-approval]` — let someone act on instances\n"
+    "• `/vm revoke @user [PATTERN ...] [--channel #channel ...] [--action ACTION]` — take grants away"
+)
+ACTION_PHRASES = {"start": "start", "approve": "approve others' starts of", "admin": "manage grants for"}
 
 
 def usage_text(problem: str | None = None) -> str:
     """Return the usage reply, optionally preceded by what was wrong (already escaped by the caller)."""
     return f"{problem}\n\n{USAGE}" if problem else USAGE
+
+
+def _grant_line(grant: Grant) -> str:
+    """Describe one grant for its holder."""
+    where = "in any channel" if grant.channel_id == ANY_CHANNEL else f"in <#{grant.channel_id}>"
+    approval = " (needs a second person's approval)" if grant.needs_approval else ""
+    return f"• {ACTION_PHRASES.get(grant.action, grant.action)} `{escape(grant.pattern)}` {where}{approval}"
+
+
+def grants_text(grants: Sequence[Grant]) -> str:
+    """Show a user their own grants."""
+    if not grants:
+        return "You have no vm-bot grants yet. Ask a vm-bot admin for one."
+    return "\n".join(["*Your vm-bot grants*", *_listing([_grant_line(g) for g in grants])])
+
+
+def help_text(grants: Sequence[Grant], channel_id: str) -> str:
+    """Return help that shows only what this caller may do, and where."""
+    if not grants:
+        return (
+            "*vm-bot* starts Zenlayer VMs for people who hold a grant. You have none yet — ask a vm-bot admin.\n"
+            "• `/vm grants` — show what you may do\n• `/vm help` — this text"
+        )
+    here = [g for g in grants if g.channel_id in (ANY_CHANNEL, channel_id)]
+    actions = {g.action for g in grants}
+    lines = ["*What you can do with vm-bot*"]
+    if "start" in actions:
+        lines.append(
+            "• `/vm start ID [ID ...]` — ask to start instances; you confirm before anything happens\n"
+            "• `/vm status ID [ID ...]` — show instances' current status"
+        )
+    if "approve" in actions:
+        lines.append("• press *Approve* or *Reject* on others' requests that need a second person")
+    if "admin" in actions:
+        lines.append(ADMIN_USAGE)
+    lines.append("• `/vm grants` — show your grants")
+    lines.append("*Your grants*")
+    lines.extend(_listing([_grant_line(g) for g in grants]))
+    if not here:
+        lines.append(":information_source: None of your grants can be used in this channel.")
+    return "\n".join(lines)
+
+
+def grant_done_text(args: GrantArgs, added: int) -> str:
+    """Confirm a grant made from Slack."""
+    where = ", ".join(f"<#{c}>" for c in args.channels) or "any channel"
+    patterns = ", ".join(f"`{escape(p)}`" for p in args.patterns)
+    approval = ", with a second person's approval" if args.needs_approval else ""
+    verb = "Granted" if added else "Already granted (updated)"
+    action = args.action or "start"
+    return f":white_check_mark: {verb}: {mention(args.user_id)} may {action} {patterns} in {where}{approval}."
+
+
+def revoke_done_text(args: GrantArgs, removed: int) -> str:
+    """Confirm grants removed from Slack."""
+    if not removed:
+        return f":information_source: {mention(args.user_id)} had no matching grants; nothing changed."
+    return f":wastebasket: Removed {removed} grant{'s' if removed != 1 else ''} from {mention(args.user_id)}."
 
 
 def checking_text(ids: Sequence[str]) -> str:
@@ -122,18 +187,9 @@ def not_covered_text(action: str, coverage: Coverage) -> str:
     return "\n".join(lines)
 
 
-def skipped_line(skipped: Skipped, permalink: str | None = None) -> str:
-    """Describe one id that will not be started."""
-    reason = skipped.reason
-    if skipped.other_request is not None and permalink:
-        reason = f"<{permalink}|{reason}>"
-    return f"• {label(skipped.instance_id, skipped.name)} — {reason}, skipped"
-
-
-def nothing_to_start_text(prepared: Prepared, permalinks: dict[int, str] | None = None) -> str:
+def nothing_to_start_text(prepared: Prepared) -> str:
     """Explain why none of the ids can be started."""
-    permalinks = permalinks or {}
-    lines = [skipped_line(s, permalinks.get(s.other_request.id) if s.other_request else None) for s in prepared.skipped]
+    lines = [f"• {label(s.instance_id, s.name)} — {escape(s.reason)}" for s in prepared.skipped]
     return "\n".join([":information_source: Nothing to start:", *_listing(lines)])
 
 
@@ -219,7 +275,16 @@ def _instance_line(instance: RequestInstance) -> str:
     return f"• {name} — {shown}"
 
 
-def request_message(request: StartRequest, approver_mention: str | None = None) -> tuple[str, list[Block]]:
+def approver_phrase(approvers: Sequence[str], group_mention: str | None) -> str:
+    """Name who can approve: the configured group, else the people whose grants allow it."""
+    if group_mention:
+        return group_mention
+    if approvers:
+        return " or ".join(mention(u) for u in approvers[:10]) + (" or another approver" if len(approvers) > 10 else "")
+    return "someone with an approve grant"
+
+
+def request_message(request: StartRequest, approvers: str | None = None) -> tuple[str, list[Block]]:
     """Render the confirmation message (the thread parent) from the request's current state."""
     starting = [i for i in request.instances if i.to_start]
     count = _count(len(starting))
@@ -231,7 +296,7 @@ def request_message(request: StartRequest, approver_mention: str | None = None) 
     blocks.extend(_sections(_listing([_instance_line(i) for i in request.instances])))
     if state == State.PENDING:
         if request.needs_approval:
-            who = approver_mention or "someone with an approve grant"
+            who = approvers or "someone with an approve grant"
             blocks.append(_context(f"Waiting for {who} to approve. Expires {slack_date(request.expires_at)}."))
             blocks.append(_buttons(request.id, approval=True))
         else:

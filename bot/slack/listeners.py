@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.domain.commands import MAX_IDS, MAX_TEXT_LENGTH, Command, parse
 from bot.domain.errors import UserError
+from bot.domain.grant_admin import GrantService, parse_grant_args
 from bot.domain.ports import VmApi
 from bot.domain.starts import (
     ClickOutcome,
@@ -45,6 +46,7 @@ class Listeners:
         self,
         *,
         starts: StartService,
+        grants: GrantService,
         vm: VmApi,
         client: WebClient,
         notifier: SlackNotifier,
@@ -52,6 +54,7 @@ class Listeners:
         wake_watcher: Callable[[], None],
     ):
         self.starts = starts
+        self.grants = grants
         self.vm = vm
         self.client = client
         self.notifier = notifier
@@ -87,18 +90,23 @@ class Listeners:
             work = self._start if parsed.verb == "start" else self._status
             self._submit(respond, work, command, parsed)
             return
-        problem = None
-        if parsed.args and parsed.verb == "help" and parsed.args[0].lower() != "help":
-            problem = f":warning: Unknown command `{blocks.escape(parsed.args[0][:40])}`."
-        ack(blocks.usage_text(problem))
+        if parsed.verb == "help" and parsed.args:
+            ack(blocks.usage_text(f":warning: Unknown command `{blocks.escape(parsed.args[0][:40])}`."))
+            return
+        ack()
+        work = {"help": self._help, "grants": self._grants, "grant": self._grant, "revoke": self._revoke}[parsed.verb]
+        self._submit(respond, work, command, parsed)
 
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Prepare the request and post its confirmation in the channel."""
         user_id, channel_id = command["user_id"], command["channel_id"]
-        prepared = self.starts.prepare(user_id, channel_id, parsed.ids)
+        prepared = self.starts.prepare(
+            user_id, channel_id, parsed.ids, link_for=lambda r: self._permalink(r.channel_id, r.message_ts)
+        )
         request = prepared.request
         assert request is not None
-        text, message_blocks = blocks.request_message(request, self.notifier.approver_mention)
+        approvers = blocks.approver_phrase(prepared.approvers, self.notifier.approver_group)
+        text, message_blocks = blocks.request_message(request, approvers)
         try:
             posted = self.client.chat_postMessage(channel=channel_id, text=text, blocks=message_blocks)
         except SlackApiError as exc:
@@ -109,6 +117,26 @@ class Listeners:
                 return
             raise
         self.starts.attach_message(request.id, str(posted["ts"]))
+
+    def _help(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
+        """Show the caller only what they may do."""
+        respond(blocks.help_text(self.grants.grants_of(command["user_id"]), command["channel_id"]))
+
+    def _grants(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
+        """Show the caller their own grants."""
+        respond(blocks.grants_text(self.grants.grants_of(command["user_id"])))
+
+    def _grant(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
+        """`/vm grant`: an admin gives someone a grant."""
+        args = parse_grant_args(parsed.args, revoking=False)
+        added = self.grants.grant(command["user_id"], command["channel_id"], args)
+        respond(blocks.grant_done_text(args, added))
+
+    def _revoke(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
+        """`/vm revoke`: an admin takes grants away."""
+        args = parse_grant_args(parsed.args, revoking=True)
+        removed = self.grants.revoke(command["user_id"], command["channel_id"], args)
+        respond(blocks.revoke_done_text(args, removed))
 
     def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Answer `/vm status` privately for ids the user holds a grant on."""
@@ -185,15 +213,10 @@ class Listeners:
         if isinstance(exc, NotCovered):
             return blocks.not_covered_text(exc.action, exc.coverage)
         if isinstance(exc, NothingToStart):
-            permalinks = {
-                s.other_request.id: self._permalink(s.other_request.channel_id, s.other_request.message_ts)
-                for s in exc.prepared.skipped
-                if s.other_request is not None
-            }
-            return blocks.nothing_to_start_text(exc.prepared, {k: v for k, v in permalinks.items() if v})
+            return blocks.nothing_to_start_text(exc.prepared)
         if isinstance(exc, DuplicatePending):
             return blocks.duplicate_text(self._permalink(exc.request.channel_id, exc.request.message_ts))
-        return f":warning: {blocks.escape(str(exc))}"
+        return f":warning: {blocks.escape(str(exc))}"  # UserError messages are plain text
 
     def _permalink(self, channel_id: str, message_ts: str | None) -> str | None:
         """Return a link to a message, or None when Slack cannot give one."""

@@ -15,15 +15,15 @@ from bot.slack import blocks
 class SlackNotifier:
     """The domain's Notifier, backed by chat.postMessage (thread replies) and chat.update (the parent)."""
 
-    def __init__(self, client: WebClient, approver_mention: str | None = None):
+    def __init__(self, client: WebClient, approver_group: str | None = None):
         self.client = client
-        self.approver_mention = approver_mention
+        self.approver_group = approver_group  # a <!subteam^…> mention, when one is configured
 
     def refresh(self, request: StartRequest) -> None:
         """Re-render the confirmation message from the request's current state."""
         if request.message_ts is None:
             return
-        text, message_blocks = blocks.request_message(request, self.approver_mention)
+        text, message_blocks = blocks.request_message(request, blocks.approver_phrase([], self.approver_group))
         self.client.chat_update(channel=request.channel_id, ts=request.message_ts, text=text, blocks=message_blocks)
 
     def progress(self, request: StartRequest, changes: Sequence[StatusChange]) -> None:

@@ -1,0 +1,166 @@
+"""Managing grants from chat: who may do it, parsing `/vm grant|revoke`, and what a caller may do."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from sqlalchemy.orm import Session
+
+from bot.db.models import ANY_CHANNEL, Grant
+from bot.db.session import Database
+from bot.domain import audit, grants
+from bot.domain.errors import InvalidInput, NotAllowed
+
+_USER_MENTION_RE = re.compile(r"^<@([UW][A-Z0-9]{2,20})(?:\|[^>]*)?>$")
+_CHANNEL_MENTION_RE = re.compile(r"^<#([CG][A-Z0-9]{2,20})(?:\|[^>]*)?>$")
+
+GRANT_USAGE = (
+    "`/vm grant @user PATTERN [PATTERN ...] [--channel #channel ...] [--action start|approve|admin] [--needs-approval]`"
+)
+REVOKE_USAGE = "`/vm revoke @user [PATTERN ...] [--channel #channel ...] [--action start|approve|admin]`"
+
+
+@dataclass
+class GrantArgs:
+    """The parsed arguments of `/vm grant` or `/vm revoke`."""
+
+    user_id: str
+    patterns: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)
+    action: str | None = None
+    needs_approval: bool = False
+
+
+def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
+    """Parse `@user PATTERN ... --channel #c --action a --needs-approval`; raise InvalidInput naming problems."""
+    usage = REVOKE_USAGE if revoking else GRANT_USAGE
+    if not words:
+        raise InvalidInput(f"Usage: {usage}")
+    mention = _USER_MENTION_RE.match(words[0])
+    user_id = mention.group(1) if mention else words[0]
+    parsed = GrantArgs(user_id=user_id)
+    problems: list[str] = []
+    rest = list(words[1:])
+    while rest:
+        word = rest.pop(0)
+        # Phones turn "--" into a dash; accept "-channel" and "--channel" alike.
+        option = "--" + word.lstrip("-") if word.startswith("-") else None
+        if option == "--needs-approval" and not revoking:
+            parsed.needs_approval = True
+        elif option in ("--channel", "--action"):
+            if not rest:
+                problems.append(f"{option} needs a value")
+                break
+            value = rest.pop(0)
+            if option == "--action":
+                parsed.action = value.lower()
+            else:
+                channel = _CHANNEL_MENTION_RE.match(value)
+                parsed.channels.append(channel.group(1) if channel else value)
+        elif option is not None:
+            problems.append(f"unknown option {grants.quote(word)}")
+        else:
+            parsed.patterns.append(word)
+    if not revoking and not parsed.patterns:
+        problems.append("name at least one instance pattern")
+    if problems:
+        raise InvalidInput("; ".join(problems) + f". Usage: {usage}")
+    return parsed
+
+
+def can_administer(admin_grants: Sequence[Grant], channel_id: str, patterns: Sequence[str]) -> bool:
+    """True when an admin grant usable in this channel covers every pattern (and any pattern, when none given)."""
+    usable = [g for g in admin_grants if g.action == "admin" and g.channel_id in (ANY_CHANNEL, channel_id)]
+    if not patterns:
+        return any(g.pattern == "*" for g in usable)
+    # A pattern is within an admin's reach when the admin's glob matches it as text: `web-*` covers `web-1`, `web-*`.
+    return all(any(fnmatchcase(p, g.pattern) for g in usable) for p in patterns)
+
+
+def grant_from_chat(session: Session, admin_id: str, channel_id: str, args: GrantArgs) -> int:
+    """Add grants on an admin's behalf, with the CLI's validation and an audit event; return rows added."""
+    if not can_administer(grants.list_grants(session, admin_id), channel_id, args.patterns):
+        audit.record(session, "denied", actor=admin_id, action="admin", subject=args.user_id, patterns=args.patterns)
+        raise NotAllowed("You need an admin grant covering those patterns (in this channel) to manage grants.")
+    added = grants.add_grants(
+        session,
+        args.user_id,
+        args.patterns,
+        action=args.action or "start",
+        channels=args.channels,
+        needs_approval=args.needs_approval,
+        granted_by=admin_id,
+    )
+    audit.record(
+        session,
+        "grant_added",
+        actor=admin_id,
+        subject=args.user_id,
+        patterns=args.patterns,
+        action=args.action or "start",
+        channels=args.channels or [ANY_CHANNEL],
+        needs_approval=args.needs_approval,
+        added=added,
+        via="slack",
+    )
+    return added
+
+
+def revoke_from_chat(session: Session, admin_id: str, channel_id: str, args: GrantArgs) -> int:
+    """Remove grants on an admin's behalf, audited; return rows removed."""
+    if not can_administer(grants.list_grants(session, admin_id), channel_id, args.patterns):
+        audit.record(session, "denied", actor=admin_id, action="admin", subject=args.user_id, patterns=args.patterns)
+        raise NotAllowed("You need an admin grant covering those patterns (in this channel) to manage grants.")
+    removed = grants.revoke_grants(
+        session, args.user_id, patterns=args.patterns, channels=args.channels, action=args.action
+    )
+    audit.record(
+        session,
+        "grant_revoked",
+        actor=admin_id,
+        subject=args.user_id,
+        patterns=args.patterns,
+        channels=args.channels,
+        action=args.action,
+        removed=removed,
+        via="slack",
+    )
+    return removed
+
+
+def approvers_for(all_grants: Sequence[Grant], ids: Sequence[str], channel_id: str, requester_id: str) -> list[str]:
+    """Return the users (other than the requester) whose approve grants cover every id in this channel."""
+    by_user: dict[str, list[Grant]] = {}
+    for grant in all_grants:
+        if grant.action == "approve" and grant.user_id != requester_id:
+            by_user.setdefault(grant.user_id, []).append(grant)
+    return sorted(
+        user
+        for user, user_grants in by_user.items()
+        if grants.check_coverage(user_grants, ids, action="approve", channel_id=channel_id).ok
+    )
+
+
+class GrantService:
+    """Grant look-ups and chat-driven grant changes, each in its own transaction."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def grants_of(self, user_id: str) -> list[Grant]:
+        """Return one user's grants."""
+        with self.db.session(readonly=True) as session:
+            return grants.list_grants(session, user_id)
+
+    def grant(self, admin_id: str, channel_id: str, args: GrantArgs) -> int:
+        """Add grants on an admin's behalf; return rows added."""
+        with self.db.session() as session:
+            return grant_from_chat(session, admin_id, channel_id, args)
+
+    def revoke(self, admin_id: str, channel_id: str, args: GrantArgs) -> int:
+        """Remove grants on an admin's behalf; return rows removed."""
+        with self.db.session() as session:
+            return revoke_from_chat(session, admin_id, channel_id, args)
