@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -81,7 +82,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         notifier,
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
-        owner=f"{socket.gethostname()}:{os.getpid()}",
+        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
     )
     executor = ThreadPoolExecutor(max_workers=WORK_THREADS, thread_name_prefix="vm-bot-work")
     app = App(

@@ -85,6 +85,12 @@ class Watcher:
                 log.exception("watcher tick failed; retrying on the next tick")
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+        try:
+            # Hand unfinished requests over at once instead of making the next process wait out the lease.
+            with self.db.session() as session:
+                lifecycle.release_leases(session, owner=self.owner)
+        except Exception:
+            log.exception("could not release leases; they lapse by themselves")
         log.info("watcher %s stopped", self.owner)
 
     def tick(self) -> None:
