@@ -18,7 +18,8 @@ from bot.db.models import ANY_CHANNEL, Grant
 from bot.db.session import Database
 from bot.domain import audit as audit_log
 from bot.domain.errors import InvalidInput
-from bot.domain.grants import add_grants, list_grants, revoke_grants
+from bot.domain.grant_admin import GrantArgs, add_audited, revoke_audited
+from bot.domain.grants import list_grants
 
 CLI_ACTOR = "cli"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -141,28 +142,8 @@ def perms(args: argparse.Namespace, settings: Settings) -> int:
 
 def _grant(database: Database, args: argparse.Namespace) -> int:
     """Add grants, audit them, and show the user's grants."""
-    channels = list(args.channel or [])
     with database.session() as session:
-        added = add_grants(
-            session,
-            args.user_id,
-            list(args.instances or []),
-            action=args.action,
-            channels=channels,
-            needs_approval=args.needs_approval,
-            granted_by=CLI_ACTOR,
-        )
-        audit_log.record(
-            session,
-            "grant_added",
-            actor=CLI_ACTOR,
-            subject=args.user_id,
-            action=args.action,
-            patterns=list(dict.fromkeys(args.instances)),
-            channels=list(dict.fromkeys(channels)) or [ANY_CHANNEL],
-            needs_approval=args.needs_approval,
-            added=added,
-        )
+        added = add_audited(session, CLI_ACTOR, _grant_args(args))
         grants = list_grants(session, args.user_id)
     print(f"granted {args.user_id}: {_plural(added, 'new grant')}")
     print(_grants_table(grants))
@@ -172,23 +153,7 @@ def _grant(database: Database, args: argparse.Namespace) -> int:
 def _revoke(database: Database, args: argparse.Namespace) -> int:
     """Remove grants, audit it, and say how many went."""
     with database.session() as session:
-        removed = revoke_grants(
-            session,
-            args.user_id,
-            patterns=list(args.instances or []),
-            channels=list(args.channel or []),
-            action=args.action,
-        )
-        audit_log.record(
-            session,
-            "grant_revoked",
-            actor=CLI_ACTOR,
-            subject=args.user_id,
-            action=args.action,
-            patterns=list(args.instances or []),
-            channels=list(args.channel or []),
-            removed=removed,
-        )
+        removed = revoke_audited(session, CLI_ACTOR, _grant_args(args))
         remaining = list_grants(session, args.user_id)
     if removed:
         print(f"revoked {_plural(removed, 'grant')} from {args.user_id}")
@@ -196,6 +161,17 @@ def _revoke(database: Database, args: argparse.Namespace) -> int:
         print(f"no grants of {args.user_id} matched; nothing revoked")
     print(f"{args.user_id} now has {_plural(len(remaining), 'grant')}")
     return EXIT_OK
+
+
+def _grant_args(args: argparse.Namespace) -> GrantArgs:
+    """Translate `perms grant|revoke` arguments into the shape chat commands use too."""
+    return GrantArgs(
+        user_id=args.user_id,
+        patterns=list(args.instances or []),
+        channels=list(args.channel or []),
+        action=args.action,
+        needs_approval=bool(getattr(args, "needs_approval", False)),
+    )
 
 
 def _list(database: Database, args: argparse.Namespace) -> int:

@@ -80,55 +80,55 @@ def can_administer(admin_grants: Sequence[Grant], channel_id: str, patterns: Seq
     return all(any(fnmatchcase(p, g.pattern) for g in usable) for p in patterns)
 
 
-def grant_from_chat(session: Session, admin_id: str, channel_id: str, args: GrantArgs) -> int:
-    """Add grants on an admin's behalf, with the CLI's validation and an audit event; return rows added."""
-    if not can_administer(grants.list_grants(session, admin_id), channel_id, args.patterns):
-        audit.record(session, "denied", actor=admin_id, action="admin", subject=args.user_id, patterns=args.patterns)
-        raise NotAllowed("You need an admin grant covering those patterns (in this channel) to manage grants.")
+def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
+    """Add the grants args describe and write the audit event; return rows added (the CLI and chat share this)."""
+    action = args.action or "start"
     added = grants.add_grants(
         session,
         args.user_id,
         args.patterns,
-        action=args.action or "start",
+        action=action,
         channels=args.channels,
         needs_approval=args.needs_approval,
-        granted_by=admin_id,
+        granted_by=actor,
     )
     audit.record(
         session,
         "grant_added",
-        actor=admin_id,
+        actor=actor,
         subject=args.user_id,
-        patterns=args.patterns,
-        action=args.action or "start",
-        channels=args.channels or [ANY_CHANNEL],
+        action=action,
+        patterns=list(dict.fromkeys(args.patterns)),
+        channels=list(dict.fromkeys(args.channels)) or [ANY_CHANNEL],
         needs_approval=args.needs_approval,
         added=added,
-        via="slack",
     )
     return added
 
 
-def revoke_from_chat(session: Session, admin_id: str, channel_id: str, args: GrantArgs) -> int:
-    """Remove grants on an admin's behalf, audited; return rows removed."""
-    if not can_administer(grants.list_grants(session, admin_id), channel_id, args.patterns):
-        audit.record(session, "denied", actor=admin_id, action="admin", subject=args.user_id, patterns=args.patterns)
-        raise NotAllowed("You need an admin grant covering those patterns (in this channel) to manage grants.")
+def revoke_audited(session: Session, actor: str, args: GrantArgs) -> int:
+    """Remove the grants args select and write the audit event; return rows removed."""
     removed = grants.revoke_grants(
         session, args.user_id, patterns=args.patterns, channels=args.channels, action=args.action
     )
     audit.record(
         session,
         "grant_revoked",
-        actor=admin_id,
+        actor=actor,
         subject=args.user_id,
+        action=args.action,
         patterns=args.patterns,
         channels=args.channels,
-        action=args.action,
         removed=removed,
-        via="slack",
     )
     return removed
+
+
+def _require_admin(session: Session, admin_id: str, channel_id: str, args: GrantArgs) -> None:
+    """Raise NotAllowed (and audit the denial) unless admin_id may manage these patterns from this channel."""
+    if not can_administer(grants.list_grants(session, admin_id), channel_id, args.patterns):
+        audit.record(session, "denied", actor=admin_id, action="admin", subject=args.user_id, patterns=args.patterns)
+        raise NotAllowed("You need an admin grant covering those patterns (in this channel) to manage grants.")
 
 
 def approvers_for(all_grants: Sequence[Grant], ids: Sequence[str], channel_id: str, requester_id: str) -> list[str]:
@@ -158,9 +158,11 @@ class GrantService:
     def grant(self, admin_id: str, channel_id: str, args: GrantArgs) -> int:
         """Add grants on an admin's behalf; return rows added."""
         with self.db.session() as session:
-            return grant_from_chat(session, admin_id, channel_id, args)
+            _require_admin(session, admin_id, channel_id, args)
+            return add_audited(session, admin_id, args)
 
     def revoke(self, admin_id: str, channel_id: str, args: GrantArgs) -> int:
         """Remove grants on an admin's behalf; return rows removed."""
         with self.db.session() as session:
-            return revoke_from_chat(session, admin_id, channel_id, args)
+            _require_admin(session, admin_id, channel_id, args)
+            return revoke_audited(session, admin_id, args)
