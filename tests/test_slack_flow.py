@@ -274,7 +274,7 @@ def test_watch_times_out_when_boot_is_slow(
 
     thread = slack.wait_thread(confirmation, "Stopped watching")
     assert "`web-1` — BOOTING" in thread[-1]
-    assert "Timed out" in message_text(slack.message(confirmation))
+    wait_until(lambda: "Timed out" in message_text(slack.message(confirmation)), what="the parent to say so")
 
 
 def test_restart_while_booting_resumes_in_the_same_thread(
@@ -328,3 +328,19 @@ def test_many_commands_at_once_are_all_acknowledged_quickly(
 def test_health_check(start_bot: Callable[..., tuple[object, SlackDriver]]) -> None:
     running, _ = start_bot()
     assert httpx.get(f"{running.http.url}/healthz").text == "ok\n"  # type: ignore[attr-defined]
+
+
+def test_a_failing_parent_edit_neither_repeats_replies_nor_blocks_the_outcome(
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
+) -> None:
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+    slack.click(confirmation, action_ids.START)
+    wait_until(lambda: fake_slack.calls_to("chat.update"), what="the click's edit")
+    fake_slack.fail_next("chat.update", times=1000, error="message_not_found")  # someone deleted it
+
+    thread = slack.wait_thread(confirmation, "All 1 instance RUNNING")
+
+    assert len(thread) == len(set(thread)), thread  # no reply posted twice
+    assert sum("All 1 instance RUNNING" in t for t in thread) == 1

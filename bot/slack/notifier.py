@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.db.models import StartRequest
 from bot.domain.lifecycle import State
 from bot.domain.ports import StatusChange
 from bot.slack import blocks
+
+log = logging.getLogger(__name__)
+
+# Errors that retrying cannot fix: the message, its channel or our access to it is gone.
+PERMANENT_ERRORS = frozenset(
+    {
+        "message_not_found",
+        "cant_update_message",
+        "channel_not_found",
+        "is_archived",
+        "not_in_channel",
+        "thread_not_found",
+        "edit_window_closed",
+    }
+)
 
 
 class SlackNotifier:
@@ -30,19 +47,35 @@ class SlackNotifier:
         """Reply in the thread with what changed, then refresh the parent's progress line."""
         if request.message_ts is None:
             return
-        self.client.chat_postMessage(
-            channel=request.channel_id,
-            thread_ts=request.message_ts,
-            text=blocks.progress_reply(request, changes),
-        )
-        self.refresh(request)
+        self._reply(request, blocks.progress_reply(request, changes))
+        self._refresh_best_effort(request)
 
     def finished(self, request: StartRequest) -> None:
         """Post the final reply (none for an expired confirmation) and refresh the parent."""
         if request.message_ts is None:
             return
-        self.refresh(request)
         if request.state != State.EXPIRED:
-            self.client.chat_postMessage(
-                channel=request.channel_id, thread_ts=request.message_ts, text=blocks.final_reply(request)
-            )
+            self._reply(request, blocks.final_reply(request))
+        self._refresh_best_effort(request)
+
+    def _reply(self, request: StartRequest, text: str) -> None:
+        """Post in the request's thread; a permanent failure is logged and dropped so the request can end."""
+        assert request.message_ts is not None
+        try:
+            self.client.chat_postMessage(channel=request.channel_id, thread_ts=request.message_ts, text=text)
+        except SlackApiError as exc:
+            if _error(exc) not in PERMANENT_ERRORS:
+                raise
+            log.warning("cannot reply in the thread of request %s (%s); going on without it", request.id, _error(exc))
+
+    def _refresh_best_effort(self, request: StartRequest) -> None:
+        """Update the parent after a reply went out; never let it undo or repeat the reply."""
+        try:
+            self.refresh(request)
+        except SlackApiError as exc:
+            log.warning("could not update the confirmation of request %s (%s)", request.id, _error(exc))
+
+
+def _error(exc: SlackApiError) -> str:
+    """Return Slack's error code from an API error."""
+    return str(exc.response.get("error", "")) if exc.response is not None else ""
