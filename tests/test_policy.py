@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable
 
 from bot.db.session import Database
-from bot.domain import audit
+from bot.domain import audit, lifecycle
 from bot.slack import action_ids
 from bot.slack.driver import SlackDriver, has_buttons
 from bot.slack.fake_web_api import FakeSlackWebApi, message_text
@@ -30,6 +31,17 @@ def audit_events(database_url: str) -> list[tuple[str, str]]:
     try:
         with db.session(readonly=True) as session:
             return [(e.event, e.actor) for e in reversed(audit.latest(session, limit=1000))]
+    finally:
+        db.close()
+
+
+def stored_message_ts(database_url: str, request_id: int) -> str | None:
+    """Return the confirmation ts the bot stored for a request."""
+    db = Database(database_url)
+    try:
+        with db.session(readonly=True) as session:
+            request = lifecycle.get_request(session, request_id)
+            return request.message_ts if request else None
     finally:
         db.close()
 
@@ -142,11 +154,12 @@ def test_approver_group_is_mentioned_when_configured(
 
 
 def test_retyping_a_pending_request_points_at_the_existing_confirmation(
-    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi, database_url: str
 ) -> None:
     grant("U0REQUEST", "web-*")
     slack.command("start web-1 web-2")
     first = slack.wait_confirmation()
+    wait_until(lambda: stored_message_ts(database_url, first.request_id), what="the confirmation's ts stored")
 
     _, key = slack.command("start web-2, web-1")
 
@@ -224,3 +237,20 @@ def test_admin_grants_and_revokes_from_slack_and_nobody_else_can(
     events = audit_events(database_url)
     assert ("grant_added", "U0ADMIN") in events and ("grant_revoked", "U0ADMIN") in events
     assert ("denied", "U0NEW") in events
+
+
+def test_the_same_command_sent_twice_at_once_gives_one_confirmation(
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator
+) -> None:
+    grant("U0REQUEST", "web-*")
+    simulator.fail_next("DescribeInstances", times=2, status=200, hang_seconds=0.5)  # both look up at once
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        keys = [key for _, key in pool.map(lambda _: slack.command("start web-1"), range(2))]
+
+    slack.wait_confirmation()
+    pointer = fake_slack.wait_for(
+        lambda: [k for k in keys if any("already asked" in t for t in slack.private_replies(k))], what="a pointer"
+    )
+    assert len(pointer) == 1
+    assert len([m for m in fake_slack.channel_messages("C0CHANNEL") if has_buttons(m)]) == 1

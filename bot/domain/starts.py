@@ -44,7 +44,10 @@ class DuplicatePending(UserError):
     """The same user already has a pending confirmation for exactly these ids."""
 
     def __init__(self, request: StartRequest):
-        self.request = request
+        # Plain values, not the row: the transaction this is raised from rolls back and expires its objects.
+        self.request_id = request.id
+        self.channel_id = request.channel_id
+        self.message_ts = request.message_ts
         super().__init__("You already have a pending confirmation for these instances")
 
 
@@ -199,6 +202,10 @@ class StartService:
                 ttl_seconds=self.approval_ttl_seconds if needs_approval else self.confirm_ttl_seconds,
                 now=self.clock(),
             )
+            # Two identical commands can pass the check above together; the later row stands down here.
+            earlier = _pending_duplicate(session, user_id, channel_id, ids, self.clock(), before=prepared.request.id)
+            if earlier is not None:
+                raise DuplicatePending(earlier)
             if needs_approval:
                 prepared.approvers = approvers_for(
                     list_grants(session), [i.instance_id for i in prepared.startable], channel_id, user_id
@@ -311,21 +318,24 @@ class StartService:
 
 
 def _pending_duplicate(
-    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime
+    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime, before: int | None = None
 ) -> StartRequest | None:
-    """Return the user's unexpired pending request in this channel for exactly these ids, if any."""
+    """Return the user's unexpired pending request in this channel for exactly these ids (older than `before`)."""
     wanted = set(ids)
-    candidates = session.scalars(
+    query = (
         select(StartRequest)
         .where(
             StartRequest.requester_id == user_id,
             StartRequest.channel_id == channel_id,
             StartRequest.state == State.PENDING,
             StartRequest.expires_at > now,
-            StartRequest.message_ts.is_not(None),
         )
         .options(selectinload(StartRequest.instances))
+        .order_by(StartRequest.id)
     )
+    if before is not None:
+        query = query.where(StartRequest.id < before)
+    candidates = session.scalars(query)
     for request in candidates:
         if {i.instance_id for i in request.instances} == wanted:
             return request

@@ -190,8 +190,12 @@ class Listeners:
         def run() -> None:
             try:
                 work(*args, respond)
-            except Exception as exc:
-                self._reply_to_failure(exc, respond)
+            except Exception as exc:  # the single place failures are turned into replies
+                try:
+                    self._reply_to_failure(exc, respond)
+                except Exception:
+                    # Nothing else would see this: an executor keeps a task's exception to itself.
+                    log.exception("could not turn a failure into a reply")
 
         self.executor.submit(run)
 
@@ -215,7 +219,7 @@ class Listeners:
         if isinstance(exc, NothingToStart):
             return blocks.nothing_to_start_text(exc.prepared)
         if isinstance(exc, DuplicatePending):
-            return blocks.duplicate_text(self._permalink(exc.request.channel_id, exc.request.message_ts))
+            return blocks.duplicate_text(self._permalink(exc.channel_id, exc.message_ts))
         return f":warning: {blocks.escape(str(exc))}"  # UserError messages are plain text
 
     def _permalink(self, channel_id: str, message_ts: str | None) -> str | None:
