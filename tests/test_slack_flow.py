@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import httpx
 
+from bot.db.session import Database
+from bot.domain import lifecycle
 from bot.slack import action_ids
 from bot.slack.driver import SlackDriver, has_buttons
 from bot.slack.fake_web_api import FakeSlackWebApi, message_text
@@ -344,3 +346,29 @@ def test_a_failing_parent_edit_neither_repeats_replies_nor_blocks_the_outcome(
 
     assert len(thread) == len(set(thread)), thread  # no reply posted twice
     assert sum("All 1 instance RUNNING" in t for t in thread) == 1
+
+
+def test_the_outcome_is_posted_exactly_once(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, database_url: str
+) -> None:
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    confirmation = slack.wait_confirmation()
+    slack.click(confirmation, action_ids.START)
+
+    wait_until(lambda: outcome_posted(database_url, confirmation.request_id), what="the outcome recorded as posted")
+
+    thread = slack.thread_texts(confirmation)
+    assert sum("All 1 instance RUNNING" in t for t in thread) == 1, thread
+    assert sum("BOOTING → :large_green_circle: RUNNING" in t for t in thread) == 0  # folded into the final reply
+
+
+def outcome_posted(database_url: str, request_id: int) -> bool:
+    """True once the bot has recorded that a request's final reply went out."""
+    db = Database(database_url)
+    try:
+        with db.session(readonly=True) as session:
+            request = lifecycle.get_request(session, request_id)
+            return request is not None and request.outcome_posted_at is not None
+    finally:
+        db.close()

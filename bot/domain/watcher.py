@@ -290,26 +290,27 @@ class Watcher:
         updates = [
             _classify(i, statuses.get(i.instance_id)) for i in request.instances if i.to_start and i.outcome is None
         ]
-        with self.db.session() as session:
-            for u in updates:
-                values: dict[str, object] = {"last_status": u.status, "outcome": u.outcome}
-                if u.changed:
-                    values["status_changed_at"] = now
-                session.execute(
-                    update(RequestInstance)
-                    .where(RequestInstance.id == u.row_id)
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-        refreshed = self._load(request.id)
+        changed = [u for u in updates if u.changed or u.outcome is not None]
+        if changed:
+            with self.db.session() as session:
+                for u in changed:
+                    session.execute(
+                        update(RequestInstance)
+                        .where(RequestInstance.id == u.row_id)
+                        .values(last_status=u.status, outcome=u.outcome, status_changed_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+            request = self._load(request.id)
+        settled = all(i.outcome is not None for i in request.instances if i.to_start)
         changes = [
             StatusChange(i.instance_id, i.name, i.reported_status, i.last_status)
-            for i in refreshed.instances
+            for i in request.instances
             if i.to_start and i.skip_reason is None and i.last_status != i.reported_status
         ]
-        if changes:
+        # The reply that settles a request is the final one; a separate progress reply would only repeat it.
+        if changes and not settled:
             try:
-                self.notifier.progress(refreshed, changes)
+                self.notifier.progress(request, changes)
             except Exception:
                 log.exception("could not post progress for request %s; will retry", request.id)
             else:
@@ -324,7 +325,8 @@ class Watcher:
                             .values(reported_status=change.new)
                             .execution_options(synchronize_session=False)
                         )
-        self._finish_if_settled(self._load(request.id), statuses, poll_error=None)
+        if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
+            self._finish_if_settled(request, statuses, poll_error=None)
 
     def _finish_if_settled(
         self, request: StartRequest, statuses: dict[str, str] | None, poll_error: str | None
@@ -389,7 +391,7 @@ class Watcher:
                     from_states=[request.state],
                     to=State(request.state),
                     now=now,
-                    finished_at=now,
+                    outcome_posted_at=now,
                 ):
                     audit.record(
                         session,
