@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HTTP_THREADS = 16
+CONNECTION_LIMIT = 1000
+IDLE_CONNECTION_SECONDS = 30
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -46,8 +48,17 @@ class HttpServer:
 
     def __init__(self, bot: BotApp, host: str = "0.0.0.0", port: int = 3000):  # noqa: S104 — Slack must reach it
         # A short loop timeout lets stop() take effect promptly instead of after waitress's default 1 s select.
+        # Waitress stops accepting at 100 open connections and drops idle ones only after 120 s, so a proxy's
+        # keep-alive pool (or anyone) could lock Slack out for minutes: allow more, and close idle ones sooner.
         self._server = create_server(
-            make_wsgi_app(bot), host=host, port=port, threads=HTTP_THREADS, ident="vm-bot", asyncore_loop_timeout=0.1
+            make_wsgi_app(bot),
+            host=host,
+            port=port,
+            threads=HTTP_THREADS,
+            ident="vm-bot",
+            asyncore_loop_timeout=0.1,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=IDLE_CONNECTION_SECONDS,
         )
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 from collections.abc import Callable
 
@@ -372,3 +373,14 @@ def outcome_posted(database_url: str, request_id: int) -> bool:
             return request is not None and request.outcome_posted_at is not None
     finally:
         db.close()
+
+
+def test_idle_connections_do_not_lock_slack_out(slack: SlackDriver, grant: Callable[..., None]) -> None:
+    host, port = slack.events_url.removeprefix("http://").split("/")[0].split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(150)]
+    try:
+        response, _ = slack.command("help")
+        assert response.status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
