@@ -24,7 +24,8 @@ from bot.zenlayer.client import ZenlayerClient
 
 # bolt runs every ack on one pool; ours only parses and submits, so a modest pool is plenty.
 LISTENER_THREADS = 32
-WORK_THREADS = 16
+LOOKUP_THREADS = 16
+DECISION_THREADS = 8
 
 
 @dataclass
@@ -38,11 +39,12 @@ class BotApp:
     client: WebClient
     starts: StartService
     watcher: Watcher
-    executor: ThreadPoolExecutor
+    executors: tuple[ThreadPoolExecutor, ...]
 
     def close(self) -> None:
         """Finish queued work and release connections."""
-        self.executor.shutdown(wait=True)
+        for executor in self.executors:
+            executor.shutdown(wait=True)
         close = getattr(self.vm, "close", None)
         if close is not None:
             close()
@@ -84,7 +86,9 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         start_timeout_seconds=settings.start_timeout_seconds,
         owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
     )
-    executor = ThreadPoolExecutor(max_workers=WORK_THREADS, thread_name_prefix="vm-bot-work")
+    lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
+    # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.
+    decisions = ThreadPoolExecutor(max_workers=DECISION_THREADS, thread_name_prefix="vm-bot-decide")
     app = App(
         client=client,
         signing_secret=settings.slack_signing_secret.reveal() if settings.slack_signing_secret else "",
@@ -97,7 +101,8 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         vm=vm,
         client=client,
         notifier=notifier,
-        executor=executor,
+        lookups=lookups,
+        decisions=decisions,
         wake_watcher=watcher.wake,
     ).register(app)
-    return BotApp(settings, app, db, vm, client, starts, watcher, executor)
+    return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions))

@@ -1,4 +1,4 @@
-"""Slack listeners: acknowledge at once, then hand the work to vm-bot's own executor."""
+"""Slack listeners: acknowledge at once, then hand the work to vm-bot's own executors."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ _CANNOT_POST = {"not_in_channel", "channel_not_found", "is_archived", "restricte
 
 
 class Listeners:
-    """The `/vm` command and the confirmation buttons; slow work runs on `executor`, never on bolt's pool."""
+    """The `/vm` command and the confirmation buttons; slow work runs on our executors, never on bolt's pool."""
 
     def __init__(
         self,
@@ -50,7 +50,8 @@ class Listeners:
         vm: VmApi,
         client: WebClient,
         notifier: SlackNotifier,
-        executor: Executor,
+        lookups: Executor,
+        decisions: Executor,
         wake_watcher: Callable[[], None],
     ):
         self.starts = starts
@@ -58,7 +59,8 @@ class Listeners:
         self.vm = vm
         self.client = client
         self.notifier = notifier
-        self.executor = executor
+        self.lookups = lookups
+        self.decisions = decisions
         self.wake_watcher = wake_watcher
 
     def register(self, app: App) -> None:
@@ -88,14 +90,14 @@ class Listeners:
                 return
             ack(blocks.checking_text(parsed.ids))
             work = self._start if parsed.verb == "start" else self._status
-            self._submit(respond, work, command, parsed)
+            self._submit(self.lookups, respond, work, command, parsed)
             return
         if parsed.verb == "help" and parsed.args:
             ack(blocks.usage_text(f":warning: Unknown command `{blocks.escape(parsed.args[0][:40])}`."))
             return
         ack()
         work = {"help": self._help, "grants": self._grants, "grant": self._grant, "revoke": self._revoke}[parsed.verb]
-        self._submit(respond, work, command, parsed)
+        self._submit(self.lookups, respond, work, command, parsed)
 
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Prepare the request and post its confirmation in the channel."""
@@ -160,7 +162,7 @@ class Listeners:
             return
         user_id = str(body.get("user", {}).get("id", ""))
         message_ts = str(body.get("container", {}).get("message_ts", ""))
-        self._submit(respond, self._decide, int(value), user_id, decision, message_ts)
+        self._submit(self.decisions, respond, self._decide, int(value), user_id, decision, message_ts)
 
     def _decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str, respond: Respond) -> None:
         """Apply the click and show the outcome: the edited confirmation, or a private explanation."""
@@ -184,7 +186,7 @@ class Listeners:
 
     # --- the one error handler -----------------------------------------------------------------------------
 
-    def _submit(self, respond: Respond, work: Callable[..., None], *args: Any) -> None:
+    def _submit(self, executor: Executor, respond: Respond, work: Callable[..., None], *args: Any) -> None:
         """Run work on vm-bot's executor; user errors become private replies, the rest a quotable reference."""
 
         def run() -> None:
@@ -197,7 +199,7 @@ class Listeners:
                     # Nothing else would see this: an executor keeps a task's exception to itself.
                     log.exception("could not turn a failure into a reply")
 
-        self.executor.submit(run)
+        executor.submit(run)
 
     def _reply_to_failure(self, exc: Exception, respond: Respond) -> None:
         """Tell the user privately what went wrong; log unexpected failures with an id they can quote."""
