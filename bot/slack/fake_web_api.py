@@ -1,7 +1,8 @@
 """A loopback stand-in for the Slack Web API, shared by the tests and `vm-bot demo`.
 
 It speaks just enough of the Web API for vm-bot (auth.test, chat.postMessage, chat.update,
-chat.postEphemeral, chat.getPermalink) plus response_url posts under `/_response/<key>`, records every
+chat.postEphemeral, chat.getPermalink, and apps.connections.open once `socket_mode_url` is set)
+plus response_url posts under `/_response/<key>`, records every
 call, keeps the current text and blocks of each message, and can be told to fail: a method answering
 an error, HTTP 429 with Retry-After, or a channel the bot is not a member of.
 """
@@ -63,6 +64,8 @@ class FakeSlackWebApi:
         self.messages: dict[tuple[str, str], Message] = {}
         self._faults: list[_Fault] = []
         self._not_member: set[str] = set()
+        # The ws:// URL apps.connections.open hands out (see fake_socket_mode); None: Socket Mode is off.
+        self.socket_mode_url: str | None = None
         self._ts = itertools.count(1)
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
@@ -180,6 +183,8 @@ class FakeSlackWebApi:
         channel = str(args.get("channel", ""))
         if method == "auth.test":
             return 200, {"ok": True, "user_id": BOT_USER_ID, "bot_id": "BVMBOT0001", "team_id": "T0001"}, {}
+        if method == "apps.connections.open" and self.socket_mode_url is not None:
+            return 200, {"ok": True, "url": self.socket_mode_url}, {}
         if method in ("chat.postMessage", "chat.postEphemeral") and channel in self._not_member:
             return 200, {"ok": False, "error": "not_in_channel"}, {}
         if method == "chat.postMessage":
