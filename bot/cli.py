@@ -95,11 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _quiet_library_noise()
     try:
         return _dispatch(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+
+
+def _quiet_library_noise() -> None:
+    """Drop log lines that say nothing to an operator: one per HTTP request, and a warning we cannot act on."""
+    # Our Zenlayer client logs each call (with its requestId) at DEBUG already; httpx would add one INFO per poll.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass (which carries that token) wins.
+    logging.getLogger("slack_bolt.App").addFilter(lambda record: "`token` will be unused" not in record.getMessage())
 
 
 def _dispatch(args: argparse.Namespace) -> int:
