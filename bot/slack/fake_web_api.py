@@ -163,8 +163,10 @@ class FakeSlackWebApi:
             return [c.args for c in self.calls if c.method == "response_url" and (key is None or c.args["_key"] == key)]
 
     def summary(self) -> str:
-        """Return a short description of every call so far, for assertion messages."""
-        return "; ".join(f"{c.method}({_short(c.args)})" for c in self.calls)
+        """Return a short description of the latest calls, for assertion messages."""
+        shown = self.calls[-20:]
+        earlier = f"({len(self.calls) - len(shown)} earlier calls) " if len(self.calls) > len(shown) else ""
+        return earlier + "; ".join(f"{c.method}({_short(c.args)})" for c in shown)
 
     # --- the Web API -----------------------------------------------------------------------------------
 
