@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 
 from bot.db.session import Database
-from bot.domain import lifecycle
+from bot.domain import audit, lifecycle
 from bot.slack import action_ids
 from bot.slack.driver import SlackDriver, has_buttons
 from bot.slack.fake_web_api import FakeSlackWebApi, message_text
@@ -53,17 +53,33 @@ def test_happy_path_from_command_to_all_running(
     assert slack.private_replies(key) == []  # nothing went wrong, so nothing private beyond the ack
 
 
-def test_user_without_grant_is_refused_privately(
-    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
+def test_user_without_grant_is_refused_privately_in_the_ack(
+    slack: SlackDriver,
+    grant: Callable[..., None],
+    simulator: ZenlayerSimulator,
+    fake_slack: FakeSlackWebApi,
+    database_url: str,
 ) -> None:
     grant("U0REQUEST", "web-1")
 
-    _, key = slack.command("start web-1 web-2")
+    response, _ = slack.command("start web-1 web-2")
 
-    reply = slack.wait_private(key, "You may not start")
+    reply = slack.ack_text(response)
     assert "`web-2`" in reply and "`web-1`" not in reply.split("You may not start")[1].split("\n")[0]
+    wait_until(lambda: denial_audited(database_url, "U0REQUEST"), what="the refusal in the audit trail")
     assert fake_slack.calls_to("chat.postMessage") == []
     assert start_calls(simulator) == []
+    assert not any(c.action == "DescribeInstances" for c in simulator.calls)  # refused before any lookup
+
+
+def denial_audited(database_url: str, user_id: str) -> bool:
+    """True once a denial by user_id is in the audit trail."""
+    db = Database(database_url)
+    try:
+        with db.session(readonly=True) as session:
+            return any(e.event == "denied" for e in audit.latest(session, user=user_id))
+    finally:
+        db.close()
 
 
 def test_only_the_requester_can_confirm(

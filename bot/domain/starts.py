@@ -131,20 +131,23 @@ class StartService:
         self.approval_ttl_seconds = approval_ttl_seconds
         self.clock = clock
 
+    def coverage(self, user_id: str, channel_id: str, ids: Sequence[str], *, action: str = "start") -> Coverage:
+        """Return the user's coverage for ids in this channel (a read, quick enough to answer before the ack)."""
+        with self.db.session(readonly=True) as session:
+            return check_coverage(list_grants(session, user_id), ids, action=action, channel_id=channel_id)
+
+    def record_denial(self, user_id: str, channel_id: str, coverage: Coverage, *, action: str = "start") -> None:
+        """Write a refusal to the audit trail."""
+        with self.db.session() as session:
+            audit.record(
+                session, "denied", actor=user_id, action=action, channel=channel_id, uncovered=coverage.uncovered
+            )
+
     def check(self, user_id: str, channel_id: str, ids: Sequence[str], *, action: str = "start") -> Coverage:
         """Return the user's coverage for ids in this channel; raise NotCovered (and audit it) when incomplete."""
-        with self.db.session() as session:
-            coverage = check_coverage(list_grants(session, user_id), ids, action=action, channel_id=channel_id)
-            if not coverage.ok:
-                audit.record(
-                    session,
-                    "denied",
-                    actor=user_id,
-                    action=action,
-                    channel=channel_id,
-                    uncovered=coverage.uncovered,
-                )
+        coverage = self.coverage(user_id, channel_id, ids, action=action)
         if not coverage.ok:
+            self.record_denial(user_id, channel_id, coverage, action=action)
             raise NotCovered(action, coverage)
         return coverage
 

@@ -108,6 +108,15 @@ class SlackDriver:
 
     # --- what people see -------------------------------------------------------------------------------
 
+    @staticmethod
+    def ack_text(response: httpx.Response) -> str:
+        """Return what the user sees of an acknowledgement: its text and blocks, or the raw body."""
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text
+        return message_text(body) if isinstance(body, dict) else response.text
+
     def private_replies(self, key: str) -> list[str]:
         """Return the texts of private replies sent through one response_url."""
         return [message_text(body) for body in self.fake.responses(key)]

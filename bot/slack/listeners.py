@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from bot.domain.commands import MAX_IDS, MAX_TEXT_LENGTH, Command, parse
 from bot.domain.errors import UserError
 from bot.domain.grant_admin import GrantService, parse_grant_args
+from bot.domain.grants import Coverage
 from bot.domain.ports import VmApi
 from bot.domain.starts import (
     ClickOutcome,
@@ -88,6 +89,13 @@ class Listeners:
             if not parsed.ids:
                 ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
                 return
+            user_id, channel_id = command["user_id"], command["channel_id"]
+            coverage = self.starts.coverage(user_id, channel_id, parsed.ids)
+            if not coverage.ok:
+                # Refuse in the ack itself: it is one indexed read; the audit write happens after.
+                ack(blocks.not_covered_text("start", coverage))
+                self._submit(self.lookups, respond, self._record_denial, user_id, channel_id, coverage)
+                return
             ack(blocks.checking_text(parsed.ids))
             work = self._start if parsed.verb == "start" else self._status
             self._submit(self.lookups, respond, work, command, parsed)
@@ -119,6 +127,10 @@ class Listeners:
                 return
             raise
         self.starts.attach_message(request.id, str(posted["ts"]))
+
+    def _record_denial(self, user_id: str, channel_id: str, coverage: Coverage, respond: Respond) -> None:
+        """Audit a refusal already given in the ack."""
+        self.starts.record_denial(user_id, channel_id, coverage)
 
     def _help(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Show the caller only what they may do."""
