@@ -11,6 +11,7 @@ from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
 from bot.server import RunningBot
+from bot.zenlayer.simulator import ZenlayerSimulator
 
 SIGNING_SECRET = "test-signing-secret"
 ACCESS_KEY_ID = "AKIDTEST"
@@ -61,3 +62,8 @@ def running_bot(settings: Settings) -> Iterator[RunningBot]:
         yield running
     finally:
         running.stop()
+
+
+def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:
+    """Return the instance ids of every StartInstances call the simulator answered."""
+    return [list(c.instance_ids) for c in simulator.calls if c.action == "StartInstances"]

@@ -11,12 +11,7 @@ from bot.slack import action_ids
 from bot.slack.driver import SlackDriver, has_buttons
 from bot.slack.fake_web_api import FakeSlackWebApi, message_text
 from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import wait_until
-
-
-def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:
-    """Return the instance ids of every StartInstances call."""
-    return [list(c.instance_ids) for c in simulator.calls if c.action == "StartInstances"]
+from tests.slack_support import start_calls, wait_until
 
 
 def button_labels(slack: SlackDriver, confirmation: object) -> list[str]:

@@ -15,12 +15,7 @@ from bot.slack import action_ids
 from bot.slack.driver import SlackDriver, has_buttons
 from bot.slack.fake_web_api import FakeSlackWebApi, message_text
 from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import SIGNING_SECRET, wait_until
-
-
-def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:
-    """Return the instance ids of every StartInstances call the simulator answered."""
-    return [list(c.instance_ids) for c in simulator.calls if c.action == "StartInstances"]
+from tests.slack_support import SIGNING_SECRET, start_calls, wait_until
 
 
 def test_happy_path_from_command_to_all_running(

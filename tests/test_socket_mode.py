@@ -4,120 +4,40 @@ same fakes as HTTP mode (the Web API stand-in, response_url posts, the Zenlayer 
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from bot.config import Settings
 from bot.server import RunningBot
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, has_buttons
+from bot.slack.driver import Confirmation, SlackConversation, has_buttons
 from bot.slack.fake_socket_mode import Ack, FakeSocketMode
-from bot.slack.fake_web_api import FakeSlackWebApi, Message, message_text
+from bot.slack.fake_web_api import FakeSlackWebApi, message_text
 from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import bot_settings, running_bot
+from tests.slack_support import bot_settings, running_bot, start_calls
 
 APP_TOKEN = "xapp-1-A0001-1234-test"
 CHANNEL = "C0CHANNEL"
 
 
-@dataclass
-class SocketSlack:
-    """Plays Slack's side over Socket Mode: command and click envelopes, and what people then see."""
+class SocketSlack(SlackConversation):
+    """Plays Slack's side over Socket Mode: the same payloads as HTTP mode, sent as envelopes on the websocket."""
 
-    socket: FakeSocketMode
-    web: FakeSlackWebApi
-    _keys = itertools.count(1)
+    def __init__(self, socket: FakeSocketMode, web: FakeSlackWebApi):
+        super().__init__(web)
+        self.socket = socket
 
     def command(self, text: str, *, user: str = "U0REQUEST", channel: str = CHANNEL) -> tuple[Ack, str]:
         """Send `/vm text` as a slash_commands envelope; return the ack and the response_url key."""
-        key = f"cmd-{next(self._keys)}"
-        payload = {
-            "token": "deprecated",
-            "team_id": "T0001",
-            "team_domain": "example",
-            "channel_id": channel,
-            "channel_name": "ops",
-            "user_id": user,
-            "user_name": "someone",
-            "command": "/vm",
-            "text": text,
-            "api_app_id": "A0001",
-            "is_enterprise_install": "false",
-            "response_url": self.web.response_url(key),
-            "trigger_id": "1.2.3",
-        }
+        payload, key = self.command_payload(text, user=user, channel=channel)
         return self.socket.slash_command(payload), key
 
     def click(self, confirmation: Confirmation, action_id: str, *, user: str = "U0REQUEST") -> tuple[Ack, str]:
         """Press a button on a confirmation as an interactive (block_actions) envelope."""
-        key = f"click-{next(self._keys)}"
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "name": "someone", "team_id": "T0001"},
-            "api_app_id": "A0001",
-            "team": {"id": "T0001", "domain": "example"},
-            "container": {"type": "message", "message_ts": confirmation.ts, "channel_id": confirmation.channel},
-            "channel": {"id": confirmation.channel, "name": "ops"},
-            "message": {"ts": confirmation.ts, "text": "", "blocks": self.message(confirmation).blocks},
-            "response_url": self.web.response_url(key),
-            "trigger_id": "1.2.3",
-            "actions": [
-                {
-                    "action_id": action_id,
-                    "block_id": action_ids.CONFIRM_BLOCK,
-                    "value": str(confirmation.request_id),
-                    "type": "button",
-                    "action_ts": str(time.time()),
-                }
-            ],
-        }
+        payload, key = self.click_payload(confirmation, action_id, user=user)
         return self.socket.interactive(payload), key
-
-    def message(self, confirmation: Confirmation) -> Message:
-        """Return the confirmation message as it stands now."""
-        return self.web.messages[(confirmation.channel, confirmation.ts)]
-
-    def wait_private(self, key: str, contains: str) -> str:
-        """Wait for a private reply through one response_url containing some text, and return it."""
-
-        def find() -> str | None:
-            return next((t for t in map(message_text, self.web.responses(key)) if contains in t), None)
-
-        return self.web.wait_for(find, what=f"a private reply containing {contains!r} under {key}")
-
-    def wait_confirmation(self, channel: str = CHANNEL) -> Confirmation:
-        """Wait for a confirmation with buttons in the channel."""
-
-        def find() -> Confirmation | None:
-            message = next((m for m in self.web.channel_messages(channel) if has_buttons(m)), None)
-            return None if message is None else Confirmation(channel, message.ts, _request_id(message))
-
-        return self.web.wait_for(find, what=f"a confirmation in {channel}")
-
-    def wait_thread(self, confirmation: Confirmation, contains: str) -> list[str]:
-        """Wait for a thread reply under the confirmation containing some text; return the whole thread."""
-
-        def find() -> list[str] | None:
-            texts = [m.text for m in self.web.thread(confirmation.channel, confirmation.ts)]
-            return texts if any(contains in t for t in texts) else None
-
-        return self.web.wait_for(find, timeout=15, what=f"a thread reply containing {contains!r}")
-
-
-def _request_id(message: Message) -> int:
-    """Return the request id the confirmation's buttons carry."""
-    values = {e["value"] for b in message.blocks if b.get("type") == "actions" for e in b["elements"]}
-    assert len(values) == 1, values
-    return int(values.pop())
-
-
-def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:
-    """Return the instance ids of every StartInstances call the simulator answered."""
-    return [list(c.instance_ids) for c in simulator.calls if c.action == "StartInstances"]
 
 
 @pytest.fixture

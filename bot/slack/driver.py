@@ -28,70 +28,46 @@ class Confirmation:
     request_id: int
 
 
-class SlackDriver:
-    """Sends slash commands and button clicks to the bot exactly as Slack would: signed form posts."""
+class SlackConversation:
+    """Slack's side of a conversation without a transport: the payloads Slack sends, and what people then see."""
 
     _counter = itertools.count(1)
 
-    def __init__(self, bot_url: str, fake: FakeSlackWebApi, secret: str):
-        self.events_url = f"{bot_url}/slack/events"
+    def __init__(self, fake: FakeSlackWebApi):
         self.fake = fake
-        self.verifier = SignatureVerifier(secret)
-        self.http = httpx.Client(timeout=10)
 
-    def close(self) -> None:
-        """Release the HTTP connection pool."""
-        self.http.close()
-
-    def post(self, body: str, *, timestamp: int | None = None, signature: str | None = None) -> httpx.Response:
-        """Post a raw form body with Slack's signature headers."""
-        ts = str(int(time.time()) if timestamp is None else timestamp)
-        sig = signature or self.verifier.generate_signature(timestamp=ts, body=body)
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": sig,
-        }
-        return self.http.post(self.events_url, content=body.encode(), headers=headers)
-
-    def command(
-        self, text: str, *, user: str = "U0REQUEST", channel: str = "C0CHANNEL", **kwargs: Any
-    ) -> tuple[httpx.Response, str]:
-        """Send `/vm text`; return the HTTP response and the response_url key its private replies land under."""
+    def command_payload(self, text: str, *, user: str, channel: str) -> tuple[dict[str, str], str]:
+        """Return a slash command's fields as Slack sends them, and the response_url key for its replies."""
         key = f"cmd-{next(self._counter)}"
-        body = urlencode(
-            {
-                "token": "deprecated",
-                "team_id": "T0001",
-                "channel_id": channel,
-                "channel_name": "ops",
-                "user_id": user,
-                "user_name": "someone",
-                "command": "/vm",
-                "text": text,
-                "response_url": self.fake.response_url(key),
-                "trigger_id": "1.2.3",
-                "api_app_id": "A0001",
-            }
-        )
-        return self.post(body, **kwargs), key
+        payload = {
+            "token": "deprecated",
+            "team_id": "T0001",
+            "team_domain": "example",
+            "channel_id": channel,
+            "channel_name": "ops",
+            "user_id": user,
+            "user_name": "someone",
+            "command": "/vm",
+            "text": text,
+            "response_url": self.fake.response_url(key),
+            "trigger_id": "1.2.3",
+            "api_app_id": "A0001",
+            "is_enterprise_install": "false",
+        }
+        return payload, key
 
-    def click(
-        self, confirmation: Confirmation, action_id: str, *, user: str = "U0REQUEST", value: str | None = None
-    ) -> tuple[httpx.Response, str]:
-        """Press a button on a confirmation; return the response and the response_url key."""
+    def click_payload(
+        self, confirmation: Confirmation, action_id: str, *, user: str, value: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """Return a block_actions payload for a button on a confirmation, and its response_url key."""
         key = f"click-{next(self._counter)}"
         payload = {
             "type": "block_actions",
-            "user": {"id": user, "name": "someone"},
-            "team": {"id": "T0001"},
+            "user": {"id": user, "name": "someone", "team_id": "T0001"},
+            "team": {"id": "T0001", "domain": "example"},
             "api_app_id": "A0001",
-            "container": {
-                "type": "message",
-                "message_ts": confirmation.ts,
-                "channel_id": confirmation.channel,
-            },
-            "channel": {"id": confirmation.channel},
+            "container": {"type": "message", "message_ts": confirmation.ts, "channel_id": confirmation.channel},
+            "channel": {"id": confirmation.channel, "name": "ops"},
             "response_url": self.fake.response_url(key),
             "trigger_id": "1.2.3",
             "actions": [
@@ -104,18 +80,9 @@ class SlackDriver:
                 }
             ],
         }
-        return self.post(urlencode({"payload": json.dumps(payload)})), key
+        return payload, key
 
     # --- what people see -------------------------------------------------------------------------------
-
-    @staticmethod
-    def ack_text(response: httpx.Response) -> str:
-        """Return what the user sees of an acknowledgement: its text and blocks, or the raw body."""
-        try:
-            body = response.json()
-        except ValueError:
-            return response.text
-        return message_text(body) if isinstance(body, dict) else response.text
 
     def private_replies(self, key: str) -> list[str]:
         """Return the texts of private replies sent through one response_url."""
@@ -157,6 +124,54 @@ class SlackDriver:
             return texts if any(contains in t for t in texts) else None
 
         return self.fake.wait_for(find, timeout, what=f"a thread reply containing {contains!r}")
+
+
+class SlackDriver(SlackConversation):
+    """Sends slash commands and button clicks to the bot exactly as Slack does in HTTP mode: signed form posts."""
+
+    def __init__(self, bot_url: str, fake: FakeSlackWebApi, secret: str):
+        super().__init__(fake)
+        self.events_url = f"{bot_url}/slack/events"
+        self.verifier = SignatureVerifier(secret)
+        self.http = httpx.Client(timeout=10)
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self.http.close()
+
+    def post(self, body: str, *, timestamp: int | None = None, signature: str | None = None) -> httpx.Response:
+        """Post a raw form body with Slack's signature headers."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        sig = signature or self.verifier.generate_signature(timestamp=ts, body=body)
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": sig,
+        }
+        return self.http.post(self.events_url, content=body.encode(), headers=headers)
+
+    def command(
+        self, text: str, *, user: str = "U0REQUEST", channel: str = "C0CHANNEL", **kwargs: Any
+    ) -> tuple[httpx.Response, str]:
+        """Send `/vm text`; return the HTTP response and the response_url key its private replies land under."""
+        payload, key = self.command_payload(text, user=user, channel=channel)
+        return self.post(urlencode(payload), **kwargs), key
+
+    def click(
+        self, confirmation: Confirmation, action_id: str, *, user: str = "U0REQUEST", value: str | None = None
+    ) -> tuple[httpx.Response, str]:
+        """Press a button on a confirmation; return the response and the response_url key."""
+        payload, key = self.click_payload(confirmation, action_id, user=user, value=value)
+        return self.post(urlencode({"payload": json.dumps(payload)})), key
+
+    @staticmethod
+    def ack_text(response: httpx.Response) -> str:
+        """Return what the user sees of an acknowledgement: its text and blocks, or the raw body."""
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text
+        return message_text(body) if isinstance(body, dict) else response.text
 
 
 def _button_values(message: Message) -> list[str]:
