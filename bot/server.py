@@ -132,7 +132,11 @@ class RunningBot:
             log.info("vm-bot listening on %s%s", self.http.url, EVENTS_PATH)
         elif self._socket_mode is not None:
             self._socket_mode.connect()
-            log.info("vm-bot connected to Slack in Socket Mode")
+            if self._socket_mode.client.is_connected():
+                log.info("vm-bot connected to Slack in Socket Mode")
+            else:
+                # slack_sdk keeps retrying in the background; say so instead of claiming a connection.
+                log.warning("vm-bot could not connect to Slack in Socket Mode yet; retrying in the background")
         return self
 
     def stop(self) -> None:
