@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from bot.slack.fake_web_api import message_text
+from bot.slack.loopback import LoopbackServer
 
 _WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION, _TEXT, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x8, 0x9, 0xA
@@ -88,7 +89,7 @@ class _Connection:
             self.sock.shutdown(socket.SHUT_RDWR)
 
 
-class FakeSocketMode:
+class FakeSocketMode(LoopbackServer):
     """A threaded websocket server that pushes Socket Mode envelopes to the app and records its acks."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
@@ -97,38 +98,22 @@ class FakeSocketMode:
         self.sent: list[dict[str, Any]] = []
         self.handshakes = 0
         self._open: list[_Connection] = []
-        self._server = socketserver.ThreadingTCPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(socketserver.ThreadingTCPServer((host, port), self._handler_class()))
+
+    thread_name = "fake-socket-mode"
 
     @property
     def url(self) -> str:
         """Return the URL `apps.connections.open` should hand out: ws:// on loopback where Slack's is wss://."""
-        host, port = self._server.server_address[:2]
+        host, port = self.address
         return f"ws://{host}:{port}/link/?ticket=fake-ticket&app_id=A0001"
 
-    def start(self) -> FakeSocketMode:
-        """Accept connections in a background thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-socket-mode", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Close every connection with 1001 (going away), stop accepting and release the port."""
-        self._server.shutdown()
+    def _close_connections(self) -> None:
+        """Close every connection with 1001 (going away), as Slack does when it stops a server."""
         with self._lock:
             connections = list(self._open)
         for connection in connections:
             connection.close(_GOING_AWAY, "server stopping")
-        self._server.server_close()
-
-    def __enter__(self) -> FakeSocketMode:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- talking to the app ----------------------------------------------------------------------------
 

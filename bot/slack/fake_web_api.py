@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
+from bot.slack.loopback import LoopbackServer
+
 BOT_USER_ID = "UVMBOT0001"
 
 
@@ -55,7 +57,7 @@ class _Fault:
     retry_after: int | None
 
 
-class FakeSlackWebApi:
+class FakeSlackWebApi(LoopbackServer):
     """A threaded HTTP server that records Web API calls and simulates the messages they create."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
@@ -67,39 +69,20 @@ class FakeSlackWebApi:
         # The ws:// URL apps.connections.open hands out (see fake_socket_mode); None: Socket Mode is off.
         self.socket_mode_url: str | None = None
         self._ts = itertools.count(1)
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(ThreadingHTTPServer((host, port), self._handler_class()))
+
+    thread_name = "fake-slack"
 
     @property
     def url(self) -> str:
         """Return the base URL to give WebClient (ends with a slash, like SLACK_API_URL)."""
-        host, port = self._server.server_address[:2]
+        host, port = self.address
         return f"http://{host}:{port}/api/"
 
     def response_url(self, key: str) -> str:
         """Return a response_url that records posts under the given key."""
-        host, port = self._server.server_address[:2]
+        host, port = self.address
         return f"http://{host}:{port}/_response/{key}"
-
-    def start(self) -> FakeSlackWebApi:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-slack", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeSlackWebApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- scripting -------------------------------------------------------------------------------------
 
