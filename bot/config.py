@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -56,7 +56,7 @@ class Settings:
     zenlayer_access_key_secret: Secret | None = None
     zenlayer_token: Secret | None = None
     zenlayer_api_url: str = "https://console.zenlayer.com"
-    database_url: str = "sqlite:///vm-bot.db"
+    database_url: str = field(default="sqlite:///vm-bot.db", repr=False)  # may carry a password
     port: int = 3000
     poll_interval_seconds: float = 5.0
     start_timeout_seconds: float = 900.0

@@ -45,9 +45,11 @@ def test_every_problem_is_named_at_once() -> None:
 
 
 def test_secrets_never_appear_in_reprs_or_errors() -> None:
-    settings = load_settings({**VALID, "ZENLAYER_TOKEN": "shh-token"})
+    settings = load_settings(
+        {**VALID, "ZENLAYER_TOKEN": "shh-token", "DATABASE_URL": "postgresql://vmbot:shh-db-password@db/vmbot"}
+    )
     shown = repr(settings) + str(settings)
-    for secret in ("xoxb-123", "shh-signing", "shh-key-password", "shh-token"):
+    for secret in ("xoxb-123", "shh-signing", "shh-key-password", "shh-token", "shh-db-password"):
         assert secret not in shown
     with pytest.raises(ConfigError) as caught:
         load_settings({**VALID, "SLACK_BOT_TOKEN": "xoxp-leaky-secret"})
