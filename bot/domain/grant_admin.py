@@ -71,13 +71,45 @@ def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
     return parsed
 
 
-def can_administer(admin_grants: Sequence[Grant], channel_id: str, patterns: Sequence[str]) -> bool:
-    """True when an admin grant usable in this channel covers every pattern (and any pattern, when none given)."""
+GLOB_CHARACTERS = frozenset("*?[]!")
+
+
+def _has_glob(text: str) -> bool:
+    """True when text contains a character fnmatch may treat as a wildcard."""
+    return any(c in GLOB_CHARACTERS for c in text)
+
+
+def pattern_within(pattern: str, admin_pattern: str) -> bool:
+    """True when every id `pattern` can match is also matched by `admin_pattern` (decided conservatively).
+
+    Matching one glob against another as text is unsound (`web-?` would "match" `web-*`), so only these count:
+    the same pattern, an admin `*`, an exact id the admin's glob matches, and anything that starts with the
+    literal prefix of an admin pattern of the form `PREFIX*`.
+    """
+    if pattern == admin_pattern or admin_pattern == "*":
+        return True
+    if not _has_glob(pattern):
+        return fnmatchcase(pattern, admin_pattern)
+    prefix = admin_pattern.removesuffix("*")
+    return prefix != admin_pattern and not _has_glob(prefix) and pattern.startswith(prefix)
+
+
+def can_administer(
+    admin_grants: Sequence[Grant], channel_id: str, patterns: Sequence[str], target_channels: Sequence[str] = ()
+) -> bool:
+    """True when admin grants usable here reach every pattern in every target channel (no targets: any channel).
+
+    No patterns means "all of a user's grants", which only an admin for `*` may touch.
+    """
     usable = [g for g in admin_grants if g.action == "admin" and g.channel_id in (ANY_CHANNEL, channel_id)]
-    if not patterns:
-        return any(g.pattern == "*" for g in usable)
-    # A pattern is within an admin's reach when the admin's glob matches it as text: `web-*` covers `web-1`, `web-*`.
-    return all(any(fnmatchcase(p, g.pattern) for g in usable) for p in patterns)
+    wanted = list(patterns) or ["*"]
+    targets = [t for t in target_channels if t != ANY_CHANNEL] or [ANY_CHANNEL]
+    # A channel-scoped admin may only manage grants scoped to that same channel; "any channel" needs an unscoped one.
+    return all(
+        any(pattern_within(p, g.pattern) and g.channel_id in (ANY_CHANNEL, t) for g in usable)
+        for p in wanted
+        for t in targets
+    )
 
 
 def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
@@ -124,11 +156,25 @@ def revoke_audited(session: Session, actor: str, args: GrantArgs) -> int:
     return removed
 
 
-def _require_admin(session: Session, admin_id: str, channel_id: str, args: GrantArgs) -> None:
-    """Raise NotAllowed (and audit the denial) unless admin_id may manage these patterns from this channel."""
-    if not can_administer(grants.list_grants(session, admin_id), channel_id, args.patterns):
-        audit.record(session, "denied", actor=admin_id, action="admin", subject=args.user_id, patterns=args.patterns)
-        raise NotAllowed("You need an admin grant covering those patterns (in this channel) to manage grants.")
+def _require_admin(db: Database, admin_id: str, channel_id: str, args: GrantArgs) -> None:
+    """Raise NotAllowed unless admin_id may manage these grants from this channel; a refusal is audited first."""
+    with db.session(readonly=True) as session:
+        allowed = can_administer(grants.list_grants(session, admin_id), channel_id, args.patterns, args.channels)
+    if allowed:
+        return
+    with db.session() as session:  # its own transaction, so the refusal stays on record
+        audit.record(
+            session,
+            "denied",
+            actor=admin_id,
+            action="admin",
+            subject=args.user_id,
+            patterns=args.patterns,
+            channels=args.channels,
+        )
+    raise NotAllowed(
+        "You need an admin grant that covers those patterns, in every channel they apply to, to manage them."
+    )
 
 
 def approvers_for(all_grants: Sequence[Grant], ids: Sequence[str], channel_id: str, requester_id: str) -> list[str]:
@@ -157,12 +203,12 @@ class GrantService:
 
     def grant(self, admin_id: str, channel_id: str, args: GrantArgs) -> int:
         """Add grants on an admin's behalf; return rows added."""
+        _require_admin(self.db, admin_id, channel_id, args)
         with self.db.session() as session:
-            _require_admin(session, admin_id, channel_id, args)
             return add_audited(session, admin_id, args)
 
     def revoke(self, admin_id: str, channel_id: str, args: GrantArgs) -> int:
         """Remove grants on an admin's behalf; return rows removed."""
+        _require_admin(self.db, admin_id, channel_id, args)
         with self.db.session() as session:
-            _require_admin(session, admin_id, channel_id, args)
             return revoke_audited(session, admin_id, args)

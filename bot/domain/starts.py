@@ -98,7 +98,10 @@ class ClickOutcome(enum.StrEnum):
     NOT_REQUESTER = "not_requester"
     SELF_APPROVAL = "self_approval"
     NOT_APPROVER = "not_approver"
-    NOT_ALLOWED = "not_allowed"
+    NOT_ALLOWED = "not_allowed"  # the clicker's own start grants no longer cover the ids
+    REQUESTER_NOT_ALLOWED = "requester_not_allowed"  # an approver clicked, but the requester lost the grant
+    NEEDS_APPROVAL = "needs_approval"  # the requester's grants now require a second person
+    BUSY = "busy"  # another request is starting some of the ids
     EXPIRED = "expired"
     ALREADY_DECIDED = "already_decided"
     UNKNOWN = "unknown"
@@ -111,6 +114,19 @@ class ClickResult:
     outcome: ClickOutcome
     request: StartRequest | None
     coverage: Coverage | None = None
+    busy: list[str] = field(default_factory=list)
+
+
+_REFUSALS_TO_AUDIT = frozenset(
+    {
+        ClickOutcome.NOT_REQUESTER,
+        ClickOutcome.SELF_APPROVAL,
+        ClickOutcome.NOT_APPROVER,
+        ClickOutcome.REQUESTER_NOT_ALLOWED,
+        ClickOutcome.NEEDS_APPROVAL,
+        ClickOutcome.BUSY,
+    }
+)
 
 
 class StartService:
@@ -247,67 +263,89 @@ class StartService:
             request = lifecycle.get_request(session, request_id)
             if request is None:
                 return ClickResult(ClickOutcome.UNKNOWN, None)
-            outcome, coverage = self._apply(session, request, user_id, decision, now)
-            if outcome in (ClickOutcome.NOT_REQUESTER, ClickOutcome.SELF_APPROVAL, ClickOutcome.NOT_APPROVER):
+            result = self._apply(session, request, user_id, decision, now)
+            if result.outcome in _REFUSALS_TO_AUDIT:
                 audit.record(
                     session,
                     "click_refused",
                     actor=user_id,
                     request_id=request_id,
                     decision=decision.value,
-                    outcome=outcome.value,
+                    outcome=result.outcome.value,
+                    busy=result.busy,
                 )
             session.expire_all()
-            return ClickResult(outcome, lifecycle.get_request(session, request_id), coverage)
+            return ClickResult(result.outcome, lifecycle.get_request(session, request_id), result.coverage, result.busy)
 
     def _apply(
         self, session: Session, request: StartRequest, user_id: str, decision: Decision, now: datetime
-    ) -> tuple[ClickOutcome, Coverage | None]:
+    ) -> ClickResult:
         """Decide one click inside a transaction; the state change itself is a compare-and-set."""
         if request.state != State.PENDING:
-            return (ClickOutcome.EXPIRED if request.state == State.EXPIRED else ClickOutcome.ALREADY_DECIDED), None
-        to_start = [i.instance_id for i in request.instances if i.to_start]
-        if decision in (Decision.START, Decision.CANCEL):
-            if user_id != request.requester_id:
-                return ClickOutcome.NOT_REQUESTER, None
+            return ClickResult(
+                ClickOutcome.EXPIRED if request.state == State.EXPIRED else ClickOutcome.ALREADY_DECIDED, None
+            )
+        is_requester = user_id == request.requester_id
+        if decision == Decision.CANCEL or (decision == Decision.START and not request.needs_approval):
+            if not is_requester:
+                return ClickResult(ClickOutcome.NOT_REQUESTER, None)
             if decision == Decision.CANCEL:
                 if lifecycle.cancel(session, request.id, by=user_id, now=now):
-                    return ClickOutcome.CANCELLED, None
-                return self._lost_race(session, request.id), None
-            if request.needs_approval:
-                return ClickOutcome.SELF_APPROVAL, None
-            coverage = check_coverage(
-                list_grants(session, user_id), to_start, action="start", channel_id=request.channel_id
+                    return ClickResult(ClickOutcome.CANCELLED, None)
+                return ClickResult(self._lost_race(session, request.id), None)
+        elif not request.needs_approval:
+            # Approve / Reject belong to requests that asked for a second person, never to a plain confirmation.
+            return ClickResult(ClickOutcome.NOT_REQUESTER, None)
+        elif is_requester:
+            return ClickResult(ClickOutcome.SELF_APPROVAL, None)
+        elif decision == Decision.START:
+            return ClickResult(ClickOutcome.NOT_REQUESTER, None)  # a forged Start is no way to approve
+        else:
+            approver = check_coverage(
+                list_grants(session, user_id), self._to_start(request), action="approve", channel_id=request.channel_id
             )
-            if not coverage.ok:
-                audit.record(
-                    session,
-                    "denied",
-                    actor=user_id,
-                    request_id=request.id,
-                    action="start",
-                    uncovered=coverage.uncovered,
-                    at="click",
-                )
-                return ClickOutcome.NOT_ALLOWED, coverage
-            if lifecycle.approve(session, request.id, by=user_id, now=now):
-                return ClickOutcome.APPROVED, coverage
-            return self._lost_race(session, request.id), None
-        # Approve / reject: a second person with an approve grant covering every id in this channel.
-        if user_id == request.requester_id:
-            return ClickOutcome.SELF_APPROVAL, None
+            if not approver.ok:
+                return ClickResult(ClickOutcome.NOT_APPROVER, None, approver)
+            if decision == Decision.REJECT:
+                if lifecycle.reject(session, request.id, by=user_id, now=now):
+                    return ClickResult(ClickOutcome.REJECTED, None, approver)
+                return ClickResult(self._lost_race(session, request.id), None)
+        refusal = self._refuse_start(session, request, by_requester=is_requester)
+        if refusal is not None:
+            return refusal
+        if lifecycle.approve(session, request.id, by=user_id, now=now):
+            return ClickResult(ClickOutcome.APPROVED, None)
+        return ClickResult(self._lost_race(session, request.id), None)
+
+    def _refuse_start(self, session: Session, request: StartRequest, *, by_requester: bool) -> ClickResult | None:
+        """Check, at the moment of approval, that the request may still start; return the refusal, if any."""
+        to_start = self._to_start(request)
         coverage = check_coverage(
-            list_grants(session, user_id), to_start, action="approve", channel_id=request.channel_id
+            list_grants(session, request.requester_id), to_start, action="start", channel_id=request.channel_id
         )
         if not coverage.ok:
-            return ClickOutcome.NOT_APPROVER, coverage
-        if decision == Decision.REJECT:
-            if lifecycle.reject(session, request.id, by=user_id, now=now):
-                return ClickOutcome.REJECTED, coverage
-            return self._lost_race(session, request.id), None
-        if lifecycle.approve(session, request.id, by=user_id, now=now):
-            return ClickOutcome.APPROVED, coverage
-        return self._lost_race(session, request.id), None
+            audit.record(
+                session,
+                "denied",
+                actor=request.requester_id,
+                request_id=request.id,
+                action="start",
+                uncovered=coverage.uncovered,
+                at="click",
+            )
+            outcome = ClickOutcome.NOT_ALLOWED if by_requester else ClickOutcome.REQUESTER_NOT_ALLOWED
+            return ClickResult(outcome, None, coverage)
+        if by_requester and coverage.needs_approval:
+            return ClickResult(ClickOutcome.NEEDS_APPROVAL, None, coverage)
+        busy = [i for i, other in _ids_in_active_requests(session, to_start).items() if other.id != request.id]
+        if busy:
+            return ClickResult(ClickOutcome.BUSY, None, coverage, busy)
+        return None
+
+    @staticmethod
+    def _to_start(request: StartRequest) -> list[str]:
+        """Return the ids a request would start."""
+        return [i.instance_id for i in request.instances if i.to_start]
 
     def _lost_race(self, session: Session, request_id: int) -> ClickOutcome:
         """Explain a compare-and-set that did not win: someone else decided first, or time ran out."""

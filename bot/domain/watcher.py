@@ -33,6 +33,7 @@ STOPPED = "STOPPED"
 # Statuses from which an instance will not reach RUNNING by itself; anything unknown counts as still changing.
 OFF_PATH_STATUSES = frozenset({"CREATE_FAILED", "RELEASING", "RECYCLE", "RECYCLING", "STOPPING"})
 START_BATCH = 100
+STATUS_LENGTH = RequestInstance.__table__.c.last_status.type.length  # type: ignore[attr-defined]
 WORK_STATES = (State.APPROVED, State.STARTING, State.WATCHING)
 REPORTED_FINAL_STATES = (State.DONE, State.FAILED, State.TIMED_OUT, State.EXPIRED)
 
@@ -67,7 +68,9 @@ class Watcher:
         self.poll_interval = poll_interval_seconds
         self.start_timeout = timedelta(seconds=start_timeout_seconds)
         self.owner = owner
-        self.lease = timedelta(seconds=max(60.0, 6 * poll_interval_seconds))
+        # Renewed before every StartInstances batch and every post, so it need only outlast one slow call
+        # (a 10 s timeout, plus throttling retries honouring Retry-After).
+        self.lease = timedelta(seconds=max(120.0, 6 * poll_interval_seconds))
         self.clock = clock
         self._wake = threading.Event()
 
@@ -100,10 +103,14 @@ class Watcher:
             lifecycle.expire_due(session, now=now)
         requests = self._claim(now)
         for request in requests:
-            if request.state == State.APPROVED:
-                self._start(request)
-            elif request.state == State.STARTING:
-                self._adopt_interrupted_start(request)
+            try:
+                if request.state == State.APPROVED:
+                    self._start(request)
+                elif request.state == State.STARTING:
+                    self._adopt_interrupted_start(request)
+            except Exception:
+                # One request's trouble must not hold up the others; it is retried on the next tick.
+                log.exception("could not start request %s; will retry", request.id)
         self._poll([r.id for r in requests if r.state in (State.APPROVED, State.STARTING, State.WATCHING)])
         self._report_finished()
 
@@ -151,6 +158,9 @@ class Watcher:
         to_start = [i for i in request.instances if i.to_start and i.outcome is None]
         errors: list[str] = []
         for offset in range(0, len(to_start), START_BATCH):
+            if not self._renew_lease(request.id):
+                log.warning("lost the lease on request %s while starting it; another replica took over", request.id)
+                return
             batch = to_start[offset : offset + START_BATCH]
             errors.extend(self._start_batch(request, batch))
         with self.db.session() as session:
@@ -279,10 +289,13 @@ class Watcher:
             log.warning("polling %d instances failed: %s", len(watched), exc.describe())
             statuses, poll_error = None, exc.describe()
         for request in requests:
-            if statuses is None:
-                self._finish_if_settled(request, None, poll_error=poll_error)
-                continue
-            self._apply_poll(request, statuses)
+            try:
+                if statuses is None:
+                    self._finish_if_settled(request, None, poll_error=poll_error)
+                elif self._renew_lease(request.id):
+                    self._apply_poll(request, statuses)
+            except Exception:
+                log.exception("could not update request %s; will retry", request.id)
 
     def _apply_poll(self, request: StartRequest, statuses: dict[str, str]) -> None:
         """Record one poll's statuses for a request, tell its thread what changed, and finish it if settled."""
@@ -378,6 +391,8 @@ class Watcher:
                 )
             )
         for request in finished:
+            if not self._renew_lease(request.id):
+                continue
             try:
                 self.notifier.finished(request)
             except Exception:
@@ -403,6 +418,17 @@ class Watcher:
                     )
 
     # --- helpers ----------------------------------------------------------------------------------------
+
+    def _renew_lease(self, request_id: int) -> bool:
+        """Extend our lease on a request before slow or visible work; False when another replica holds it."""
+        with self.db.session() as session:
+            result = session.execute(
+                update(StartRequest)
+                .where(StartRequest.id == request_id, StartRequest.lease_owner == self.owner)
+                .values(lease_until=self.clock() + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def _load(self, request_id: int) -> StartRequest:
         """Load a request with its instances, fresh from the database."""
@@ -444,6 +470,8 @@ class Watcher:
 
 def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:
     """Decide what a freshly polled status means for one instance being started."""
+    if status is not None:
+        status = status[:STATUS_LENGTH]  # unknown statuses are shown verbatim, but must fit the column
     changed = status != instance.last_status
     if status is None:
         return InstanceUpdate(instance.id, None, "failed", changed)

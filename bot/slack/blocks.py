@@ -148,7 +148,7 @@ def help_text(grants: Sequence[Grant], channel_id: str) -> str:
 
 def grant_done_text(args: GrantArgs, added: int) -> str:
     """Confirm a grant made from Slack."""
-    where = ", ".join(f"<#{c}>" for c in args.channels) or "any channel"
+    where = ", ".join(f"<#{c}>" for c in args.channels if c != ANY_CHANNEL) or "any channel"
     patterns = ", ".join(f"`{escape(p)}`" for p in args.patterns)
     approval = ", with a second person's approval" if args.needs_approval else ""
     verb = "Granted" if added else "Already granted (updated)"
@@ -226,7 +226,9 @@ def status_text(ids: Sequence[str], found: dict[str, InstanceInfo]) -> str:
     return "\n".join(["*Instance status*", *_listing(lines)])
 
 
-def click_refusal_text(outcome: ClickOutcome, request: StartRequest | None, coverage: Coverage | None) -> str:
+def click_refusal_text(
+    outcome: ClickOutcome, request: StartRequest | None, coverage: Coverage | None, busy: Sequence[str] = ()
+) -> str:
     """Explain privately why a click did nothing."""
     if outcome == ClickOutcome.NOT_REQUESTER and request is not None:
         return f"Only {mention(request.requester_id)} can confirm or cancel this request."
@@ -237,6 +239,19 @@ def click_refusal_text(outcome: ClickOutcome, request: StartRequest | None, cove
         return f"You can't approve this request: your approve grants here don't cover {uncovered}."
     if outcome == ClickOutcome.NOT_ALLOWED and coverage is not None:
         return not_covered_text("start", coverage)
+    if outcome == ClickOutcome.REQUESTER_NOT_ALLOWED and request is not None and coverage is not None:
+        ids = ", ".join(code(i) for i in coverage.uncovered[:MAX_LISTED])
+        return f"{mention(request.requester_id)} may no longer start {ids}, so this request cannot be approved."
+    if outcome == ClickOutcome.NEEDS_APPROVAL:
+        return (
+            "Your grants now require a second person's approval for these instances. "
+            "Cancel this and run `/vm start` again to ask for it."
+        )
+    if outcome == ClickOutcome.BUSY:
+        ids = ", ".join(code(i) for i in busy[:MAX_LISTED])
+        return (
+            f"{ids} {'is' if len(busy) == 1 else 'are'} already being started by another request; nothing was started."
+        )
     if outcome == ClickOutcome.EXPIRED:
         return "This confirmation has expired; nothing was started. Run `/vm start` again if you still need it."
     if outcome == ClickOutcome.ALREADY_DECIDED and request is not None:

@@ -189,7 +189,7 @@ class Listeners:
                 self.wake_watcher()
             return
         respond(
-            blocks.click_refusal_text(result.outcome, result.request, result.coverage),
+            blocks.click_refusal_text(result.outcome, result.request, result.coverage, result.busy),
             response_type="ephemeral",
             replace_original=False,
         )
