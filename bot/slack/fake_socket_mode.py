@@ -17,9 +17,7 @@ import socket
 import socketserver
 import struct
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -93,12 +91,11 @@ class FakeSocketMode(LoopbackServer):
     """A threaded websocket server that pushes Socket Mode envelopes to the app and records its acks."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self._lock = threading.Condition()
+        super().__init__(socketserver.ThreadingTCPServer((host, port), self._handler_class()))
         self.acks: dict[str, Ack] = {}
         self.sent: list[dict[str, Any]] = []
         self.handshakes = 0
         self._open: list[_Connection] = []
-        super().__init__(socketserver.ThreadingTCPServer((host, port), self._handler_class()))
 
     thread_name = "fake-socket-mode"
 
@@ -166,19 +163,6 @@ class FakeSocketMode(LoopbackServer):
         if connection is None:
             raise ConnectionError("no app is connected to the fake Socket Mode endpoint")
         connection.send_json({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake-socket-mode"}})
-
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-        """Wait until predicate() returns something truthy (re-checked whenever a connection or ack comes or goes)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"timed out waiting for {what}")
-                self._lock.wait(remaining)
 
     # --- the websocket server --------------------------------------------------------------------------
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,7 +59,7 @@ class FakeSlackWebApi(LoopbackServer):
     """A threaded HTTP server that records Web API calls and simulates the messages they create."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self._lock = threading.Condition()
+        super().__init__(ThreadingHTTPServer((host, port), self._handler_class()))
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], Message] = {}
         self._faults: list[_Fault] = []
@@ -69,7 +67,6 @@ class FakeSlackWebApi(LoopbackServer):
         # The ws:// URL apps.connections.open hands out (see fake_socket_mode); None: Socket Mode is off.
         self.socket_mode_url: str | None = None
         self._ts = itertools.count(1)
-        super().__init__(ThreadingHTTPServer((host, port), self._handler_class()))
 
     thread_name = "fake-slack"
 
@@ -111,18 +108,9 @@ class FakeSlackWebApi(LoopbackServer):
         with self._lock:
             return [c for c in self.calls if c.method == method]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-        """Wait until predicate() returns something truthy (re-checked on every call), or raise TimeoutError."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"timed out waiting for {what}; calls so far: {self.summary()}")
-                self._lock.wait(min(remaining, 0.2))
+    def _timeout_detail(self) -> str:
+        """Add the latest calls to a timeout message."""
+        return f"; calls so far: {self.summary()}"
 
     def channel_messages(self, channel: str) -> list[Message]:
         """Return the top-level messages of a channel, oldest first."""

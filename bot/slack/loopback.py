@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socketserver
 import threading
-from typing import Self
+import time
+from collections.abc import Callable
+from typing import Any, Self
 
 
 class LoopbackServer:
@@ -13,6 +15,8 @@ class LoopbackServer:
     thread_name = "loopback-server"
 
     def __init__(self, server: socketserver.ThreadingMixIn | socketserver.BaseServer):
+        # Guards subclasses' state; they notify it whenever something a test may wait for happens.
+        self._lock = threading.Condition()
         self._server = server
         self._server.daemon_threads = True  # type: ignore[union-attr]
         self._thread: threading.Thread | None = None
@@ -36,6 +40,23 @@ class LoopbackServer:
         self._server.shutdown()
         self._close_connections()
         self._server.server_close()
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+        """Wait until predicate() returns something truthy (re-checked when notified), or raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                result = predicate()
+                if result:
+                    return result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"timed out waiting for {what}{self._timeout_detail()}")
+                self._lock.wait(min(remaining, 0.2))
+
+    def _timeout_detail(self) -> str:
+        """Return what a timeout message should add about the server's state (nothing by default)."""
+        return ""
 
     def _close_connections(self) -> None:
         """Close connections still open after the server stopped accepting (none by default)."""
