@@ -280,7 +280,7 @@ class Watcher:
         watched = sorted({i.instance_id for r in requests for i in r.instances if i.to_start and i.outcome is None})
         if not watched:
             for request in requests:
-                self._finish_if_settled(request, {}, poll_error=None)
+                self._finish_if_settled(request, poll_error=None)
             return
         try:
             statuses: dict[str, str] | None = self.vm.describe_instances_status(watched)
@@ -291,7 +291,7 @@ class Watcher:
         for request in requests:
             try:
                 if statuses is None:
-                    self._finish_if_settled(request, None, poll_error=poll_error)
+                    self._finish_if_settled(request, poll_error=poll_error)
                 elif self._renew_lease(request.id):
                     self._apply_poll(request, statuses)
             except Exception:
@@ -339,11 +339,9 @@ class Watcher:
                             .execution_options(synchronize_session=False)
                         )
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
-            self._finish_if_settled(request, statuses, poll_error=None)
+            self._finish_if_settled(request, poll_error=None)
 
-    def _finish_if_settled(
-        self, request: StartRequest, statuses: dict[str, str] | None, poll_error: str | None
-    ) -> None:
+    def _finish_if_settled(self, request: StartRequest, poll_error: str | None) -> None:
         """Move a watched request to done / failed / timed_out once every instance has an outcome or time is up."""
         now = self.clock()
         open_instances = [i for i in request.instances if i.to_start and i.outcome is None]
