@@ -37,13 +37,13 @@ from slack_sdk import WebClient
 
 from bot.db.migrate import upgrade
 from bot.db.session import Database
+from bot.devtools.slack_web_api import Call, FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.domain.starts import ClickOutcome, Decision, StartService
 from bot.domain.watcher import Watcher
-from bot.slack.fake_web_api import Call, FakeSlackWebApi
 from bot.slack.notifier import SlackNotifier
 from bot.zenlayer.client import ZenlayerClient
-from bot.zenlayer.simulator import ZenlayerSimulator
 
 USER = "U0BENCH01"
 CHANNEL = "C0WATCH"

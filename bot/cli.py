@@ -118,11 +118,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run(load_settings())
     if args.command == "simulator":
-        from bot.zenlayer.simulator import main as simulator_main
+        from bot.devtools.zenlayer_simulator import main as simulator_main
 
         return simulator_main(args, load_settings(slack=False, zenlayer=False))
     if args.command == "demo":
-        from bot.demo import main as demo_main
+        from bot.devtools.demo import main as demo_main
 
         return demo_main()
     settings: Settings = load_settings(slack=False, zenlayer=False)

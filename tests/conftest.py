@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from bot.db.session import Database
+from bot.devtools.slack_driver import SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.server import RunningBot
-from bot.slack.driver import SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, bot_settings, running_bot
 
 

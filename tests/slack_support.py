@@ -10,8 +10,8 @@ from typing import TypeVar
 from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
-from bot.zenlayer.simulator import ZenlayerSimulator
 
 SIGNING_SECRET = "test-signing-secret"
 ACCESS_KEY_ID = "AKIDTEST"

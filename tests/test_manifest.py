@@ -11,10 +11,10 @@ from urllib.parse import urlencode, urlparse
 import pytest
 import yaml
 
+from bot.devtools.slack_driver import Confirmation, SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.server import EVENTS_PATH
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_MANIFEST = ROOT / "manifest.yml"

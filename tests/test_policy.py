@@ -6,11 +6,11 @@ import concurrent.futures
 from collections.abc import Callable
 
 from bot.db.session import Database
+from bot.devtools.slack_driver import SlackDriver, has_buttons
+from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, lifecycle
 from bot.slack import action_ids
-from bot.slack.driver import SlackDriver, has_buttons
-from bot.slack.fake_web_api import FakeSlackWebApi, message_text
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.slack_support import start_calls, wait_until
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
+from bot.devtools.slack_driver import SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids
-from bot.slack.driver import SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, wait_until
 
 BOT_TOKEN = "xoxb-do-not-log-this-token"

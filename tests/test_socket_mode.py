@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from bot.config import Settings
+from bot.devtools.slack_driver import Confirmation, SlackConversation, has_buttons
+from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackConversation, has_buttons
-from bot.slack.fake_socket_mode import Ack, FakeSocketMode
-from bot.slack.fake_web_api import FakeSlackWebApi, message_text
-from bot.zenlayer.simulator import ZenlayerSimulator
+from tests.fake_socket_mode import Ack, FakeSocketMode
 from tests.slack_support import bot_settings, running_bot, start_calls
 
 APP_TOKEN = "xapp-1-A0001-1234-test"

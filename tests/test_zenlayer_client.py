@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.config import Secret, Settings
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.errors import (
@@ -26,7 +27,6 @@ from bot.zenlayer.errors import (
     Throttled,
     ZenlayerError,
 )
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.zenlayer_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, TOKEN, closed_port_url
 
 BACKOFF = 0.001

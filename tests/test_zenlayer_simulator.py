@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from bot.config import Secret, Settings
-from bot.zenlayer import simulator as simulator_module
+from bot.devtools import zenlayer_simulator as simulator_module
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.zenlayer.client import ZenlayerClient
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.zenlayer_support import (
     ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,

@@ -29,9 +29,9 @@ from typing import Any, TextIO
 
 import httpx
 
+from bot.devtools.slack_driver import Confirmation, SlackDriver
+from bot.devtools.slack_web_api import BOT_USER_ID, Call, FakeSlackWebApi, Message, message_text
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackDriver
-from bot.slack.fake_web_api import BOT_USER_ID, Call, FakeSlackWebApi, Message, message_text
 
 ALICE, BOB = "U0ALICE", "U0BOB"
 CHANNEL, CHANNEL_NAME = "C0DEMO", "ops"
