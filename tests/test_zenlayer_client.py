@@ -23,7 +23,9 @@ from bot.zenlayer.errors import (
     InvalidRequest,
     MalformedResponse,
     NetworkError,
+    OutcomeUnknown,
     ServerError,
+    StartRefused,
     Throttled,
     ZenlayerError,
 )
@@ -170,6 +172,8 @@ def test_start_refusals_become_typed_errors_with_request_id(
     assert caught.value.code == code
     assert caught.value.http_status == status
     assert caught.value.action == "StartInstances"
+    assert isinstance(caught.value, StartRefused)  # the group the watcher re-checks after
+    assert not isinstance(caught.value, OutcomeUnknown)
     assert caught.value.request_id == sim.calls[-1].request_id
     assert caught.value.request_id in str(caught.value)
     assert len(sim.calls) == 1  # a refusal is final: never retried
@@ -203,6 +207,9 @@ def test_start_replies_map_to_typed_errors_without_retry(
         client.start_instances(["web-1"])
 
     assert type(caught.value) is error
+    # The group the watcher must not retry a start after: only a reply that may hide a carried-out start.
+    assert isinstance(caught.value, OutcomeUnknown) == (error in (ServerError, MalformedResponse))
+    assert not isinstance(caught.value, StartRefused)
     assert caught.value.http_status == fault["status"]
     assert caught.value.action == "StartInstances"
     assert actions(sim) == ["StartInstances"]
@@ -357,6 +364,7 @@ def test_start_timeout_is_network_error_within_the_timeout_and_not_retried(
 
     assert time.monotonic() - started < 2
     assert caught.value.action == "StartInstances"
+    assert isinstance(caught.value, OutcomeUnknown)
     assert actions(sim) == ["StartInstances"]
     assert sim.status("web-1") == "BOOTING"
     assert sleeps == []

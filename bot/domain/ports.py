@@ -18,7 +18,7 @@ class InstanceInfo:
 
 
 class VmApi(Protocol):
-    """The Zenlayer VM calls the domain needs; errors are bot.zenlayer.errors.ZenlayerError subclasses."""
+    """The Zenlayer VM calls the domain needs; failures are bot.domain.vm_errors.VmError subclasses."""
 
     def start_instances(self, ids: Sequence[str]) -> str:
         """Start at most 100 STOPPED instances; return Zenlayer's requestId."""

@@ -18,7 +18,7 @@ from bot.domain.grant_admin import approvers_for
 from bot.domain.grants import Coverage, check_coverage, list_grants
 from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
-from bot.zenlayer.errors import ZenlayerError
+from bot.domain.vm_errors import VmError
 
 STARTABLE_STATUS = "STOPPED"
 
@@ -54,7 +54,7 @@ class DuplicatePending(UserError):
 class LookupFailed(UserError):
     """Zenlayer could not be asked about the instances."""
 
-    def __init__(self, error: ZenlayerError):
+    def __init__(self, error: VmError):
         self.error = error
         super().__init__(f"Could not look up the instances at Zenlayer: {error.describe()}")
 
@@ -187,7 +187,7 @@ class StartService:
             raise DuplicatePending(pending)
         try:
             found = self.vm.describe_instances(ids)
-        except ZenlayerError as exc:
+        except VmError as exc:
             raise LookupFailed(exc) from exc
         prepared = Prepared()
         for instance_id in ids:

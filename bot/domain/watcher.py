@@ -16,15 +16,7 @@ from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.lifecycle import State
 from bot.domain.ports import Notifier, StatusChange, VmApi
-from bot.zenlayer.errors import (
-    InstanceNotFound,
-    InstanceNotStopped,
-    InstanceRecycled,
-    MalformedResponse,
-    NetworkError,
-    ServerError,
-    ZenlayerError,
-)
+from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
 
 log = logging.getLogger(__name__)
 
@@ -200,17 +192,17 @@ class Watcher:
         ids = [i.instance_id for i in batch]
         try:
             zenlayer_request_id = self.vm.start_instances(ids)
-        except (InstanceNotStopped, InstanceNotFound, InstanceRecycled) as exc:
+        except StartRefused as exc:
             self._audit_call(request, ids, exc)
             if retried:
                 self._set_outcome(batch, "failed", exc.describe())
                 return [f"StartInstances refused: {exc.describe()}"]
             return self._restart_after_state_change(request, batch, exc)
-        except (NetworkError, ServerError, MalformedResponse) as exc:
+        except OutcomeUnknown as exc:
             # The call may have been accepted: never retry it; the polls will show what happened.
             self._audit_call(request, ids, exc)
             return [f"StartInstances outcome unknown, not retried: {exc.describe()}"]
-        except ZenlayerError as exc:
+        except VmError as exc:
             self._audit_call(request, ids, exc)
             self._set_outcome(batch, "failed", exc.describe())
             return [f"StartInstances failed: {exc.describe()}"]
@@ -225,12 +217,12 @@ class Watcher:
         return []
 
     def _restart_after_state_change(
-        self, request: StartRequest, batch: Sequence[RequestInstance], refusal: ZenlayerError
+        self, request: StartRequest, batch: Sequence[RequestInstance], refusal: StartRefused
     ) -> list[str]:
         """After an all-or-nothing refusal, skip the ids that changed state and start the ones still STOPPED."""
         try:
             statuses = self.vm.describe_instances_status([i.instance_id for i in batch])
-        except ZenlayerError as exc:
+        except VmError as exc:
             self._set_outcome(batch, "failed", exc.describe())
             return [f"StartInstances refused ({refusal.describe()}) and the re-check failed: {exc.describe()}"]
         still_stopped = [i for i in batch if statuses.get(i.instance_id) == STOPPED]
@@ -285,7 +277,7 @@ class Watcher:
         try:
             statuses: dict[str, str] | None = self.vm.describe_instances_status(watched)
             poll_error = None
-        except ZenlayerError as exc:
+        except VmError as exc:
             log.warning("polling %d instances failed: %s", len(watched), exc.describe())
             statuses, poll_error = None, exc.describe()
         for request in requests:
@@ -449,7 +441,7 @@ class Watcher:
         self,
         request: StartRequest,
         ids: Sequence[str],
-        error: ZenlayerError | None,
+        error: VmError | None,
         zenlayer_request_id: str | None = None,
     ) -> None:
         """Write the StartInstances call and its outcome to the audit trail."""

@@ -25,9 +25,9 @@ from bot.domain.starts import (
     NothingToStart,
     StartService,
 )
+from bot.domain.vm_errors import VmError
 from bot.slack import action_ids, blocks
 from bot.slack.notifier import SlackNotifier
-from bot.zenlayer.errors import ZenlayerError
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class Listeners:
         self.starts.check(command["user_id"], command["channel_id"], parsed.ids, action="start")
         try:
             found = self.vm.describe_instances(parsed.ids)
-        except ZenlayerError as exc:
+        except VmError as exc:
             raise UserError(f"Could not ask Zenlayer: {exc.describe()}") from exc
         respond(blocks.status_text(parsed.ids, found))
 
