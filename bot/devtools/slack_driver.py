@@ -142,7 +142,7 @@ class SlackDriver(SlackConversation):
     def post(self, body: str, *, timestamp: int | None = None, signature: str | None = None) -> httpx.Response:
         """Post a raw form body with Slack's signature headers."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
-        sig = signature or self.verifier.generate_signature(timestamp=ts, body=body)
+        sig = signature or self.verifier.generate_signature(timestamp=ts, body=body) or ""
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "X-Slack-Request-Timestamp": ts,

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import selectinload
@@ -353,7 +354,7 @@ class Watcher:
                     .values(outcome="timed_out")
                     .execution_options(synchronize_session=False)
                 )
-                values = {"error": poll_error} if poll_error else {}
+                values: dict[str, Any] = {"error": poll_error} if poll_error else {}
                 lifecycle.transition(
                     session,
                     request.id,

@@ -90,5 +90,5 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         simulator.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

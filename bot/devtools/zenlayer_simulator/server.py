@@ -185,7 +185,7 @@ class _Server(ThreadingHTTPServer):
             while not self._stop_requested:
                 for key, _ in selector.select():
                     if key.fileobj is self.socket and not self._stop_requested:
-                        self._handle_request_noblock()
+                        self._handle_request_noblock()  # type: ignore[attr-defined]  # socketserver hook typeshed omits
 
     def wake(self) -> None:
         """Make serve_until_stopped return promptly."""
