@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.domain.vocabulary import GrantAction
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -45,8 +46,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     grant.add_argument(
         "--action",
-        choices=("start", "approve", "admin"),
-        default="start",
+        choices=[a.value for a in GrantAction],
+        default=GrantAction.START.value,
         help="what is granted (default start)",
     )
     grant.add_argument(
@@ -58,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("user_id", metavar="USER_ID")
     revoke.add_argument("--instances", action="append", default=[], metavar="PATTERN")
     revoke.add_argument("--channel", action="append", default=[], metavar="CHANNEL_ID")
-    revoke.add_argument("--action", choices=("start", "approve", "admin"), default=None)
+    revoke.add_argument("--action", choices=[a.value for a in GrantAction], default=None)
     listing = perms_commands.add_parser("list", help="show grants as a table")
     listing.add_argument("user_id", metavar="USER_ID", nargs="?")
 

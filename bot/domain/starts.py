@@ -19,6 +19,7 @@ from bot.domain.grants import Coverage, check_coverage, list_grants
 from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.vm_errors import VmError
+from bot.domain.vocabulary import SYSTEM_ACTOR, GrantAction
 
 STARTABLE_STATUS = "STOPPED"
 
@@ -147,19 +148,25 @@ class StartService:
         self.approval_ttl_seconds = approval_ttl_seconds
         self.clock = clock
 
-    def coverage(self, user_id: str, channel_id: str, ids: Sequence[str], *, action: str = "start") -> Coverage:
+    def coverage(
+        self, user_id: str, channel_id: str, ids: Sequence[str], *, action: GrantAction = GrantAction.START
+    ) -> Coverage:
         """Return the user's coverage for ids in this channel (a read, quick enough to answer before the ack)."""
         with self.db.session(readonly=True) as session:
             return check_coverage(list_grants(session, user_id), ids, action=action, channel_id=channel_id)
 
-    def record_denial(self, user_id: str, channel_id: str, coverage: Coverage, *, action: str = "start") -> None:
+    def record_denial(
+        self, user_id: str, channel_id: str, coverage: Coverage, *, action: GrantAction = GrantAction.START
+    ) -> None:
         """Write a refusal to the audit trail."""
         with self.db.session() as session:
             audit.record(
                 session, "denied", actor=user_id, action=action, channel=channel_id, uncovered=coverage.uncovered
             )
 
-    def check(self, user_id: str, channel_id: str, ids: Sequence[str], *, action: str = "start") -> Coverage:
+    def check(
+        self, user_id: str, channel_id: str, ids: Sequence[str], *, action: GrantAction = GrantAction.START
+    ) -> Coverage:
         """Return the user's coverage for ids in this channel; raise NotCovered (and audit it) when incomplete."""
         coverage = self.coverage(user_id, channel_id, ids, action=action)
         if not coverage.ok:
@@ -254,7 +261,7 @@ class StartService:
                 finished_at=now,
                 error=reason,
             ):
-                audit.record(session, "abandoned", actor="system", request_id=request_id, reason=reason)
+                audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
 
     def decide(self, request_id: int, user_id: str, decision: Decision) -> ClickResult:
         """Apply a click: only the requester may start or cancel; grants are checked again at the click."""
@@ -302,7 +309,10 @@ class StartService:
             return ClickResult(ClickOutcome.NOT_REQUESTER, None)  # a forged Start is no way to approve
         else:
             approver = check_coverage(
-                list_grants(session, user_id), self._to_start(request), action="approve", channel_id=request.channel_id
+                list_grants(session, user_id),
+                self._to_start(request),
+                action=GrantAction.APPROVE,
+                channel_id=request.channel_id,
             )
             if not approver.ok:
                 return ClickResult(ClickOutcome.NOT_APPROVER, None, approver)
@@ -321,7 +331,10 @@ class StartService:
         """Check, at the moment of approval, that the request may still start; return the refusal, if any."""
         to_start = self._to_start(request)
         coverage = check_coverage(
-            list_grants(session, request.requester_id), to_start, action="start", channel_id=request.channel_id
+            list_grants(session, request.requester_id),
+            to_start,
+            action=GrantAction.START,
+            channel_id=request.channel_id,
         )
         if not coverage.ok:
             audit.record(
@@ -329,7 +342,7 @@ class StartService:
                 "denied",
                 actor=request.requester_id,
                 request_id=request.id,
-                action="start",
+                action=GrantAction.START,
                 uncovered=coverage.uncovered,
                 at="click",
             )

@@ -18,6 +18,7 @@ from bot.domain import audit, lifecycle
 from bot.domain.lifecycle import State
 from bot.domain.ports import Notifier, StatusChange, VmApi
 from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
+from bot.domain.vocabulary import SYSTEM_ACTOR, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class InstanceUpdate:
 
     row_id: int
     status: str | None
-    outcome: str | None
+    outcome: Outcome | None
     changed: bool
 
 
@@ -196,7 +197,7 @@ class Watcher:
         except StartRefused as exc:
             self._audit_call(request, ids, exc)
             if retried:
-                self._set_outcome(batch, "failed", exc.describe())
+                self._set_outcome(batch, Outcome.FAILED, exc.describe())
                 return [f"StartInstances refused: {exc.describe()}"]
             return self._restart_after_state_change(request, batch, exc)
         except OutcomeUnknown as exc:
@@ -205,7 +206,7 @@ class Watcher:
             return [f"StartInstances outcome unknown, not retried: {exc.describe()}"]
         except VmError as exc:
             self._audit_call(request, ids, exc)
-            self._set_outcome(batch, "failed", exc.describe())
+            self._set_outcome(batch, Outcome.FAILED, exc.describe())
             return [f"StartInstances failed: {exc.describe()}"]
         self._audit_call(request, ids, None, zenlayer_request_id)
         with self.db.session() as session:
@@ -224,7 +225,7 @@ class Watcher:
         try:
             statuses = self.vm.describe_instances_status([i.instance_id for i in batch])
         except VmError as exc:
-            self._set_outcome(batch, "failed", exc.describe())
+            self._set_outcome(batch, Outcome.FAILED, exc.describe())
             return [f"StartInstances refused ({refusal.describe()}) and the re-check failed: {exc.describe()}"]
         still_stopped = [i for i in batch if statuses.get(i.instance_id) == STOPPED]
         for instance in batch:
@@ -232,7 +233,7 @@ class Watcher:
                 status = statuses.get(instance.instance_id)
                 self._set_outcome(
                     [instance],
-                    "skipped",
+                    Outcome.SKIPPED,
                     "no longer exists" if status is None else f"was {status} when starting",
                 )
         refused = [f"StartInstances refused: {refusal.describe()}"]
@@ -254,7 +255,7 @@ class Watcher:
                 watch_deadline=now + self.start_timeout,
                 error="vm-bot restarted while starting these instances; the start was not repeated",
             ):
-                audit.record(session, "start_interrupted", actor="system", request_id=request.id)
+                audit.record(session, "start_interrupted", actor=SYSTEM_ACTOR, request_id=request.id)
 
     # --- polling ----------------------------------------------------------------------------------------
 
@@ -341,7 +342,7 @@ class Watcher:
         with self.db.session() as session:
             if not open_instances:
                 started = [i for i in request.instances if i.to_start]
-                all_running = bool(started) and all(i.outcome == "running" for i in started)
+                all_running = bool(started) and all(i.outcome == Outcome.RUNNING for i in started)
                 final = State.DONE if all_running else State.FAILED
                 lifecycle.transition(
                     session, request.id, from_states=[State.WATCHING], to=final, now=now, finished_at=now
@@ -351,7 +352,7 @@ class Watcher:
                 session.execute(
                     update(RequestInstance)
                     .where(RequestInstance.id.in_([i.id for i in open_instances]))
-                    .values(outcome="timed_out")
+                    .values(outcome=Outcome.TIMED_OUT)
                     .execution_options(synchronize_session=False)
                 )
                 values: dict[str, Any] = {"error": poll_error} if poll_error else {}
@@ -402,7 +403,7 @@ class Watcher:
                     audit.record(
                         session,
                         "finished",
-                        actor="system",
+                        actor=SYSTEM_ACTOR,
                         request_id=request.id,
                         outcome=request.state,
                         instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
@@ -428,7 +429,7 @@ class Watcher:
             assert request is not None
             return request
 
-    def _set_outcome(self, instances: Iterable[RequestInstance], outcome: str, reason: str) -> None:
+    def _set_outcome(self, instances: Iterable[RequestInstance], outcome: Outcome, reason: str) -> None:
         """Record a final outcome for instances that will not be watched."""
         with self.db.session() as session:
             session.execute(
@@ -465,11 +466,11 @@ def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:
         status = status[:STATUS_LENGTH]  # unknown statuses are shown verbatim, but must fit the column
     changed = status != instance.last_status
     if status is None:
-        return InstanceUpdate(instance.id, None, "failed", changed)
+        return InstanceUpdate(instance.id, None, Outcome.FAILED, changed)
     if status == RUNNING:
-        return InstanceUpdate(instance.id, status, "running", changed)
+        return InstanceUpdate(instance.id, status, Outcome.RUNNING, changed)
     if status in OFF_PATH_STATUSES:
-        return InstanceUpdate(instance.id, status, "failed", changed)
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)
     if status == STOPPED and instance.last_status not in (None, STOPPED):
-        return InstanceUpdate(instance.id, status, "failed", changed)  # it booted, then stopped again
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)  # it booted, then stopped again
     return InstanceUpdate(instance.id, status, None, changed)

@@ -26,6 +26,7 @@ from bot.domain.starts import (
     StartService,
 )
 from bot.domain.vm_errors import VmError
+from bot.domain.vocabulary import GrantAction
 from bot.slack import action_ids, blocks
 from bot.slack.notifier import SlackNotifier
 
@@ -93,7 +94,7 @@ class Listeners:
             coverage = self.starts.coverage(user_id, channel_id, parsed.ids)
             if not coverage.ok:
                 # Refuse in the ack itself: it is one indexed read; the audit write happens after.
-                ack(blocks.not_covered_text("start", coverage))
+                ack(blocks.not_covered_text(GrantAction.START, coverage))
                 self._submit(self.lookups, respond, self._record_denial, user_id, channel_id, coverage)
                 return
             ack(blocks.checking_text(parsed.ids))
@@ -154,7 +155,7 @@ class Listeners:
 
     def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Answer `/vm status` privately for ids the user holds a grant on."""
-        self.starts.check(command["user_id"], command["channel_id"], parsed.ids, action="start")
+        self.starts.check(command["user_id"], command["channel_id"], parsed.ids, action=GrantAction.START)
         try:
             found = self.vm.describe_instances(parsed.ids)
         except VmError as exc:
