@@ -181,6 +181,34 @@ def test_an_id_being_started_by_another_request_is_not_started_again(
     assert start_calls(simulator) == [["web-1"]]
 
 
+def test_a_confirmation_links_ids_skipped_because_another_request_holds_them(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
+) -> None:
+    simulator.boot_seconds = 30
+    grant("U0REQUEST", "web-*")
+    grant("U0OTHER", "web-*")
+    slack.command("start web-1")
+    first = slack.wait_confirmation()
+    slack.click(first, action_ids.START)
+    slack.wait_thread(first, "BOOTING")
+
+    slack.command("start web-1 web-2", user="U0OTHER")
+
+    shown = fake_slack.wait_for(
+        lambda: next(
+            (
+                message_text(m)
+                for m in fake_slack.channel_messages("C0CHANNEL")
+                if has_buttons(m) and "already being started" in message_text(m)
+            ),
+            None,
+        ),
+        what="the second confirmation",
+    )
+    assert "already being started" in shown and f"p{first.ts.replace('.', '')}" in shown  # the first thread's link
+    assert "web-2" in shown
+
+
 def test_linkified_and_smart_punctuated_ids_are_understood(slack: SlackDriver, grant: Callable[..., None]) -> None:
     grant("U0REQUEST", "web-*")
     slack.command("start <http://web-1|web-1>,\u201cweb\u20142\u201d")

@@ -60,21 +60,36 @@ class LookupFailed(UserError):
         super().__init__(f"Could not look up the instances at Zenlayer: {error.describe()}")
 
 
+BUSY_REASON = "already being started by another request"
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """Where another request's confirmation (and thread) is, for the chat layer to turn into a link."""
+
+    channel_id: str
+    message_ts: str | None
+
+
 @dataclass(frozen=True)
 class Skipped:
-    """An id that will not be started, and why."""
+    """An id that will not be started, and why; `busy_with` names the request already starting it."""
 
     instance_id: str
     reason: str
     status: str | None = None
     name: str | None = None
-    other_request: StartRequest | None = None
+    busy_with: MessageRef | None = None
 
 
 @dataclass
 class Prepared:
     """The outcome of looking up a start: what can be started, what is skipped, and the pending request."""
 
+    user_id: str = ""
+    channel_id: str = ""
+    ids: list[str] = field(default_factory=list)
+    needs_approval: bool = False
     startable: list[InstanceInfo] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     request: StartRequest | None = None
@@ -174,17 +189,15 @@ class StartService:
             raise NotCovered(action, coverage)
         return coverage
 
-    def prepare(
-        self,
-        user_id: str,
-        channel_id: str,
-        ids: Sequence[str],
-        *,
-        link_for: Callable[[StartRequest], str | None] = lambda request: None,
-    ) -> Prepared:
-        """Look the ids up, skip what cannot start, and create the pending request for the rest.
+    def prepare(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
+        """Look the ids up and open the pending request, with skip reasons as they are (no links)."""
+        return self.open_request(self.look_up(user_id, channel_id, ids))
 
-        `link_for` turns another request into a link people can follow (its thread), for ids it already holds.
+    def look_up(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
+        """Check grants and duplicates, look the ids up, and decide what can start; nothing is written yet.
+
+        Ids another request holds are skipped with `busy_with` set, so the chat layer can point at that request
+        (by rewriting the reason) before `open_request` stores it.
         """
         coverage = self.check(user_id, channel_id, ids)
         with self.db.session(readonly=True) as session:
@@ -196,22 +209,27 @@ class StartService:
             found = self.vm.describe_instances(ids)
         except VmError as exc:
             raise LookupFailed(exc) from exc
-        prepared = Prepared()
+        prepared = Prepared(user_id=user_id, channel_id=channel_id, ids=list(ids))
         for instance_id in ids:
             info = found.get(instance_id)
             if info is None:
                 prepared.skipped.append(Skipped(instance_id, "not found"))
             elif instance_id in busy:
-                link = link_for(busy[instance_id])
-                reason = f"already being started: {link}" if link else "already being started by another request"
-                prepared.skipped.append(Skipped(instance_id, reason, info.status, info.name, busy[instance_id]))
+                other = MessageRef(busy[instance_id].channel_id, busy[instance_id].message_ts)
+                prepared.skipped.append(Skipped(instance_id, BUSY_REASON, info.status, info.name, other))
             elif info.status != STARTABLE_STATUS:
                 prepared.skipped.append(Skipped(instance_id, f"is {info.status}", info.status, info.name))
             else:
                 prepared.startable.append(info)
         if not prepared.startable:
             raise NothingToStart(prepared)
-        needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.startable)
+        prepared.needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.startable)
+        return prepared
+
+    def open_request(self, prepared: Prepared) -> Prepared:
+        """Create the pending request a look-up allows; DuplicatePending when an identical one got there first."""
+        user_id, channel_id, ids = prepared.user_id, prepared.channel_id, prepared.ids
+        needs_approval = prepared.needs_approval
         instances = [
             NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.startable
         ] + [
