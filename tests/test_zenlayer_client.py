@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.config import Secret, Settings
@@ -81,9 +84,9 @@ def make_client(sim: ZenlayerSimulator, sleeps: list[float]) -> Iterator[Callabl
 
 
 @pytest.fixture
-def client(make_client: Callable[..., ZenlayerClient]) -> ZenlayerClient:
-    """A client with the right key pair."""
-    return make_client()
+def client(make_client: Callable[..., ZenlayerClient], sim: ZenlayerSimulator) -> ZenlayerClient:
+    """A client with the right key pair, calling the simulator in process (its WSGI app): no socket needed."""
+    return make_client(base_url="http://zenlayer.test", transport=httpx.WSGITransport(app=sim.wsgi_app))
 
 
 def actions(sim: ZenlayerSimulator) -> list[str | None]:
@@ -92,8 +95,37 @@ def actions(sim: ZenlayerSimulator) -> list[str | None]:
 
 
 def test_client_satisfies_the_domain_port(client: ZenlayerClient) -> None:
-    vm: VmApi = client
-    assert vm is client
+    assert isinstance(client, VmApi)  # every method of the port exists
+    port_methods = [name for name in vars(VmApi) if not name.startswith("_") and callable(getattr(VmApi, name))]
+    assert port_methods == ["start_instances", "describe_instances_status", "describe_instances"]
+    for name in port_methods:
+        ours, port = inspect.signature(getattr(ZenlayerClient, name)), inspect.signature(getattr(VmApi, name))
+        assert list(ours.parameters) == list(port.parameters), name
+        assert ours.return_annotation == port.return_annotation, name
+
+
+def test_the_client_sends_zenlayers_headers_and_a_json_body() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"requestId": "r-1", "response": {"requestId": "r-1"}})
+
+    with ZenlayerClient(
+        "http://zenlayer.test",
+        access_key_id=ACCESS_KEY_ID,
+        access_key_secret=ACCESS_KEY_SECRET,
+        transport=httpx.MockTransport(answer),
+    ) as vm:
+        assert vm.start_instances(["web-1", "web-2", "web-1"]) == "r-1"
+
+    (request,) = seen
+    assert request.method == "POST" and request.url.path == "/api/v2/vm"
+    assert request.headers["X-ZC-Action"] == "StartInstances"
+    assert request.headers["X-ZC-Service"] == "vm"
+    assert request.headers["Content-Type"].startswith("application/json")
+    assert request.headers["Authorization"].startswith(f"ZC2-HMAC-SHA256 Credential={ACCESS_KEY_ID}")
+    assert json.loads(request.content) == {"instanceIds": ["web-1", "web-2"]}
 
 
 def test_describe_status_start_and_describe_instances(client: ZenlayerClient, sim: ZenlayerSimulator) -> None:
