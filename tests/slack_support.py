@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
 
 from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
+from bot.devtools.support import TEST_CREDENTIALS, free_port, wait_until
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
 
-SIGNING_SECRET = "test-signing-secret"
-ACCESS_KEY_ID = "AKIDTEST"
-ACCESS_KEY_SECRET = "test-access-key-secret"
+SIGNING_SECRET = TEST_CREDENTIALS.slack_signing_secret
+BOT_TOKEN = TEST_CREDENTIALS.slack_bot_token
+APP_TOKEN = TEST_CREDENTIALS.slack_app_token
+ACCESS_KEY_ID = TEST_CREDENTIALS.zenlayer_access_key_id
+ACCESS_KEY_SECRET = TEST_CREDENTIALS.zenlayer_access_key_secret
 
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll predicate until it returns something truthy, or fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+__all__ = ["free_port", "wait_until"]
 
 
 def bot_settings(
@@ -37,7 +26,7 @@ def bot_settings(
 ) -> Settings:
     """Return settings pointing the bot at the fakes, with fast polling."""
     env = {
-        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": slack_url,
         "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,

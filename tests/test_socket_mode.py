@@ -16,9 +16,8 @@ from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
 from bot.slack import action_ids
 from tests.fake_socket_mode import Ack, FakeSocketMode
-from tests.slack_support import bot_settings, running_bot, start_calls
+from tests.slack_support import APP_TOKEN, bot_settings, running_bot, start_calls
 
-APP_TOKEN = "xapp-1-A0001-1234-test"
 CHANNEL = "C0CHANNEL"
 
 
