@@ -251,7 +251,8 @@ def test_zenlayer_refusing_the_start_is_reported_with_request_id(
 
     thread = slack.wait_thread(confirmation, "Not every instance started")
     assert "was RECYCLE when starting" in thread[-1]
-    assert "requestId" in thread[-1] or any("requestId" in t for t in thread)
+    (refused,) = [c for c in simulator.calls if c.action == "StartInstances"]
+    assert f"requestId {refused.request_id}" in thread[-1]  # the final reply quotes Zenlayer's own requestId
 
 
 def test_start_outcome_unknown_is_not_retried_and_times_out(
@@ -324,18 +325,19 @@ def test_many_commands_at_once_are_all_acknowledged_quickly(
     for n in range(40):
         simulator.add_instance(f"load-{n}")
     grant("U0REQUEST", "load-*")
-    simulator.fail_next("DescribeInstances", times=40, status=200, hang_seconds=1.0)
+    simulator.fail_next("DescribeInstances", times=40, status=200, hang_seconds=2.0)
 
-    def send(n: int) -> tuple[int, float]:
-        started = time.monotonic()
+    def send(n: int) -> tuple[int, bool]:
         response, _ = slack.command(f"start load-{n}")
-        return response.status_code, time.monotonic() - started
+        # Ordering, not a stopwatch: the ack is back while this command's lookup still hangs.
+        posted = any(f"load-{n}`" in message_text(m) for m in slack.fake.channel_messages("C0CHANNEL"))
+        return response.status_code, posted
 
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
         results = list(pool.map(send, range(40)))
 
     assert all(status == 200 for status, _ in results)
-    assert max(elapsed for _, elapsed in results) < 3.0  # Slack's own limit, not a tuning target
+    assert not any(posted for _, posted in results)  # no ack waited for its lookup (latency: benchmarks/)
     wait_until(lambda: len(slack.fake.channel_messages("C0CHANNEL")) == 40, timeout=30, what="40 confirmations")
 
 

@@ -165,6 +165,6 @@ def test_stop_is_prompt_and_closes_the_connection(
         assert "/vm start ID" in ack.text
         stopping = time.monotonic()
 
-    assert time.monotonic() - stopping < 1.0  # slack_sdk's own close() alone would wait up to 3 s on its reader
+    assert time.monotonic() - stopping < 2.5  # under the 3 s slack_sdk's own close() alone would wait on its reader
     socket_mode.wait_for(lambda: socket_mode.open_connections == 0, timeout=2, what="the bot to hang up")
     assert socket_mode.handshakes == 1  # it did not reconnect on the way out

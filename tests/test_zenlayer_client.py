@@ -394,7 +394,7 @@ def test_start_timeout_is_network_error_within_the_timeout_and_not_retried(
     with pytest.raises(NetworkError) as caught:
         client.start_instances(["web-1"])
 
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # given up on its timeout, not after the 10 s hang
     assert caught.value.action == "StartInstances"
     assert isinstance(caught.value, OutcomeUnknown)
     assert actions(sim) == ["StartInstances"]
@@ -423,7 +423,7 @@ def test_hanging_server_gives_network_error_once_retries_run_out(
     with pytest.raises(NetworkError, match="did not answer"):
         client.describe_instances_status(["web-1"])
 
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # two 0.2 s timeouts, not a 10 s hang
     assert len(sim.calls) == 2
 
 

