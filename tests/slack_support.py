@@ -1,13 +1,15 @@
-"""End-to-end helpers: settings for the fakes, a running bot, and waiting with deadlines."""
+"""End-to-end helpers: settings for the fakes, a running bot, and the usual start-request preamble."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any, Protocol
 
 from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
+from bot.devtools.slack_driver import Confirmation
 from bot.devtools.support import TEST_CREDENTIALS, free_port, wait_until
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
@@ -51,6 +53,23 @@ def running_bot(settings: Settings) -> Iterator[RunningBot]:
         yield running
     finally:
         running.stop()
+
+
+class Chat(Protocol):
+    """Slack's side of a conversation over either transport (what ask_to_start needs)."""
+
+    def command(self, text: str, *, user: str = ..., channel: str = ...) -> tuple[Any, str]: ...
+
+    def wait_confirmation(self, channel: str = ..., index: int = ..., timeout: float = ...) -> Confirmation: ...
+
+
+def ask_to_start(
+    slack: Chat, grant: Callable[..., None], ids: str = "web-1", *, user: str = "U0REQUEST", **grant_options: Any
+) -> Confirmation:
+    """The usual preamble: grant user web-*, send `/vm start ids` as them, and return the confirmation posted."""
+    grant(user, "web-*", **grant_options)
+    slack.command(f"start {ids}", user=user)
+    return slack.wait_confirmation()
 
 
 def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:

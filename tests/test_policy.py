@@ -11,7 +11,7 @@ from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, lifecycle
 from bot.slack import action_ids
-from tests.slack_support import start_calls, wait_until
+from tests.slack_support import ask_to_start, start_calls, wait_until
 
 
 def button_labels(slack: SlackDriver, confirmation: object) -> list[str]:
@@ -167,10 +167,8 @@ def test_an_id_being_started_by_another_request_is_not_started_again(
     slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
 ) -> None:
     simulator.boot_seconds = 30
-    grant("U0REQUEST", "web-*")
     grant("U0OTHER", "web-*")
-    slack.command("start web-1")
-    first = slack.wait_confirmation()
+    first = ask_to_start(slack, grant)
     slack.click(first, action_ids.START)
     slack.wait_thread(first, "BOOTING")
 
@@ -185,10 +183,8 @@ def test_a_confirmation_links_ids_skipped_because_another_request_holds_them(
     slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
 ) -> None:
     simulator.boot_seconds = 30
-    grant("U0REQUEST", "web-*")
     grant("U0OTHER", "web-*")
-    slack.command("start web-1")
-    first = slack.wait_confirmation()
+    first = ask_to_start(slack, grant)
     slack.click(first, action_ids.START)
     slack.wait_thread(first, "BOOTING")
 
