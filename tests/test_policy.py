@@ -6,7 +6,7 @@ import concurrent.futures
 from collections.abc import Callable
 
 from bot.db.session import Database
-from bot.devtools.slack_driver import SlackDriver, has_buttons
+from bot.devtools.slack_driver import Confirmation, SlackDriver, has_buttons
 from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, lifecycle
@@ -163,14 +163,22 @@ def test_retyping_a_pending_request_points_at_the_existing_confirmation(
     assert len([m for m in fake_slack.channel_messages("C0CHANNEL") if has_buttons(m)]) == 1
 
 
-def test_an_id_being_started_by_another_request_is_not_started_again(
-    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
-) -> None:
+def web_1_booting_for_someone_else(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> Confirmation:
+    """U0REQUEST starts web-1 (booting for 30 s); U0OTHER holds a grant on web-* too. Return the first request."""
     simulator.boot_seconds = 30
     grant("U0OTHER", "web-*")
     first = ask_to_start(slack, grant)
     slack.click(first, action_ids.START)
     slack.wait_thread(first, "BOOTING")
+    return first
+
+
+def test_an_id_being_started_by_another_request_is_not_started_again(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    first = web_1_booting_for_someone_else(slack, grant, simulator)
 
     _, key = slack.command("start web-1", user="U0OTHER")
 
@@ -182,11 +190,7 @@ def test_an_id_being_started_by_another_request_is_not_started_again(
 def test_a_confirmation_links_ids_skipped_because_another_request_holds_them(
     slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
 ) -> None:
-    simulator.boot_seconds = 30
-    grant("U0OTHER", "web-*")
-    first = ask_to_start(slack, grant)
-    slack.click(first, action_ids.START)
-    slack.wait_thread(first, "BOOTING")
+    first = web_1_booting_for_someone_else(slack, grant, simulator)
 
     slack.command("start web-1 web-2", user="U0OTHER")
 

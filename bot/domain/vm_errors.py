@@ -7,6 +7,22 @@ The rest are refusals of the call itself. Adapters raise these (or subclasses); 
 
 from __future__ import annotations
 
+__all__ = [
+    "AccessBlocked",
+    "AuthenticationFailed",
+    "InstanceNotFound",
+    "InstanceNotStopped",
+    "InstanceRecycled",
+    "InvalidRequest",
+    "MalformedResponse",
+    "NetworkError",
+    "OutcomeUnknown",
+    "ServerError",
+    "StartRefused",
+    "Throttled",
+    "VmError",
+]
+
 
 class VmError(Exception):
     """A VM API call failed; carries the service's code, message and requestId when it sent them."""
