@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import re
@@ -127,7 +128,23 @@ def _database_url(raw: str) -> str:
     """Accept an SQLAlchemy URL; a relative SQLite path is made absolute so every command names the same file."""
     if "://" not in raw:
         raise ValueError("must be an SQLAlchemy URL such as sqlite:///vm-bot.db")
+    scheme, sep, rest = raw.partition("://")
+    if scheme in ("postgres", "postgresql"):
+        raw = f"postgresql+psycopg{sep}{rest}"  # psycopg 3 is the driver vm-bot ships for (SQLAlchemy's default is 2)
+    if raw.startswith("postgresql+psycopg:") and not _importable("psycopg"):
+        raise ValueError(
+            "points at PostgreSQL, but the psycopg driver is not installed: pip install 'vm-bot[postgres]'"
+        )
     return absolute_sqlite_url(raw)
+
+
+def _importable(module: str) -> bool:
+    """Return True when module can be imported."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def absolute_sqlite_url(url: str) -> str:
