@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from bot.db.models import RequestInstance, StartRequest, utcnow
@@ -67,6 +68,9 @@ class Watcher:
         self.lease = timedelta(seconds=max(120.0, 6 * poll_interval_seconds))
         self.clock = clock
         self._wake = threading.Event()
+        # Observers for metrics and readiness (set by app.py): a finished tick's duration, leases taken over.
+        self.on_tick: Callable[[float], None] = _ignore
+        self.on_takeover: Callable[[int], None] = _ignore
 
     def wake(self) -> None:
         """Ask for a tick now, e.g. right after a confirmation was approved."""
@@ -77,7 +81,9 @@ class Watcher:
         log.info("watcher %s started (poll every %ss)", self.owner, self.poll_interval)
         while not stop.is_set():
             try:
+                started = time.monotonic()
                 self.tick()
+                self.on_tick(time.monotonic() - started)
             except Exception:
                 log.exception("watcher tick failed; retrying on the next tick")
             self._wake.wait(self.poll_interval)
@@ -125,12 +131,18 @@ class Watcher:
             StartRequest.lease_owner == self.owner,
         )
         with self.db.session() as session:
+            taken_over = session.scalar(
+                select(func.count(StartRequest.id)).where(
+                    needs_work, StartRequest.lease_owner != self.owner, StartRequest.lease_until < now
+                )
+            )
             session.execute(
                 update(StartRequest)
                 .where(needs_work, free)
                 .values(lease_owner=self.owner, lease_until=now + self.lease)
                 .execution_options(synchronize_session=False)
             )
+        self.on_takeover(taken_over or 0)
         with self.db.session() as session:
             return list(
                 session.scalars(
@@ -458,6 +470,10 @@ class Watcher:
                 outcome="accepted" if error is None else type(error).__name__,
                 error=None if error is None else error.describe(),
             )
+
+
+def _ignore(value: float) -> None:
+    """Observe nothing (the default observer)."""
 
 
 def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:
