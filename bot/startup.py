@@ -50,7 +50,8 @@ def _sqlite_path(url: str) -> Path | None:
     """Return the file of an SQLite URL, or None for memory databases and other backends."""
     if not is_sqlite(url):
         return None
-    database = make_url(url).database
+    database = make_url(url).database or ""
+    database = database.removeprefix("file:").split("?", 1)[0]  # an SQLite URI filename (uri=true)
     return Path(database) if database and database != ":memory:" else None
 
 
