@@ -164,3 +164,35 @@ def test_json_exceptions_stay_on_one_line() -> None:
         logger.removeHandler(handler)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and "ValueError: boom" in json.loads(lines[0])["exception"]
+
+
+class _EndlessBody:
+    """A request body that never ends, counting what was read from it."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = 64 * 1024 if size < 0 else size
+        self.read_bytes += size
+        return b"x" * size
+
+
+def test_the_app_itself_caps_bodies_of_unknown_length(
+    start_bot: Callable[..., tuple[RunningBot, SlackDriver]],
+) -> None:
+    """Behind any server (not only waitress): a body without Content-Length is cut off just past the cap."""
+    from bot.web import make_wsgi_app
+
+    running, _ = start_bot(MAX_BODY_BYTES="4096")
+    app = make_wsgi_app(running.bot)
+    body = _EndlessBody()
+    statuses: list[str] = []
+    environ = {"PATH_INFO": "/slack/events", "REQUEST_METHOD": "POST", "wsgi.input": body}
+    answer = b"".join(app(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["413 Content Too Large"] and b"over 4096 bytes" in answer
+    assert body.read_bytes <= 4097
+    statuses.clear()
+    environ = {"PATH_INFO": "/slack/events", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": "5000", "wsgi.input": body}
+    b"".join(app(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["413 Content Too Large"] and body.read_bytes <= 4097  # refused without reading
