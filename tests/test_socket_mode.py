@@ -16,7 +16,7 @@ from bot.slack.driver import Confirmation, SlackConversation, has_buttons
 from bot.slack.fake_socket_mode import Ack, FakeSocketMode
 from bot.slack.fake_web_api import FakeSlackWebApi, message_text
 from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import bot_settings, running_bot, start_calls
+from tests.slack_support import bot_settings, running_bot, start_calls, wait_until
 
 APP_TOKEN = "xapp-1-A0001-1234-test"
 CHANNEL = "C0CHANNEL"
@@ -187,6 +187,19 @@ def test_a_reconnect_loses_no_ack_on_either_connection(
     assert "/vm start ID" in before.text and "/vm start ID" in after.text
     socket_mode.wait_for(lambda: socket_mode.open_connections == 1, what="the old connection to close")
     assert socket_mode.handshakes == 2  # closing the old connection did not set off another reconnect
+
+
+def test_a_failed_reconnect_keeps_the_working_connection(
+    slack: SocketSlack, socket_mode: FakeSocketMode, fake_slack: FakeSlackWebApi
+) -> None:
+    fake_slack.socket_mode_url = "ws://127.0.0.1:1/link/?ticket=nothing-listens-here"
+    socket_mode.request_reconnect()
+    wait_until(lambda: len(fake_slack.calls_to("apps.connections.open")) == 2, what="the reconnect attempt")
+
+    ack, _ = slack.command("start")
+
+    assert "/vm start ID" in ack.text  # acked over the connection that still works
+    assert (socket_mode.handshakes, socket_mode.open_connections) == (1, 1)
 
 
 def test_stop_is_prompt_and_closes_the_connection(

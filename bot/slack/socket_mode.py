@@ -66,7 +66,10 @@ class GaplessSocketModeClient(SocketModeClient):
             on_close_listener=self._on_close,
             ssl_context=self.web_client.ssl,
         )
-        session.connect()
+        session.connect()  # slack_sdk logs a failure and leaves the connection inactive
+        if not session.is_active() and self.is_connected():
+            session.close()
+            raise ConnectionError("could not open a new Socket Mode connection; keeping the current one")
         state = ConnectionState()
         if self.closed:  # close() ran while this connection was being opened
             _cut(session, state)
