@@ -12,16 +12,19 @@ from bot.db.session import Database
 from bot.domain import grants
 from bot.server import RunningBot
 from bot.slack.driver import SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi
+from bot.slack.fake_web_api import MALFORMED, FakeSlackWebApi
 from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, bot_settings, running_bot
 
 
 @pytest.fixture
 def fake_slack() -> Iterator[FakeSlackWebApi]:
-    """A loopback stand-in for the Slack Web API that records every call."""
+    """A loopback stand-in for the Slack Web API that records every call; no test may leave a message of ours that
+    Slack would have refused as malformed or too long."""
     with FakeSlackWebApi() as fake:
         yield fake
+        refused = [c for c in fake.rejections() if c.response.get("error") in MALFORMED]
+        assert not refused, f"Slack would have refused: {[(c.method, c.response['error']) for c in refused]}"
 
 
 @pytest.fixture

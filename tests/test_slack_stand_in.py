@@ -15,6 +15,13 @@ from tests.slack_support import wait_until
 
 
 @pytest.fixture
+def fake_slack() -> Iterator[FakeSlackWebApi]:
+    """The stand-in, without the shared fixture's check: these tests send malformed messages on purpose."""
+    with FakeSlackWebApi() as fake:
+        yield fake
+
+
+@pytest.fixture
 def client(fake_slack: FakeSlackWebApi) -> Iterator[WebClient]:
     """A plain slack_sdk client (no retries) pointed at the stand-in."""
     yield WebClient(token="xoxb-test", base_url=fake_slack.url, retry_handlers=[])

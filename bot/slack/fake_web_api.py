@@ -32,6 +32,8 @@ from bot.slack.loopback import LoopbackServer
 BOT_USER_ID = "UVMBOT0001"
 AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive"})
 MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "response_url"})
+# What Slack answers a message it cannot take; always a bug in the sender, never worth a retry.
+MALFORMED = frozenset({"msg_too_long", "invalid_blocks", "invalid_blocks_format", "no_text"})
 
 # Slack's documented limits for messages and Block Kit.
 TEXT_LIMIT = 40_000
