@@ -82,9 +82,15 @@ def start_bot(
             assert running.http is not None
             driver = SlackDriver(running.http.url, fake_slack, SIGNING_SECRET)
             stack.callback(driver.close)
+            stack.callback(lambda: _no_refused_acks(driver))
             return running, driver
 
         yield start
+
+
+def _no_refused_acks(driver: SlackDriver) -> None:
+    """Fail when Slack would have refused an acknowledgement the bot gave."""
+    assert not driver.refused_acks, f"Slack would have refused these acks: {driver.refused_acks}"
 
 
 @pytest.fixture

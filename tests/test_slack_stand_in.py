@@ -10,6 +10,8 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.slack.driver import SlackDriver
+from bot.slack.fake_socket_mode import Ack
 from bot.slack.fake_web_api import FakeSlackWebApi
 from tests.slack_support import wait_until
 
@@ -166,3 +168,12 @@ def test_a_fault_can_target_one_channel(client: WebClient, fake_slack: FakeSlack
     with pytest.raises(SlackApiError) as caught:
         client.chat_postMessage(channel="C0OLD", text="t")
     assert caught.value.response["error"] == "is_archived"
+
+
+def test_acknowledgements_are_checked_in_both_modes() -> None:
+    too_long = {"text": "x" * 40_001}
+    assert SlackDriver.refusal(httpx.Response(200, json=too_long)) == "msg_too_long"
+    assert SlackDriver.refusal(httpx.Response(200, json={"text": "fine"})) is None
+    assert SlackDriver.refusal(httpx.Response(200)) is None  # a bare ack
+    assert Ack("e1", too_long).refused == "msg_too_long"
+    assert Ack("e2", None).refused is None
