@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# The Socket Mode stand-in lives with the tests (production and the demo never need it).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slack_bolt.adapter.socket_mode.builtin import SocketModeHandler
 
@@ -26,12 +30,12 @@ from bot import server
 from bot.app import create_app
 from bot.config import load_settings
 from bot.db.migrate import upgrade
+from bot.devtools.slack_driver import SlackConversation
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
-from bot.slack.driver import SlackConversation
-from bot.slack.fake_socket_mode import FakeSocketMode
-from bot.slack.fake_web_api import FakeSlackWebApi
 from bot.slack.socket_mode import GaplessSocketModeHandler
-from bot.zenlayer.simulator import ZenlayerSimulator
+from tests.fake_socket_mode import FakeSocketMode
 
 SLACK_DEADLINE = 3.0
 ACCESS_KEY_ID, ACCESS_KEY_SECRET = "AKIDBENCH", "bench-secret"

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.db.models import RequestInstance, StartRequest
+from bot.devtools.slack_web_api import message_error
 from bot.domain.grants import Coverage
 from bot.domain.lifecycle import State
 from bot.domain.ports import InstanceInfo, StatusChange
 from bot.domain.starts import ClickOutcome, Prepared, Skipped
 from bot.slack import blocks
-from bot.slack.fake_web_api import message_error
 
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
 # What a hostile or careless cloud could return: every character mrkdwn cares about, entities that grow when

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import pytest
 
+from bot.devtools.slack_driver import SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
 from bot.slack import action_ids, blocks
-from bot.slack.driver import SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi, Message, message_text
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.slack_support import start_calls
 
 HOSTILE = "*bold* _it_ ~s~ `code` :fire: <!channel> & more"

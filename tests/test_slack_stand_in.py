@@ -10,9 +10,9 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.slack.driver import SlackDriver
-from bot.slack.fake_socket_mode import Ack
-from bot.slack.fake_web_api import FakeSlackWebApi
+from bot.devtools.slack_driver import SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from tests.fake_socket_mode import Ack
 from tests.slack_support import wait_until
 
 

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
-from bot.slack.loopback import LoopbackServer
+from bot.devtools.loopback import LoopbackServer
 
 BOT_USER_ID = "UVMBOT0001"
 AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive"})
@@ -109,7 +109,7 @@ class FakeSlackWebApi(LoopbackServer):
         self._not_member: set[str] = set()
         self._rate_limits: list[_RateLimit] = []
         self._auth_error: str | None = None
-        # The ws:// URL apps.connections.open hands out (see fake_socket_mode); None: Socket Mode is off.
+        # The ws:// URL apps.connections.open hands out (see tests/fake_socket_mode.py); None: Socket Mode is off.
         self.socket_mode_url: str | None = None
         self._ts = itertools.count(1)
 
