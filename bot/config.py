@@ -107,6 +107,18 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _flag(raw: str) -> bool:
+    """Accept true/false (and 1/0, yes/no, on/off)."""
+    value = raw.lower()
+    if value not in _TRUE | _FALSE:
+        raise ValueError(f"must be true or false, got {raw!r}")
+    return value in _TRUE
+
+
 def _usergroup(raw: str) -> str:
     """Accept a Slack user group id."""
     if not _USERGROUP_RE.match(raw):
@@ -237,6 +249,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CONFIRM_TTL_SECONDS", "600", _number(minimum=1), "a confirmation not clicked by then expires"),
     Setting("APPROVAL_TTL_SECONDS", "3600", _number(minimum=1), "a request waiting for approval expires"),
     Setting("APPROVER_GROUP_ID", None, _usergroup, "Slack user group (S…) mentioned on requests needing approval"),
+    Setting(
+        "BROADCAST_SUCCESS",
+        "false",
+        _flag,
+        "`true`: also show the 'all RUNNING' reply in the channel (failures and timeouts always are)",
+    ),
 )
 SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -279,6 +297,7 @@ class Settings:
     confirm_ttl_seconds: float = _default("CONFIRM_TTL_SECONDS")
     approval_ttl_seconds: float = _default("APPROVAL_TTL_SECONDS")
     approver_group_id: str | None = None
+    broadcast_success: bool = _default("BROADCAST_SUCCESS")
 
     @property
     def socket_mode(self) -> bool:

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from waitress.server import create_server
 
 from bot.app import BotApp, create_app
 from bot.config import Settings
+from bot.slack.socket_mode import GaplessSocketModeHandler
 from bot.startup import StartupError, preflight
 from bot.web import EVENTS_PATH, WsgiApp, make_wsgi_app
-
-if TYPE_CHECKING:
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +96,10 @@ class RunningBot:
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=bot.watcher.run, args=(self._stop,), name="watcher", daemon=True)
         self.http: HttpServer | None = None
-        self._socket_mode: SocketModeHandler | None = None
+        self._socket_mode: GaplessSocketModeHandler | None = None
         if bot.settings.socket_mode:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
             assert bot.settings.slack_app_token is not None
-            self._socket_mode = SocketModeHandler(bot.app, bot.settings.slack_app_token.reveal())
+            self._socket_mode = GaplessSocketModeHandler(bot.app, bot.settings.slack_app_token.reveal())
         # In Socket Mode too: /healthz, /readyz and /metrics, so orchestrators probe either mode the same way.
         self.http = HttpServer(bot, host=host, port=port)
 
@@ -133,26 +126,11 @@ class RunningBot:
         if self.http is not None:
             self.http.stop()
         if self._socket_mode is not None:
-            _close_socket_mode(self._socket_mode)
+            self._socket_mode.close()  # prompt: the client wakes its readers instead of waiting out their reads
         self._stop.set()
         self.bot.watcher.wake()
         self._watcher.join(timeout=30)
         self.bot.close()
-
-
-def _close_socket_mode(handler: SocketModeHandler) -> None:
-    """Close slack_sdk's built-in Socket Mode client without waiting out its blocking reads."""
-    client = handler.client
-    # close() waits for the reader, blocked in a recv with a 3 s timeout, and for the dispatcher, blocked in
-    # a 1 s queue.get: tell both loops to end and wake them, so stopping takes milliseconds, not seconds.
-    client.closed = True
-    client.message_queue.put(None)
-    client.current_session_state.terminated = True
-    session = client.current_session
-    if session is not None and session.sock is not None:
-        with contextlib.suppress(OSError):
-            session.sock.shutdown(socket.SHUT_RDWR)
-    handler.close()
 
 
 def run(settings: Settings) -> int:
