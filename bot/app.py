@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +24,8 @@ from bot.zenlayer.client import ZenlayerClient
 LISTENER_THREADS = 32
 LOOKUP_THREADS = 16
 DECISION_THREADS = 8
+# Starts, reconciliation and posts of different requests run side by side on this many threads.
+WATCHER_THREADS = 8
 
 
 @dataclass
@@ -84,7 +84,11 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         notifier,
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
-        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        # A stable identity plus a nonce: a restarted replica tells its predecessor's leases from its own.
+        owner=f"{settings.replica_id}/{uuid.uuid4().hex[:12]}",
+        replica=settings.replica_id,
+        lease_seconds=settings.lease_seconds,
+        workers=WATCHER_THREADS,
     )
     lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
     # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.

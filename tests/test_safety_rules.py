@@ -65,10 +65,21 @@ class SilentNotifier:
         self.posts += 1
 
 
-def watcher(db: Database, vm: object, owner: str = "w1", clock: Callable[[], datetime] | None = None) -> Watcher:
+def watcher(
+    db: Database, vm: object, owner: str = "w1", clock: Callable[[], datetime] | None = None, lease_seconds: float = 150
+) -> Watcher:
     """A watcher ticked by hand."""
     extra = {"clock": clock} if clock else {}
-    return Watcher(db, vm, SilentNotifier(), poll_interval_seconds=1, start_timeout_seconds=60, owner=owner, **extra)  # type: ignore[arg-type]
+    return Watcher(
+        db,
+        vm,  # type: ignore[arg-type]
+        SilentNotifier(),
+        poll_interval_seconds=1,
+        start_timeout_seconds=60,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 # --- grants managed from chat ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from bot.domain.grants import Coverage
 from bot.domain.ports import VmApi
 from bot.domain.starts import (
     ClickOutcome,
+    ClickResult,
     Decision,
     DuplicatePending,
     NotCovered,
@@ -111,7 +112,7 @@ class Listeners:
         """Prepare the request and post its confirmation in the channel."""
         user_id, channel_id = command["user_id"], command["channel_id"]
         prepared = self.starts.prepare(
-            user_id, channel_id, parsed.ids, link_for=lambda r: self._permalink(r.channel_id, r.message_ts)
+            user_id, channel_id, parsed.ids, link_for=lambda h: self._permalink(h.channel_id, h.message_ts)
         )
         request = prepared.request
         assert request is not None
@@ -164,32 +165,40 @@ class Listeners:
     # --- buttons -----------------------------------------------------------------------------------------
 
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        """Acknowledge a button click, then decide it off the request path."""
-        ack()
+        """Decide a click in the database, then acknowledge it: an acknowledged click is never lost to a crash."""
         action = body.get("actions", [{}])[0]
         value = str(action.get("value", ""))
         decision = _DECISIONS.get(str(action.get("action_id")))
         if not value.isdigit() or decision is None:
+            ack()
             log.warning("ignoring a click with an unexpected value or action")
             return
         user_id = str(body.get("user", {}).get("id", ""))
         message_ts = str(body.get("container", {}).get("message_ts", ""))
-        self._submit(self.decisions, respond, self._decide, int(value), user_id, decision, message_ts)
+        try:
+            if message_ts:
+                # A quick click can beat the bot's own note of where it posted the confirmation.
+                self.starts.attach_message(int(value), message_ts)
+            result = self.starts.decide(int(value), user_id, decision)
+        except Exception as exc:
+            ack()
+            failure = exc
+            self._submit(self.decisions, respond, lambda respond: _raise(failure))
+            return
+        ack()
+        self._submit(self.decisions, respond, self._show_decision, result)
 
-    def _decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str, respond: Respond) -> None:
-        """Apply the click and show the outcome: the edited confirmation, or a private explanation."""
-        if message_ts:
-            # A quick click can beat the bot's own note of where it posted the confirmation.
-            self.starts.attach_message(request_id, message_ts)
-        result = self.starts.decide(request_id, user_id, decision)
+    def _show_decision(self, result: ClickResult, respond: Respond) -> None:
+        """Show a decided click: the edited confirmation, or a private explanation."""
         if result.outcome in (ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED):
-            assert result.request is not None
-            self.notifier.refresh(result.request)
             if result.outcome == ClickOutcome.APPROVED:
                 self.wake_watcher()
+            assert result.request is not None
+            self.notifier.refresh(result.request)
             return
+        links = {i: self._permalink(h.channel_id, h.message_ts) for i, h in result.holders.items()}
         respond(
-            blocks.click_refusal_text(result.outcome, result.request, result.coverage, result.busy),
+            blocks.click_refusal_text(result.outcome, result.request, result.coverage, result.busy, links),
             response_type="ephemeral",
             replace_original=False,
         )
@@ -244,3 +253,8 @@ class Listeners:
             return str(self.client.chat_getPermalink(channel=channel_id, message_ts=message_ts)["permalink"])
         except SlackApiError:
             return None
+
+
+def _raise(exc: Exception) -> None:
+    """Re-raise exc inside the error handler, so a failure before the ack is answered like any other."""
+    raise exc
