@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from bot.slack import action_ids
 from bot.slack.driver import SlackDriver
 from bot.slack.fake_web_api import FakeSlackWebApi
 from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, wait_until
+from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, start_calls, wait_until
 
 BOT_TOKEN = "xoxb-do-not-log-this-token"
 
@@ -87,3 +88,74 @@ def test_run_serves_then_stops_cleanly_on_sigterm_without_logging_secrets(
     assert " DEBUG " in log_text  # the libraries' most talkative level was on, and still no secret:
     for secret in (BOT_TOKEN, SIGNING_SECRET, ACCESS_KEY_SECRET):
         assert secret not in log_text
+
+
+def test_sigkill_right_after_a_click_then_restart_loses_nothing_and_resumes_at_once(
+    tmp_path: Path,
+    fake_slack: FakeSlackWebApi,
+    simulator: ZenlayerSimulator,
+    database_url: str,
+    grant: Callable[..., None],
+) -> None:
+    grant("U0REQUEST", "web-*")
+    simulator.boot_seconds = 1.0
+    port = free_port()
+    poll = 0.5
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_APP_TOKEN": "",
+        "SLACK_API_URL": fake_slack.url,
+        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
+        "ZENLAYER_TOKEN": "",
+        "ZENLAYER_API_URL": simulator.url,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "POLL_INTERVAL_SECONDS": str(poll),
+        "REPLICA_ID": "only-one",
+    }
+
+    def launch(name: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{name}.log").open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bot", "run"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+            )
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout=20, what=f"{name} to answer /healthz")
+        return process
+
+    first = launch("first")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        slack = SlackDriver(f"http://127.0.0.1:{port}", fake_slack, SIGNING_SECRET)
+        slack.command("start web-1")
+        confirmation = slack.wait_confirmation()
+        response, _ = slack.click(confirmation, action_ids.START)
+        first.kill()  # SIGKILL the moment the click is acknowledged
+        first.wait()
+        assert response.status_code == 200
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+            (decided,) = connection.execute(
+                "SELECT state FROM start_requests WHERE id = ?", (confirmation.request_id,)
+            ).fetchone()
+        assert decided == "approved"  # the acknowledged click was already decided
+
+        second = launch("second")
+        # Its predecessor is gone (same REPLICA_ID, another nonce): no waiting out the 15 s lease.
+        wait_until(lambda: simulator.status("web-1") == "RUNNING", timeout=15, what="web-1 to run")
+        slack.wait_thread(confirmation, "All 1 instance RUNNING", timeout=poll + 5)
+        assert len(start_calls(simulator)) == 1
+        slack.close()
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
