@@ -64,7 +64,7 @@ class Settings:
     confirm_ttl_seconds: float = 600.0
     approval_ttl_seconds: float = 3600.0
     approver_group_id: str | None = None
-    replica_id: str = field(default_factory=socket.gethostname)
+    replica_id: str = "vm-bot"  # load_settings defaults it to the host name
     lease_seconds: float = 15.0
 
     @property
@@ -164,7 +164,9 @@ def load_settings(
     if approver_group is not None and not _USERGROUP_RE.match(approver_group):
         problems.append(f"APPROVER_GROUP_ID must be a Slack user group id like S0123ABCD, got {approver_group!r}")
 
-    replica_id = text("REPLICA_ID") or socket.gethostname()[:48] or "vm-bot"
+    replica_id = (
+        text("REPLICA_ID") or re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:48].strip("-._") or "vm-bot"
+    )
     if not _REPLICA_RE.match(replica_id):
         problems.append(
             f"REPLICA_ID must be 1-48 letters, digits, '.', '_' or '-' (a stable name per replica), got {replica_id!r}"

@@ -303,8 +303,8 @@ def test_sixteen_sessions_approving_at_once_exactly_one_wins(db: Database) -> No
 
 
 def test_approve_racing_cancel_exactly_one_wins(db: Database) -> None:
-    for _ in range(3):
-        rid = new_request(db)
+    for round_ in range(3):
+        rid = new_request(db, ids=(f"web-{round_}",))  # an approval in one round holds its instance
 
         def click(index: int, rid: int = rid) -> bool:
             with db.session() as s:
