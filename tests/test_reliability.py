@@ -389,3 +389,39 @@ def test_a_slow_start_does_not_hold_up_other_requests(
         stop.set()
         w.wake()
         runner.join(timeout=30)
+
+
+class SlowThread(Posts):
+    """A notifier whose posts to one request's thread hang (Slack retrying) until released."""
+
+    def __init__(self, slow: int):
+        super().__init__()
+        self.slow = slow
+        self.release = threading.Event()
+
+    def progress(self, request: object, changes: Sequence[StatusChange]) -> None:
+        if request.id == self.slow:  # type: ignore[attr-defined]
+            assert self.release.wait(30)
+
+
+def test_a_slow_slack_thread_does_not_hold_up_other_requests(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    add(db, "U0AAA", "web-*")
+    starts = service(db, vm)
+    slow = approved(db, starts, "U0AAA", ["web-1"])
+    fast = approved(db, starts, "U0AAA", ["web-2"])
+    posts = SlowThread(slow)
+    w = Watcher(db, vm, posts, poll_interval_seconds=0.05, start_timeout_seconds=60, owner="r1/a", workers=4)
+    stop = threading.Event()
+    runner = threading.Thread(target=w.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: fast in posts.told, timeout=15, what="the other request's final reply")
+        assert slow not in posts.told
+    finally:
+        posts.release.set()
+        wait_until(lambda: slow in posts.told, timeout=15, what="the slow request's final reply")
+        stop.set()
+        w.wake()
+        runner.join(timeout=30)

@@ -584,7 +584,7 @@ class Watcher:
                     .values(outcome="timed_out")
                     .execution_options(synchronize_session=False)
                 )
-                values = {"error": poll_error} if poll_error else {}
+                values: dict[str, Any] = {"error": poll_error} if poll_error else {}
                 lifecycle.transition(
                     session,
                     request.id,
