@@ -42,12 +42,12 @@ from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
 from bot.db.session import Database
+from bot.devtools.slack_driver import Confirmation, SlackDriver, has_buttons
+from bot.devtools.slack_web_api import FakeSlackWebApi, Message
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.server import RunningBot
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackDriver, has_buttons
-from bot.slack.fake_web_api import FakeSlackWebApi, Message
-from bot.zenlayer.simulator import ZenlayerSimulator
 
 USER = "U0BENCH01"
 SLACK_DEADLINE = 3.0

@@ -29,7 +29,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,15 +50,17 @@ from sqlalchemy.engine import make_url
 from bot.db.migrate import upgrade
 from bot.db.models import StartAttempt, StartRequest
 from bot.db.session import Database
+from bot.devtools.slack_driver import Confirmation, SlackDriver, _button_values
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.support import Credentials, free_port, wait_until
 from bot.domain import grants
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackDriver, _button_values
-from bot.slack.fake_web_api import FakeSlackWebApi
 
 ROOT = Path(__file__).resolve().parent.parent
-SIGNING_SECRET = "chaos-signing-secret"  # noqa: S105 — a test value
-ACCESS_KEY_ID = "AKIDCHAOS"
-ACCESS_KEY_SECRET = "chaos-access-key-secret"  # noqa: S105 — a test value
+CREDENTIALS = Credentials.fresh("chaos")
+SIGNING_SECRET = CREDENTIALS.slack_signing_secret
+ACCESS_KEY_ID = CREDENTIALS.zenlayer_access_key_id
+ACCESS_KEY_SECRET = CREDENTIALS.zenlayer_access_key_secret
 CHANNEL = "C0CHAOS"
 USERS = ("U0CHAOS1", "U0CHAOS2", "U0CHAOS3")
 FINAL_MARKERS = (":white_check_mark: All", ":x: Not every instance started", ":alarm_clock: Stopped watching")
@@ -69,25 +70,6 @@ MODES = {
     "short": {"seconds": 28, "instances": 36, "kills": 4, "poll": 0.5, "boot": 4.0},
     "long": {"seconds": 300, "instances": 300, "kills": 24, "poll": 0.5, "boot": 4.0},
 }
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll predicate until truthy or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @dataclass
@@ -191,7 +173,7 @@ class Simulator:
         with (log_dir / "simulator.log").open("w") as log:
             self.process = subprocess.Popen(args, env=env, stdout=log, stderr=log)  # noqa: S603
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_for(self._healthy, 20, "the simulator")
+        wait_until(self._healthy, 20, "the simulator")
 
     def _healthy(self) -> bool:
         try:
@@ -230,7 +212,7 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
             port = free_port()
             env = {
                 **os.environ,
-                "SLACK_BOT_TOKEN": "xoxb-chaos",
+                "SLACK_BOT_TOKEN": CREDENTIALS.slack_bot_token,
                 "SLACK_SIGNING_SECRET": SIGNING_SECRET,
                 "SLACK_APP_TOKEN": "",
                 "SLACK_API_URL": fake.url,
@@ -249,7 +231,7 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
             replica.start()
             stack.callback(replica.stop)
         for replica in replicas:
-            wait_for(replica.healthy, 30, f"{replica.name} to serve")
+            wait_until(replica.healthy, 30, f"{replica.name} to serve")
         drivers = {r.name: SlackDriver(r.url, fake, SIGNING_SECRET) for r in replicas}
         for driver in drivers.values():
             stack.callback(driver.close)
@@ -323,7 +305,7 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
                         (tally.restarts_at_once if at_once else tally.takeovers_by_others).append(took - killed_at)
                 if not at_once:
                     victim.start()
-                wait_for(lambda v=victim: v.healthy() or not v.alive(), 30, f"{victim.name} to serve again")
+                wait_until(lambda v=victim: v.healthy() or not v.alive(), 30, f"{victim.name} to serve again")
 
         chaos = threading.Thread(target=killer, name="killer")
         chaos.start()
@@ -369,9 +351,9 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
             if not replica.alive():
                 replica.start()
         for replica in replicas:
-            wait_for(replica.healthy, 30, f"{replica.name} to serve")
+            wait_until(replica.healthy, 30, f"{replica.name} to serve")
         settle_started = time.monotonic()
-        wait_for(lambda: _settled(db), 180, "every approved request to finish and be reported")
+        wait_until(lambda: _settled(db), 180, "every approved request to finish and be reported")
         settle_seconds = time.monotonic() - settle_started
         violations = _check(db, fake, simulator.calls(), tally)
         _print_counts(backend, replicas_count, db, tally, simulator.calls(), settle_seconds, violations)

@@ -13,12 +13,12 @@ from sqlalchemy import select
 
 from bot.db.models import AuditEvent, InstanceClaim, StartAttempt
 from bot.db.session import Database
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants, lifecycle
 from bot.domain.ports import StatusChange
 from bot.domain.starts import ClickOutcome, Decision, DuplicatePending, StartService
 from bot.domain.watcher import CONFIRM_POLLS, MISSING_POLLS, Watcher
 from bot.zenlayer.client import ZenlayerClient
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.db_support import BACKENDS, migrated_database, run_together
 from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, start_calls, wait_until
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,20 +12,19 @@ from pathlib import Path
 
 import httpx
 
+from bot.devtools.slack_driver import SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids
-from bot.slack.driver import SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi
-from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, start_calls, wait_until
-
-BOT_TOKEN = "xoxb-do-not-log-this-token"
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.slack_support import (
+    ACCESS_KEY_ID,
+    ACCESS_KEY_SECRET,
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    free_port,
+    start_calls,
+    wait_until,
+)
 
 
 def test_run_serves_then_stops_cleanly_on_sigterm_without_logging_secrets(
@@ -146,7 +144,7 @@ def test_sigkill_right_after_a_click_then_restart_loses_nothing_and_resumes_at_o
             (decided,) = connection.execute(
                 "SELECT state FROM start_requests WHERE id = ?", (confirmation.request_id,)
             ).fetchone()
-        assert decided == "approved"  # the acknowledged click was already decided
+        assert decided != "pending"  # the acknowledged click was already decided (and maybe acted on)
 
         second = launch("second")
         # Its predecessor is gone (same REPLICA_ID, another nonce): no waiting out the 15 s lease.

@@ -19,15 +19,8 @@ from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.lifecycle import REPORTED_FINAL_STATES, State
 from bot.domain.ports import Notifier, StatusChange, VmApi
-from bot.zenlayer.errors import (
-    InstanceNotFound,
-    InstanceNotStopped,
-    InstanceRecycled,
-    MalformedResponse,
-    NetworkError,
-    ServerError,
-    ZenlayerError,
-)
+from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
+from bot.domain.vocabulary import SYSTEM_ACTOR, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +49,7 @@ class InstanceUpdate:
 
     row_id: int
     status: str | None
-    outcome: str | None
+    outcome: Outcome | None
     changed: bool
 
 
@@ -260,7 +253,7 @@ class Watcher:
             audit.record(
                 session,
                 "start_interrupted",
-                actor=lifecycle.SYSTEM_ACTOR,
+                actor=SYSTEM_ACTOR,
                 request_id=request.id,
                 open_calls=len(open_attempts),
                 resumed_by=self.owner,
@@ -319,35 +312,35 @@ class Watcher:
         attempt_id = self._begin_attempt(request, batch)
         try:
             zenlayer_request_id = self.vm.start_instances(ids)
-        except (InstanceNotStopped, InstanceNotFound, InstanceRecycled) as exc:
+        except StartRefused as exc:
             if reconciling:
                 # Left STOPPED since, or started late by the first call: the next polls tell which.
                 self._complete_attempt(request, attempt_id, ids, "refused", exc)
                 return [f"StartInstances refused: {exc.describe()}"]
             self._complete_attempt(request, attempt_id, ids, "refused", exc, start_result=None)
             if retried:
-                self._set_outcome(request, batch, "failed", exc.describe())
+                self._set_outcome(request, batch, Outcome.FAILED, exc.describe())
                 return [f"StartInstances refused: {exc.describe()}"]
             return self._restart_after_state_change(request, batch, exc)
-        except (NetworkError, ServerError, MalformedResponse) as exc:
+        except OutcomeUnknown as exc:
             # The call may have been accepted: the instances' status decides (see _reconcile_unknown).
             self._complete_attempt(request, attempt_id, ids, UNKNOWN, exc)
             return [f"StartInstances outcome unknown, checking the instances' status: {exc.describe()}"]
-        except ZenlayerError as exc:
+        except VmError as exc:
             self._complete_attempt(request, attempt_id, ids, "failed", exc, start_result=None)
-            self._set_outcome(request, batch, "failed", exc.describe())
+            self._set_outcome(request, batch, Outcome.FAILED, exc.describe())
             return [f"StartInstances failed: {exc.describe()}"]
         self._complete_attempt(request, attempt_id, ids, ACCEPTED, None, zenlayer_request_id, start_result=ACCEPTED)
         return []
 
     def _restart_after_state_change(
-        self, request: StartRequest, batch: Sequence[RequestInstance], refusal: ZenlayerError
+        self, request: StartRequest, batch: Sequence[RequestInstance], refusal: StartRefused
     ) -> list[str]:
         """After an all-or-nothing refusal, skip the ids that changed state and start the ones still STOPPED."""
         try:
             statuses = self.vm.describe_instances_status([i.instance_id for i in batch])
-        except ZenlayerError as exc:
-            self._set_outcome(request, batch, "failed", exc.describe())
+        except VmError as exc:
+            self._set_outcome(request, batch, Outcome.FAILED, exc.describe())
             return [f"StartInstances refused ({refusal.describe()}) and the re-check failed: {exc.describe()}"]
         still_stopped = [i for i in batch if statuses.get(i.instance_id) == STOPPED]
         for instance in batch:
@@ -356,7 +349,7 @@ class Watcher:
                 self._set_outcome(
                     request,
                     [instance],
-                    "skipped",
+                    Outcome.SKIPPED,
                     "no longer exists" if status is None else f"was {status} when starting",
                 )
         refused = [f"StartInstances refused: {refusal.describe()}"]
@@ -393,7 +386,7 @@ class Watcher:
         attempt_id: int,
         ids: Sequence[str],
         outcome: str,
-        error: ZenlayerError | None,
+        error: VmError | None,
         zenlayer_request_id: str | None = None,
         *,
         start_result: str | None = UNKNOWN,
@@ -448,7 +441,7 @@ class Watcher:
         try:
             statuses: dict[str, str] | None = self.vm.describe_instances_status(watched)
             poll_error = None
-        except ZenlayerError as exc:
+        except VmError as exc:
             log.warning("polling %d instances failed: %s", len(watched), exc.describe())
             statuses, poll_error = None, exc.describe()
         for request in requests:
@@ -534,7 +527,7 @@ class Watcher:
                 if status is None:
                     values["missing_polls"] = i.missing_polls + 1
                     if values["missing_polls"] >= MISSING_POLLS:
-                        values.update(outcome="failed", last_status=None, status_changed_at=now)
+                        values.update(outcome=Outcome.FAILED, last_status=None, status_changed_at=now)
                         gone.append(i.instance_id)
                 elif i.missing_polls:
                     values["missing_polls"] = 0
@@ -547,7 +540,7 @@ class Watcher:
                     elif i.start_calls < MAX_START_CALLS:
                         retry.append(i)
                     else:
-                        values.update(outcome="failed", skip_reason="StartInstances did not take effect")
+                        values.update(outcome=Outcome.FAILED, skip_reason="StartInstances did not take effect")
                         gone.append(i.instance_id)
                 if values:
                     session.execute(
@@ -561,7 +554,7 @@ class Watcher:
         if gone:
             for i in request.instances:
                 if i.instance_id in gone:
-                    i.outcome = "failed"
+                    i.outcome = Outcome.FAILED
         return retry
 
     def _finish_if_settled(self, request: StartRequest, poll_error: str | None) -> None:
@@ -571,7 +564,7 @@ class Watcher:
         with self.db.session() as session:
             if not open_instances:
                 started = [i for i in request.instances if i.to_start]
-                all_running = bool(started) and all(i.outcome == "running" for i in started)
+                all_running = bool(started) and all(i.outcome == Outcome.RUNNING for i in started)
                 final = State.DONE if all_running else State.FAILED
                 lifecycle.transition(
                     session, request.id, from_states=[State.WATCHING], to=final, now=now, finished_at=now
@@ -581,7 +574,7 @@ class Watcher:
                 session.execute(
                     update(RequestInstance)
                     .where(RequestInstance.id.in_([i.id for i in open_instances]))
-                    .values(outcome="timed_out")
+                    .values(outcome=Outcome.TIMED_OUT)
                     .execution_options(synchronize_session=False)
                 )
                 values: dict[str, Any] = {"error": poll_error} if poll_error else {}
@@ -623,7 +616,7 @@ class Watcher:
                 audit.record(
                     session,
                     "finished",
-                    actor=lifecycle.SYSTEM_ACTOR,
+                    actor=SYSTEM_ACTOR,
                     request_id=request.id,
                     outcome=request.state,
                     instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
@@ -650,7 +643,7 @@ class Watcher:
             return request
 
     def _set_outcome(
-        self, request: StartRequest, instances: Iterable[RequestInstance], outcome: str, reason: str
+        self, request: StartRequest, instances: Iterable[RequestInstance], outcome: Outcome, reason: str
     ) -> None:
         """Record a final outcome for instances that will not be watched, and let go of their claims."""
         instances = list(instances)
@@ -670,11 +663,11 @@ def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:
         status = status[:STATUS_LENGTH]  # unknown statuses are shown verbatim, but must fit the column
     changed = status != instance.last_status
     if status is None:
-        return InstanceUpdate(instance.id, None, "failed", changed)
+        return InstanceUpdate(instance.id, None, Outcome.FAILED, changed)
     if status == RUNNING:
-        return InstanceUpdate(instance.id, status, "running", changed)
+        return InstanceUpdate(instance.id, status, Outcome.RUNNING, changed)
     if status in OFF_PATH_STATUSES:
-        return InstanceUpdate(instance.id, status, "failed", changed)
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)
     if status == STOPPED and instance.last_status not in (None, STOPPED):
-        return InstanceUpdate(instance.id, status, "failed", changed)  # it booted, then stopped again
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)  # it booted, then stopped again
     return InstanceUpdate(instance.id, status, None, changed)
