@@ -131,8 +131,8 @@ class Tally:
 
 
 @contextmanager
-def postgres_url() -> Iterator[str]:
-    """Yield the URL of a fresh PostgreSQL database, on the CI cluster or a throwaway one."""
+def postgres_url() -> Iterator[str | None]:
+    """Yield the URL of a fresh PostgreSQL database, on the CI cluster or a throwaway one (None: no server here)."""
     base_url = os.environ.get("VM_BOT_TEST_POSTGRES_URL", "").strip()
     with ExitStack() as stack:
         if not base_url:
@@ -141,7 +141,8 @@ def postgres_url() -> Iterator[str]:
             ).stdout
             found = dict(re.findall(r"export (\w+)='([^']*)'", out))
             if "VM_BOT_TEST_POSTGRES_URL" not in found:
-                raise SystemExit("chaos: no PostgreSQL server binaries found")
+                yield None  # .ci/postgres.sh prints nothing where no server binaries are installed
+                return
             base_url = found["VM_BOT_TEST_POSTGRES_URL"]
             stack.callback(
                 subprocess.run, [str(ROOT / ".ci/postgres.sh"), "stop", found["VM_BOT_TEST_POSTGRES_DIR"]], check=False
@@ -520,7 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     violations: list[str] = []
     if args.backend in ("postgres", "both"):
         with postgres_url() as url:
-            violations += run_scenario("postgres", url, mode, seed, replicas_count=3)
+            if url is None:
+                print("chaos: no PostgreSQL server on this machine; skipping the PostgreSQL scenario")
+            else:
+                violations += run_scenario("postgres", url, mode, seed, replicas_count=3)
     if args.backend in ("sqlite", "both"):
         with tempfile.TemporaryDirectory(prefix="vm-bot-chaos-db-") as tmp:
             violations += run_scenario("sqlite", f"sqlite:///{tmp}/vm-bot.db", mode, seed + 1, replicas_count=2)

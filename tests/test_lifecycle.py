@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -30,16 +29,10 @@ from bot.domain.lifecycle import (
     take_over_predecessor,
     transition,
 )
-from tests.db_support import BACKENDS, migrated_database, run_together
+from tests.db_support import run_together
 
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
 TTL = 600
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path):
-    with migrated_database(request.param, tmp_path) as database:
-        yield database
 
 
 def new_request(db: Database, *, now: datetime = T0, ttl: float = TTL, ids: tuple[str, ...] = ("web-1",)) -> int:

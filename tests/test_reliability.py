@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -19,24 +20,9 @@ from bot.domain.ports import StatusChange
 from bot.domain.starts import ClickOutcome, Decision, DuplicatePending, StartService
 from bot.domain.watcher import CONFIRM_POLLS, MISSING_POLLS, Watcher
 from bot.zenlayer.client import ZenlayerClient
-from tests.db_support import BACKENDS, migrated_database, run_together
+from tests.db_support import run_together
 from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, start_calls, wait_until
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated database on each backend."""
-    with migrated_database(request.param, tmp_path) as database:
-        yield database
-
-
-@pytest.fixture
-def vm(simulator: ZenlayerSimulator) -> Iterator[ZenlayerClient]:
-    """The real client, talking to the simulator."""
-    with ZenlayerClient(
-        simulator.url, access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, backoff_seconds=0.01
-    ) as client:
-        yield client
+from tests.zenlayer_support import VmProxy
 
 
 class Clock:
@@ -187,21 +173,12 @@ class Crash(BaseException):
     """The process dies here (nothing after it runs)."""
 
 
-class CrashAfterStart:
+class CrashAfterStart(VmProxy):
     """The real client; the process dies right after StartInstances was sent."""
-
-    def __init__(self, client: ZenlayerClient):
-        self.client = client
 
     def start_instances(self, ids: Sequence[str]) -> str:
         self.client.start_instances(ids)
         raise Crash
-
-    def describe_instances_status(self, ids: Sequence[str]) -> dict[str, str]:
-        return self.client.describe_instances_status(ids)
-
-    def describe_instances(self, ids: Sequence[str]) -> object:
-        return self.client.describe_instances(ids)
 
 
 def test_a_crash_during_start_instances_leaves_an_open_attempt_that_recovery_settles(
@@ -293,25 +270,19 @@ def test_an_unknown_start_that_never_takes_effect_fails_plainly_without_waiting_
 # --- not found -------------------------------------------------------------------------------------------------------
 
 
-class Gaps:
+class Gaps(VmProxy):
     """The real client, whose status pages come back empty a given number of times."""
 
     def __init__(self, client: ZenlayerClient, empty: int):
-        self.client = client
+        super().__init__(client)
         self.empty = empty
 
-    def start_instances(self, ids: Sequence[str]) -> str:
-        return self.client.start_instances(ids)
-
     def describe_instances_status(self, ids: Sequence[str]) -> dict[str, str]:
-        statuses = self.client.describe_instances_status(ids)
+        statuses = super().describe_instances_status(ids)
         if self.empty > 0:
             self.empty -= 1
             return {}
         return statuses
-
-    def describe_instances(self, ids: Sequence[str]) -> object:
-        return self.client.describe_instances(ids)
 
 
 def test_one_empty_status_page_does_not_fail_a_request(
@@ -348,24 +319,35 @@ def test_an_instance_gone_from_several_polls_in_a_row_is_declared_gone(
 # --- independence -----------------------------------------------------------------------------------------------------
 
 
-class SlowFor:
+POOLED: dict[str, Any] = {"poll_interval_seconds": 0.05, "start_timeout_seconds": 60, "owner": "r1/a", "workers": 4}
+
+
+@contextmanager
+def running(w: Watcher) -> Iterator[Watcher]:
+    """Run a watcher's loop (heartbeat, pool and all) in a thread, as `vm-bot run` does; stop it afterwards."""
+    stop = threading.Event()
+    runner = threading.Thread(target=w.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        yield w
+    finally:
+        stop.set()
+        w.wake()
+        runner.join(timeout=30)
+
+
+class SlowFor(VmProxy):
     """The real client; StartInstances naming `slow` blocks until released."""
 
     def __init__(self, client: ZenlayerClient, slow: str):
-        self.client = client
+        super().__init__(client)
         self.slow = slow
         self.release = threading.Event()
 
     def start_instances(self, ids: Sequence[str]) -> str:
         if self.slow in ids:
             assert self.release.wait(30)
-        return self.client.start_instances(ids)
-
-    def describe_instances_status(self, ids: Sequence[str]) -> dict[str, str]:
-        return self.client.describe_instances_status(ids)
-
-    def describe_instances(self, ids: Sequence[str]) -> object:
-        return self.client.describe_instances(ids)
+        return super().start_instances(ids)
 
 
 def test_a_slow_start_does_not_hold_up_other_requests(
@@ -376,19 +358,13 @@ def test_a_slow_start_does_not_hold_up_other_requests(
     slow = approved(db, starts, "U0AAA", ["web-1"])
     fast = approved(db, starts, "U0AAA", ["web-2"])
     api = SlowFor(vm, "web-1")
-    w = Watcher(db, api, Posts(), poll_interval_seconds=0.05, start_timeout_seconds=60, owner="r1/a", workers=4)  # type: ignore[arg-type]
-    stop = threading.Event()
-    runner = threading.Thread(target=w.run, args=(stop,), daemon=True)
-    runner.start()
-    try:
-        wait_until(lambda: state(db, fast) == "done", timeout=15, what="the other request to finish")
-        assert state(db, slow) == "starting"
-    finally:
-        api.release.set()
+    with running(Watcher(db, api, Posts(), **POOLED)):  # type: ignore[arg-type]
+        try:
+            wait_until(lambda: state(db, fast) == "done", timeout=15, what="the other request to finish")
+            assert state(db, slow) == "starting"
+        finally:
+            api.release.set()
         wait_until(lambda: state(db, slow) == "done", timeout=15, what="the slow request to finish")
-        stop.set()
-        w.wake()
-        runner.join(timeout=30)
 
 
 class SlowThread(Posts):
@@ -412,16 +388,10 @@ def test_a_slow_slack_thread_does_not_hold_up_other_requests(
     slow = approved(db, starts, "U0AAA", ["web-1"])
     fast = approved(db, starts, "U0AAA", ["web-2"])
     posts = SlowThread(slow)
-    w = Watcher(db, vm, posts, poll_interval_seconds=0.05, start_timeout_seconds=60, owner="r1/a", workers=4)
-    stop = threading.Event()
-    runner = threading.Thread(target=w.run, args=(stop,), daemon=True)
-    runner.start()
-    try:
-        wait_until(lambda: fast in posts.told, timeout=15, what="the other request's final reply")
-        assert slow not in posts.told
-    finally:
-        posts.release.set()
+    with running(Watcher(db, vm, posts, **POOLED)):  # type: ignore[arg-type]
+        try:
+            wait_until(lambda: fast in posts.told, timeout=15, what="the other request's final reply")
+            assert slow not in posts.told
+        finally:
+            posts.release.set()
         wait_until(lambda: slow in posts.told, timeout=15, what="the slow request's final reply")
-        stop.set()
-        w.wake()
-        runner.join(timeout=30)

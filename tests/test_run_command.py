@@ -27,16 +27,11 @@ from tests.slack_support import (
 )
 
 
-def test_run_serves_then_stops_cleanly_on_sigterm_without_logging_secrets(
-    tmp_path: Path,
-    fake_slack: FakeSlackWebApi,
-    simulator: ZenlayerSimulator,
-    database_url: str,
-    grant: Callable[..., None],
-) -> None:
-    grant("U0REQUEST", "web-*")
-    port = free_port()
-    env = {
+def run_env(
+    fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str, port: int, **extra: str
+) -> dict[str, str]:
+    """Return the environment of a `vm-bot run` process pointed at the stand-ins."""
+    return {
         **os.environ,
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
@@ -48,26 +43,44 @@ def test_run_serves_then_stops_cleanly_on_sigterm_without_logging_secrets(
         "ZENLAYER_API_URL": simulator.url,
         "DATABASE_URL": database_url,
         "PORT": str(port),
-        "POLL_INTERVAL_SECONDS": "0.1",
+        **extra,
     }
-    log_path = tmp_path / "bot.log"
+
+
+def spawn(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start `python -m bot ARGS` with its output in log_path."""
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "--log-level", "DEBUG", "run"],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", *args], env=env, cwd=log_path.parent, stdout=log, stderr=subprocess.STDOUT
         )
+
+
+def wait_healthy(port: int, what: str) -> None:
+    """Wait until the process on port answers /healthz."""
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, timeout=20, what=f"{what} to answer /healthz")
+
+
+def test_run_serves_then_stops_cleanly_on_sigterm_without_logging_secrets(
+    tmp_path: Path,
+    fake_slack: FakeSlackWebApi,
+    simulator: ZenlayerSimulator,
+    database_url: str,
+    grant: Callable[..., None],
+) -> None:
+    grant("U0REQUEST", "web-*")
+    port = free_port()
+    env = run_env(fake_slack, simulator, database_url, port, POLL_INTERVAL_SECONDS="0.1")
+    log_path = tmp_path / "bot.log"
+    process = spawn(env, log_path, "--log-level", "DEBUG", "run")
     try:
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, timeout=20, what="vm-bot run to answer /healthz")
+        wait_healthy(port, "vm-bot run")
         slack = SlackDriver(f"http://127.0.0.1:{port}", fake_slack, SIGNING_SECRET)
         slack.command("start web-1")
         confirmation = slack.wait_confirmation()
@@ -99,35 +112,11 @@ def test_sigkill_right_after_a_click_then_restart_loses_nothing_and_resumes_at_o
     simulator.boot_seconds = 1.0
     port = free_port()
     poll = 0.5
-    env = {
-        **os.environ,
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_APP_TOKEN": "",
-        "SLACK_API_URL": fake_slack.url,
-        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-        "ZENLAYER_TOKEN": "",
-        "ZENLAYER_API_URL": simulator.url,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "POLL_INTERVAL_SECONDS": str(poll),
-        "REPLICA_ID": "only-one",
-    }
+    env = run_env(fake_slack, simulator, database_url, port, POLL_INTERVAL_SECONDS=str(poll), REPLICA_ID="only-one")
 
     def launch(name: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / f"{name}.log").open("w") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "bot", "run"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-            )
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, timeout=20, what=f"{name} to answer /healthz")
+        process = spawn(env, tmp_path / f"{name}.log", "run")
+        wait_healthy(port, name)
         return process
 
     first = launch("first")

@@ -274,17 +274,7 @@ class StartService:
             if r.message_ts is None and r.created_at <= now - UNPOSTED_GRACE
         ]
         for request in stale:
-            reason = "its confirmation was never posted; replaced by a new command"
-            if lifecycle.transition(
-                session,
-                request.id,
-                from_states=[State.PENDING],
-                to=State.CANCELLED,
-                now=now,
-                finished_at=now,
-                error=reason,
-            ):
-                audit.record(session, "abandoned", actor="system", request_id=request.id, reason=reason)
+            _abandon(session, request.id, "its confirmation was never posted; replaced by a new command", now)
 
     def attach_message(self, request_id: int, message_ts: str) -> None:
         """Remember the confirmation message, which is also the thread everything else is posted under."""
@@ -299,17 +289,7 @@ class StartService:
     def abandon(self, request_id: int, reason: str) -> None:
         """Cancel a request whose confirmation could not be posted."""
         with self.db.session() as session:
-            now = self.clock()
-            if lifecycle.transition(
-                session,
-                request_id,
-                from_states=[State.PENDING],
-                to=State.CANCELLED,
-                now=now,
-                finished_at=now,
-                error=reason,
-            ):
-                audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
+            _abandon(session, request_id, reason, self.clock())
 
     def decide(self, request_id: int, user_id: str, decision: Decision) -> ClickResult:
         """Apply a click: only the requester may start or cancel; grants are checked again at the click.
@@ -427,6 +407,20 @@ class StartService:
         if current is not None and current.state == State.EXPIRED:
             return ClickOutcome.EXPIRED
         return ClickOutcome.ALREADY_DECIDED
+
+
+def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> None:
+    """Cancel a pending request nobody can click (its confirmation is not in Slack), and audit why."""
+    if lifecycle.transition(
+        session,
+        request_id,
+        from_states=[State.PENDING],
+        to=State.CANCELLED,
+        now=now,
+        finished_at=now,
+        error=reason,
+    ):
+        audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
 
 
 def _pending_same_ids(
