@@ -279,25 +279,23 @@ class StartService:
     def attach_message(self, request_id: int, message_ts: str) -> None:
         """Remember the confirmation message, which is also the thread everything else is posted under."""
         with self.db.session() as session:
-            session.execute(
-                update(StartRequest)
-                .where(StartRequest.id == request_id, StartRequest.message_ts.is_(None))
-                .values(message_ts=message_ts)
-                .execution_options(synchronize_session=False)
-            )
+            _attach_message(session, request_id, message_ts)
 
     def abandon(self, request_id: int, reason: str) -> None:
         """Cancel a request whose confirmation could not be posted."""
         with self.db.session() as session:
             _abandon(session, request_id, reason, self.clock())
 
-    def decide(self, request_id: int, user_id: str, decision: Decision) -> ClickResult:
+    def decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str | None = None) -> ClickResult:
         """Apply a click: only the requester may start or cancel; grants are checked again at the click.
 
-        Quick (database only) and durable when it returns, so it runs before the click is acknowledged.
+        Quick (one database transaction) and durable when it returns, so it runs before the click is acknowledged.
+        `message_ts` is where the clicked confirmation is: a quick click can beat the bot's own note of it.
         """
         now = self.clock()
         with self.db.session() as session:
+            if message_ts:
+                _attach_message(session, request_id, message_ts)
             request = lifecycle.get_request(session, request_id)
             if request is None:
                 return ClickResult(ClickOutcome.UNKNOWN, None)
@@ -407,6 +405,16 @@ class StartService:
         if current is not None and current.state == State.EXPIRED:
             return ClickOutcome.EXPIRED
         return ClickOutcome.ALREADY_DECIDED
+
+
+def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
+    """Record where a request's confirmation was posted, unless already known."""
+    session.execute(
+        update(StartRequest)
+        .where(StartRequest.id == request_id, StartRequest.message_ts.is_(None))
+        .values(message_ts=message_ts)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> None:

@@ -517,44 +517,47 @@ class Watcher:
         CONFIRM_POLLS polls shows it was not, and it is started again once (or failed, after the second call).
         """
         retry: list[RequestInstance] = []
-        with self.db.session() as session:
-            gone: list[str] = []
-            for i in request.instances:
-                if not i.to_start or i.outcome is not None:
-                    continue
-                status = statuses.get(i.instance_id)
-                values: dict[str, Any] = {}
-                if status is None:
-                    values["missing_polls"] = i.missing_polls + 1
-                    if values["missing_polls"] >= MISSING_POLLS:
-                        values.update(outcome=Outcome.FAILED, last_status=None, status_changed_at=now)
-                        gone.append(i.instance_id)
-                elif i.missing_polls:
-                    values["missing_polls"] = 0
-                if status is not None and i.start_result != ACCEPTED:
-                    if status != STOPPED:
-                        values["start_result"] = ACCEPTED  # it left STOPPED: a start was applied
-                        i.start_result = ACCEPTED
-                    elif i.stopped_polls + 1 < CONFIRM_POLLS:
-                        values["stopped_polls"] = i.stopped_polls + 1
-                    elif i.start_calls < MAX_START_CALLS:
-                        retry.append(i)
-                    else:
-                        values.update(outcome=Outcome.FAILED, skip_reason="StartInstances did not take effect")
-                        gone.append(i.instance_id)
-                if values:
+        gone: list[str] = []
+        writes: list[tuple[int, dict[str, Any]]] = []
+        for i in request.instances:
+            if not i.to_start or i.outcome is not None:
+                continue
+            status = statuses.get(i.instance_id)
+            values: dict[str, Any] = {}
+            if status is None:
+                values["missing_polls"] = i.missing_polls + 1
+                if values["missing_polls"] >= MISSING_POLLS:
+                    values.update(outcome=Outcome.FAILED, last_status=None, status_changed_at=now)
+                    gone.append(i.instance_id)
+            elif i.missing_polls:
+                values["missing_polls"] = 0
+            if status is not None and i.start_result != ACCEPTED:
+                if status != STOPPED:
+                    values["start_result"] = ACCEPTED  # it left STOPPED: a start was applied
+                    i.start_result = ACCEPTED
+                elif i.stopped_polls + 1 < CONFIRM_POLLS:
+                    values["stopped_polls"] = i.stopped_polls + 1
+                elif i.start_calls < MAX_START_CALLS:
+                    retry.append(i)
+                else:
+                    values.update(outcome=Outcome.FAILED, skip_reason="StartInstances did not take effect")
+                    gone.append(i.instance_id)
+            if values:
+                writes.append((i.id, values))
+        if writes:  # most polls change nothing here: no write transaction for them
+            with self.db.session() as session:
+                for row_id, values in writes:
                     session.execute(
                         update(RequestInstance)
-                        .where(RequestInstance.id == i.id)
+                        .where(RequestInstance.id == row_id)
                         .values(**values)
                         .execution_options(synchronize_session=False)
                     )
-            if gone:
-                lifecycle.release_claims(session, request.id, gone)
-        if gone:
-            for i in request.instances:
-                if i.instance_id in gone:
-                    i.outcome = Outcome.FAILED
+                if gone:
+                    lifecycle.release_claims(session, request.id, gone)
+        for i in request.instances:
+            if i.instance_id in gone:
+                i.outcome = Outcome.FAILED
         return retry
 
     def _finish_if_settled(self, request: StartRequest, poll_error: str | None) -> None:

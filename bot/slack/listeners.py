@@ -171,10 +171,7 @@ class Listeners:
         user_id = str(body.get("user", {}).get("id", ""))
         message_ts = str(body.get("container", {}).get("message_ts", ""))
         try:
-            if message_ts:
-                # A quick click can beat the bot's own note of where it posted the confirmation.
-                self.starts.attach_message(int(value), message_ts)
-            result = self.starts.decide(int(value), user_id, decision)
+            result = self.starts.decide(int(value), user_id, decision, message_ts=message_ts or None)
         except Exception as exc:
             ack()
             failure = exc
