@@ -48,7 +48,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from bot.db.migrate import upgrade
-from bot.db.models import StartAttempt, StartRequest
+from bot.db.models import Click, StartAttempt, StartRequest
 from bot.db.session import Database
 from bot.devtools.slack_driver import Confirmation, SlackDriver, _button_values
 from bot.devtools.slack_web_api import FakeSlackWebApi
@@ -396,8 +396,10 @@ def _wait_takeover(db: Database, held: list[int], owner_prefix: str, timeout: fl
 
 
 def _settled(db: Database) -> bool:
-    """True when no request is active and every final outcome that is told has been told."""
+    """True when every click is decided, no request is active and every final outcome that is told was told."""
     with db.session(readonly=True) as session:
+        if session.scalar(select(Click.id).where(Click.decided_at.is_(None)).limit(1)) is not None:
+            return False
         active = session.scalar(select(StartRequest.id).where(StartRequest.state.in_(ACTIVE)).limit(1))
         untold = session.scalar(
             select(StartRequest.id)

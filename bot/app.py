@@ -78,15 +78,17 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         confirm_ttl_seconds=settings.confirm_ttl_seconds,
         approval_ttl_seconds=settings.approval_ttl_seconds,
     )
+    # A stable identity plus a nonce: a restarted replica tells its predecessor's leases (and clicks) from its own.
+    owner = f"{settings.replica_id}/{uuid.uuid4().hex[:12]}"
     watcher = Watcher(
         db,
         vm,
         messages,
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
-        # A stable identity plus a nonce: a restarted replica tells its predecessor's leases from its own.
-        owner=f"{settings.replica_id}/{uuid.uuid4().hex[:12]}",
+        owner=owner,
         replica=settings.replica_id,
+        chores=[lambda: starts.decide_orphaned_clicks(replica=settings.replica_id, owner=owner)],
         lease_seconds=settings.lease_seconds,
         workers=WATCHER_THREADS,
     )
@@ -107,5 +109,6 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         lookups=lookups,
         decisions=decisions,
         wake_watcher=watcher.wake,
+        owner=owner,
     ).register(app)
     return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions))

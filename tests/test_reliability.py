@@ -142,6 +142,31 @@ def test_a_command_whose_confirmation_was_never_posted_does_not_block_the_next(
     assert state(db, lost.id) == "cancelled"
 
 
+def test_a_recorded_click_is_decided_once_and_a_lost_one_is_recovered(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    simulator.add_instance("web-3")
+    add(db, "U0AAA", "web-*")
+    clock = Clock()
+    starts = service(db, vm, clock)
+    live, lost, elsewhere = (starts.prepare("U0AAA", "C0OPS", [f"web-{n}"]).request for n in (1, 2, 3))
+    assert live is not None and lost is not None and elsewhere is not None
+    click = starts.record_click(live.id, "U0AAA", Decision.START, message_ts="1.1", replica="r1/old")
+    result = starts.decide_click(click)
+    assert result is not None and result.outcome == ClickOutcome.APPROVED
+    assert starts.decide_click(click) is None  # decided once, whoever comes second
+    # Two clicks acknowledged by processes killed before deciding them:
+    starts.record_click(lost.id, "U0AAA", Decision.START, message_ts="1.2", replica="r1/old")
+    starts.record_click(elsewhere.id, "U0AAA", Decision.CANCEL, message_ts="1.3", replica="r2/dead")
+
+    # The restarted r1 decides its predecessor's click at once; r2's waits until it is clearly orphaned.
+    assert [r.outcome for r in starts.decide_orphaned_clicks(replica="r1", owner="r1/new")] == [ClickOutcome.APPROVED]
+    assert state(db, elsewhere.id) == "pending"
+    clock.advance(30)
+    assert [r.outcome for r in starts.decide_orphaned_clicks(replica="r1", owner="r1/new")] == [ClickOutcome.CANCELLED]
+    assert [state(db, r.id) for r in (live, lost, elsewhere)] == ["approved", "approved", "cancelled"]
+
+
 # --- takeover ----------------------------------------------------------------------------------------------------
 
 

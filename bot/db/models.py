@@ -176,3 +176,19 @@ class StartAttempt(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # accepted|refused|failed|unknown
     zenlayer_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class Click(Base):
+    """A button click, recorded before it is acknowledged and decided right after (or by recovery after a crash)."""
+
+    __tablename__ = "clicks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(Integer)  # as the button said: it may name no request
+    user_id: Mapped[str] = mapped_column(String(32))
+    decision: Mapped[str] = mapped_column(String(16))
+    message_ts: Mapped[str | None] = mapped_column(String(32), default=None)
+    replica: Mapped[str] = mapped_column(String(128))  # the lease owner of the process that acknowledged it
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None, index=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.db.models import StartRequest, utcnow
+from bot.db.models import Click, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.errors import NotAllowed, UserError
@@ -22,6 +22,9 @@ from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, GrantAction
 
 STARTABLE_STATUS = "STOPPED"
+# A click still undecided this long after it was recorded lost the process that acknowledged it (which decides it
+# within milliseconds otherwise): another replica decides it. A restarted replica decides its predecessor's at once.
+ORPHANED_CLICK = timedelta(seconds=20)
 # A pending request whose confirmation was not posted within this long never will be (its poster crashed or
 # failed): it no longer blocks the same command, which replaces it.
 UNPOSTED_GRACE = timedelta(seconds=15)
@@ -286,42 +289,103 @@ class StartService:
         with self.db.session() as session:
             _abandon(session, request_id, reason, self.clock())
 
-    def decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str | None = None) -> ClickResult:
-        """Apply a click: only the requester may start or cancel; grants are checked again at the click.
+    def record_click(
+        self, request_id: int, user_id: str, decision: Decision, *, message_ts: str | None, replica: str
+    ) -> int:
+        """Record a click (one quick insert) before it is acknowledged, so no crash can lose it; return its id."""
+        with self.db.session(urgent=True) as session:  # someone waits for the acknowledgement
+            click = Click(
+                request_id=request_id,
+                user_id=user_id,
+                decision=decision.value,
+                message_ts=message_ts,
+                replica=replica,
+                created_at=self.clock(),
+            )
+            session.add(click)
+            session.flush()
+            return click.id
 
-        Quick (one database transaction) and durable when it returns, so it runs before the click is acknowledged.
+    def decide_click(self, click_id: int) -> ClickResult | None:
+        """Decide a recorded click; None when it was decided already (by recovery, or by another replica)."""
+        with self.db.session() as session:
+            now = self.clock()
+            taken = session.execute(
+                update(Click)
+                .where(Click.id == click_id, Click.decided_at.is_(None))
+                .values(decided_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            click = session.get(Click, click_id)
+            assert click is not None
+            result = self._decide(session, click.request_id, click.user_id, Decision(click.decision), click.message_ts)
+            click.outcome = result.outcome.value
+            return result
+
+    def decide_orphaned_clicks(self, *, replica: str, owner: str) -> list[ClickResult]:
+        """Decide clicks whose process died before deciding them: this replica's predecessor's at once, others late."""
+        now = self.clock()
+        with self.db.session(readonly=True) as session:
+            orphans = list(
+                session.scalars(
+                    select(Click.id)
+                    .where(
+                        Click.decided_at.is_(None),
+                        Click.replica != owner,
+                        or_(
+                            Click.replica.startswith(f"{replica}/", autoescape=True),
+                            Click.created_at < now - ORPHANED_CLICK,
+                        ),
+                    )
+                    .order_by(Click.id)
+                )
+            )
+        results = [self.decide_click(click_id) for click_id in orphans]
+        return [r for r in results if r is not None]
+
+    def decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str | None = None) -> ClickResult:
+        """Apply a click at once (without recording it first): only the requester may start or cancel."""
+        with self.db.session() as session:
+            return self._decide(session, request_id, user_id, decision, message_ts)
+
+    def _decide(
+        self, session: Session, request_id: int, user_id: str, decision: Decision, message_ts: str | None
+    ) -> ClickResult:
+        """Apply a click in one transaction; grants are checked again at the click.
+
         `message_ts` is where the clicked confirmation is: a quick click can beat the bot's own note of it.
         """
         now = self.clock()
-        with self.db.session() as session:
-            if message_ts:
-                _attach_message(session, request_id, message_ts)
-            request = lifecycle.get_request(session, request_id)
-            if request is None:
-                return ClickResult(ClickOutcome.UNKNOWN, None)
-            try:
-                with session.begin_nested():  # an approval that cannot claim its instances is undone whole
-                    result = self._apply(session, request, user_id, decision, now)
-            except InstancesBusy as busy:
-                result = ClickResult(ClickOutcome.BUSY, None, None, sorted(busy.holders), busy.holders)
-            if result.outcome in _REFUSALS_TO_AUDIT:
-                audit.record(
-                    session,
-                    "click_refused",
-                    actor=user_id,
-                    request_id=request_id,
-                    decision=decision.value,
-                    outcome=result.outcome.value,
-                    busy=result.busy,
-                )
-            session.expire_all()
-            return ClickResult(
-                result.outcome,
-                lifecycle.get_request(session, request_id),
-                result.coverage,
-                result.busy,
-                result.holders,
+        if message_ts:
+            _attach_message(session, request_id, message_ts)
+        request = lifecycle.get_request(session, request_id)
+        if request is None:
+            return ClickResult(ClickOutcome.UNKNOWN, None)
+        try:
+            with session.begin_nested():  # an approval that cannot claim its instances is undone whole
+                result = self._apply(session, request, user_id, decision, now)
+        except InstancesBusy as busy:
+            result = ClickResult(ClickOutcome.BUSY, None, None, sorted(busy.holders), busy.holders)
+        if result.outcome in _REFUSALS_TO_AUDIT:
+            audit.record(
+                session,
+                "click_refused",
+                actor=user_id,
+                request_id=request_id,
+                decision=decision.value,
+                outcome=result.outcome.value,
+                busy=result.busy,
             )
+        session.expire_all()
+        return ClickResult(
+            result.outcome,
+            lifecycle.get_request(session, request_id),
+            result.coverage,
+            result.busy,
+            result.holders,
+        )
 
     def _apply(
         self, session: Session, request: StartRequest, user_id: str, decision: Decision, now: datetime

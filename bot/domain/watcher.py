@@ -73,6 +73,7 @@ class Watcher:
         replica: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         workers: int = 0,
+        chores: Sequence[Callable[[], object]] = (),
         clock: Callable[[], datetime] = utcnow,
     ):
         self.db = db
@@ -83,6 +84,7 @@ class Watcher:
         self.owner = owner
         self.replica = replica
         self.lease = timedelta(seconds=lease_seconds)
+        self.chores = list(chores)  # run first in every tick, e.g. deciding clicks a crashed process left
         self.clock = clock
         self._wake = threading.Event()
         self._pool: Executor | None = (
@@ -152,6 +154,11 @@ class Watcher:
 
     def tick(self) -> None:
         """Do one round: expire stale confirmations, start approved requests, poll watched ones, report ends."""
+        for chore in self.chores:
+            try:
+                chore()
+            except Exception:
+                log.exception("a watcher chore failed; retrying on the next tick")
         now = self.clock()
         with self.db.session() as session:
             lifecycle.expire_due(session, now=now)

@@ -53,7 +53,9 @@ class Listeners:
         lookups: Executor,
         decisions: Executor,
         wake_watcher: Callable[[], None],
+        owner: str = "vm-bot",
     ):
+        self.owner = owner  # recorded with each click, so a restarted replica finds the clicks it must decide
         self.starts = starts
         self.grants = grants
         self.vm = vm
@@ -160,7 +162,7 @@ class Listeners:
     # --- buttons -----------------------------------------------------------------------------------------
 
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        """Decide a click in the database, then acknowledge it: an acknowledged click is never lost to a crash."""
+        """Record a click, acknowledge it, then decide it: an acknowledged click survives any crash."""
         action = body.get("actions", [{}])[0]
         value = str(action.get("value", ""))
         decision = _DECISIONS.get(str(action.get("action_id")))
@@ -169,16 +171,24 @@ class Listeners:
             log.warning("ignoring a click with an unexpected value or action")
             return
         user_id = str(body.get("user", {}).get("id", ""))
-        message_ts = str(body.get("container", {}).get("message_ts", ""))
+        message_ts = str(body.get("container", {}).get("message_ts", "")) or None
         try:
-            result = self.starts.decide(int(value), user_id, decision, message_ts=message_ts or None)
+            click_id = self.starts.record_click(
+                int(value), user_id, decision, message_ts=message_ts, replica=self.owner
+            )
         except Exception as exc:
             ack()
             failure = exc
             self._submit(self.decisions, respond, lambda respond: _raise(failure))
             return
         ack()
-        self._submit(self.decisions, respond, self._show_decision, result)
+        self._submit(self.decisions, respond, self._decide, click_id)
+
+    def _decide(self, click_id: int, respond: Respond) -> None:
+        """Decide a recorded click and show the outcome (nothing, if recovery already decided it)."""
+        result = self.starts.decide_click(click_id)
+        if result is not None:
+            self._show_decision(result, respond)
 
     def _show_decision(self, result: ClickResult, respond: Respond) -> None:
         """Show a decided click: the edited confirmation, or a private explanation."""

@@ -1,4 +1,4 @@
-"""Reliability: instance claims (exclusivity by primary key), start attempts (intent before effect), poll counters.
+"""Reliability: instance claims (exclusivity), clicks and start attempts (intent before effect), poll counters.
 
 Revision ID: 0002
 Revises: 0001
@@ -59,6 +59,20 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_start_attempts_request_id"), "start_attempts", ["request_id"], unique=False)
     op.create_index(op.f("ix_start_attempts_completed_at"), "start_attempts", ["completed_at"], unique=False)
+    op.create_table(
+        "clicks",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("decision", sa.String(length=16), nullable=False),
+        sa.Column("message_ts", sa.String(length=32), nullable=True),
+        sa.Column("replica", sa.String(length=128), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("outcome", sa.String(length=32), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_clicks")),
+    )
+    op.create_index(op.f("ix_clicks_decided_at"), "clicks", ["decided_at"], unique=False)
     with op.batch_alter_table("request_instances") as batch:
         batch.add_column(sa.Column("start_result", sa.String(length=16), nullable=True))
         for column in _COUNTERS:
@@ -82,6 +96,8 @@ def downgrade() -> None:
     with op.batch_alter_table("request_instances") as batch:
         for column in ("start_result", *_COUNTERS):
             batch.drop_column(column)
+    op.drop_index(op.f("ix_clicks_decided_at"), table_name="clicks")
+    op.drop_table("clicks")
     op.drop_index(op.f("ix_start_attempts_completed_at"), table_name="start_attempts")
     op.drop_index(op.f("ix_start_attempts_request_id"), table_name="start_attempts")
     op.drop_table("start_attempts")
