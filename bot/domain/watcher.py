@@ -613,7 +613,8 @@ class Watcher:
         if not self._renew_lease(request.id):
             return
         self.notifier.finished(request)
-        with self.db.session() as session:
+        # Until this commits, a crash would post the reply again (at least once): keep the gap short.
+        with self.db.session(urgent=True) as session:
             now = self.clock()
             if lifecycle.transition(
                 session,
