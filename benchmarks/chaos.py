@@ -64,7 +64,10 @@ ACCESS_KEY_ID = CREDENTIALS.zenlayer_access_key_id
 ACCESS_KEY_SECRET = CREDENTIALS.zenlayer_access_key_secret
 CHANNEL = "C0CHAOS"
 USERS = ("U0CHAOS1", "U0CHAOS2", "U0CHAOS3")
-FINAL_MARKERS = (":white_check_mark: All", ":x: Not every instance started", ":alarm_clock: Stopped watching")
+# A final reply: addressed to the requester, then one of these.
+FINAL_REPLY = re.compile(
+    r"^(<@\w+> )?(:white_check_mark: All|:x: Not every instance started|:alarm_clock: Stopped watching)"
+)
 ACTIVE = ("approved", "starting", "watching")
 MODES = {
     # seconds of random traffic, instances, kills, poll interval
@@ -448,13 +451,13 @@ def _check(db: Database, fake: FakeSlackWebApi, calls: list[dict[str, Any]], tal
             if request.outcome_posted_at is None:
                 violations.append(f"request {request.id}: {request.state} but not told")
             thread = fake.thread(request.channel_id, request.message_ts or "")
-            finals = [m for m in thread if m.text.startswith(FINAL_MARKERS)]
+            finals = [m for m in thread if FINAL_REPLY.match(m.text)]
             if len(finals) == 2 and _killed_between_posts(fake, request, tally.kill_times):
                 # Posted, then the process died before recording it: its successor posted again (at least once).
                 tally.repeated_after_kill += 1
             elif len(finals) != 1:
                 violations.append(f"request {request.id}: {len(finals)} final replies in its thread")
-    all_finals = sum(1 for m in fake.messages.values() if m.thread_ts and m.text.startswith(FINAL_MARKERS))
+    all_finals = sum(1 for m in fake.messages.values() if m.thread_ts and FINAL_REPLY.match(m.text))
     told = sum(1 for r in requests.values() if r.state in ("done", "failed", "timed_out"))
     if all_finals != told + tally.repeated_after_kill:
         violations.append(f"{all_finals} final replies posted for {told} finished requests")
@@ -482,7 +485,7 @@ def _killed_between_posts(fake: FakeSlackWebApi, request: StartRequest, kill_tim
     posts = sorted(
         c.at
         for c in fake.calls_to("chat.postMessage")
-        if c.args.get("thread_ts") == request.message_ts and str(c.args.get("text", "")).startswith(FINAL_MARKERS)
+        if c.args.get("thread_ts") == request.message_ts and FINAL_REPLY.match(str(c.args.get("text", "")))
     )
     return len(posts) == 2 and any(posts[0] <= t <= posts[1] for t in kill_times)
 

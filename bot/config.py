@@ -66,6 +66,7 @@ class Settings:
     approver_group_id: str | None = None
     replica_id: str = "vm-bot"  # load_settings defaults it to the host name
     lease_seconds: float = 15.0
+    broadcast_success: bool = False
 
     @property
     def socket_mode(self) -> bool:
@@ -76,6 +77,8 @@ class Settings:
 _SLACK_TOKEN_PREFIXES = {"SLACK_BOT_TOKEN": "xoxb-", "SLACK_APP_TOKEN": "xapp-"}
 _USERGROUP_RE = re.compile(r"^S[A-Z0-9]{2,20}$")
 _REPLICA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 def _read_environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -113,6 +116,15 @@ def load_settings(
         if prefix and not value.startswith(prefix):
             problems.append(f"{name} must start with {prefix!r}")
         return Secret(value)
+
+    def flag(name: str, default: bool) -> bool:
+        raw = text(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE or raw.lower() in _FALSE:
+            return raw.lower() in _TRUE
+        problems.append(f"{name} must be true or false, got {raw!r}")
+        return default
 
     def url(name: str, default: str) -> str:
         value = text(name) or default
@@ -190,6 +202,7 @@ def load_settings(
         approver_group_id=approver_group,
         replica_id=replica_id,
         lease_seconds=number("LEASE_SECONDS", 15.0, minimum=2),
+        broadcast_success=flag("BROADCAST_SUCCESS", False),
     )
     if problems:
         raise ConfigError(problems)

@@ -84,3 +84,12 @@ def test_replica_identity_and_lease_have_defaults_and_are_validated() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**VALID, "REPLICA_ID": "a/b", "LEASE_SECONDS": "1"})
     assert "REPLICA_ID must be" in str(caught.value) and "LEASE_SECONDS must be at least 2" in str(caught.value)
+
+
+def test_broadcast_success_is_off_unless_set_to_a_true_value() -> None:
+    assert load_settings(VALID).broadcast_success is False
+    assert load_settings({**VALID, "BROADCAST_SUCCESS": "true"}).broadcast_success is True
+    assert load_settings({**VALID, "BROADCAST_SUCCESS": "0"}).broadcast_success is False
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID, "BROADCAST_SUCCESS": "sometimes"})
+    assert "BROADCAST_SUCCESS must be true or false, got 'sometimes'" in str(caught.value)
