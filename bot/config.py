@@ -6,6 +6,7 @@ import importlib
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,18 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _replica(raw: str) -> str:
+    """Accept a stable replica name."""
+    if not _REPLICA_RE.match(raw):
+        raise ValueError(f"must be 1-48 letters, digits, '.', '_' or '-' (a stable name per replica), got {raw!r}")
+    return raw
+
+
+def _host_name_replica() -> str:
+    """Return the host name as a replica name (the default REPLICA_ID: stable across restarts)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:48].strip("-._") or "vm-bot"
 
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -244,6 +257,19 @@ SETTINGS: tuple[Setting, ...] = (
         _number(minimum=0, integer=True),
         "per-user limit on /vm commands (0 turns the limit off)",
     ),
+    Setting(
+        "REPLICA_ID",
+        None,
+        _replica,
+        "a stable name for this replica; a restarted process with the same name resumes its work at once",
+        "the host name",
+    ),
+    Setting(
+        "LEASE_SECONDS",
+        "15",
+        _number(minimum=2),
+        "how long a replica's hold on a request outlives its last heartbeat; then another replica takes over",
+    ),
     Setting("POLL_INTERVAL_SECONDS", "5", _number(minimum=0.01), "how often watched instances' status is read"),
     Setting("START_TIMEOUT_SECONDS", "900", _number(minimum=1), "stop watching a start after this long"),
     Setting("CONFIRM_TTL_SECONDS", "600", _number(minimum=1), "a confirmation not clicked by then expires"),
@@ -297,6 +323,8 @@ class Settings:
     confirm_ttl_seconds: float = _default("CONFIRM_TTL_SECONDS")
     approval_ttl_seconds: float = _default("APPROVAL_TTL_SECONDS")
     approver_group_id: str | None = None
+    replica_id: str = "vm-bot"  # load_settings defaults it to the host name
+    lease_seconds: float = _default("LEASE_SECONDS")
     broadcast_success: bool = _default("BROADCAST_SUCCESS")
 
     @property
@@ -309,6 +337,7 @@ _USERGROUP_RE = re.compile(r"^S[A-Z0-9]{2,20}$")
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
+_REPLICA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 
 
 def _read_environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -353,6 +382,8 @@ def load_settings(
         require("ZENLAYER_ACCESS_KEY_SECRET", " (or set ZENLAYER_TOKEN)")
     if problems:
         raise ConfigError(problems)
+    if values["replica_id"] is None:
+        values["replica_id"] = _host_name_replica()
     values["port"] = int(values["port"])
     values["max_body_bytes"] = int(values["max_body_bytes"])
     values["commands_per_minute"] = int(values["commands_per_minute"])
