@@ -148,7 +148,8 @@ class _TimedNotifier:
     def progress(self, request: Any, changes: Sequence[StatusChange]) -> None:
         self._inner.progress(request, changes)
 
-    def finished(self, request: Any) -> None:
-        self._inner.finished(request)
+    def finished(self, request: Any) -> str | None:
+        error = self._inner.finished(request)
         if request.state == State.DONE and request.decided_at is not None and request.finished_at is not None:
             self._metrics.click_to_running.observe((request.finished_at - request.decided_at).total_seconds())
+        return error

@@ -51,6 +51,9 @@ class Notifier(Protocol):
         """Reply in the request's thread with what changed and refresh the confirmation's progress line."""
         ...
 
-    def finished(self, request: Any) -> None:
-        """Post the final outcome (done, failed, timed out, expired) and update the confirmation."""
+    def finished(self, request: Any) -> str | None:
+        """Post the final outcome (done, failed, timed out, expired) and update the confirmation.
+
+        Returns the error that keeps the outcome from ever being posted (retrying cannot help), else None.
+        """
         ...

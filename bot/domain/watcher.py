@@ -621,7 +621,7 @@ class Watcher:
             return
         if not self._renew_lease(request.id):
             return
-        self.notifier.finished(request)
+        undeliverable = self.notifier.finished(request)
         # Until this commits, a crash would post the reply again (at least once): keep the gap short.
         with self.db.session(urgent=True) as session:
             now = self.clock()
@@ -640,6 +640,7 @@ class Watcher:
                     request_id=request.id,
                     outcome=request.state,
                     instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
+                    **({"delivery_error": undeliverable} if undeliverable else {}),
                 )
 
     # --- helpers ----------------------------------------------------------------------------------------

@@ -17,9 +17,17 @@ from bot.slack import blocks
 
 log = logging.getLogger(__name__)
 
-# Errors that retrying cannot fix: the message, its channel or our access to it is gone.
+# Errors that retrying cannot fix: the message is refused as it is, or its channel or our access to it is gone.
 PERMANENT_ERRORS = frozenset(
     {
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "invalid_auth",
+        "token_revoked",
+        "account_inactive",
+        "not_authed",
         "message_not_found",
         "cant_update_message",
         "channel_not_found",
@@ -81,32 +89,36 @@ class SlackMessages:
         self._reply(request, blocks.progress_reply(request, changes))
         self._refresh_best_effort(request)
 
-    def finished(self, request: StartRequest) -> None:
+    def finished(self, request: StartRequest) -> str | None:
         """Post the final reply (none for an expired confirmation) and refresh the parent.
 
         Failures and timeouts are also shown in the channel, so they are not missed in a thread; success too
         when BROADCAST_SUCCESS is set.
         """
         if request.message_ts is None:
-            return
+            return None
+        error = None
         if request.state != State.EXPIRED:
             broadcast = request.state != State.DONE or self.broadcast_success
-            self._reply(request, blocks.final_reply(request), broadcast=broadcast)
+            error = self._reply(request, blocks.final_reply(request), broadcast=broadcast)
         self._refresh_best_effort(request)
+        return error
 
-    def _reply(self, request: StartRequest, text: str, *, broadcast: bool = False) -> None:
-        """Post in the request's thread; a permanent failure is logged and dropped so the request can end."""
+    def _reply(self, request: StartRequest, text: str, *, broadcast: bool = False) -> str | None:
+        """Post in the request's thread; a permanent failure is logged and returned (not raised), so the request
+        can end instead of retrying what Slack will never take."""
         assert request.message_ts is not None
         try:
             self.client.chat_postMessage(
                 channel=request.channel_id, thread_ts=request.message_ts, text=text, reply_broadcast=broadcast
             )
         except SlackApiError as exc:
-            if slack_error(exc) not in PERMANENT_ERRORS:
+            error = slack_error(exc)
+            if error not in PERMANENT_ERRORS:
                 raise
-            log.warning(
-                "cannot reply in the thread of request %s (%s); going on without it", request.id, slack_error(exc)
-            )
+            log.warning("cannot reply in the thread of request %s (%s); going on without it", request.id, error)
+            return error
+        return None
 
     def _refresh_best_effort(self, request: StartRequest) -> None:
         """Update the parent after a reply went out; never let it undo or repeat the reply."""
