@@ -3,7 +3,7 @@ confirmation cannot be edited is still told truthfully (signed requests, the Sla
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -13,7 +13,7 @@ from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, lifecycle
 from bot.slack import action_ids
-from tests.slack_support import ask_to_start, start_calls, wait_until
+from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, ask_to_start, start_calls, wait_until
 
 
 def finished_event(database_url: str, request_id: int) -> dict[str, object] | None:
@@ -103,3 +103,41 @@ def test_a_failed_edit_after_cancel_says_it_is_cancelled(
     told = slack.wait_private(key, "Cancelled")
     assert "nothing will be started" in told and "Nothing more will happen" not in told
     assert start_calls(simulator) == []
+
+
+@pytest.fixture
+def simulator() -> Iterator[ZenlayerSimulator]:
+    """The simulator with enough stopped instances for one request each in a busy channel."""
+    instances = {f"web-{i}": "STOPPED" for i in range(1, 13)}
+    with ZenlayerSimulator(
+        boot_seconds=0.3, access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, instances=instances
+    ) as sim:
+        yield sim
+
+
+def test_a_429_on_one_channel_holds_back_only_that_channel(
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator
+) -> None:
+    grant("U0REQUEST", "web-*")
+    held = []
+    for i in range(1, 11):  # more requests than the watcher has threads
+        slack.command(f"start web-{i}", channel="C0HELD")
+        held.append(slack.wait_confirmation("C0HELD", index=i - 1))
+    slack.command("start web-12", channel="C0QUIET")
+    quiet = slack.wait_confirmation("C0QUIET")
+    fake_slack.rate_limit(20, channel="C0HELD", method="chat.postMessage")  # thread replies there: 429 for 20 s
+    for confirmation in held:
+        slack.click(confirmation, action_ids.START)
+    wait_until(fake_slack.rejections, what="the held channel's first 429")
+
+    slack.click(quiet, action_ids.START)
+
+    slack.wait_thread(quiet, "All 1 instance RUNNING", timeout=8)  # long before C0HELD's Retry-After lapses
+    assert len(start_calls(simulator)) == 11  # every held request still started
+    first_429 = min(c.at for c in fake_slack.rejections())
+    again = [
+        c for c in fake_slack.calls_to("chat.postMessage") if c.args.get("channel") == "C0HELD" and c.at >= first_429
+    ]
+    # Slack was not asked again about the held channel before its Retry-After (one try per request at most).
+    assert all(c.status == 429 for c in again) and len(again) <= len(held), len(again)
+    assert all(c.at - first_429 < 20 for c in again)
