@@ -11,9 +11,10 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
-
-# Execution option carried by read-only sessions: their BEGIN stays DEFERRED so readers never queue behind writers.
-_READONLY_OPTION = "vm_bot_readonly"
+# Connections for read-only sessions, apart from the writers' pool: at least one per thread that acknowledges Slack
+# (waitress's 16), so an acknowledgement never queues for a connection.
+READ_POOL_SIZE = 16
+READ_POOL_OVERFLOW = 16
 
 
 def is_sqlite(url: str) -> bool:
@@ -21,11 +22,27 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, foreign_keys: bool = True, **engine_kwargs: Any) -> Engine:
-    """Create an engine for url; on SQLite enable WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE."""
+def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, **engine_kwargs: Any) -> Engine:
+    """Create an engine for url; on SQLite enable WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE.
+
+    `readonly=True` makes every connection read-only (a write fails at once) and, on SQLite, begins with a plain
+    BEGIN, which never waits for the write lock: in WAL mode readers do not block on writers.
+    """
     if not is_sqlite(url):
         engine_kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **engine_kwargs)
+        engine = create_engine(url, **engine_kwargs)
+        if readonly:
+
+            @event.listens_for(engine, "connect")
+            def _read_only(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                finally:
+                    cursor.close()
+                dbapi_connection.commit()
+
+        return engine
 
     connect_args = dict(engine_kwargs.pop("connect_args", {}))
     connect_args.setdefault("check_same_thread", False)
@@ -45,6 +62,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, **engine_kwargs: Any) ->
             mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() not in ("wal", "memory"):
                 cursor.execute("PRAGMA journal_mode = WAL")
+            if readonly:
+                cursor.execute("PRAGMA query_only = ON")
         finally:
             cursor.close()
 
@@ -53,24 +72,25 @@ def make_engine(url: str, *, foreign_keys: bool = True, **engine_kwargs: Any) ->
         # A deferred transaction that reads and then writes fails at once with "database is locked" when another
         # writer got in first (the busy handler cannot help a stale WAL snapshot). Taking the write lock at BEGIN
         # makes concurrent writers queue on busy_timeout instead.
-        if connection.get_execution_options().get(_READONLY_OPTION):
-            connection.exec_driver_sql("BEGIN DEFERRED")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
 
 class Database:
-    """An engine plus a session factory; `session()` is one unit of work."""
+    """Two engines and a session factory: `session()` is one unit of work, `session(readonly=True)` one read."""
 
-    def __init__(self, url: str, **engine_kwargs: Any):
+    def __init__(self, url: str, *, read_pool_size: int = READ_POOL_SIZE, **engine_kwargs: Any):
         self.url = url
         self.engine: Engine = make_engine(url, **engine_kwargs)
+        # Reads get their own connections: otherwise a read (the grant check before an acknowledgement) queues in
+        # the pool behind writers that hold every connection while they wait for SQLite's write lock.
+        read_kwargs = {**engine_kwargs, "pool_size": read_pool_size, "max_overflow": READ_POOL_OVERFLOW}
+        in_memory = is_sqlite(url) and make_url(url).database in (None, "", ":memory:")
+        # An in-memory SQLite database exists only inside its own connections: it cannot have a second engine.
+        self.read_engine: Engine = self.engine if in_memory else make_engine(url, readonly=True, **read_kwargs)
         self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
-        self._readonly_sessions = sessionmaker(
-            bind=self.engine.execution_options(**{_READONLY_OPTION: True}), expire_on_commit=False
-        )
+        self._readonly_sessions = sessionmaker(bind=self.read_engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -79,8 +99,8 @@ class Database:
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
         """Yield a session that commits on success and rolls back on an exception.
 
-        `readonly=True` is for sessions that never write: on SQLite they do not take the write lock (and a
-        write in them may fail with "database is locked" under contention); elsewhere it changes nothing.
+        `readonly=True` is for sessions that never write (a write in them fails): they use their own pool of
+        read-only connections and never wait for a writer, neither for the write lock nor for a connection.
         """
         factory = self._readonly_sessions if readonly else self._sessions
         with factory() as session:
@@ -94,3 +114,5 @@ class Database:
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
