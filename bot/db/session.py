@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,6 +15,8 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 # (waitress's 16), so an acknowledgement never queues for a connection.
 READ_POOL_SIZE = 16
 READ_POOL_OVERFLOW = 16
+# Execution option of reading(): a single read statement, which SQLite runs in its own implicit transaction.
+_SINGLE_STATEMENT = "vm_bot_single_statement"
 
 
 def is_sqlite(url: str) -> bool:
@@ -72,6 +74,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
         # A deferred transaction that reads and then writes fails at once with "database is locked" when another
         # writer got in first (the busy handler cannot help a stale WAL snapshot). Taking the write lock at BEGIN
         # makes concurrent writers queue on busy_timeout instead.
+        if connection.get_execution_options().get(_SINGLE_STATEMENT):
+            return  # one read statement is its own consistent snapshot: an explicit BEGIN would only cost time
         connection.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
     return engine
@@ -80,8 +84,17 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
 class Database:
     """Two engines and a session factory: `session()` is one unit of work, `session(readonly=True)` one read."""
 
-    def __init__(self, url: str, *, read_pool_size: int = READ_POOL_SIZE, **engine_kwargs: Any):
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_pool_size: int = READ_POOL_SIZE,
+        before_write: Callable[[], None] | None = None,
+        **engine_kwargs: Any,
+    ):
         self.url = url
+        # Called before every unit of work that may write, outside any transaction (app.py: wait while acking).
+        self.before_write = before_write
         self.engine: Engine = make_engine(url, **engine_kwargs)
         # Reads get their own connections: otherwise a read (the grant check before an acknowledgement) queues in
         # the pool behind writers that hold every connection while they wait for SQLite's write lock.
@@ -103,6 +116,8 @@ class Database:
         read-only connections and never wait for a writer, neither for the write lock nor for a connection.
         """
         factory = self._readonly_sessions if readonly else self._sessions
+        if not readonly and self.before_write is not None:
+            self.before_write()
         with factory() as session:
             try:
                 yield session
@@ -110,6 +125,13 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """Yield a read-only connection for one statement: session(readonly=True) without the ORM's overhead."""
+        with self.read_engine.connect() as connection:
+            connection.execution_options(**{_SINGLE_STATEMENT: True})
+            yield connection
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -15,7 +15,7 @@ from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
-from bot.domain.grants import Coverage, check_coverage, list_grants
+from bot.domain.grants import Coverage, check_coverage, grant_rules, list_grants
 from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.zenlayer.errors import ZenlayerError
@@ -149,8 +149,8 @@ class StartService:
 
     def coverage(self, user_id: str, channel_id: str, ids: Sequence[str], *, action: str = "start") -> Coverage:
         """Return the user's coverage for ids in this channel (a read, quick enough to answer before the ack)."""
-        with self.db.session(readonly=True) as session:
-            return check_coverage(list_grants(session, user_id), ids, action=action, channel_id=channel_id)
+        with self.db.reading() as connection:
+            return check_coverage(grant_rules(connection, user_id), ids, action=action, channel_id=channel_id)
 
     def record_denial(self, user_id: str, channel_id: str, coverage: Coverage, *, action: str = "start") -> None:
         """Write a refusal to the audit trail."""

@@ -26,6 +26,7 @@ from bot.domain.starts import (
     StartService,
 )
 from bot.slack import action_ids, blocks
+from bot.slack.ack_first import AckFirst
 from bot.slack.notifier import SlackNotifier
 from bot.zenlayer.errors import ZenlayerError
 
@@ -54,6 +55,7 @@ class Listeners:
         lookups: Executor,
         decisions: Executor,
         wake_watcher: Callable[[], None],
+        ack_first: AckFirst | None = None,
     ):
         self.starts = starts
         self.grants = grants
@@ -63,6 +65,7 @@ class Listeners:
         self.lookups = lookups
         self.decisions = decisions
         self.wake_watcher = wake_watcher
+        self.ack_first = ack_first or AckFirst()
 
     def register(self, app: App) -> None:
         """Attach the listeners to a bolt app."""
@@ -74,6 +77,11 @@ class Listeners:
 
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         """Answer usage problems in the ack itself; anything that needs the database or Zenlayer runs later."""
+        with self.ack_first.acknowledging():
+            self._acknowledge_command(ack, command, respond)
+
+    def _acknowledge_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        """Acknowledge a command: refuse or explain in the ack, or say what is being checked and submit the work."""
         parsed = parse(str(command.get("text", "")))
         if parsed.too_long:
             ack(
@@ -165,7 +173,8 @@ class Listeners:
 
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         """Acknowledge a button click, then decide it off the request path."""
-        ack()
+        with self.ack_first.acknowledging():
+            ack()
         action = body.get("actions", [{}])[0]
         value = str(action.get("value", ""))
         decision = _DECISIONS.get(str(action.get("action_id")))
@@ -202,6 +211,7 @@ class Listeners:
         """Run work on vm-bot's executor; user errors become private replies, the rest a quotable reference."""
 
         def run() -> None:
+            self.ack_first.wait_turn()
             try:
                 work(*args, respond)
             except Exception as exc:  # the single place failures are turned into replies
