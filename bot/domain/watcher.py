@@ -105,7 +105,7 @@ class Watcher:
         for request in requests:
             try:
                 if request.state == State.APPROVED:
-                    self._start(request)
+                    self._start(self._load(request.id))  # claiming loads no instances: most ticks only poll
                 elif request.state == State.STARTING:
                     self._adopt_interrupted_start(request)
             except Exception:
@@ -142,7 +142,6 @@ class Watcher:
                 session.scalars(
                     select(StartRequest)
                     .where(needs_work, StartRequest.lease_owner == self.owner)
-                    .options(selectinload(StartRequest.instances))
                     .order_by(StartRequest.id)
                 )
             )
@@ -288,11 +287,12 @@ class Watcher:
         except ZenlayerError as exc:
             log.warning("polling %d instances failed: %s", len(watched), exc.describe())
             statuses, poll_error = None, exc.describe()
+        ours = self._renew_leases([r.id for r in requests]) if statuses is not None else set()
         for request in requests:
             try:
                 if statuses is None:
                     self._finish_if_settled(request, poll_error=poll_error)
-                elif self._renew_lease(request.id):
+                elif request.id in ours:
                     self._apply_poll(request, statuses)
             except Exception:
                 log.exception("could not update request %s; will retry", request.id)
@@ -306,13 +306,14 @@ class Watcher:
         changed = [u for u in updates if u.changed or u.outcome is not None]
         if changed:
             with self.db.session() as session:
-                for u in changed:
-                    session.execute(
-                        update(RequestInstance)
-                        .where(RequestInstance.id == u.row_id)
-                        .values(last_status=u.status, outcome=u.outcome, status_changed_at=now)
-                        .execution_options(synchronize_session=False)
-                    )
+                # One executemany by primary key instead of an UPDATE statement per row.
+                session.execute(
+                    update(RequestInstance).execution_options(synchronize_session=False),
+                    [
+                        {"id": u.row_id, "last_status": u.status, "outcome": u.outcome, "status_changed_at": now}
+                        for u in changed
+                    ],
+                )
             request = self._load(request.id)
         settled = all(i.outcome is not None for i in request.instances if i.to_start)
         changes = [
@@ -327,17 +328,12 @@ class Watcher:
             except Exception:
                 log.exception("could not post progress for request %s; will retry", request.id)
             else:
+                row_ids = {i.instance_id: i.id for i in request.instances}
                 with self.db.session() as session:
-                    for change in changes:
-                        session.execute(
-                            update(RequestInstance)
-                            .where(
-                                RequestInstance.request_id == request.id,
-                                RequestInstance.instance_id == change.instance_id,
-                            )
-                            .values(reported_status=change.new)
-                            .execution_options(synchronize_session=False)
-                        )
+                    session.execute(
+                        update(RequestInstance).execution_options(synchronize_session=False),
+                        [{"id": row_ids[c.instance_id], "reported_status": c.new} for c in changes],
+                    )
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
             self._finish_if_settled(request, poll_error=None)
 
@@ -388,8 +384,9 @@ class Watcher:
                     .options(selectinload(StartRequest.instances))
                 )
             )
+        ours = self._renew_leases([r.id for r in finished])
         for request in finished:
-            if not self._renew_lease(request.id):
+            if request.id not in ours:
                 continue
             try:
                 self.notifier.finished(request)
@@ -427,6 +424,25 @@ class Watcher:
                 .execution_options(synchronize_session=False)
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def _renew_leases(self, request_ids: Sequence[int]) -> set[int]:
+        """Extend our lease on many requests at once; return the ids we still hold."""
+        if not request_ids:
+            return set()
+        with self.db.session() as session:
+            session.execute(
+                update(StartRequest)
+                .where(StartRequest.id.in_(request_ids), StartRequest.lease_owner == self.owner)
+                .values(lease_until=self.clock() + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+            return set(
+                session.scalars(
+                    select(StartRequest.id).where(
+                        StartRequest.id.in_(request_ids), StartRequest.lease_owner == self.owner
+                    )
+                )
+            )
 
     def _load(self, request_id: int) -> StartRequest:
         """Load a request with its instances, fresh from the database."""
