@@ -52,12 +52,13 @@ from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
 from bot.db.session import Database
+from bot.devtools.slack_driver import Confirmation, SlackConversation, SlackDriver, has_buttons
+from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
+from bot.devtools.support import free_port
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.server import RunningBot
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackConversation, SlackDriver, has_buttons
-from bot.slack.fake_web_api import FakeSlackWebApi, Message, message_text
-from bot.zenlayer.simulator import ZenlayerSimulator
 
 USER = "U0BENCH01"
 SLACK_DEADLINE = 3.0
@@ -333,13 +334,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 GRANTED, UNGRANTED = "U0BENCH01", "U0NOGRANT"
 KINDS = ("/vm start", "Start click", "/vm start refused")
 FLOORS = {"floor": False, "floor pbr": True}  # name -> process_before_response
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_healthy(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:

@@ -25,12 +25,14 @@ import ack_latency
 import watcher_calls
 from slack_sdk import WebClient
 
-from bot.slack.fake_socket_mode import FakeSocketMode
-from bot.slack.fake_web_api import FakeSlackWebApi
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.zenlayer.client import ZenlayerClient
-from bot.zenlayer.simulator import ZenlayerSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))  # the Socket Mode stand-in lives with the tests: it is not shipped
+from tests.fake_socket_mode import FakeSocketMode  # noqa: E402
+
 IDLE_SECONDS = 3.0
 IDLE_GOAL = 0.01  # of a core
 

@@ -5,7 +5,7 @@ Run: ``python benchmarks/watcher_calls.py [--sizes 1,10,100,250,1000] [--steady-
 Everything runs in this process on 127.0.0.1: the Zenlayer simulator (boot_seconds=3600, so started instances stay
 BOOTING while we measure), the Slack Web API fake, and a temporary SQLite database per scenario. Requests are made
 by the real `StartService` (prepare, then a Start decision by the requester), each with a real thread parent in
-the fake, and the real `Watcher` drives the real `ZenlayerClient` and `SlackNotifier`; `watcher.tick()` is called
+the fake, and the real `Watcher` drives the real `ZenlayerClient` and `SlackMessages`; `watcher.tick()` is called
 directly, so every tick is measured on its own:
 
 * ``start``   — the first tick: StartInstances, then the first poll (STOPPED -> BOOTING is news: one reply each);
@@ -37,13 +37,13 @@ from slack_sdk import WebClient
 
 from bot.db.migrate import upgrade
 from bot.db.session import Database
+from bot.devtools.slack_web_api import Call, FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.domain.starts import ClickOutcome, Decision, StartService
 from bot.domain.watcher import Watcher
-from bot.slack.fake_web_api import Call, FakeSlackWebApi
-from bot.slack.notifier import SlackNotifier
+from bot.slack.messages import SlackMessages
 from bot.zenlayer.client import ZenlayerClient
-from bot.zenlayer.simulator import ZenlayerSimulator
 
 USER = "U0BENCH01"
 CHANNEL = "C0WATCH"
@@ -155,7 +155,7 @@ def build(
     watcher = Watcher(
         db,
         client,
-        SlackNotifier(web),
+        SlackMessages(web),
         poll_interval_seconds=5,
         start_timeout_seconds=3600,
         owner=f"bench-{prefix}",

@@ -20,7 +20,7 @@ from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
 from bot.slack.ack_first import AckFirst
 from bot.slack.listeners import Listeners
-from bot.slack.notifier import SlackNotifier
+from bot.slack.messages import SlackMessages
 from bot.zenlayer.client import ZenlayerClient
 
 # bolt runs every ack on one pool; ours only parses and submits, so a modest pool is plenty.
@@ -75,7 +75,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     vm = vm or ZenlayerClient.from_settings(settings)
     client = make_web_client(settings)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    notifier = SlackNotifier(client, approver_group=approver)
+    messages = SlackMessages(client, approver_group=approver)
     starts = StartService(
         db,
         vm,
@@ -85,7 +85,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     watcher = Watcher(
         db,
         vm,
-        notifier,
+        messages,
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
         owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
@@ -106,8 +106,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         starts=starts,
         grants=GrantService(db),
         vm=vm,
-        client=client,
-        notifier=notifier,
+        messages=messages,
         lookups=lookups,
         decisions=decisions,
         wake_watcher=watcher.wake,

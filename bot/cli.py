@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.domain.vocabulary import GrantAction
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -45,8 +46,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     grant.add_argument(
         "--action",
-        choices=("start", "approve", "admin"),
-        default="start",
+        choices=[a.value for a in GrantAction],
+        default=GrantAction.START.value,
         help="what is granted (default start)",
     )
     grant.add_argument(
@@ -58,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("user_id", metavar="USER_ID")
     revoke.add_argument("--instances", action="append", default=[], metavar="PATTERN")
     revoke.add_argument("--channel", action="append", default=[], metavar="CHANNEL_ID")
-    revoke.add_argument("--action", choices=("start", "approve", "admin"), default=None)
+    revoke.add_argument("--action", choices=[a.value for a in GrantAction], default=None)
     listing = perms_commands.add_parser("list", help="show grants as a table")
     listing.add_argument("user_id", metavar="USER_ID", nargs="?")
 
@@ -118,11 +119,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run(load_settings())
     if args.command == "simulator":
-        from bot.zenlayer.simulator import main as simulator_main
+        from bot.devtools.zenlayer_simulator import main as simulator_main
 
         return simulator_main(args, load_settings(slack=False, zenlayer=False))
     if args.command == "demo":
-        from bot.demo import main as demo_main
+        from bot.devtools.demo import main as demo_main
 
         return demo_main()
     settings: Settings = load_settings(slack=False, zenlayer=False)

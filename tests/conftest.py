@@ -8,13 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import Settings
 from bot.db.session import Database
+from bot.devtools.slack_driver import SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.server import RunningBot
-from bot.slack.driver import SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi
-from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, bot_settings, running_bot
+from tests.fake_socket_mode import FakeSocketMode
+from tests.slack_support import (
+    ACCESS_KEY_ID,
+    ACCESS_KEY_SECRET,
+    APP_TOKEN,
+    SIGNING_SECRET,
+    bot_settings,
+    running_bot,
+)
+from tests.transports import HttpSlack, SocketSlack
 
 
 @pytest.fixture
@@ -88,3 +98,39 @@ def start_bot(
 def slack(start_bot: Callable[..., tuple[RunningBot, SlackDriver]]) -> SlackDriver:
     """A driver for a bot started with the default test settings."""
     return start_bot()[1]
+
+
+@pytest.fixture
+def socket_mode(fake_slack: FakeSlackWebApi) -> Iterator[FakeSocketMode]:
+    """The fake Socket Mode endpoint, handed out by the Web API fake's apps.connections.open."""
+    with FakeSocketMode() as fake:
+        fake_slack.socket_mode_url = fake.url
+        yield fake
+
+
+@pytest.fixture
+def socket_settings(fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str) -> Settings:
+    """Settings for Socket Mode: an app-level token and no signing secret."""
+    return bot_settings(
+        database_url=database_url,
+        slack_url=fake_slack.url,
+        zenlayer_url=simulator.url,
+        overrides={"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_SIGNING_SECRET": ""},
+    )
+
+
+@pytest.fixture
+def socket_bot(socket_mode: FakeSocketMode, socket_settings: Settings) -> Iterator[RunningBot]:
+    """The bot, started in Socket Mode and connected."""
+    with running_bot(socket_settings) as running:
+        socket_mode.wait_connected()
+        yield running
+
+
+@pytest.fixture(params=["http", "socket_mode"])
+def chat(request: pytest.FixtureRequest, fake_slack: FakeSlackWebApi) -> HttpSlack | SocketSlack:
+    """Slack's side of a conversation with the running bot, once over each transport."""
+    if request.param == "http":
+        return HttpSlack(request.getfixturevalue("slack"))
+    request.getfixturevalue("socket_bot")
+    return SocketSlack(request.getfixturevalue("socket_mode"), fake_slack)

@@ -1,35 +1,26 @@
-"""End-to-end helpers: settings for the fakes, a running bot, and waiting with deadlines."""
+"""End-to-end helpers: settings for the fakes, a running bot, and the usual start-request preamble."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, Protocol
 
 from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
+from bot.devtools.slack_driver import Confirmation
+from bot.devtools.support import TEST_CREDENTIALS, free_port, wait_until
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
-from bot.zenlayer.simulator import ZenlayerSimulator
 
-SIGNING_SECRET = "test-signing-secret"
-ACCESS_KEY_ID = "AKIDTEST"
-ACCESS_KEY_SECRET = "test-access-key-secret"
+SIGNING_SECRET = TEST_CREDENTIALS.slack_signing_secret
+BOT_TOKEN = TEST_CREDENTIALS.slack_bot_token
+APP_TOKEN = TEST_CREDENTIALS.slack_app_token
+ACCESS_KEY_ID = TEST_CREDENTIALS.zenlayer_access_key_id
+ACCESS_KEY_SECRET = TEST_CREDENTIALS.zenlayer_access_key_secret
 
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll predicate until it returns something truthy, or fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+__all__ = ["free_port", "wait_until"]
 
 
 def bot_settings(
@@ -37,7 +28,7 @@ def bot_settings(
 ) -> Settings:
     """Return settings pointing the bot at the fakes, with fast polling."""
     env = {
-        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": slack_url,
         "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
@@ -62,6 +53,23 @@ def running_bot(settings: Settings) -> Iterator[RunningBot]:
         yield running
     finally:
         running.stop()
+
+
+class Chat(Protocol):
+    """Slack's side of a conversation over either transport (what ask_to_start needs)."""
+
+    def command(self, text: str, *, user: str = ..., channel: str = ...) -> tuple[Any, str]: ...
+
+    def wait_confirmation(self, channel: str = ..., index: int = ..., timeout: float = ...) -> Confirmation: ...
+
+
+def ask_to_start(
+    slack: Chat, grant: Callable[..., None], ids: str = "web-1", *, user: str = "U0REQUEST", **grant_options: Any
+) -> Confirmation:
+    """The usual preamble: grant user web-*, send `/vm start ids` as them, and return the confirmation posted."""
+    grant(user, "web-*", **grant_options)
+    slack.command(f"start {ids}", user=user)
+    return slack.wait_confirmation()
 
 
 def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:

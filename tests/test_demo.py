@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from bot.demo import (
+from bot.devtools.demo import (
     Transcript,
     edited_lines,
     format_entry,
@@ -25,7 +25,7 @@ from bot.demo import (
     render_mrkdwn,
     run_demo,
 )
-from bot.slack.fake_web_api import Call
+from bot.devtools.slack_web_api import Call
 
 USERS = {"U0ALICE": "alice"}
 CHANNELS = {"C0DEMO": "ops"}

@@ -189,7 +189,7 @@ def test_add_grants_refuses_bad_input_naming_every_bad_value(
 
 def test_a_lone_string_is_one_pattern_not_characters(db: Database) -> None:
     with db.session() as s:
-        assert add_grants(s, "U0001", "web-*", granted_by="t") == 1  # type: ignore[arg-type]
+        assert add_grants(s, "U0001", "web-*", granted_by="t") == 1
     assert [r[2] for r in _rows(db)] == ["web-*"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.slack.fake_socket_mode import FakeSocketMode
-from bot.slack.fake_web_api import FakeSlackWebApi
-from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, wait_until
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
+from tests.fake_socket_mode import FakeSocketMode
+from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, free_port, wait_until
 
 IDLE_SECONDS = 3.0
 # A spinning loop burns about one core: ~3 s of CPU here. An idle bot (a watcher tick per second) uses a few ms.
@@ -31,13 +30,6 @@ def cpu_seconds(pid: int) -> float:
     """Return the user + system CPU time a process (all its threads) has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

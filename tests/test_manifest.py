@@ -11,10 +11,11 @@ from urllib.parse import urlencode, urlparse
 import pytest
 import yaml
 
+from bot.devtools.slack_driver import Confirmation, SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.server import EVENTS_PATH
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi
+from tests.slack_support import ask_to_start
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_MANIFEST = ROOT / "manifest.yml"
@@ -131,9 +132,7 @@ def test_interactivity_is_needed_for_every_button_the_bot_handles(slack: SlackDr
 def test_bot_scopes_are_exactly_what_the_bot_uses(
     slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
 ) -> None:
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
     slack.click(confirmation, action_ids.START)
     slack.wait_thread(confirmation, "RUNNING")
 

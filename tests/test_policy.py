@@ -6,12 +6,12 @@ import concurrent.futures
 from collections.abc import Callable
 
 from bot.db.session import Database
+from bot.devtools.slack_driver import Confirmation, SlackDriver, has_buttons
+from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, lifecycle
 from bot.slack import action_ids
-from bot.slack.driver import SlackDriver, has_buttons
-from bot.slack.fake_web_api import FakeSlackWebApi, message_text
-from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import start_calls, wait_until
+from tests.slack_support import ask_to_start, start_calls, wait_until
 
 
 def button_labels(slack: SlackDriver, confirmation: object) -> list[str]:
@@ -163,22 +163,50 @@ def test_retyping_a_pending_request_points_at_the_existing_confirmation(
     assert len([m for m in fake_slack.channel_messages("C0CHANNEL") if has_buttons(m)]) == 1
 
 
-def test_an_id_being_started_by_another_request_is_not_started_again(
-    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
-) -> None:
+def web_1_booting_for_someone_else(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> Confirmation:
+    """U0REQUEST starts web-1 (booting for 30 s); U0OTHER holds a grant on web-* too. Return the first request."""
     simulator.boot_seconds = 30
-    grant("U0REQUEST", "web-*")
     grant("U0OTHER", "web-*")
-    slack.command("start web-1")
-    first = slack.wait_confirmation()
+    first = ask_to_start(slack, grant)
     slack.click(first, action_ids.START)
     slack.wait_thread(first, "BOOTING")
+    return first
+
+
+def test_an_id_being_started_by_another_request_is_not_started_again(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    first = web_1_booting_for_someone_else(slack, grant, simulator)
 
     _, key = slack.command("start web-1", user="U0OTHER")
 
     reply = slack.wait_private(key, "Nothing to start")
     assert "already being started" in reply and f"p{first.ts.replace('.', '')}" in reply
     assert start_calls(simulator) == [["web-1"]]
+
+
+def test_a_confirmation_links_ids_skipped_because_another_request_holds_them(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
+) -> None:
+    first = web_1_booting_for_someone_else(slack, grant, simulator)
+
+    slack.command("start web-1 web-2", user="U0OTHER")
+
+    shown = fake_slack.wait_for(
+        lambda: next(
+            (
+                message_text(m)
+                for m in fake_slack.channel_messages("C0CHANNEL")
+                if has_buttons(m) and "already being started" in message_text(m)
+            ),
+            None,
+        ),
+        what="the second confirmation",
+    )
+    assert "already being started" in shown and f"p{first.ts.replace('.', '')}" in shown  # the first thread's link
+    assert "web-2" in shown
 
 
 def test_linkified_and_smart_punctuated_ids_are_understood(slack: SlackDriver, grant: Callable[..., None]) -> None:

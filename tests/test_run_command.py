@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,20 +11,11 @@ from pathlib import Path
 
 import httpx
 
+from bot.devtools.slack_driver import SlackDriver
+from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids
-from bot.slack.driver import SlackDriver
-from bot.slack.fake_web_api import FakeSlackWebApi
-from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, wait_until
-
-BOT_TOKEN = "xoxb-do-not-log-this-token"
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, BOT_TOKEN, SIGNING_SECRET, free_port, wait_until
 
 
 def test_run_serves_then_stops_cleanly_on_sigterm_without_logging_secrets(

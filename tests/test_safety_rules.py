@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.db.session import Database
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, grants, lifecycle
 from bot.domain.errors import NotAllowed
 from bot.domain.grant_admin import GrantArgs, GrantService, pattern_within
@@ -19,7 +20,6 @@ from bot.domain.ports import StatusChange
 from bot.domain.starts import ClickOutcome, Decision, StartService
 from bot.domain.watcher import Watcher
 from bot.zenlayer.client import ZenlayerClient
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.db_support import BACKENDS, migrated_database
 from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, start_calls
 

@@ -1,4 +1,5 @@
-"""The Slack flow end to end: signed requests to the served app, the fake Web API, the Zenlayer simulator."""
+"""The Slack flow end to end: signed requests (and, where marked by the `chat` fixture, Socket Mode envelopes)
+to the served app, the fake Web API, the Zenlayer simulator."""
 
 from __future__ import annotations
 
@@ -11,46 +12,47 @@ from collections.abc import Callable
 import httpx
 
 from bot.db.session import Database
+from bot.devtools.slack_driver import SlackDriver, has_buttons
+from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, lifecycle
 from bot.slack import action_ids
-from bot.slack.driver import SlackDriver, has_buttons
-from bot.slack.fake_web_api import FakeSlackWebApi, message_text
-from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import SIGNING_SECRET, start_calls, wait_until
+from tests.slack_support import SIGNING_SECRET, ask_to_start, start_calls, wait_until
+from tests.transports import HttpSlack, SocketSlack
 
 
 def test_happy_path_from_command_to_all_running(
-    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
+    chat: HttpSlack | SocketSlack, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
 ) -> None:
     grant("U0REQUEST", "web-*")
 
-    response, key = slack.command("start web-1, web-2 web-1")
+    ack, key = chat.say("start web-1, web-2 web-1")  # over HTTP, say() also checks the ack is a 200
 
-    assert response.status_code == 200
-    assert "Checking" in response.text
-    confirmation = slack.wait_confirmation()
-    shown = message_text(slack.message(confirmation))
+    assert "Checking `web-1`" in ack
+    confirmation = chat.wait_confirmation()
+    shown = message_text(chat.message(confirmation))
     assert "<@U0REQUEST> wants to start 2 instances" in shown
     assert "`web-1`" in shown and "`web-2`" in shown and "STOPPED" in shown
     assert "Expires" in shown
     assert start_calls(simulator) == []
 
-    click, _ = slack.click(confirmation, action_ids.START)
-    assert click.status_code == 200
+    click, click_key = chat.press(confirmation, action_ids.START)
+    assert click == ""  # a bare ack; the outcome shows in the channel
 
-    thread = slack.wait_thread(confirmation, "All 2 instances RUNNING")
+    thread = chat.wait_thread(confirmation, "All 2 instances RUNNING")
     assert "Start requested (Zenlayer requestId" in thread[0]
     assert any("BOOTING" in t for t in thread)
     assert start_calls(simulator) == [["web-1", "web-2"]]
-    parent = slack.message(confirmation)
+    parent = chat.message(confirmation)
     assert not has_buttons(parent)
     assert "Confirmed by <@U0REQUEST>" in message_text(parent)
-    wait_until(lambda: "All 2 RUNNING" in message_text(slack.message(confirmation)), what="progress line")
-    assert slack.private_replies(key) == []  # nothing went wrong, so nothing private beyond the ack
+    wait_until(lambda: "All 2 RUNNING" in message_text(chat.message(confirmation)), what="progress line")
+    assert chat.private_replies(key) == []  # nothing went wrong, so nothing private beyond the ack
+    assert fake_slack.responses(key) == [] and fake_slack.responses(click_key) == []
 
 
 def test_user_without_grant_is_refused_privately_in_the_ack(
-    slack: SlackDriver,
+    chat: HttpSlack | SocketSlack,
     grant: Callable[..., None],
     simulator: ZenlayerSimulator,
     fake_slack: FakeSlackWebApi,
@@ -58,10 +60,11 @@ def test_user_without_grant_is_refused_privately_in_the_ack(
 ) -> None:
     grant("U0REQUEST", "web-1")
 
-    response, _ = slack.command("start web-1 web-2")
+    reply, _ = chat.say("start web-1 web-2")
+    stranger, _ = chat.say("start web-1", user="U0STRANGER")
 
-    reply = slack.ack_text(response)
     assert "`web-2`" in reply and "`web-1`" not in reply.split("You may not start")[1].split("\n")[0]
+    assert "You may not start `web-1`" in stranger
     wait_until(lambda: denial_audited(database_url, "U0REQUEST"), what="the refusal in the audit trail")
     assert fake_slack.calls_to("chat.postMessage") == []
     assert start_calls(simulator) == []
@@ -79,26 +82,22 @@ def denial_audited(database_url: str, user_id: str) -> bool:
 
 
 def test_only_the_requester_can_confirm(
-    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+    chat: HttpSlack | SocketSlack, grant: Callable[..., None], simulator: ZenlayerSimulator
 ) -> None:
-    grant("U0REQUEST", "web-*")
     grant("U0OTHER", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(chat, grant)
 
-    _, key = slack.click(confirmation, action_ids.START, user="U0OTHER")
+    _, key = chat.press(confirmation, action_ids.START, user="U0OTHER")
 
-    assert "Only <@U0REQUEST> can confirm" in slack.wait_private(key, "Only")
-    assert has_buttons(slack.message(confirmation))
+    assert "Only <@U0REQUEST> can confirm" in chat.wait_private(key, "Only")
+    assert has_buttons(chat.message(confirmation))
     assert start_calls(simulator) == []
 
 
 def test_concurrent_double_clicks_start_once(
     slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
 ) -> None:
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: slack.click(confirmation, action_ids.START), range(8)))
@@ -114,9 +113,7 @@ def test_concurrent_double_clicks_start_once(
 def test_cancel_then_late_click_does_nothing(
     slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
 ) -> None:
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
 
     slack.click(confirmation, action_ids.CANCEL)
     wait_until(lambda: not has_buttons(slack.message(confirmation)), what="buttons removed")
@@ -133,9 +130,7 @@ def test_unclicked_confirmation_expires(
     simulator: ZenlayerSimulator,
 ) -> None:
     _, slack = start_bot(CONFIRM_TTL_SECONDS="1")
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
 
     wait_until(lambda: "Expired" in message_text(slack.message(confirmation)), timeout=10, what="expiry")
     assert not has_buttons(slack.message(confirmation))
@@ -239,9 +234,7 @@ def test_slack_rate_limit_is_retried(
 def test_zenlayer_refusing_the_start_is_reported_with_request_id(
     slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
 ) -> None:
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
     simulator.fail_next(
         "StartInstances", status=403, code="OPERATION_DENIED_INSTANCE_RECYCLED", message="in recycle bin"
     )
@@ -252,7 +245,8 @@ def test_zenlayer_refusing_the_start_is_reported_with_request_id(
 
     thread = slack.wait_thread(confirmation, "Not every instance started")
     assert "was RECYCLE when starting" in thread[-1]
-    assert "requestId" in thread[-1] or any("requestId" in t for t in thread)
+    (refused,) = [c for c in simulator.calls if c.action == "StartInstances"]
+    assert f"requestId {refused.request_id}" in thread[-1]  # the final reply quotes Zenlayer's own requestId
 
 
 def test_start_outcome_unknown_is_not_retried_and_times_out(
@@ -261,9 +255,7 @@ def test_start_outcome_unknown_is_not_retried_and_times_out(
     simulator: ZenlayerSimulator,
 ) -> None:
     _, slack = start_bot(START_TIMEOUT_SECONDS="1")
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
     simulator.fail_next("StartInstances", status=500, code="INTERNAL_ERROR", message="boom")
 
     slack.click(confirmation, action_ids.START)
@@ -281,9 +273,7 @@ def test_watch_times_out_when_boot_is_slow(
 ) -> None:
     simulator.boot_seconds = 30
     _, slack = start_bot(START_TIMEOUT_SECONDS="1")
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
 
     slack.click(confirmation, action_ids.START)
 
@@ -325,18 +315,19 @@ def test_many_commands_at_once_are_all_acknowledged_quickly(
     for n in range(40):
         simulator.add_instance(f"load-{n}")
     grant("U0REQUEST", "load-*")
-    simulator.fail_next("DescribeInstances", times=40, status=200, hang_seconds=1.0)
+    simulator.fail_next("DescribeInstances", times=40, status=200, hang_seconds=2.0)
 
-    def send(n: int) -> tuple[int, float]:
-        started = time.monotonic()
+    def send(n: int) -> tuple[int, bool]:
         response, _ = slack.command(f"start load-{n}")
-        return response.status_code, time.monotonic() - started
+        # Ordering, not a stopwatch: the ack is back while this command's lookup still hangs.
+        posted = any(f"load-{n}`" in message_text(m) for m in slack.fake.channel_messages("C0CHANNEL"))
+        return response.status_code, posted
 
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
         results = list(pool.map(send, range(40)))
 
     assert all(status == 200 for status, _ in results)
-    assert max(elapsed for _, elapsed in results) < 3.0  # Slack's own limit, not a tuning target
+    assert not any(posted for _, posted in results)  # no ack waited for its lookup (latency: benchmarks/)
     wait_until(lambda: len(slack.fake.channel_messages("C0CHANNEL")) == 40, timeout=30, what="40 confirmations")
 
 
@@ -379,9 +370,7 @@ def test_health_check(start_bot: Callable[..., tuple[object, SlackDriver]]) -> N
 def test_a_failing_parent_edit_neither_repeats_replies_nor_blocks_the_outcome(
     slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
 ) -> None:
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
     slack.click(confirmation, action_ids.START)
     wait_until(lambda: fake_slack.calls_to("chat.update"), what="the click's edit")
     fake_slack.fail_next("chat.update", times=1000, error="message_not_found")  # someone deleted it
@@ -395,9 +384,7 @@ def test_a_failing_parent_edit_neither_repeats_replies_nor_blocks_the_outcome(
 def test_the_outcome_is_posted_exactly_once(
     slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, database_url: str
 ) -> None:
-    grant("U0REQUEST", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
+    confirmation = ask_to_start(slack, grant)
     slack.click(confirmation, action_ids.START)
 
     wait_until(lambda: outcome_posted(database_url, confirmation.request_id), what="the outcome recorded as posted")

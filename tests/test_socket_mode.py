@@ -1,70 +1,20 @@
 """Socket Mode end to end: with SLACK_APP_TOKEN set the bot connects out to a fake Socket Mode endpoint,
 receives commands and clicks as envelopes and acknowledges them over the websocket; everything else is the
-same fakes as HTTP mode (the Web API stand-in, response_url posts, the Zenlayer simulator)."""
+same fakes as HTTP mode (the Web API stand-in, response_url posts, the Zenlayer simulator). The flows both
+transports share run over each of them in test_slack_flow.py (the `chat` fixture)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from bot.config import Settings
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.server import RunningBot
-from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackConversation, has_buttons
-from bot.slack.fake_socket_mode import Ack, FakeSocketMode
-from bot.slack.fake_web_api import FakeSlackWebApi, message_text
-from bot.zenlayer.simulator import ZenlayerSimulator
-from tests.slack_support import bot_settings, running_bot, start_calls
-
-APP_TOKEN = "xapp-1-A0001-1234-test"
-CHANNEL = "C0CHANNEL"
-
-
-class SocketSlack(SlackConversation):
-    """Plays Slack's side over Socket Mode: the same payloads as HTTP mode, sent as envelopes on the websocket."""
-
-    def __init__(self, socket: FakeSocketMode, web: FakeSlackWebApi):
-        super().__init__(web)
-        self.socket = socket
-
-    def command(self, text: str, *, user: str = "U0REQUEST", channel: str = CHANNEL) -> tuple[Ack, str]:
-        """Send `/vm text` as a slash_commands envelope; return the ack and the response_url key."""
-        payload, key = self.command_payload(text, user=user, channel=channel)
-        return self.socket.slash_command(payload), key
-
-    def click(self, confirmation: Confirmation, action_id: str, *, user: str = "U0REQUEST") -> tuple[Ack, str]:
-        """Press a button on a confirmation as an interactive (block_actions) envelope."""
-        payload, key = self.click_payload(confirmation, action_id, user=user)
-        return self.socket.interactive(payload), key
-
-
-@pytest.fixture
-def socket_mode(fake_slack: FakeSlackWebApi) -> Iterator[FakeSocketMode]:
-    """The fake Socket Mode endpoint, handed out by the Web API fake's apps.connections.open."""
-    with FakeSocketMode() as fake:
-        fake_slack.socket_mode_url = fake.url
-        yield fake
-
-
-@pytest.fixture
-def socket_settings(fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str) -> Settings:
-    """Settings for Socket Mode: an app-level token and no signing secret."""
-    return bot_settings(
-        database_url=database_url,
-        slack_url=fake_slack.url,
-        zenlayer_url=simulator.url,
-        overrides={"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_SIGNING_SECRET": ""},
-    )
-
-
-@pytest.fixture
-def socket_bot(socket_mode: FakeSocketMode, socket_settings: Settings) -> Iterator[RunningBot]:
-    """The bot, started in Socket Mode and connected."""
-    with running_bot(socket_settings) as running:
-        socket_mode.wait_connected()
-        yield running
+from tests.fake_socket_mode import FakeSocketMode
+from tests.slack_support import running_bot
+from tests.transports import SocketSlack
 
 
 @pytest.fixture
@@ -93,57 +43,6 @@ def test_usage_comes_back_in_the_ack_and_help_privately(slack: SocketSlack, fake
     assert fake_slack.calls_to("chat.postMessage") == []
 
 
-def test_start_confirm_and_watch_until_running(
-    slack: SocketSlack, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
-) -> None:
-    grant("U0REQUEST", "web-*")
-
-    ack, key = slack.command("start web-1")
-
-    assert "Checking `web-1`" in ack.text
-    confirmation = slack.wait_confirmation()
-    shown = message_text(slack.message(confirmation))
-    assert "<@U0REQUEST> wants to start 1 instance" in shown and "STOPPED" in shown
-    assert start_calls(simulator) == []
-
-    click, click_key = slack.click(confirmation, action_ids.START)
-
-    assert click.payload is None  # a bare ack; the outcome shows in the channel
-    thread = slack.wait_thread(confirmation, "All 1 instance RUNNING")
-    assert "Start requested (Zenlayer requestId" in thread[0]
-    assert start_calls(simulator) == [["web-1"]]
-    parent = slack.message(confirmation)
-    assert not has_buttons(parent) and "Confirmed by <@U0REQUEST>" in message_text(parent)
-    assert fake_slack.responses(key) == [] and fake_slack.responses(click_key) == []
-
-
-def test_user_without_grant_is_refused_privately(
-    slack: SocketSlack, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
-) -> None:
-    grant("U0REQUEST", "web-*")
-
-    ack, _ = slack.command("start web-1", user="U0STRANGER")
-
-    assert "You may not start `web-1`" in ack.text
-    assert fake_slack.calls_to("chat.postMessage") == []
-    assert start_calls(simulator) == []
-
-
-def test_only_the_requester_can_confirm(
-    slack: SocketSlack, grant: Callable[..., None], simulator: ZenlayerSimulator
-) -> None:
-    grant("U0REQUEST", "web-*")
-    grant("U0OTHER", "web-*")
-    slack.command("start web-1")
-    confirmation = slack.wait_confirmation()
-
-    _, key = slack.click(confirmation, action_ids.START, user="U0OTHER")
-
-    assert "Only <@U0REQUEST> can confirm" in slack.wait_private(key, "Only")
-    assert has_buttons(slack.message(confirmation))
-    assert start_calls(simulator) == []
-
-
 def test_keeps_working_when_slack_asks_it_to_reconnect(
     slack: SocketSlack, socket_mode: FakeSocketMode, fake_slack: FakeSlackWebApi
 ) -> None:
@@ -166,6 +65,6 @@ def test_stop_is_prompt_and_closes_the_connection(
         assert "/vm start ID" in ack.text
         stopping = time.monotonic()
 
-    assert time.monotonic() - stopping < 1.0  # slack_sdk's own close() alone would wait up to 3 s on its reader
+    assert time.monotonic() - stopping < 2.5  # under the 3 s slack_sdk's own close() alone would wait on its reader
     socket_mode.wait_for(lambda: socket_mode.open_connections == 0, timeout=2, what="the bot to hang up")
     assert socket_mode.handshakes == 1  # it did not reconnect on the way out

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.config import Secret, Settings
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.errors import (
@@ -22,11 +26,12 @@ from bot.zenlayer.errors import (
     InvalidRequest,
     MalformedResponse,
     NetworkError,
+    OutcomeUnknown,
     ServerError,
+    StartRefused,
     Throttled,
     ZenlayerError,
 )
-from bot.zenlayer.simulator import ZenlayerSimulator
 from tests.zenlayer_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, TOKEN, closed_port_url
 
 BACKOFF = 0.001
@@ -79,9 +84,9 @@ def make_client(sim: ZenlayerSimulator, sleeps: list[float]) -> Iterator[Callabl
 
 
 @pytest.fixture
-def client(make_client: Callable[..., ZenlayerClient]) -> ZenlayerClient:
-    """A client with the right key pair."""
-    return make_client()
+def client(make_client: Callable[..., ZenlayerClient], sim: ZenlayerSimulator) -> ZenlayerClient:
+    """A client with the right key pair, calling the simulator in process (its WSGI app): no socket needed."""
+    return make_client(base_url="http://zenlayer.test", transport=httpx.WSGITransport(app=sim.wsgi_app))
 
 
 def actions(sim: ZenlayerSimulator) -> list[str | None]:
@@ -90,8 +95,37 @@ def actions(sim: ZenlayerSimulator) -> list[str | None]:
 
 
 def test_client_satisfies_the_domain_port(client: ZenlayerClient) -> None:
-    vm: VmApi = client
-    assert vm is client
+    assert isinstance(client, VmApi)  # every method of the port exists
+    port_methods = [name for name in vars(VmApi) if not name.startswith("_") and callable(getattr(VmApi, name))]
+    assert port_methods == ["start_instances", "describe_instances_status", "describe_instances"]
+    for name in port_methods:
+        ours, port = inspect.signature(getattr(ZenlayerClient, name)), inspect.signature(getattr(VmApi, name))
+        assert list(ours.parameters) == list(port.parameters), name
+        assert ours.return_annotation == port.return_annotation, name
+
+
+def test_the_client_sends_zenlayers_headers_and_a_json_body() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"requestId": "r-1", "response": {"requestId": "r-1"}})
+
+    with ZenlayerClient(
+        "http://zenlayer.test",
+        access_key_id=ACCESS_KEY_ID,
+        access_key_secret=ACCESS_KEY_SECRET,
+        transport=httpx.MockTransport(answer),
+    ) as vm:
+        assert vm.start_instances(["web-1", "web-2", "web-1"]) == "r-1"
+
+    (request,) = seen
+    assert request.method == "POST" and request.url.path == "/api/v2/vm"
+    assert request.headers["X-ZC-Action"] == "StartInstances"
+    assert request.headers["X-ZC-Service"] == "vm"
+    assert request.headers["Content-Type"].startswith("application/json")
+    assert request.headers["Authorization"].startswith(f"ZC2-HMAC-SHA256 Credential={ACCESS_KEY_ID}")
+    assert json.loads(request.content) == {"instanceIds": ["web-1", "web-2"]}
 
 
 def test_describe_status_start_and_describe_instances(client: ZenlayerClient, sim: ZenlayerSimulator) -> None:
@@ -170,6 +204,8 @@ def test_start_refusals_become_typed_errors_with_request_id(
     assert caught.value.code == code
     assert caught.value.http_status == status
     assert caught.value.action == "StartInstances"
+    assert isinstance(caught.value, StartRefused)  # the group the watcher re-checks after
+    assert not isinstance(caught.value, OutcomeUnknown)
     assert caught.value.request_id == sim.calls[-1].request_id
     assert caught.value.request_id in str(caught.value)
     assert len(sim.calls) == 1  # a refusal is final: never retried
@@ -203,6 +239,9 @@ def test_start_replies_map_to_typed_errors_without_retry(
         client.start_instances(["web-1"])
 
     assert type(caught.value) is error
+    # The group the watcher must not retry a start after: only a reply that may hide a carried-out start.
+    assert isinstance(caught.value, OutcomeUnknown) == (error in (ServerError, MalformedResponse))
+    assert not isinstance(caught.value, StartRefused)
     assert caught.value.http_status == fault["status"]
     assert caught.value.action == "StartInstances"
     assert actions(sim) == ["StartInstances"]
@@ -355,8 +394,9 @@ def test_start_timeout_is_network_error_within_the_timeout_and_not_retried(
     with pytest.raises(NetworkError) as caught:
         client.start_instances(["web-1"])
 
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # given up on its timeout, not after the 10 s hang
     assert caught.value.action == "StartInstances"
+    assert isinstance(caught.value, OutcomeUnknown)
     assert actions(sim) == ["StartInstances"]
     assert sim.status("web-1") == "BOOTING"
     assert sleeps == []
@@ -383,7 +423,7 @@ def test_hanging_server_gives_network_error_once_retries_run_out(
     with pytest.raises(NetworkError, match="did not answer"):
         client.describe_instances_status(["web-1"])
 
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # two 0.2 s timeouts, not a 10 s hang
     assert len(sim.calls) == 2
 
 

@@ -1,37 +1,27 @@
-"""Helpers shared by the Zenlayer client and simulator tests: credentials, waiting, hand-signed requests."""
+"""Helpers shared by the Zenlayer client and simulator tests: credentials, hand-signed requests."""
 
 from __future__ import annotations
 
 import json
-import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from bot.devtools.support import TEST_CREDENTIALS, free_port, wait_until
 from bot.zenlayer import signing
 
-ACCESS_KEY_ID = "AKIDTESTKEY"
-ACCESS_KEY_SECRET = "test-secret-do-not-log-4f1b"
-TOKEN = "zpat-test-token-do-not-log-93ad"
+__all__ = ["wait_until"]
 
-
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.01) -> None:
-    """Poll predicate until it holds; fail with `what` when timeout passes first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+ACCESS_KEY_ID = TEST_CREDENTIALS.zenlayer_access_key_id
+ACCESS_KEY_SECRET = TEST_CREDENTIALS.zenlayer_access_key_secret
+TOKEN = TEST_CREDENTIALS.zenlayer_token
 
 
 def closed_port_url() -> str:
     """Return a loopback URL where nothing listens (a port just bound and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def host_of(url: str) -> str:

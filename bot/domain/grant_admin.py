@@ -13,6 +13,7 @@ from bot.db.models import ANY_CHANNEL, Grant
 from bot.db.session import Database
 from bot.domain import audit, grants
 from bot.domain.errors import InvalidInput, NotAllowed
+from bot.domain.vocabulary import GrantAction
 
 _USER_MENTION_RE = re.compile(r"^<@([UW][A-Z0-9]{2,20})(?:\|[^>]*)?>$")
 _CHANNEL_MENTION_RE = re.compile(r"^<#([CG][A-Z0-9]{2,20})(?:\|[^>]*)?>$")
@@ -101,7 +102,7 @@ def can_administer(
 
     No patterns means "all of a user's grants", which only an admin for `*` may touch.
     """
-    usable = [g for g in admin_grants if g.action == "admin" and g.channel_id in (ANY_CHANNEL, channel_id)]
+    usable = [g for g in admin_grants if g.action == GrantAction.ADMIN and g.channel_id in (ANY_CHANNEL, channel_id)]
     wanted = list(patterns) or ["*"]
     targets = [t for t in target_channels if t != ANY_CHANNEL] or [ANY_CHANNEL]
     # A channel-scoped admin may only manage grants scoped to that same channel; "any channel" needs an unscoped one.
@@ -114,7 +115,7 @@ def can_administer(
 
 def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
     """Add the grants args describe and write the audit event; return rows added (the CLI and chat share this)."""
-    action = args.action or "start"
+    action = args.action or GrantAction.START
     added = grants.add_grants(
         session,
         args.user_id,
@@ -167,7 +168,7 @@ def _require_admin(db: Database, admin_id: str, channel_id: str, args: GrantArgs
             session,
             "denied",
             actor=admin_id,
-            action="admin",
+            action=GrantAction.ADMIN,
             subject=args.user_id,
             patterns=args.patterns,
             channels=args.channels,
@@ -181,12 +182,12 @@ def approvers_for(all_grants: Sequence[Grant], ids: Sequence[str], channel_id: s
     """Return the users (other than the requester) whose approve grants cover every id in this channel."""
     by_user: dict[str, list[Grant]] = {}
     for grant in all_grants:
-        if grant.action == "approve" and grant.user_id != requester_id:
+        if grant.action == GrantAction.APPROVE and grant.user_id != requester_id:
             by_user.setdefault(grant.user_id, []).append(grant)
     return sorted(
         user
         for user, user_grants in by_user.items()
-        if grants.check_coverage(user_grants, ids, action="approve", channel_id=channel_id).ok
+        if grants.check_coverage(user_grants, ids, action=GrantAction.APPROVE, channel_id=channel_id).ok
     )
 
 

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from bot.db.models import ANY_CHANNEL, Grant
 from bot.domain.errors import InvalidInput
 from bot.domain.ids import is_instance_id, is_pattern, is_slack_channel_id, is_slack_user_id
+from bot.domain.vocabulary import GrantAction
 
-ACTIONS = ("start", "approve", "admin")
+ACTIONS = tuple(GrantAction)
 
 
 class GrantRule(Protocol):
@@ -90,7 +91,7 @@ def add_grants(
     user_id: str,
     patterns: Sequence[str],
     *,
-    action: str = "start",
+    action: GrantAction | str = GrantAction.START,
     channels: Sequence[str] = (),
     needs_approval: bool = False,
     granted_by: str,

@@ -15,8 +15,7 @@ from bot.db.models import RequestInstance, StartRequest
 from bot.domain import audit
 from bot.domain.errors import InvalidInput
 from bot.domain.ids import is_instance_id
-
-SYSTEM_ACTOR = "system"
+from bot.domain.vocabulary import SYSTEM_ACTOR
 
 
 class State(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -17,8 +17,9 @@ class InstanceInfo:
     zone: str | None = None
 
 
+@runtime_checkable
 class VmApi(Protocol):
-    """The Zenlayer VM calls the domain needs; errors are bot.zenlayer.errors.ZenlayerError subclasses."""
+    """The Zenlayer VM calls the domain needs; failures are bot.domain.vm_errors.VmError subclasses."""
 
     def start_instances(self, ids: Sequence[str]) -> str:
         """Start at most 100 STOPPED instances; return Zenlayer's requestId."""

@@ -18,7 +18,8 @@ from bot.domain.grant_admin import approvers_for
 from bot.domain.grants import Coverage, check_coverage, grant_rules, list_grants
 from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
-from bot.zenlayer.errors import ZenlayerError
+from bot.domain.vm_errors import VmError
+from bot.domain.vocabulary import SYSTEM_ACTOR, GrantAction
 
 STARTABLE_STATUS = "STOPPED"
 
@@ -54,26 +55,41 @@ class DuplicatePending(UserError):
 class LookupFailed(UserError):
     """Zenlayer could not be asked about the instances."""
 
-    def __init__(self, error: ZenlayerError):
+    def __init__(self, error: VmError):
         self.error = error
         super().__init__(f"Could not look up the instances at Zenlayer: {error.describe()}")
 
 
+BUSY_REASON = "already being started by another request"
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """Where another request's confirmation (and thread) is, for the chat layer to turn into a link."""
+
+    channel_id: str
+    message_ts: str | None
+
+
 @dataclass(frozen=True)
 class Skipped:
-    """An id that will not be started, and why."""
+    """An id that will not be started, and why; `busy_with` names the request already starting it."""
 
     instance_id: str
     reason: str
     status: str | None = None
     name: str | None = None
-    other_request: StartRequest | None = None
+    busy_with: MessageRef | None = None
 
 
 @dataclass
 class Prepared:
     """The outcome of looking up a start: what can be started, what is skipped, and the pending request."""
 
+    user_id: str = ""
+    channel_id: str = ""
+    ids: list[str] = field(default_factory=list)
+    needs_approval: bool = False
     startable: list[InstanceInfo] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     request: StartRequest | None = None
@@ -147,19 +163,25 @@ class StartService:
         self.approval_ttl_seconds = approval_ttl_seconds
         self.clock = clock
 
-    def coverage(self, user_id: str, channel_id: str, ids: Sequence[str], *, action: str = "start") -> Coverage:
+    def coverage(
+        self, user_id: str, channel_id: str, ids: Sequence[str], *, action: GrantAction = GrantAction.START
+    ) -> Coverage:
         """Return the user's coverage for ids in this channel (a read, quick enough to answer before the ack)."""
         with self.db.reading() as connection:
             return check_coverage(grant_rules(connection, user_id), ids, action=action, channel_id=channel_id)
 
-    def record_denial(self, user_id: str, channel_id: str, coverage: Coverage, *, action: str = "start") -> None:
+    def record_denial(
+        self, user_id: str, channel_id: str, coverage: Coverage, *, action: GrantAction = GrantAction.START
+    ) -> None:
         """Write a refusal to the audit trail."""
         with self.db.session() as session:
             audit.record(
                 session, "denied", actor=user_id, action=action, channel=channel_id, uncovered=coverage.uncovered
             )
 
-    def check(self, user_id: str, channel_id: str, ids: Sequence[str], *, action: str = "start") -> Coverage:
+    def check(
+        self, user_id: str, channel_id: str, ids: Sequence[str], *, action: GrantAction = GrantAction.START
+    ) -> Coverage:
         """Return the user's coverage for ids in this channel; raise NotCovered (and audit it) when incomplete."""
         coverage = self.coverage(user_id, channel_id, ids, action=action)
         if not coverage.ok:
@@ -167,17 +189,15 @@ class StartService:
             raise NotCovered(action, coverage)
         return coverage
 
-    def prepare(
-        self,
-        user_id: str,
-        channel_id: str,
-        ids: Sequence[str],
-        *,
-        link_for: Callable[[StartRequest], str | None] = lambda request: None,
-    ) -> Prepared:
-        """Look the ids up, skip what cannot start, and create the pending request for the rest.
+    def prepare(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
+        """Look the ids up and open the pending request, with skip reasons as they are (no links)."""
+        return self.open_request(self.look_up(user_id, channel_id, ids))
 
-        `link_for` turns another request into a link people can follow (its thread), for ids it already holds.
+    def look_up(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
+        """Check grants and duplicates, look the ids up, and decide what can start; nothing is written yet.
+
+        Ids another request holds are skipped with `busy_with` set, so the chat layer can point at that request
+        (by rewriting the reason) before `open_request` stores it.
         """
         coverage = self.check(user_id, channel_id, ids)
         with self.db.session(readonly=True) as session:
@@ -187,24 +207,29 @@ class StartService:
             raise DuplicatePending(pending)
         try:
             found = self.vm.describe_instances(ids)
-        except ZenlayerError as exc:
+        except VmError as exc:
             raise LookupFailed(exc) from exc
-        prepared = Prepared()
+        prepared = Prepared(user_id=user_id, channel_id=channel_id, ids=list(ids))
         for instance_id in ids:
             info = found.get(instance_id)
             if info is None:
                 prepared.skipped.append(Skipped(instance_id, "not found"))
             elif instance_id in busy:
-                link = link_for(busy[instance_id])
-                reason = f"already being started: {link}" if link else "already being started by another request"
-                prepared.skipped.append(Skipped(instance_id, reason, info.status, info.name, busy[instance_id]))
+                other = MessageRef(busy[instance_id].channel_id, busy[instance_id].message_ts)
+                prepared.skipped.append(Skipped(instance_id, BUSY_REASON, info.status, info.name, other))
             elif info.status != STARTABLE_STATUS:
                 prepared.skipped.append(Skipped(instance_id, f"is {info.status}", info.status, info.name))
             else:
                 prepared.startable.append(info)
         if not prepared.startable:
             raise NothingToStart(prepared)
-        needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.startable)
+        prepared.needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.startable)
+        return prepared
+
+    def open_request(self, prepared: Prepared) -> Prepared:
+        """Create the pending request a look-up allows; DuplicatePending when an identical one got there first."""
+        user_id, channel_id, ids = prepared.user_id, prepared.channel_id, prepared.ids
+        needs_approval = prepared.needs_approval
         instances = [
             NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.startable
         ] + [
@@ -254,7 +279,7 @@ class StartService:
                 finished_at=now,
                 error=reason,
             ):
-                audit.record(session, "abandoned", actor="system", request_id=request_id, reason=reason)
+                audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
 
     def decide(self, request_id: int, user_id: str, decision: Decision) -> ClickResult:
         """Apply a click: only the requester may start or cancel; grants are checked again at the click."""
@@ -302,7 +327,10 @@ class StartService:
             return ClickResult(ClickOutcome.NOT_REQUESTER, None)  # a forged Start is no way to approve
         else:
             approver = check_coverage(
-                list_grants(session, user_id), self._to_start(request), action="approve", channel_id=request.channel_id
+                list_grants(session, user_id),
+                self._to_start(request),
+                action=GrantAction.APPROVE,
+                channel_id=request.channel_id,
             )
             if not approver.ok:
                 return ClickResult(ClickOutcome.NOT_APPROVER, None, approver)
@@ -321,7 +349,10 @@ class StartService:
         """Check, at the moment of approval, that the request may still start; return the refusal, if any."""
         to_start = self._to_start(request)
         coverage = check_coverage(
-            list_grants(session, request.requester_id), to_start, action="start", channel_id=request.channel_id
+            list_grants(session, request.requester_id),
+            to_start,
+            action=GrantAction.START,
+            channel_id=request.channel_id,
         )
         if not coverage.ok:
             audit.record(
@@ -329,7 +360,7 @@ class StartService:
                 "denied",
                 actor=request.requester_id,
                 request_id=request.id,
-                action="start",
+                action=GrantAction.START,
                 uncovered=coverage.uncovered,
                 at="click",
             )

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import selectinload
@@ -16,15 +17,8 @@ from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.lifecycle import State
 from bot.domain.ports import Notifier, StatusChange, VmApi
-from bot.zenlayer.errors import (
-    InstanceNotFound,
-    InstanceNotStopped,
-    InstanceRecycled,
-    MalformedResponse,
-    NetworkError,
-    ServerError,
-    ZenlayerError,
-)
+from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
+from bot.domain.vocabulary import SYSTEM_ACTOR, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +38,7 @@ class InstanceUpdate:
 
     row_id: int
     status: str | None
-    outcome: str | None
+    outcome: Outcome | None
     changed: bool
 
 
@@ -199,19 +193,19 @@ class Watcher:
         ids = [i.instance_id for i in batch]
         try:
             zenlayer_request_id = self.vm.start_instances(ids)
-        except (InstanceNotStopped, InstanceNotFound, InstanceRecycled) as exc:
+        except StartRefused as exc:
             self._audit_call(request, ids, exc)
             if retried:
-                self._set_outcome(batch, "failed", exc.describe())
+                self._set_outcome(batch, Outcome.FAILED, exc.describe())
                 return [f"StartInstances refused: {exc.describe()}"]
             return self._restart_after_state_change(request, batch, exc)
-        except (NetworkError, ServerError, MalformedResponse) as exc:
+        except OutcomeUnknown as exc:
             # The call may have been accepted: never retry it; the polls will show what happened.
             self._audit_call(request, ids, exc)
             return [f"StartInstances outcome unknown, not retried: {exc.describe()}"]
-        except ZenlayerError as exc:
+        except VmError as exc:
             self._audit_call(request, ids, exc)
-            self._set_outcome(batch, "failed", exc.describe())
+            self._set_outcome(batch, Outcome.FAILED, exc.describe())
             return [f"StartInstances failed: {exc.describe()}"]
         self._audit_call(request, ids, None, zenlayer_request_id)
         with self.db.session() as session:
@@ -224,13 +218,13 @@ class Watcher:
         return []
 
     def _restart_after_state_change(
-        self, request: StartRequest, batch: Sequence[RequestInstance], refusal: ZenlayerError
+        self, request: StartRequest, batch: Sequence[RequestInstance], refusal: StartRefused
     ) -> list[str]:
         """After an all-or-nothing refusal, skip the ids that changed state and start the ones still STOPPED."""
         try:
             statuses = self.vm.describe_instances_status([i.instance_id for i in batch])
-        except ZenlayerError as exc:
-            self._set_outcome(batch, "failed", exc.describe())
+        except VmError as exc:
+            self._set_outcome(batch, Outcome.FAILED, exc.describe())
             return [f"StartInstances refused ({refusal.describe()}) and the re-check failed: {exc.describe()}"]
         still_stopped = [i for i in batch if statuses.get(i.instance_id) == STOPPED]
         for instance in batch:
@@ -238,7 +232,7 @@ class Watcher:
                 status = statuses.get(instance.instance_id)
                 self._set_outcome(
                     [instance],
-                    "skipped",
+                    Outcome.SKIPPED,
                     "no longer exists" if status is None else f"was {status} when starting",
                 )
         refused = [f"StartInstances refused: {refusal.describe()}"]
@@ -260,7 +254,7 @@ class Watcher:
                 watch_deadline=now + self.start_timeout,
                 error="vm-bot restarted while starting these instances; the start was not repeated",
             ):
-                audit.record(session, "start_interrupted", actor="system", request_id=request.id)
+                audit.record(session, "start_interrupted", actor=SYSTEM_ACTOR, request_id=request.id)
 
     # --- polling ----------------------------------------------------------------------------------------
 
@@ -284,7 +278,7 @@ class Watcher:
         try:
             statuses: dict[str, str] | None = self.vm.describe_instances_status(watched)
             poll_error = None
-        except ZenlayerError as exc:
+        except VmError as exc:
             log.warning("polling %d instances failed: %s", len(watched), exc.describe())
             statuses, poll_error = None, exc.describe()
         ours = self._renew_leases([r.id for r in requests]) if statuses is not None else set()
@@ -344,7 +338,7 @@ class Watcher:
         with self.db.session() as session:
             if not open_instances:
                 started = [i for i in request.instances if i.to_start]
-                all_running = bool(started) and all(i.outcome == "running" for i in started)
+                all_running = bool(started) and all(i.outcome == Outcome.RUNNING for i in started)
                 final = State.DONE if all_running else State.FAILED
                 lifecycle.transition(
                     session, request.id, from_states=[State.WATCHING], to=final, now=now, finished_at=now
@@ -354,10 +348,10 @@ class Watcher:
                 session.execute(
                     update(RequestInstance)
                     .where(RequestInstance.id.in_([i.id for i in open_instances]))
-                    .values(outcome="timed_out")
+                    .values(outcome=Outcome.TIMED_OUT)
                     .execution_options(synchronize_session=False)
                 )
-                values = {"error": poll_error} if poll_error else {}
+                values: dict[str, Any] = {"error": poll_error} if poll_error else {}
                 lifecycle.transition(
                     session,
                     request.id,
@@ -406,7 +400,7 @@ class Watcher:
                     audit.record(
                         session,
                         "finished",
-                        actor="system",
+                        actor=SYSTEM_ACTOR,
                         request_id=request.id,
                         outcome=request.state,
                         instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
@@ -451,7 +445,7 @@ class Watcher:
             assert request is not None
             return request
 
-    def _set_outcome(self, instances: Iterable[RequestInstance], outcome: str, reason: str) -> None:
+    def _set_outcome(self, instances: Iterable[RequestInstance], outcome: Outcome, reason: str) -> None:
         """Record a final outcome for instances that will not be watched."""
         with self.db.session() as session:
             session.execute(
@@ -465,7 +459,7 @@ class Watcher:
         self,
         request: StartRequest,
         ids: Sequence[str],
-        error: ZenlayerError | None,
+        error: VmError | None,
         zenlayer_request_id: str | None = None,
     ) -> None:
         """Write the StartInstances call and its outcome to the audit trail."""
@@ -488,11 +482,11 @@ def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:
         status = status[:STATUS_LENGTH]  # unknown statuses are shown verbatim, but must fit the column
     changed = status != instance.last_status
     if status is None:
-        return InstanceUpdate(instance.id, None, "failed", changed)
+        return InstanceUpdate(instance.id, None, Outcome.FAILED, changed)
     if status == RUNNING:
-        return InstanceUpdate(instance.id, status, "running", changed)
+        return InstanceUpdate(instance.id, status, Outcome.RUNNING, changed)
     if status in OFF_PATH_STATUSES:
-        return InstanceUpdate(instance.id, status, "failed", changed)
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)
     if status == STOPPED and instance.last_status not in (None, STOPPED):
-        return InstanceUpdate(instance.id, status, "failed", changed)  # it booted, then stopped again
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)  # it booted, then stopped again
     return InstanceUpdate(instance.id, status, None, changed)

@@ -12,6 +12,7 @@ from bot.domain.grants import Coverage
 from bot.domain.lifecycle import State
 from bot.domain.ports import InstanceInfo, StatusChange
 from bot.domain.starts import ClickOutcome, Prepared
+from bot.domain.vocabulary import GrantAction, Outcome
 from bot.slack import action_ids
 
 Block = dict[str, Any]
@@ -97,7 +98,11 @@ ADMIN_USAGE = (
     "[--needs-approval]` — let someone act on instances\n"
     "• `/vm revoke @user [PATTERN ...] [--channel #channel ...] [--action ACTION]` — take grants away"
 )
-ACTION_PHRASES = {"start": "start", "approve": "approve others' starts of", "admin": "manage grants for"}
+ACTION_PHRASES: dict[str, str] = {
+    GrantAction.START: "start",
+    GrantAction.APPROVE: "approve others' starts of",
+    GrantAction.ADMIN: "manage grants for",
+}
 
 
 def usage_text(problem: str | None = None) -> str:
@@ -129,14 +134,14 @@ def help_text(grants: Sequence[Grant], channel_id: str) -> str:
     here = [g for g in grants if g.channel_id in (ANY_CHANNEL, channel_id)]
     actions = {g.action for g in grants}
     lines = ["*What you can do with vm-bot*"]
-    if "start" in actions:
+    if GrantAction.START in actions:
         lines.append(
             "• `/vm start ID [ID ...]` — ask to start instances; you confirm before anything happens\n"
             "• `/vm status ID [ID ...]` — show instances' current status"
         )
-    if "approve" in actions:
+    if GrantAction.APPROVE in actions:
         lines.append("• press *Approve* or *Reject* on others' requests that need a second person")
-    if "admin" in actions:
+    if GrantAction.ADMIN in actions:
         lines.append(ADMIN_USAGE)
     lines.append("• `/vm grants` — show your grants")
     lines.append("*Your grants*")
@@ -152,7 +157,7 @@ def grant_done_text(args: GrantArgs, added: int) -> str:
     patterns = ", ".join(f"`{escape(p)}`" for p in args.patterns)
     approval = ", with a second person's approval" if args.needs_approval else ""
     verb = "Granted" if added else "Already granted (updated)"
-    action = args.action or "start"
+    action = args.action or GrantAction.START
     return f":white_check_mark: {verb}: {mention(args.user_id)} may {action} {patterns} in {where}{approval}."
 
 
@@ -238,7 +243,7 @@ def click_refusal_text(
         uncovered = ", ".join(code(i) for i in (coverage.uncovered if coverage else [])[:MAX_LISTED])
         return f"You can't approve this request: your approve grants here don't cover {uncovered}."
     if outcome == ClickOutcome.NOT_ALLOWED and coverage is not None:
-        return not_covered_text("start", coverage)
+        return not_covered_text(GrantAction.START, coverage)
     if outcome == ClickOutcome.REQUESTER_NOT_ALLOWED and request is not None and coverage is not None:
         ids = ", ".join(code(i) for i in coverage.uncovered[:MAX_LISTED])
         return f"{mention(request.requester_id)} may no longer start {ids}, so this request cannot be approved."
@@ -283,9 +288,9 @@ def _instance_line(instance: RequestInstance) -> str:
     status = instance.last_status or instance.initial_status
     emoji = STATUS_EMOJI.get(status or "", ":large_orange_circle:")
     shown = f"{emoji} {escape(status)}" if status else ":grey_question: not found"
-    if instance.outcome == "skipped":
+    if instance.outcome == Outcome.SKIPPED:
         return f"• {name} — {escape(instance.skip_reason or 'skipped')}"
-    if instance.outcome == "failed" and instance.skip_reason:
+    if instance.outcome == Outcome.FAILED and instance.skip_reason:
         return f"• {name} — :x: {escape(instance.skip_reason)}"
     return f"• {name} — {shown}"
 
@@ -371,7 +376,7 @@ def progress_line(request: StartRequest) -> str | None:
     """Summarise how far the start has come, for the parent message."""
     state = State(request.state)
     starting = [i for i in request.instances if i.to_start]
-    running = sum(1 for i in starting if i.outcome == "running")
+    running = sum(1 for i in starting if i.outcome == Outcome.RUNNING)
     if state in (State.APPROVED, State.STARTING):
         return ":hourglass_flowing_sand: Starting…"
     if state == State.WATCHING:
@@ -436,16 +441,16 @@ def final_reply(request: StartRequest) -> str:
         lines += [
             f"• {label(i.instance_id, i.name)} — {escape(i.last_status or 'unknown')}"
             for i in starting
-            if i.outcome == "timed_out"
+            if i.outcome == Outcome.TIMED_OUT
         ]
     else:
         lines.append(":x: Not every instance started:")
         for i in starting:
-            if i.outcome == "running":
+            if i.outcome == Outcome.RUNNING:
                 continue
             why = i.skip_reason or (f"went {i.last_status}" if i.last_status else "no longer found at Zenlayer")
             lines.append(f"• {label(i.instance_id, i.name)} — {escape(why)}")
-    running = [i for i in starting if i.outcome == "running"]
+    running = [i for i in starting if i.outcome == Outcome.RUNNING]
     if running:
         lines.append(f"RUNNING: {', '.join(code(i.instance_id) for i in running[:MAX_LISTED])}")
     if request.error:

@@ -9,7 +9,6 @@ from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.commands import MAX_IDS, MAX_TEXT_LENGTH, Command, parse
@@ -25,10 +24,11 @@ from bot.domain.starts import (
     NothingToStart,
     StartService,
 )
+from bot.domain.vm_errors import VmError
+from bot.domain.vocabulary import GrantAction
 from bot.slack import action_ids, blocks
 from bot.slack.ack_first import AckFirst
-from bot.slack.notifier import SlackNotifier
-from bot.zenlayer.errors import ZenlayerError
+from bot.slack.messages import CANNOT_POST, SlackMessages, slack_error
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ _DECISIONS = {
     action_ids.APPROVE: Decision.APPROVE,
     action_ids.REJECT: Decision.REJECT,
 }
-_CANNOT_POST = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
 
 
 class Listeners:
@@ -50,8 +49,7 @@ class Listeners:
         starts: StartService,
         grants: GrantService,
         vm: VmApi,
-        client: WebClient,
-        notifier: SlackNotifier,
+        messages: SlackMessages,
         lookups: Executor,
         decisions: Executor,
         wake_watcher: Callable[[], None],
@@ -60,8 +58,7 @@ class Listeners:
         self.starts = starts
         self.grants = grants
         self.vm = vm
-        self.client = client
-        self.notifier = notifier
+        self.messages = messages
         self.lookups = lookups
         self.decisions = decisions
         self.wake_watcher = wake_watcher
@@ -101,7 +98,7 @@ class Listeners:
             coverage = self.starts.coverage(user_id, channel_id, parsed.ids)
             if not coverage.ok:
                 # Refuse in the ack itself: it is one indexed read; the audit write happens after.
-                ack(blocks.not_covered_text("start", coverage))
+                ack(blocks.not_covered_text(GrantAction.START, coverage))
                 self._submit(self.lookups, respond, self._record_denial, user_id, channel_id, coverage)
                 return
             ack(blocks.checking_text(parsed.ids))
@@ -118,23 +115,21 @@ class Listeners:
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Prepare the request and post its confirmation in the channel."""
         user_id, channel_id = command["user_id"], command["channel_id"]
-        prepared = self.starts.prepare(
-            user_id, channel_id, parsed.ids, link_for=lambda r: self._permalink(r.channel_id, r.message_ts)
+        prepared = self.starts.open_request(
+            self.messages.with_links(self.starts.look_up(user_id, channel_id, parsed.ids))
         )
         request = prepared.request
         assert request is not None
-        approvers = blocks.approver_phrase(prepared.approvers, self.notifier.approver_group)
-        text, message_blocks = blocks.request_message(request, approvers)
         try:
-            posted = self.client.chat_postMessage(channel=channel_id, text=text, blocks=message_blocks)
+            message_ts = self.messages.post_confirmation(request, prepared.approvers)
         except SlackApiError as exc:
-            error = str(exc.response.get("error", ""))
+            error = slack_error(exc)
             self.starts.abandon(request.id, f"could not post the confirmation: {error}")
-            if error in _CANNOT_POST:
+            if error in CANNOT_POST:
                 respond(blocks.cannot_post_text(channel_id, error))
                 return
             raise
-        self.starts.attach_message(request.id, str(posted["ts"]))
+        self.starts.attach_message(request.id, message_ts)
 
     def _record_denial(self, user_id: str, channel_id: str, coverage: Coverage, respond: Respond) -> None:
         """Audit a refusal already given in the ack."""
@@ -162,10 +157,10 @@ class Listeners:
 
     def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Answer `/vm status` privately for ids the user holds a grant on."""
-        self.starts.check(command["user_id"], command["channel_id"], parsed.ids, action="start")
+        self.starts.check(command["user_id"], command["channel_id"], parsed.ids, action=GrantAction.START)
         try:
             found = self.vm.describe_instances(parsed.ids)
-        except ZenlayerError as exc:
+        except VmError as exc:
             raise UserError(f"Could not ask Zenlayer: {exc.describe()}") from exc
         respond(blocks.status_text(parsed.ids, found))
 
@@ -193,7 +188,7 @@ class Listeners:
         result = self.starts.decide(request_id, user_id, decision)
         if result.outcome in (ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED):
             assert result.request is not None
-            self.notifier.refresh(result.request)
+            self.messages.refresh(result.request)
             if result.outcome == ClickOutcome.APPROVED:
                 self.wake_watcher()
             return
@@ -241,16 +236,7 @@ class Listeners:
         if isinstance(exc, NotCovered):
             return blocks.not_covered_text(exc.action, exc.coverage)
         if isinstance(exc, NothingToStart):
-            return blocks.nothing_to_start_text(exc.prepared)
+            return blocks.nothing_to_start_text(self.messages.with_links(exc.prepared))
         if isinstance(exc, DuplicatePending):
-            return blocks.duplicate_text(self._permalink(exc.channel_id, exc.message_ts))
+            return blocks.duplicate_text(self.messages.permalink(exc.channel_id, exc.message_ts))
         return f":warning: {blocks.escape(str(exc))}"  # UserError messages are plain text
-
-    def _permalink(self, channel_id: str, message_ts: str | None) -> str | None:
-        """Return a link to a message, or None when Slack cannot give one."""
-        if message_ts is None:
-            return None
-        try:
-            return str(self.client.chat_getPermalink(channel=channel_id, message_ts=message_ts)["permalink"])
-        except SlackApiError:
-            return None

@@ -1,4 +1,4 @@
-"""Zenlayer VM API: `client` (httpx), `signing` (ZC2-HMAC-SHA256), `errors` (typed failures), `simulator`.
+"""Zenlayer VM API adapter: `client` (httpx), `signing` (ZC2-HMAC-SHA256), `errors` (typed failures).
 
-Nothing is imported here on purpose: the domain imports `bot.zenlayer.errors`, and that must not drag in httpx.
+The simulator is a development tool and lives in `bot.devtools.zenlayer_simulator`.
 """

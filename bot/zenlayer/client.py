@@ -150,7 +150,9 @@ class ZenlayerClient:
         max_backoff_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
     ):
+        """`transport` replaces the network (tests pass httpx.MockTransport or the simulator's WSGI app)."""
         self._token = _as_secret(token)
         self._access_key_id = access_key_id or None
         self._access_key_secret = _as_secret(access_key_secret)
@@ -175,6 +177,7 @@ class ZenlayerClient:
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             headers={"User-Agent": "vm-bot", "Accept": "application/json"},
+            transport=transport,
         )
 
     @classmethod

@@ -21,8 +21,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from bot.slack.fake_web_api import message_text
-from bot.slack.loopback import LoopbackServer
+from bot.devtools.loopback import LoopbackServer
+from bot.devtools.slack_web_api import message_text
 
 _WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION, _TEXT, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x8, 0x9, 0xA

@@ -1,6 +1,6 @@
 """Plays Slack's side of a conversation with vm-bot: signed slash commands and button clicks over HTTP.
 
-Used by the tests and by `vm-bot demo`, together with the Web API stand-in in `fake_web_api`.
+Used by the tests and by `vm-bot demo`, together with the Web API stand-in in `bot.devtools.slack_web_api`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
+from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
 from bot.slack import action_ids
-from bot.slack.fake_web_api import FakeSlackWebApi, Message, message_text
 
 
 @dataclass
@@ -142,7 +142,7 @@ class SlackDriver(SlackConversation):
     def post(self, body: str, *, timestamp: int | None = None, signature: str | None = None) -> httpx.Response:
         """Post a raw form body with Slack's signature headers."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
-        sig = signature or self.verifier.generate_signature(timestamp=ts, body=body)
+        sig = signature or self.verifier.generate_signature(timestamp=ts, body=body) or ""
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "X-Slack-Request-Timestamp": ts,

@@ -12,10 +12,8 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,9 +27,10 @@ from typing import Any, TextIO
 
 import httpx
 
+from bot.devtools.slack_driver import Confirmation, SlackDriver
+from bot.devtools.slack_web_api import BOT_USER_ID, Call, FakeSlackWebApi, Message, message_text
+from bot.devtools.support import Credentials, free_port
 from bot.slack import action_ids
-from bot.slack.driver import Confirmation, SlackDriver
-from bot.slack.fake_web_api import BOT_USER_ID, Call, FakeSlackWebApi, Message, message_text
 
 ALICE, BOB = "U0ALICE", "U0BOB"
 CHANNEL, CHANNEL_NAME = "C0DEMO", "ops"
@@ -316,13 +315,6 @@ class Child:
         return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-def free_port() -> int:
-    """Return a TCP port that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def child_environment(settings: Mapping[str, str], source_root: Path) -> dict[str, str]:
     """Return the caller's environment without any vm-bot setting, plus exactly the demo's settings."""
     env = {k: v for k, v in os.environ.items() if k not in VM_BOT_VARIABLES}
@@ -512,15 +504,16 @@ def _run(
 ) -> None:
     """Set up the simulator, the Slack stand-in and the bot, grant alice, and play the conversation."""
     fake = stack.enter_context(FakeSlackWebApi())
-    signing_secret = secrets.token_hex(16)
+    credentials = Credentials.fresh("demo")
+    signing_secret = credentials.slack_signing_secret
     bot_port = free_port()
     settings = {
-        "SLACK_BOT_TOKEN": "xoxb-demo-" + secrets.token_hex(8),
+        "SLACK_BOT_TOKEN": credentials.slack_bot_token,
         "SLACK_SIGNING_SECRET": signing_secret,
         "SLACK_APP_TOKEN": "",
         "SLACK_API_URL": fake.url,
-        "ZENLAYER_ACCESS_KEY_ID": "AKIDDEMO" + secrets.token_hex(4).upper(),
-        "ZENLAYER_ACCESS_KEY_SECRET": secrets.token_urlsafe(24),
+        "ZENLAYER_ACCESS_KEY_ID": credentials.zenlayer_access_key_id,
+        "ZENLAYER_ACCESS_KEY_SECRET": credentials.zenlayer_access_key_secret,
         "ZENLAYER_TOKEN": "",
         "DATABASE_URL": f"sqlite:///{workdir / 'vm-bot.db'}",
         "PORT": str(bot_port),
@@ -531,7 +524,7 @@ def _run(
         "APPROVER_GROUP_ID": "",
         **overrides,
     }
-    source_root = Path(__file__).resolve().parent.parent
+    source_root = Path(__file__).resolve().parents[2]  # the tree holding the bot package
     env = child_environment(settings, source_root)
 
     sim_args = ["simulator", "--port", "0", "--boot-seconds", str(BOOT_SECONDS)]

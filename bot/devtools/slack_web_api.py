@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
-from bot.slack.loopback import LoopbackServer
+from bot.devtools.loopback import LoopbackServer
 
 BOT_USER_ID = "UVMBOT0001"
 
@@ -64,7 +64,7 @@ class FakeSlackWebApi(LoopbackServer):
         self.messages: dict[tuple[str, str], Message] = {}
         self._faults: list[_Fault] = []
         self._not_member: set[str] = set()
-        # The ws:// URL apps.connections.open hands out (see fake_socket_mode); None: Socket Mode is off.
+        # The ws:// URL apps.connections.open hands out (see tests/fake_socket_mode.py); None: Socket Mode is off.
         self.socket_mode_url: str | None = None
         self._ts = itertools.count(1)
 

@@ -6,6 +6,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from typing import Any, Self
 
 
@@ -14,17 +15,17 @@ class LoopbackServer:
 
     thread_name = "loopback-server"
 
-    def __init__(self, server: socketserver.ThreadingMixIn | socketserver.BaseServer):
+    def __init__(self, server: socketserver.ThreadingTCPServer | ThreadingHTTPServer):
         # Guards subclasses' state; they notify it whenever something a test may wait for happens.
         self._lock = threading.Condition()
         self._server = server
-        self._server.daemon_threads = True  # type: ignore[union-attr]
+        self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         """Return the host and port the server listens on."""
-        host, port = self._server.server_address[:2]  # type: ignore[misc]
+        host, port = self._server.server_address[:2]
         return str(host), int(port)
 
     def start(self) -> Self:

@@ -1,7 +1,8 @@
-"""Posts a start request's progress to its Slack thread and keeps the confirmation message current."""
+"""Every message vm-bot posts or edits in Slack: the confirmation, its thread, and links to other requests."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 from bot.db.models import StartRequest
 from bot.domain.lifecycle import State
 from bot.domain.ports import StatusChange
+from bot.domain.starts import Prepared
 from bot.slack import blocks
 
 log = logging.getLogger(__name__)
@@ -29,12 +31,40 @@ PERMANENT_ERRORS = frozenset(
 )
 
 
-class SlackNotifier:
-    """The domain's Notifier, backed by chat.postMessage (thread replies) and chat.update (the parent)."""
+# Why a confirmation cannot be posted in a channel at all (as opposed to a passing failure).
+CANNOT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
+
+
+class SlackMessages:
+    """Posts and edits vm-bot's messages; the domain's Notifier (thread replies, confirmation edits)."""
 
     def __init__(self, client: WebClient, approver_group: str | None = None):
         self.client = client
         self.approver_group = approver_group  # a <!subteam^…> mention, when one is configured
+
+    def post_confirmation(self, request: StartRequest, approvers: Sequence[str]) -> str:
+        """Post a request's confirmation (with its buttons) in its channel; return the message ts."""
+        text, message_blocks = blocks.request_message(request, blocks.approver_phrase(approvers, self.approver_group))
+        posted = self.client.chat_postMessage(channel=request.channel_id, text=text, blocks=message_blocks)
+        return str(posted["ts"])
+
+    def permalink(self, channel_id: str, message_ts: str | None) -> str | None:
+        """Return a link to a message, or None when Slack cannot give one."""
+        if message_ts is None:
+            return None
+        try:
+            return str(self.client.chat_getPermalink(channel=channel_id, message_ts=message_ts)["permalink"])
+        except SlackApiError:
+            return None
+
+    def with_links(self, prepared: Prepared) -> Prepared:
+        """Point each id another request is starting at that request's thread, where Slack gives a link."""
+        for index, skipped in enumerate(prepared.skipped):
+            if skipped.busy_with is not None:
+                link = self.permalink(skipped.busy_with.channel_id, skipped.busy_with.message_ts)
+                if link:
+                    prepared.skipped[index] = dataclasses.replace(skipped, reason=f"already being started: {link}")
+        return prepared
 
     def refresh(self, request: StartRequest) -> None:
         """Re-render the confirmation message from the request's current state."""
@@ -64,18 +94,20 @@ class SlackNotifier:
         try:
             self.client.chat_postMessage(channel=request.channel_id, thread_ts=request.message_ts, text=text)
         except SlackApiError as exc:
-            if _error(exc) not in PERMANENT_ERRORS:
+            if slack_error(exc) not in PERMANENT_ERRORS:
                 raise
-            log.warning("cannot reply in the thread of request %s (%s); going on without it", request.id, _error(exc))
+            log.warning(
+                "cannot reply in the thread of request %s (%s); going on without it", request.id, slack_error(exc)
+            )
 
     def _refresh_best_effort(self, request: StartRequest) -> None:
         """Update the parent after a reply went out; never let it undo or repeat the reply."""
         try:
             self.refresh(request)
         except SlackApiError as exc:
-            log.warning("could not update the confirmation of request %s (%s)", request.id, _error(exc))
+            log.warning("could not update the confirmation of request %s (%s)", request.id, slack_error(exc))
 
 
-def _error(exc: SlackApiError) -> str:
+def slack_error(exc: SlackApiError) -> str:
     """Return Slack's error code from an API error."""
     return str(exc.response.get("error", "")) if exc.response is not None else ""

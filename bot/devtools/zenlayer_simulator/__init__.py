@@ -1,0 +1,61 @@
+"""A local, Zenlayer-compatible VM API for tests, demos and staging — it checks signatures like the real one.
+
+Serves ``POST /api/v2/vm`` with the ``X-ZC-Action`` header set to ``StartInstances``, ``StopInstances``,
+``DescribeInstancesStatus`` or ``DescribeInstances``, using the envelopes of Zenlayer API 2.0:
+success ``{"requestId", "response": {"requestId", ...}}`` with HTTP 200, failure ``{"requestId", "code",
+"message"}`` with HTTP 4xx/5xx. Every request must carry either a ZC2-HMAC-SHA256 signature made with the
+configured key pair (verified over the raw body bytes with the received Host and Content-Type, timestamp within
+``max_skew_seconds``) or ``Authorization: Bearer <token>`` matching the configured token; a simulator without any
+credentials refuses to start, because an auth-less fake would hide signing bugs.
+
+Instances move ``STOPPED -> BOOTING -> RUNNING`` after ``StartInstances`` and ``RUNNING -> STOPPING -> STOPPED``
+after ``StopInstances``, each step taking ``boot_seconds`` (computed lazily from a monotonic clock, so reads are
+deterministic and need no timer threads). ``StartInstances`` is all-or-nothing: one missing id gives 404
+``INVALID_INSTANCE_NOT_FOUND``, one recycled id 403 ``OPERATION_DENIED_INSTANCE_RECYCLED``, one id not STOPPED 403
+``OPERATION_DENIED_INSTANCE_NOT_STOPPED``; an empty list or more than 100 ids 400 ``INVALID_PARAMETER_VALUE``.
+
+Control endpoints (plain JSON, no authentication — bind to loopback), for scripting a simulator that runs in
+another process. Error replies are ``{"error": "..."}`` with HTTP 400 or 404.
+
+``GET /_simulator/health``
+    ``{"ok": true}``.
+``GET /_simulator/instances``
+    ``{"instances": [{"instanceId", "instanceName", "instanceStatus", "zoneId"}, ...]}``.
+``POST /_simulator/instances``
+    Body ``{"instanceId": "web-1", "status": "STOPPED", "name": "web-1", "zone": "SEL-A"}`` (all but
+    ``instanceId`` optional) or ``{"instances": [<such objects>]}``. Adds new instances; for existing ones sets
+    only the fields given (a status is set at once, cancelling any transition). Replies with the instances.
+``DELETE /_simulator/instances/<id>``
+    Removes an instance (404 when unknown).
+``GET /_simulator/calls`` / ``DELETE /_simulator/calls``
+    ``{"calls": [{"action", "instanceIds", "httpStatus", "code", "requestId", "time"}, ...]}`` for every
+    request to the API path, oldest first / forget them.
+``POST /_simulator/faults``
+    Body with the keyword arguments of :meth:`ZenlayerSimulator.fail_next`: ``{"action": "StartInstances",
+    "times": 1, "status": 500, "code": "INTERNAL_ERROR", "message": "...", "hang_seconds": null,
+    "body": null, "headers": {}, "retry_after": null}``. Replies ``{"faults": <number queued>}``.
+``GET /_simulator/faults`` / ``DELETE /_simulator/faults``
+    List the queued faults / drop them all.
+``GET /_simulator/settings`` / ``POST /_simulator/settings``
+    ``{"boot_seconds": 5.0}``: read or change how long transitions take (applies to later starts and stops).
+
+The package splits by concern: ``state`` (instances, faults, the call log), ``api`` (the actions),
+``auth`` (signatures and tokens), ``control`` (the routes above, as a table), ``server`` (HTTP and WSGI), ``cli``.
+
+Run it with ``vm-bot simulator --port 8089 --instance web-1 --instance db-1:RUNNING`` and the key pair (or token)
+in ``ZENLAYER_ACCESS_KEY_ID`` / ``ZENLAYER_ACCESS_KEY_SECRET`` (or ``ZENLAYER_TOKEN``).
+"""
+
+from bot.devtools.zenlayer_simulator.cli import main, parse_instance_specs
+from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
+from bot.devtools.zenlayer_simulator.state import DEFAULT_INSTANCES, KNOWN_STATUSES, Fault, SimulatedCall
+
+__all__ = [
+    "DEFAULT_INSTANCES",
+    "KNOWN_STATUSES",
+    "Fault",
+    "SimulatedCall",
+    "ZenlayerSimulator",
+    "main",
+    "parse_instance_specs",
+]
