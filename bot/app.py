@@ -15,6 +15,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from bot.config import Settings
 from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
+from bot.domain.grant_cache import GrantCache
 from bot.domain.ports import VmApi
 from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
@@ -76,11 +77,14 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     client = make_web_client(settings)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
     messages = SlackMessages(client, approver_group=approver)
+    # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
+    grant_cache = GrantCache(db)
     starts = StartService(
         db,
         vm,
         confirm_ttl_seconds=settings.confirm_ttl_seconds,
         approval_ttl_seconds=settings.approval_ttl_seconds,
+        grant_cache=grant_cache,
     )
     watcher = Watcher(
         db,
@@ -104,7 +108,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     )
     Listeners(
         starts=starts,
-        grants=GrantService(db),
+        grants=GrantService(db, on_change=grant_cache.invalidate),
         vm=vm,
         messages=messages,
         lookups=lookups,

@@ -95,7 +95,7 @@ class Listeners:
                 ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
                 return
             user_id, channel_id = command["user_id"], command["channel_id"]
-            coverage = self.starts.coverage(user_id, channel_id, parsed.ids)
+            coverage = self.starts.coverage_before_ack(user_id, channel_id, parsed.ids)
             if not coverage.ok:
                 # Refuse in the ack itself: it is one indexed read; the audit write happens after.
                 ack(blocks.not_covered_text(GrantAction.START, coverage))
