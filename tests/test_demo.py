@@ -73,7 +73,7 @@ def test_demo_plays_the_whole_conversation_and_cleans_up(tmp_path: Path) -> None
         "vm-bot  (edited) ✅ Confirmed by @alice ",
         "  └ vm-bot  Start requested (Zenlayer requestId `",
         "            • `web-1`: 🟡 BOOTING",
-        "  └ vm-bot  ✅ All 2 instances RUNNING in ",
+        "  └ vm-bot  @alice ✅ All 2 instances RUNNING in ",  # the outcome mentions the requester
         "Demo finished in ",
     ]
     positions = [out.find(line) for line in expected_in_order]

@@ -106,7 +106,7 @@ class Listeners:
             self._submit(self.lookups, respond, work, command, parsed)
             return
         if parsed.verb == "help" and parsed.args:
-            ack(blocks.usage_text(f":warning: Unknown command `{blocks.escape(parsed.args[0][:40])}`."))
+            ack(blocks.usage_text(f":warning: Unknown command {blocks.quoted(parsed.args[0], 40)}."))
             return
         ack()
         work = {"help": self._help, "grants": self._grants, "grant": self._grant, "revoke": self._revoke}[parsed.verb]
@@ -162,7 +162,8 @@ class Listeners:
             found = self.vm.describe_instances(parsed.ids)
         except VmError as exc:
             raise UserError(f"Could not ask Zenlayer: {exc.describe()}") from exc
-        respond(blocks.status_text(parsed.ids, found))
+        text, status_blocks = blocks.status_message(parsed.ids, found)
+        respond(text=text, blocks=status_blocks)
 
     # --- buttons -----------------------------------------------------------------------------------------
 
