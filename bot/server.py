@@ -89,7 +89,7 @@ class HttpServer:
         self._stopping = True
         # Sockets are closed in the loop's own thread (the trigger wakes its select at once): closing them from
         # here would leave the loop waiting in select on a dead descriptor until its timeout.
-        server.trigger.pull_trigger(self._stop_accepting)
+        self._in_loop(self._stop_accepting)
         deadline = time.monotonic() + timeout
         dispatcher = server.task_dispatcher
         while (dispatcher.active_count or dispatcher.queue) and time.monotonic() < deadline:
@@ -99,8 +99,15 @@ class HttpServer:
                 break
             time.sleep(0.02)
         dispatcher.shutdown(cancel_pending=True, timeout=max(0.1, deadline - time.monotonic()))
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # an empty map ends the loop
+        self._in_loop(lambda: wasyncore.close_all(server._map))  # an empty map ends the loop
         self._thread.join(timeout=5)
+
+    def _in_loop(self, thunk: Callable[[], object]) -> None:
+        """Run thunk in the loop's thread (its trigger wakes the select at once), or here once the loop has ended."""
+        try:
+            self._server.trigger.pull_trigger(thunk)
+        except OSError:  # the trigger is closed: the loop is over or ending, so nothing else touches the map
+            thunk()
 
     def _stop_accepting(self) -> None:
         """Close the listening socket (run in the loop thread); open connections stay until they are done."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -81,6 +82,46 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
     return engine
 
 
+class _WriteTurn:
+    """One writer at a time in this process, urgent writers first (SQLite: the database has one write lock).
+
+    A writer kept waiting by SQLite sleeps in growing steps (up to 100 ms) before it retries; queueing here hands
+    the lock over at once. Urgent writers (a click decided before Slack's 3 s acknowledgement) go before
+    background ones (the watcher), which wait while any urgent writer does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._urgent_waiting = 0
+        self._changed = threading.Condition()
+        self._holder: int | None = None
+
+    @contextmanager
+    def __call__(self, *, urgent: bool) -> Iterator[None]:
+        nested = self._holder == threading.get_ident()
+        if urgent:
+            with self._changed:
+                self._urgent_waiting += 1
+            try:
+                self._lock.acquire()
+            finally:
+                with self._changed:
+                    self._urgent_waiting -= 1
+                    self._changed.notify_all()
+        else:
+            if not nested:  # a thread already holding the turn must not wait for those waiting on it
+                with self._changed:
+                    self._changed.wait_for(lambda: self._urgent_waiting == 0)
+            self._lock.acquire()
+        self._holder = threading.get_ident()
+        try:
+            yield
+        finally:
+            if not nested:
+                self._holder = None
+            self._lock.release()
+
+
 class Database:
     """Two engines and a session factory: `session()` is one unit of work, `session(readonly=True)` one read."""
 
@@ -104,21 +145,28 @@ class Database:
         self.read_engine: Engine = self.engine if in_memory else make_engine(url, readonly=True, **read_kwargs)
         self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._readonly_sessions = sessionmaker(bind=self.read_engine, expire_on_commit=False)
+        # Other processes on the same SQLite file still queue on busy_timeout.
+        self._write_turn = _WriteTurn() if is_sqlite(url) else None
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
 
     @contextmanager
-    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+    def session(self, *, readonly: bool = False, urgent: bool = False) -> Iterator[Session]:
         """Yield a session that commits on success and rolls back on an exception.
 
         `readonly=True` is for sessions that never write (a write in them fails): they use their own pool of
         read-only connections and never wait for a writer, neither for the write lock nor for a connection.
+        `urgent=True` lets a write someone is waiting for (a click) go before background writes, on SQLite, and
+        past `before_write` (an urgent write is part of an acknowledgement).
         """
         factory = self._readonly_sessions if readonly else self._sessions
-        if not readonly and self.before_write is not None:
+        if not readonly and not urgent and self.before_write is not None:
             self.before_write()
-        with factory() as session:
+        turn: AbstractContextManager[None] = (
+            nullcontext() if readonly or self._write_turn is None else self._write_turn(urgent=urgent)
+        )
+        with turn, factory() as session:
             try:
                 yield session
                 session.commit()

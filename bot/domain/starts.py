@@ -5,24 +5,30 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.db.models import RequestInstance, StartRequest, utcnow
+from bot.db.models import Click, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
 from bot.domain.grant_cache import GrantCache
 from bot.domain.grants import Coverage, check_coverage, grant_rules, list_grants
-from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
+from bot.domain.lifecycle import Holder, InstancesBusy, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, GrantAction
 
 STARTABLE_STATUS = "STOPPED"
+# A click still undecided this long after it was recorded lost the process that acknowledged it (which decides it
+# within milliseconds otherwise): another replica decides it. A restarted replica decides its predecessor's at once.
+ORPHANED_CLICK = timedelta(seconds=20)
+# A pending request whose confirmation was not posted within this long never will be (its poster crashed or
+# failed): it no longer blocks the same command, which replaces it.
+UNPOSTED_GRACE = timedelta(seconds=15)
 
 
 class NotCovered(NotAllowed):
@@ -132,6 +138,7 @@ class ClickResult:
     request: StartRequest | None
     coverage: Coverage | None = None
     busy: list[str] = field(default_factory=list)
+    holders: dict[str, Holder] = field(default_factory=dict)  # for BUSY: which request holds each id
 
 
 _REFUSALS_TO_AUDIT = frozenset(
@@ -215,7 +222,7 @@ class StartService:
         coverage = self.check(user_id, channel_id, ids)
         with self.db.session(readonly=True) as session:
             pending = _pending_duplicate(session, user_id, channel_id, ids, self.clock())
-            busy = _ids_in_active_requests(session, ids)
+            busy = lifecycle.holders(session, ids)
         if pending is not None:
             raise DuplicatePending(pending)
         try:
@@ -250,6 +257,14 @@ class StartService:
             for s in prepared.skipped
         ]
         with self.db.session() as session:
+            # One new request per user at a time: two identical commands arriving together queue here, and the
+            # second finds the first below.
+            lifecycle.lock_requester(session, user_id)
+            now = self.clock()
+            self._supersede_unposted(session, user_id, channel_id, ids, now)
+            earlier = _pending_duplicate(session, user_id, channel_id, ids, now)
+            if earlier is not None:
+                raise DuplicatePending(earlier)
             prepared.request = lifecycle.create_request(
                 session,
                 requester_id=user_id,
@@ -257,63 +272,133 @@ class StartService:
                 instances=instances,
                 needs_approval=needs_approval,
                 ttl_seconds=self.approval_ttl_seconds if needs_approval else self.confirm_ttl_seconds,
-                now=self.clock(),
+                now=now,
             )
-            # Two identical commands can pass the check above together; the later row stands down here.
-            earlier = _pending_duplicate(session, user_id, channel_id, ids, self.clock(), before=prepared.request.id)
-            if earlier is not None:
-                raise DuplicatePending(earlier)
             if needs_approval:
                 prepared.approvers = approvers_for(
                     list_grants(session), [i.instance_id for i in prepared.startable], channel_id, user_id
                 )
         return prepared
 
+    def _supersede_unposted(
+        self, session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime
+    ) -> None:
+        """Cancel this user's identical pending requests whose confirmation was never posted: this one replaces them."""
+        stale = [
+            r
+            for r in _pending_same_ids(session, user_id, channel_id, ids, now)
+            if r.message_ts is None and r.created_at <= now - UNPOSTED_GRACE
+        ]
+        for request in stale:
+            _abandon(session, request.id, "its confirmation was never posted; replaced by a new command", now)
+
     def attach_message(self, request_id: int, message_ts: str) -> None:
         """Remember the confirmation message, which is also the thread everything else is posted under."""
         with self.db.session() as session:
-            session.execute(
-                update(StartRequest)
-                .where(StartRequest.id == request_id, StartRequest.message_ts.is_(None))
-                .values(message_ts=message_ts)
-                .execution_options(synchronize_session=False)
-            )
+            _attach_message(session, request_id, message_ts)
 
     def abandon(self, request_id: int, reason: str) -> None:
         """Cancel a request whose confirmation could not be posted."""
         with self.db.session() as session:
-            now = self.clock()
-            if lifecycle.transition(
-                session,
-                request_id,
-                from_states=[State.PENDING],
-                to=State.CANCELLED,
-                now=now,
-                finished_at=now,
-                error=reason,
-            ):
-                audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
+            _abandon(session, request_id, reason, self.clock())
 
-    def decide(self, request_id: int, user_id: str, decision: Decision) -> ClickResult:
-        """Apply a click: only the requester may start or cancel; grants are checked again at the click."""
-        now = self.clock()
+    def record_click(
+        self, request_id: int, user_id: str, decision: Decision, *, message_ts: str | None, replica: str
+    ) -> int:
+        """Record a click (one quick insert) before it is acknowledged, so no crash can lose it; return its id."""
+        with self.db.session(urgent=True) as session:  # someone waits for the acknowledgement
+            click = Click(
+                request_id=request_id,
+                user_id=user_id,
+                decision=decision.value,
+                message_ts=message_ts,
+                replica=replica,
+                created_at=self.clock(),
+            )
+            session.add(click)
+            session.flush()
+            return click.id
+
+    def decide_click(self, click_id: int) -> ClickResult | None:
+        """Decide a recorded click; None when it was decided already (by recovery, or by another replica)."""
         with self.db.session() as session:
-            request = lifecycle.get_request(session, request_id)
-            if request is None:
-                return ClickResult(ClickOutcome.UNKNOWN, None)
-            result = self._apply(session, request, user_id, decision, now)
-            if result.outcome in _REFUSALS_TO_AUDIT:
-                audit.record(
-                    session,
-                    "click_refused",
-                    actor=user_id,
-                    request_id=request_id,
-                    decision=decision.value,
-                    outcome=result.outcome.value,
-                    busy=result.busy,
+            now = self.clock()
+            taken = session.execute(
+                update(Click)
+                .where(Click.id == click_id, Click.decided_at.is_(None))
+                .values(decided_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            click = session.get(Click, click_id)
+            assert click is not None
+            result = self._decide(session, click.request_id, click.user_id, Decision(click.decision), click.message_ts)
+            click.outcome = result.outcome.value
+            return result
+
+    def decide_orphaned_clicks(self, *, replica: str, owner: str) -> list[ClickResult]:
+        """Decide clicks whose process died before deciding them: this replica's predecessor's at once, others late."""
+        now = self.clock()
+        with self.db.session(readonly=True) as session:
+            orphans = list(
+                session.scalars(
+                    select(Click.id)
+                    .where(
+                        Click.decided_at.is_(None),
+                        Click.replica != owner,
+                        or_(
+                            Click.replica.startswith(f"{replica}/", autoescape=True),
+                            Click.created_at < now - ORPHANED_CLICK,
+                        ),
+                    )
+                    .order_by(Click.id)
                 )
-            session.expire_all()
-            return ClickResult(result.outcome, lifecycle.get_request(session, request_id), result.coverage, result.busy)
+            )
+        results = [self.decide_click(click_id) for click_id in orphans]
+        return [r for r in results if r is not None]
+
+    def decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str | None = None) -> ClickResult:
+        """Apply a click at once (without recording it first): only the requester may start or cancel."""
+        with self.db.session() as session:
+            return self._decide(session, request_id, user_id, decision, message_ts)
+
+    def _decide(
+        self, session: Session, request_id: int, user_id: str, decision: Decision, message_ts: str | None
+    ) -> ClickResult:
+        """Apply a click in one transaction; grants are checked again at the click.
+
+        `message_ts` is where the clicked confirmation is: a quick click can beat the bot's own note of it.
+        """
+        now = self.clock()
+        if message_ts:
+            _attach_message(session, request_id, message_ts)
+        request = lifecycle.get_request(session, request_id)
+        if request is None:
+            return ClickResult(ClickOutcome.UNKNOWN, None)
+        try:
+            with session.begin_nested():  # an approval that cannot claim its instances is undone whole
+                result = self._apply(session, request, user_id, decision, now)
+        except InstancesBusy as busy:
+            result = ClickResult(ClickOutcome.BUSY, None, None, sorted(busy.holders), busy.holders)
+        if result.outcome in _REFUSALS_TO_AUDIT:
+            audit.record(
+                session,
+                "click_refused",
+                actor=user_id,
+                request_id=request_id,
+                decision=decision.value,
+                outcome=result.outcome.value,
+                busy=result.busy,
+            )
+        session.expire_all()
+        return ClickResult(
+            result.outcome,
+            lifecycle.get_request(session, request_id),
+            result.coverage,
+            result.busy,
+            result.holders,
+        )
 
     def _apply(
         self, session: Session, request: StartRequest, user_id: str, decision: Decision, now: datetime
@@ -381,10 +466,7 @@ class StartService:
             return ClickResult(outcome, None, coverage)
         if by_requester and coverage.needs_approval:
             return ClickResult(ClickOutcome.NEEDS_APPROVAL, None, coverage)
-        busy = [i for i, other in _ids_in_active_requests(session, to_start).items() if other.id != request.id]
-        if busy:
-            return ClickResult(ClickOutcome.BUSY, None, coverage, busy)
-        return None
+        return None  # whether another request holds an instance is decided by the claims approve() inserts
 
     @staticmethod
     def _to_start(request: StartRequest) -> list[str]:
@@ -402,12 +484,36 @@ class StartService:
         return ClickOutcome.ALREADY_DECIDED
 
 
-def _pending_duplicate(
-    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime, before: int | None = None
-) -> StartRequest | None:
-    """Return the user's unexpired pending request in this channel for exactly these ids (older than `before`)."""
+def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
+    """Record where a request's confirmation was posted, unless already known."""
+    session.execute(
+        update(StartRequest)
+        .where(StartRequest.id == request_id, StartRequest.message_ts.is_(None))
+        .values(message_ts=message_ts)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> None:
+    """Cancel a pending request nobody can click (its confirmation is not in Slack), and audit why."""
+    if lifecycle.transition(
+        session,
+        request_id,
+        from_states=[State.PENDING],
+        to=State.CANCELLED,
+        now=now,
+        finished_at=now,
+        error=reason,
+    ):
+        audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
+
+
+def _pending_same_ids(
+    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime
+) -> list[StartRequest]:
+    """Return the user's unexpired pending requests in this channel for exactly these ids, oldest first."""
     wanted = set(ids)
-    query = (
+    candidates = session.scalars(
         select(StartRequest)
         .where(
             StartRequest.requester_id == user_id,
@@ -418,25 +524,14 @@ def _pending_duplicate(
         .options(selectinload(StartRequest.instances))
         .order_by(StartRequest.id)
     )
-    if before is not None:
-        query = query.where(StartRequest.id < before)
-    candidates = session.scalars(query)
-    for request in candidates:
-        if {i.instance_id for i in request.instances} == wanted:
+    return [r for r in candidates if {i.instance_id for i in r.instances} == wanted]
+
+
+def _pending_duplicate(
+    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime
+) -> StartRequest | None:
+    """Return the pending request this command would duplicate: posted, or still within its time to be posted."""
+    for request in _pending_same_ids(session, user_id, channel_id, ids, now):
+        if request.message_ts is not None or request.created_at > now - UNPOSTED_GRACE:
             return request
     return None
-
-
-def _ids_in_active_requests(session: Session, ids: Sequence[str]) -> dict[str, StartRequest]:
-    """Map each id that another request is starting or watching to that request."""
-    rows = session.execute(
-        select(RequestInstance.instance_id, StartRequest)
-        .join(StartRequest, RequestInstance.request_id == StartRequest.id)
-        .where(
-            RequestInstance.instance_id.in_(list(ids)),
-            RequestInstance.to_start.is_(True),
-            RequestInstance.outcome.is_(None),
-            StartRequest.state.in_([s.value for s in ACTIVE_STATES]),
-        )
-    ).all()
-    return {instance_id: request for instance_id, request in rows}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -315,7 +315,11 @@ def status_message(ids: Sequence[str], found: dict[str, InstanceInfo]) -> tuple[
 
 
 def click_refusal_text(
-    outcome: ClickOutcome, request: StartRequest | None, coverage: Coverage | None, busy: Sequence[str] = ()
+    outcome: ClickOutcome,
+    request: StartRequest | None,
+    coverage: Coverage | None,
+    busy: Sequence[str] = (),
+    links: Mapping[str, str | None] | None = None,
 ) -> str:
     """Explain privately why a click did nothing."""
     if outcome == ClickOutcome.NOT_REQUESTER and request is not None:
@@ -337,9 +341,9 @@ def click_refusal_text(
         )
     if outcome == ClickOutcome.BUSY:
         ids = _ids(busy)
-        return (
-            f"{ids} {'is' if len(busy) == 1 else 'are'} already being started by another request; nothing was started."
-        )
+        where = sorted({link for link in (links or {}).values() if link})
+        by = "another request" + (f" ({', '.join(f'<{link}|see its thread>' for link in where[:3])})" if where else "")
+        return f"{ids} {'is' if len(busy) == 1 else 'are'} already being started by {by}; nothing was started."
     if outcome == ClickOutcome.EXPIRED:
         return "This confirmation has expired; nothing was started. Run `/vm start` again if you still need it."
     if outcome == ClickOutcome.ALREADY_DECIDED and request is not None:
