@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from bot.config import Settings
+from bot.db.migrate import head_revision
 from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
 from bot.domain.grant_cache import GrantCache
-from bot.domain.ports import VmApi
+from bot.domain.lifecycle import State
+from bot.domain.ports import Notifier, StatusChange, VmApi
 from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
+from bot.health import Health, database_gauges
+from bot.metrics import Metrics
 from bot.slack.ack_first import AckFirst
 from bot.slack.listeners import Listeners
 from bot.slack.messages import SlackMessages
+from bot.slack.metered_client import MeteredWebClient
 from bot.zenlayer.client import ZenlayerClient
+from bot.zenlayer.metered import MeteredTransport
 
 # bolt runs every ack on one pool; ours only parses and submits, so a modest pool is plenty.
 LISTENER_THREADS = 32
@@ -42,6 +51,8 @@ class BotApp:
     starts: StartService
     watcher: Watcher
     executors: tuple[ThreadPoolExecutor, ...]
+    metrics: Metrics = field(default_factory=Metrics)
+    health: Health | None = None
 
     def close(self) -> None:
         """Finish queued work and release connections."""
@@ -53,10 +64,11 @@ class BotApp:
         self.db.close()
 
 
-def make_web_client(settings: Settings) -> WebClient:
+def make_web_client(settings: Settings, metrics: Metrics | None = None) -> WebClient:
     """Return a Web API client that retries Slack's 429 (honouring Retry-After) and connection errors."""
     assert settings.slack_bot_token is not None
-    return WebClient(
+    return MeteredWebClient(
+        metrics=metrics or Metrics(),
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
         timeout=10,
@@ -69,12 +81,13 @@ def make_web_client(settings: Settings) -> WebClient:
 
 def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | None = None) -> BotApp:
     """Build the bolt app and the services behind it; nothing starts running here."""
+    metrics = Metrics()
     # Acknowledgements first: work after an ack, the watcher included, waits to write while other acks are answered.
     ack_first = AckFirst()
     if db is None:
         db = Database(settings.database_url, before_write=ack_first.wait_turn)
-    vm = vm or ZenlayerClient.from_settings(settings)
-    client = make_web_client(settings)
+    vm = vm or ZenlayerClient.from_settings(settings, transport=MeteredTransport(httpx.HTTPTransport(), metrics))
+    client = make_web_client(settings, metrics)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
     messages = SlackMessages(client, approver_group=approver, broadcast_success=settings.broadcast_success)
     # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
@@ -91,7 +104,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     watcher = Watcher(
         db,
         vm,
-        messages,
+        _TimedNotifier(messages, metrics),
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
         owner=owner,
@@ -100,6 +113,15 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         lease_seconds=settings.lease_seconds,
         workers=WATCHER_THREADS,
     )
+    health = Health(db, head_revision(), settings.poll_interval_seconds)
+
+    def ticked(seconds: float) -> None:
+        metrics.ticked(seconds)
+        health.ticked(seconds)
+
+    watcher.on_tick = ticked
+    watcher.on_takeover = metrics.took_over
+    metrics.watch_database(lambda: database_gauges(db))
     lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
     # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.
     decisions = ThreadPoolExecutor(max_workers=DECISION_THREADS, thread_name_prefix="vm-bot-decide")
@@ -120,7 +142,25 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         lookups=lookups,
         decisions=decisions,
         wake_watcher=watcher.wake,
+        metrics=metrics,
+        commands_per_minute=settings.commands_per_minute,
         owner=owner,
         ack_first=ack_first,
     ).register(app)
-    return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions))
+    return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions), metrics, health)
+
+
+class _TimedNotifier:
+    """The watcher's Notifier, also timing each finished request from the approving click to all RUNNING."""
+
+    def __init__(self, inner: Notifier, metrics: Metrics):
+        self._inner = inner
+        self._metrics = metrics
+
+    def progress(self, request: Any, changes: Sequence[StatusChange]) -> None:
+        self._inner.progress(request, changes)
+
+    def finished(self, request: Any) -> None:
+        self._inner.finished(request)
+        if request.state == State.DONE and request.decided_at is not None and request.finished_at is not None:
+            self._metrics.click_to_running.observe((request.finished_at - request.decided_at).total_seconds())

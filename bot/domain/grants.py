@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.models import ANY_CHANNEL, Grant
 from bot.domain.errors import InvalidInput
-from bot.domain.ids import is_instance_id, is_pattern, is_slack_channel_id, is_slack_user_id
+from bot.domain.ids import bracket_problem, is_instance_id, is_pattern, is_slack_channel_id, is_slack_user_id
 from bot.domain.vocabulary import GrantAction
 
 ACTIONS = tuple(GrantAction)
@@ -63,7 +63,10 @@ def _validation_problems(
     if not is_slack_user_id(user_id):
         problems.append(f"{quote(user_id)} is not a Slack member id (like U0123ABCD)")
     for pattern in patterns:
-        if not pattern or not is_pattern(pattern):
+        why = bracket_problem(pattern)
+        if is_pattern(pattern.replace("[", "").replace("]", "").replace("!", "")) and why is not None:
+            problems.append(f"{quote(pattern)} {why}, so it could never match an instance id")
+        elif not pattern or not is_pattern(pattern):
             problems.append(
                 f"{quote(pattern)} is not an instance pattern (letters, digits, . _ - and the globs * ? [ ] !)"
             )

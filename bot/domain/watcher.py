@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ class Watcher:
         self.chores = list(chores)  # run first in every tick, e.g. deciding clicks a crashed process left
         self.clock = clock
         self._wake = threading.Event()
+        # Observers for metrics and readiness (set by app.py): a finished tick's duration, leases taken over.
+        self.on_tick: Callable[[float], None] = _ignore
+        self.on_takeover: Callable[[int], None] = _ignore
         self._pool: Executor | None = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vm-bot-work") if workers else None
         )
@@ -108,7 +112,9 @@ class Watcher:
         heartbeat.start()
         while not stop.is_set():
             try:
+                started = time.monotonic()
                 self.tick()
+                self.on_tick(time.monotonic() - started)
             except Exception:
                 log.exception("watcher tick failed; retrying on the next tick")
             self._wake.wait(self.poll_interval)
@@ -136,6 +142,7 @@ class Watcher:
                 now=self.clock(),
                 lease_seconds=self.lease.total_seconds(),
             )
+        self.on_takeover(taken)
         if taken:
             log.info("resuming %d request(s) left by this replica's previous process", taken)
         return taken
@@ -163,7 +170,9 @@ class Watcher:
         with self.db.session() as session:
             lifecycle.expire_due(session, now=now)
         with self.db.session() as session:
+            taken_over = lifecycle.count_lapsed_foreign_leases(session, owner=self.owner, now=now)
             claimed = lifecycle.claim_work(session, owner=self.owner, now=now, lease_seconds=self.lease.total_seconds())
+        self.on_takeover(taken_over)
         for request in self._load_many(self._idle(claimed), [State.APPROVED, State.STARTING]):
             work = self._start if request.state == State.APPROVED else self._recover_start
             self._submit(request.id, work, request)
@@ -662,6 +671,10 @@ class Watcher:
                 .execution_options(synchronize_session=False)
             )
             lifecycle.release_claims(session, request.id, [i.instance_id for i in instances])
+
+
+def _ignore(value: float) -> None:
+    """Observe nothing (the default observer)."""
 
 
 def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from bot.domain.errors import UserError
 from bot.domain.grant_admin import GrantService, parse_grant_args
 from bot.domain.grants import Coverage
 from bot.domain.ports import VmApi
+from bot.domain.rate_limit import Admission, CommandLimiter
 from bot.domain.starts import (
     ClickOutcome,
     ClickResult,
@@ -27,6 +29,8 @@ from bot.domain.starts import (
 )
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import GrantAction
+from bot.logging_setup import log_context
+from bot.metrics import Metrics
 from bot.slack import action_ids, blocks
 from bot.slack.ack_first import AckFirst
 from bot.slack.messages import CANNOT_POST, SlackMessages, slack_error
@@ -54,10 +58,14 @@ class Listeners:
         lookups: Executor,
         decisions: Executor,
         wake_watcher: Callable[[], None],
+        metrics: Metrics | None = None,
+        commands_per_minute: int = 0,
         owner: str = "vm-bot",
         ack_first: AckFirst | None = None,
     ):
         self.owner = owner  # recorded with each click, so a restarted replica finds the clicks it must decide
+        self.metrics = metrics or Metrics()
+        self.limiter = CommandLimiter(starts.db, commands_per_minute)
         self.starts = starts
         self.grants = grants
         self.vm = vm
@@ -76,44 +84,64 @@ class Listeners:
     # --- /vm ---------------------------------------------------------------------------------------------
 
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        """Answer usage problems in the ack itself; anything that needs the database or Zenlayer runs later."""
+        """Answer the command; work handed off after the ack waits while acks are being answered (AckFirst)."""
         with self.ack_first.acknowledging():
             self._acknowledge_command(ack, command, respond)
 
     def _acknowledge_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        """Acknowledge a command: refuse or explain in the ack, or say what is being checked and submit the work."""
+        """Count the command and hold back users over the rate limit; then handle it."""
         parsed = parse(str(command.get("text", "")))
+        user_id, channel_id = str(command.get("user_id", "")), str(command.get("channel_id", ""))
+        with log_context(user=user_id, channel=channel_id, instance_ids=list(parsed.ids) or None):
+            admission = self.limiter.admit(user_id)
+            if admission == Admission.ALLOWED:
+                outcome = self._handle_command(ack, command, parsed, respond)
+            else:
+                ack(blocks.slow_down_text(self.limiter.per_minute))
+                if admission == Admission.REFUSED_FIRST:
+                    log.warning("user over the command rate limit (%d per minute)", self.limiter.per_minute)
+                    self._submit(self.lookups, respond, self._record_rate_limit, user_id, channel_id, parsed.verb)
+                outcome = "rate_limited"
+        self.metrics.commands.labels(parsed.verb, outcome).inc()
+
+    def _handle_command(self, ack: Ack, command: dict[str, Any], parsed: Command, respond: Respond) -> str:
+        """Answer usage problems in the ack itself; anything that needs the database or Zenlayer runs later."""
         if parsed.too_long:
             ack(
                 blocks.usage_text(
                     f":warning: That is too much at once: at most {MAX_IDS} ids, {MAX_TEXT_LENGTH} characters."
                 )
             )
-            return
+            return "usage"
         if parsed.verb in ("start", "status"):
             if parsed.invalid:
                 ack(blocks.invalid_ids_text(parsed.invalid))
-                return
+                return "invalid_ids"
             if not parsed.ids:
                 ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
-                return
+                return "usage"
             user_id, channel_id = command["user_id"], command["channel_id"]
             coverage = self.starts.coverage_before_ack(user_id, channel_id, parsed.ids)
             if not coverage.ok:
                 # Refuse in the ack itself: it is one indexed read; the audit write happens after.
                 ack(blocks.not_covered_text(GrantAction.START, coverage))
                 self._submit(self.lookups, respond, self._record_denial, user_id, channel_id, coverage)
-                return
+                return "denied"
             ack(blocks.checking_text(parsed.ids))
             work = self._start if parsed.verb == "start" else self._status
             self._submit(self.lookups, respond, work, command, parsed)
-            return
+            return "accepted"
         if parsed.verb == "help" and parsed.args:
             ack(blocks.usage_text(f":warning: Unknown command {blocks.quoted(parsed.args[0], 40)}."))
-            return
+            return "usage"
         ack()
         work = {"help": self._help, "grants": self._grants, "grant": self._grant, "revoke": self._revoke}[parsed.verb]
         self._submit(self.lookups, respond, work, command, parsed)
+        return "accepted"
+
+    def _record_rate_limit(self, user_id: str, channel_id: str, verb: str, respond: Respond) -> None:
+        """Audit the first refusal of a user over the rate limit in this window."""
+        self.limiter.record_refusal(user_id, channel_id, verb)
 
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Prepare the request and post its confirmation in the channel."""
@@ -186,9 +214,17 @@ class Listeners:
             return
         user_id = str(body.get("user", {}).get("id", ""))
         message_ts = str(body.get("container", {}).get("message_ts", "")) or None
+        channel_id = str(body.get("channel", {}).get("id", "")) or None
+        with log_context(user=user_id, channel=channel_id, start_request_id=int(value)):
+            self._record_and_decide(ack, respond, int(value), user_id, decision, message_ts)
+
+    def _record_and_decide(
+        self, ack: Ack, respond: Respond, request_id: int, user_id: str, decision: Decision, message_ts: str | None
+    ) -> None:
+        """Record the click, acknowledge it, and decide it on the decisions pool."""
         try:
             click_id = self.starts.record_click(
-                int(value), user_id, decision, message_ts=message_ts, replica=self.owner
+                request_id, user_id, decision, message_ts=message_ts, replica=self.owner
             )
         except Exception as exc:
             ack()
@@ -196,12 +232,13 @@ class Listeners:
             self._submit(self.decisions, respond, lambda respond: _raise(failure))
             return
         ack()
-        self._submit(self.decisions, respond, self._decide, click_id)
+        self._submit(self.decisions, respond, self._decide, click_id, decision)
 
-    def _decide(self, click_id: int, respond: Respond) -> None:
+    def _decide(self, click_id: int, decision: Decision, respond: Respond) -> None:
         """Decide a recorded click and show the outcome (nothing, if recovery already decided it)."""
         result = self.starts.decide_click(click_id)
         if result is not None:
+            self.metrics.clicks.labels(decision.value, result.outcome.value).inc()
             self._show_decision(result, respond)
 
     def _show_decision(self, result: ClickResult, respond: Respond) -> None:
@@ -237,7 +274,7 @@ class Listeners:
                     # Nothing else would see this: an executor keeps a task's exception to itself.
                     log.exception("could not turn a failure into a reply")
 
-        executor.submit(run)
+        executor.submit(contextvars.copy_context().run, run)
 
     def _reply_to_failure(self, exc: Exception, respond: Respond) -> None:
         """Tell the user privately what went wrong; log unexpected failures with an id they can quote."""
