@@ -496,6 +496,7 @@ def compare_with_floor(
             "ZENLAYER_API_URL": sim.url,
             "DATABASE_URL": database_url,
             "POLL_INTERVAL_SECONDS": str(poll_interval),
+            "COMMANDS_PER_MINUTE": "0",  # the bursts come from one user on purpose
         }
         apps: list[Served] = []
         port = free_port()
