@@ -17,12 +17,14 @@ from bot.config import Settings
 from bot.db.migrate import head_revision
 from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
+from bot.domain.grant_cache import GrantCache
 from bot.domain.lifecycle import State
 from bot.domain.ports import Notifier, StatusChange, VmApi
 from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
 from bot.health import Health, database_gauges
 from bot.metrics import Metrics
+from bot.slack.ack_first import AckFirst
 from bot.slack.listeners import Listeners
 from bot.slack.messages import SlackMessages
 from bot.slack.metered_client import MeteredWebClient
@@ -79,16 +81,22 @@ def make_web_client(settings: Settings, metrics: Metrics | None = None, *, wait_
 def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | None = None) -> BotApp:
     """Build the bolt app and the services behind it; nothing starts running here."""
     metrics = Metrics()
-    db = db or Database(settings.database_url)
+    # Acknowledgements first: work after an ack, the watcher included, waits to write while other acks are answered.
+    ack_first = AckFirst()
+    if db is None:
+        db = Database(settings.database_url, before_write=ack_first.wait_turn)
     vm = vm or ZenlayerClient.from_settings(settings, transport=MeteredTransport(httpx.HTTPTransport(), metrics))
     client = make_web_client(settings, metrics)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
     messages = SlackMessages(client, approver_group=approver, broadcast_success=settings.broadcast_success)
+    # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
+    grant_cache = GrantCache(db)
     starts = StartService(
         db,
         vm,
         confirm_ttl_seconds=settings.confirm_ttl_seconds,
         approval_ttl_seconds=settings.approval_ttl_seconds,
+        grant_cache=grant_cache,
     )
     # A stable identity plus a nonce: a restarted replica tells its predecessor's leases (and clicks) from its own.
     owner = f"{settings.replica_id}/{uuid.uuid4().hex[:12]}"
@@ -129,11 +137,14 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         client=client,
         signing_secret=settings.slack_signing_secret.reveal() if settings.slack_signing_secret else "",
         request_verification_enabled=not settings.socket_mode,
+        # Run the listener in the request's own thread and answer as soon as it returns: our listeners only ack
+        # and hand the rest to our executors, and bolt's default instead polls for the ack in steps of ~10 ms.
+        process_before_response=True,
         listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="bolt-listener"),
     )
     Listeners(
         starts=starts,
-        grants=GrantService(db),
+        grants=GrantService(db, on_change=grant_cache.invalidate),
         vm=vm,
         messages=messages,
         lookups=lookups,
@@ -142,6 +153,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         metrics=metrics,
         commands_per_minute=settings.commands_per_minute,
         owner=owner,
+        ack_first=ack_first,
     ).register(app)
     return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions), metrics, health)
 

@@ -7,7 +7,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 from bot.app import BotApp, create_app
@@ -29,16 +31,16 @@ class HttpServer:
     """The bot's HTTP endpoint under waitress, runnable in a background thread and stoppable."""
 
     def __init__(self, bot: BotApp, host: str = "0.0.0.0", port: int = 3000):  # noqa: S104 — Slack must reach it
-        # A short loop timeout lets stop() take effect promptly instead of after waitress's default 1 s select.
         # Waitress stops accepting at 100 open connections and drops idle ones only after 120 s, so a proxy's
         # keep-alive pool (or anyone) could lock Slack out for minutes: allow more, and close idle ones sooner.
+        # The select loop keeps waitress's default 1 s timeout: it casts the timeout to int, so anything shorter
+        # becomes 0 and the loop spins a whole core while idle. stop() wakes the loop with its trigger instead.
         self._server = create_server(
             make_wsgi_app(bot),
             host=host,
             port=port,
             threads=HTTP_THREADS,
             ident="vm-bot",
-            asyncore_loop_timeout=0.1,
             connection_limit=CONNECTION_LIMIT,
             channel_timeout=IDLE_CONNECTION_SECONDS,
             # Waitress's default is 1 GiB, spooled before the app sees it: refuse oversized bodies (413) up front.
@@ -69,8 +71,9 @@ class HttpServer:
         """Stop accepting, let in-flight requests finish (up to timeout), then close every connection."""
         server = self._server
         self._stopping = True
-        server.accepting = False
-        server.close()
+        # Sockets are closed in the loop's own thread (the trigger wakes its select at once): closing them from
+        # here would leave the loop waiting in select on a dead descriptor until its timeout.
+        self._in_loop(self._stop_accepting)
         deadline = time.monotonic() + timeout
         dispatcher = server.task_dispatcher
         while (dispatcher.active_count or dispatcher.queue) and time.monotonic() < deadline:
@@ -80,10 +83,20 @@ class HttpServer:
                 break
             time.sleep(0.02)
         dispatcher.shutdown(cancel_pending=True, timeout=max(0.1, deadline - time.monotonic()))
-        from waitress import wasyncore
-
-        wasyncore.close_all(server._map)
+        self._in_loop(lambda: wasyncore.close_all(server._map))  # an empty map ends the loop
         self._thread.join(timeout=5)
+
+    def _in_loop(self, thunk: Callable[[], object]) -> None:
+        """Run thunk in the loop's thread (its trigger wakes the select at once), or here once the loop has ended."""
+        try:
+            self._server.trigger.pull_trigger(thunk)
+        except OSError:  # the trigger is closed: the loop is over or ending, so nothing else touches the map
+            thunk()
+
+    def _stop_accepting(self) -> None:
+        """Close the listening socket (run in the loop thread); open connections stay until they are done."""
+        self._server.accepting = False
+        wasyncore.dispatcher.close(self._server)
 
 
 class RunningBot:

@@ -484,13 +484,14 @@ class Watcher:
         changed = [u for u in updates if u.changed or u.outcome is not None]
         if changed:
             with self.db.session() as session:
-                for u in changed:
-                    session.execute(
-                        update(RequestInstance)
-                        .where(RequestInstance.id == u.row_id)
-                        .values(last_status=u.status, outcome=u.outcome, status_changed_at=now)
-                        .execution_options(synchronize_session=False)
-                    )
+                # One executemany by primary key instead of an UPDATE statement per row.
+                session.execute(
+                    update(RequestInstance).execution_options(synchronize_session=False),
+                    [
+                        {"id": u.row_id, "last_status": u.status, "outcome": u.outcome, "status_changed_at": now}
+                        for u in changed
+                    ],
+                )
                 ended_rows = {u.row_id for u in changed if u.outcome is not None}
                 ended = [i.instance_id for i in request.instances if i.id in ended_rows]
                 if ended:
@@ -510,17 +511,12 @@ class Watcher:
             except Exception:
                 log.exception("could not post progress for request %s; will retry", request.id)
             else:
+                row_ids = {i.instance_id: i.id for i in request.instances}
                 with self.db.session() as session:
-                    for change in changes:
-                        session.execute(
-                            update(RequestInstance)
-                            .where(
-                                RequestInstance.request_id == request.id,
-                                RequestInstance.instance_id == change.instance_id,
-                            )
-                            .values(reported_status=change.new)
-                            .execution_options(synchronize_session=False)
-                        )
+                    session.execute(
+                        update(RequestInstance).execution_options(synchronize_session=False),
+                        [{"id": row_ids[c.instance_id], "reported_status": c.new} for c in changes],
+                    )
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
             self._finish_if_settled(request, poll_error=None)
             self._report_one(self._load(request.id))

@@ -32,6 +32,7 @@ from bot.domain.vocabulary import GrantAction
 from bot.logging_setup import log_context
 from bot.metrics import Metrics
 from bot.slack import action_ids, blocks
+from bot.slack.ack_first import AckFirst
 from bot.slack.messages import CANNOT_POST, SlackMessages, slack_error
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Listeners:
         metrics: Metrics | None = None,
         commands_per_minute: int = 0,
         owner: str = "vm-bot",
+        ack_first: AckFirst | None = None,
     ):
         self.owner = owner  # recorded with each click, so a restarted replica finds the clicks it must decide
         self.metrics = metrics or Metrics()
@@ -71,6 +73,7 @@ class Listeners:
         self.lookups = lookups
         self.decisions = decisions
         self.wake_watcher = wake_watcher
+        self.ack_first = ack_first or AckFirst()
 
     def register(self, app: App) -> None:
         """Attach the listeners to a bolt app."""
@@ -81,6 +84,11 @@ class Listeners:
     # --- /vm ---------------------------------------------------------------------------------------------
 
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        """Answer the command; work handed off after the ack waits while acks are being answered (AckFirst)."""
+        with self.ack_first.acknowledging():
+            self._acknowledge_command(ack, command, respond)
+
+    def _acknowledge_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         """Count the command and hold back users over the rate limit; then handle it."""
         parsed = parse(str(command.get("text", "")))
         user_id, channel_id = str(command.get("user_id", "")), str(command.get("channel_id", ""))
@@ -113,7 +121,7 @@ class Listeners:
                 ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
                 return "usage"
             user_id, channel_id = command["user_id"], command["channel_id"]
-            coverage = self.starts.coverage(user_id, channel_id, parsed.ids)
+            coverage = self.starts.coverage_before_ack(user_id, channel_id, parsed.ids)
             if not coverage.ok:
                 # Refuse in the ack itself: it is one indexed read; the audit write happens after.
                 ack(blocks.not_covered_text(GrantAction.START, coverage))
@@ -192,6 +200,11 @@ class Listeners:
 
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         """Record a click, acknowledge it, then decide it: an acknowledged click survives any crash."""
+        with self.ack_first.acknowledging():
+            self._acknowledge_click(ack, body, respond)
+
+    def _acknowledge_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        """Record the click (an urgent write, which does not wait for other acks), ack, and submit the decision."""
         action = body.get("actions", [{}])[0]
         value = str(action.get("value", ""))
         decision = _DECISIONS.get(str(action.get("action_id")))
@@ -260,6 +273,7 @@ class Listeners:
         """Run work on vm-bot's executor; user errors become private replies, the rest a quotable reference."""
 
         def run() -> None:
+            self.ack_first.wait_turn()
             try:
                 work(*args, respond)
             except Exception as exc:  # the single place failures are turned into replies
