@@ -34,6 +34,10 @@ class VmApi(Protocol):
         ...
 
 
+class DeliveryDeferred(Exception):
+    """A message could not be sent now but will be later (e.g. Slack holds its channel back); not a failure."""
+
+
 @dataclass(frozen=True)
 class StatusChange:
     """An instance whose status moved since the thread was last told."""

@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.db.models import StartRequest
 from bot.domain.lifecycle import State
-from bot.domain.ports import StatusChange
+from bot.domain.ports import DeliveryDeferred, StatusChange
 from bot.domain.starts import Prepared
 from bot.slack import blocks
 
@@ -46,7 +46,7 @@ PERMANENT_ERRORS = frozenset(
 CANNOT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 
 
-class ChannelHeld(Exception):
+class ChannelHeld(DeliveryDeferred):
     """Slack asked us (429) to leave a channel alone for a while; the message is retried after that."""
 
 
