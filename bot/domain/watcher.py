@@ -448,25 +448,62 @@ class Watcher:
 
     def _poll(self, request_ids: Sequence[int]) -> None:
         """Ask Zenlayer about every watched instance in as few calls as possible, then update each request apart."""
-        requests = self._load_many(request_ids, [State.WATCHING])
-        if not requests:
+        watching = self._watched_rows(request_ids)
+        if not watching:
             return
-        watched = sorted({i.instance_id for r in requests for i in r.instances if i.to_start and i.outcome is None})
-        if not watched:
-            for request in requests:
-                self._submit(request.id, self._finish_if_settled, request, None)
-            return
-        try:
-            statuses: dict[str, str] | None = self.vm.describe_instances_status(watched)
-            poll_error = None
-        except VmError as exc:
-            log.warning("polling %d instances failed: %s", len(watched), exc.describe())
-            statuses, poll_error = None, exc.describe()
-        for request in requests:
+        watched = sorted(
+            {i.instance_id for rows in watching.values() for i in rows if i.to_start and i.outcome is None}
+        )
+        statuses: dict[str, str] | None = None
+        poll_error = None
+        if watched:
+            try:
+                statuses = self.vm.describe_instances_status(watched)
+            except VmError as exc:
+                log.warning("polling %d instances failed: %s", len(watched), exc.describe())
+                poll_error = exc.describe()
+        now = self.clock()
+        # A quiet poll would write, post and finish nothing (claim_work renewed the lease): no load and no job for it.
+        busy = [r for r, rows in watching.items() if statuses is None or not _poll_is_quiet(rows, statuses, now)]
+        for request in self._load_many(busy, [State.WATCHING]):
             if statuses is None:
                 self._submit(request.id, self._finish_if_settled, request, poll_error)
             else:
                 self._submit(request.id, self._apply_poll, request, statuses)
+
+    def _watched_rows(self, request_ids: Sequence[int]) -> dict[int, list[Any]]:
+        """Read the instance rows of the watching requests among request_ids leased to us, as plain rows by request."""
+        if not request_ids:
+            return {}
+        r, i = StartRequest, RequestInstance
+        query = (
+            select(
+                r.id.label("request_id"),
+                r.watch_deadline,
+                i.id,
+                i.instance_id,
+                i.to_start,
+                i.outcome,
+                i.skip_reason,
+                i.last_status,
+                i.reported_status,
+                i.missing_polls,
+                i.start_result,
+            )
+            .select_from(r)
+            .outerjoin(i, i.request_id == r.id)  # a request without rows still gets its job, as before
+            .where(
+                r.id.in_(list(request_ids)),
+                r.state == State.WATCHING.value,
+                r.lease_owner == self.owner,
+            )
+            .order_by(r.id, i.id)
+        )
+        by_request: dict[int, list[Any]] = {}
+        with self.db.session(readonly=True) as session:
+            for row in session.execute(query):
+                by_request.setdefault(row.request_id, []).append(row)
+        return by_request
 
     def _apply_poll(self, request: StartRequest, statuses: dict[str, str]) -> None:
         """Record one poll's statuses for a request, tell its thread what changed, and finish it if settled."""
@@ -680,6 +717,29 @@ class Watcher:
 
 def _ignore(value: float) -> None:
     """Observe nothing (the default observer)."""
+
+
+def _poll_is_quiet(rows: Sequence[Any], statuses: dict[str, str], now: datetime) -> bool:
+    """Tell whether applying this poll to one watched request's instance rows would change, post or finish nothing."""
+    deadline = rows[0].watch_deadline if rows else None
+    if deadline is not None and now >= deadline:
+        return False
+    open_instances = 0
+    for i in rows:
+        if not i.to_start:
+            continue
+        if i.skip_reason is None and i.last_status != i.reported_status:
+            return False  # a progress reply is still owed
+        if i.outcome is not None:
+            continue
+        open_instances += 1
+        status = statuses.get(i.instance_id)
+        if status is None or i.missing_polls or i.start_result != ACCEPTED:
+            return False
+        seen = _classify(i, status)
+        if seen.changed or seen.outcome is not None:
+            return False
+    return open_instances > 0
 
 
 def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:
