@@ -98,12 +98,13 @@ def test_grant_list_revoke_and_audit(tmp_path: Path, url: str) -> None:
     done = vm_bot(tmp_path, url, "perms", "list")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["USER", "ACTION", "PATTERN", "CHANNEL", "NEEDS", "APPROVAL", "GRANTED", "BY", "WHEN"]
+    headers = ["USER", "ACTION", "KIND", "PATTERN", "CHANNEL", "NEEDS", "APPROVAL", "GRANTED", "BY", "WHEN"]
+    assert lines[0].split() == headers
     rows = [line.split() for line in lines[2:]]
-    assert [r[:5] for r in rows] == [
-        [USER, "start", "db-1", "C0OPS", "yes"],
-        [USER, "start", "web-*", "C0OPS", "no"],
-        ["U0BOB1", "approve", "*", "*", "(any)", "no"][:5],
+    assert [r[:6] for r in rows] == [
+        [USER, "start", "instances", "db-1", "C0OPS", "yes"],
+        [USER, "start", "instances", "web-*", "C0OPS", "no"],
+        ["U0BOB1", "approve", "instances", "*", "*", "(any)"],
     ]
     assert all("cli" in r for r in rows)
     assert all(r[-1].endswith("Z") for r in rows)
