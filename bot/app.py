@@ -15,6 +15,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from bot.config import Settings
 from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
+from bot.domain.inventory import Inventory
 from bot.domain.ports import VmApi
 from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
@@ -98,6 +99,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     Listeners(
         starts=starts,
         grants=GrantService(db),
+        inventory=Inventory(db, vm),
         vm=vm,
         messages=messages,
         lookups=lookups,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -12,6 +13,7 @@ from bot.db.models import ANY_CHANNEL, Grant
 from bot.db.session import Database
 from bot.domain import audit, grants
 from bot.domain.errors import InvalidInput, NotAllowed
+from bot.domain.ports import InstanceInfo
 from bot.domain.selectors import KIND_OF_OPTION, Selector, SelectorKind, within
 from bot.domain.selectors import pattern_within as pattern_within
 from bot.domain.vocabulary import GrantAction
@@ -120,7 +122,7 @@ def can_administer(
     )
 
 
-def _other_selectors(args: GrantArgs) -> dict[str, list[str]]:
+def _other_selectors(args: GrantArgs) -> dict[str, Any]:
     """Return the name, resource-group and tag selectors for an audit record (only the kinds given)."""
     given = {"names": args.names, "resource_groups": args.groups, "tags": args.tags}
     return {key: list(dict.fromkeys(values)) for key, values in given.items() if values}
@@ -194,7 +196,13 @@ def _require_admin(db: Database, admin_id: str, channel_id: str, args: GrantArgs
     )
 
 
-def approvers_for(all_grants: Sequence[Grant], ids: Sequence[str], channel_id: str, requester_id: str) -> list[str]:
+def approvers_for(
+    all_grants: Sequence[Grant],
+    ids: Sequence[str],
+    channel_id: str,
+    requester_id: str,
+    instances: Mapping[str, InstanceInfo] | None = None,
+) -> list[str]:
     """Return the users (other than the requester) whose approve grants cover every id in this channel."""
     by_user: dict[str, list[Grant]] = {}
     for grant in all_grants:
@@ -203,7 +211,9 @@ def approvers_for(all_grants: Sequence[Grant], ids: Sequence[str], channel_id: s
     return sorted(
         user
         for user, user_grants in by_user.items()
-        if grants.check_coverage(user_grants, ids, action=GrantAction.APPROVE, channel_id=channel_id).ok
+        if grants.check_coverage(
+            user_grants, ids, action=GrantAction.APPROVE, channel_id=channel_id, instances=instances
+        ).ok
     )
 
 

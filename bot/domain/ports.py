@@ -76,6 +76,7 @@ class StatusChange:
     name: str | None
     old: str | None
     new: str | None  # None: the instance is no longer returned by Zenlayer
+    ip: str | None = None  # its address, once known (learnt when it reaches RUNNING)
 
 
 class Notifier(Protocol):

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.db.models import RequestInstance, StartRequest, utcnow
+from bot.db.models import ANY_CHANNEL, RequestInstance, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
-from bot.domain.grants import Coverage, check_coverage, list_grants
+from bot.domain.grants import Coverage, check_coverage, list_grants, need_attributes
+from bot.domain.inventory import LookupFailed
 from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, GrantAction
+
+log = logging.getLogger(__name__)
 
 STARTABLE_STATUS = "STOPPED"
 
@@ -50,14 +54,6 @@ class DuplicatePending(UserError):
         self.channel_id = request.channel_id
         self.message_ts = request.message_ts
         super().__init__("You already have a pending confirmation for these instances")
-
-
-class LookupFailed(UserError):
-    """Zenlayer could not be asked about the instances."""
-
-    def __init__(self, error: VmError):
-        self.error = error
-        super().__init__(f"Could not look up the instances at Zenlayer: {error.describe()}")
 
 
 BUSY_REASON = "already being started by another request"
@@ -120,6 +116,7 @@ class ClickOutcome(enum.StrEnum):
     BUSY = "busy"  # another request is starting some of the ids
     EXPIRED = "expired"
     ALREADY_DECIDED = "already_decided"
+    LOOKUP_FAILED = "lookup_failed"  # grants by name, group or tag need Zenlayer, which did not answer
     UNKNOWN = "unknown"
 
 
@@ -164,11 +161,26 @@ class StartService:
         self.clock = clock
 
     def coverage(
-        self, user_id: str, channel_id: str, ids: Sequence[str], *, action: GrantAction = GrantAction.START
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: Sequence[str],
+        *,
+        action: GrantAction = GrantAction.START,
+        instances: Mapping[str, InstanceInfo] | None = None,
     ) -> Coverage:
         """Return the user's coverage for ids in this channel (a read, quick enough to answer before the ack)."""
         with self.db.session(readonly=True) as session:
-            return check_coverage(list_grants(session, user_id), ids, action=action, channel_id=channel_id)
+            return check_coverage(
+                list_grants(session, user_id), ids, action=action, channel_id=channel_id, instances=instances
+            )
+
+    def may_use_here(self, user_id: str, channel_id: str, action: GrantAction = GrantAction.START) -> bool:
+        """True when the user holds any `action` grant usable in this channel (else nothing can be covered)."""
+        with self.db.session(readonly=True) as session:
+            return any(
+                g.action == action and g.channel_id in (ANY_CHANNEL, channel_id) for g in list_grants(session, user_id)
+            )
 
     def record_denial(
         self, user_id: str, channel_id: str, coverage: Coverage, *, action: GrantAction = GrantAction.START
@@ -180,10 +192,16 @@ class StartService:
             )
 
     def check(
-        self, user_id: str, channel_id: str, ids: Sequence[str], *, action: GrantAction = GrantAction.START
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: Sequence[str],
+        *,
+        action: GrantAction = GrantAction.START,
+        instances: Mapping[str, InstanceInfo] | None = None,
     ) -> Coverage:
         """Return the user's coverage for ids in this channel; raise NotCovered (and audit it) when incomplete."""
-        coverage = self.coverage(user_id, channel_id, ids, action=action)
+        coverage = self.coverage(user_id, channel_id, ids, action=action, instances=instances)
         if not coverage.ok:
             self.record_denial(user_id, channel_id, coverage, action=action)
             raise NotCovered(action, coverage)
@@ -193,22 +211,32 @@ class StartService:
         """Look the ids up and open the pending request, with skip reasons as they are (no links)."""
         return self.open_request(self.look_up(user_id, channel_id, ids))
 
-    def look_up(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
+    def look_up(
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: Sequence[str],
+        known: Mapping[str, InstanceInfo] | None = None,
+    ) -> Prepared:
         """Check grants and duplicates, look the ids up, and decide what can start; nothing is written yet.
 
-        Ids another request holds are skipped with `busy_with` set, so the chat layer can point at that request
-        (by rewriting the reason) before `open_request` stores it.
+        `known` is what a name lookup already learnt (ids absent from it do not exist). Grants by name, group or
+        tag are matched against those attributes, so the lookup comes first for a user who holds any; a user
+        with id grants only is refused before Zenlayer is asked. Ids another request holds are skipped with
+        `busy_with` set, so the chat layer can point at that request (by rewriting the reason) before
+        `open_request` stores it.
         """
-        coverage = self.check(user_id, channel_id, ids)
+        with self.db.session(readonly=True) as session:
+            attributes_needed = need_attributes(list_grants(session, user_id), GrantAction.START)
+        if not attributes_needed and known is None:
+            self.check(user_id, channel_id, ids)
+        found = known if known is not None else self._describe(ids)
+        coverage = self.check(user_id, channel_id, ids, instances=found)
         with self.db.session(readonly=True) as session:
             pending = _pending_duplicate(session, user_id, channel_id, ids, self.clock())
             busy = _ids_in_active_requests(session, ids)
         if pending is not None:
             raise DuplicatePending(pending)
-        try:
-            found = self.vm.describe_instances(ids)
-        except VmError as exc:
-            raise LookupFailed(exc) from exc
         prepared = Prepared(user_id=user_id, channel_id=channel_id, ids=list(ids))
         for instance_id in ids:
             info = found.get(instance_id)
@@ -225,6 +253,13 @@ class StartService:
             raise NothingToStart(prepared)
         prepared.needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.startable)
         return prepared
+
+    def _describe(self, ids: Sequence[str]) -> dict[str, InstanceInfo]:
+        """Ask Zenlayer about ids; LookupFailed when it cannot answer."""
+        try:
+            return self.vm.describe_instances(ids)
+        except VmError as exc:
+            raise LookupFailed(exc) from exc
 
     def open_request(self, prepared: Prepared) -> Prepared:
         """Create the pending request a look-up allows; DuplicatePending when an identical one got there first."""
@@ -252,7 +287,11 @@ class StartService:
                 raise DuplicatePending(earlier)
             if needs_approval:
                 prepared.approvers = approvers_for(
-                    list_grants(session), [i.instance_id for i in prepared.startable], channel_id, user_id
+                    list_grants(session),
+                    [i.instance_id for i in prepared.startable],
+                    channel_id,
+                    user_id,
+                    {i.instance_id: i for i in prepared.startable},
                 )
         return prepared
 
@@ -283,12 +322,18 @@ class StartService:
 
     def decide(self, request_id: int, user_id: str, decision: Decision) -> ClickResult:
         """Apply a click: only the requester may start or cancel; grants are checked again at the click."""
+        try:
+            instances = self._attributes_for_click(request_id, user_id)
+        except VmError as exc:
+            log.warning("could not look up the instances of request %s at a click: %s", request_id, exc.describe())
+            with self.db.session(readonly=True) as session:
+                return ClickResult(ClickOutcome.LOOKUP_FAILED, lifecycle.get_request(session, request_id))
         now = self.clock()
         with self.db.session() as session:
             request = lifecycle.get_request(session, request_id)
             if request is None:
                 return ClickResult(ClickOutcome.UNKNOWN, None)
-            result = self._apply(session, request, user_id, decision, now)
+            result = self._apply(session, request, user_id, decision, now, instances)
             if result.outcome in _REFUSALS_TO_AUDIT:
                 audit.record(
                     session,
@@ -302,8 +347,32 @@ class StartService:
             session.expire_all()
             return ClickResult(result.outcome, lifecycle.get_request(session, request_id), result.coverage, result.busy)
 
+    def _attributes_for_click(self, request_id: int, user_id: str) -> dict[str, InstanceInfo] | None:
+        """Look the request's instances up again when the grants that decide the click select by attributes.
+
+        Done before the click's transaction, so a slow Zenlayer never holds a database lock; None when only id
+        grants are involved (then the click needs no Zenlayer call at all).
+        """
+        with self.db.session(readonly=True) as session:
+            request = lifecycle.get_request(session, request_id)
+            if request is None or request.state != State.PENDING:
+                return None
+            involved = list_grants(session, request.requester_id)
+            if user_id != request.requester_id:
+                involved += list_grants(session, user_id)
+            if not (need_attributes(involved, GrantAction.START) or need_attributes(involved, GrantAction.APPROVE)):
+                return None
+            ids = self._to_start(request)
+        return self.vm.describe_instances(ids) if ids else {}
+
     def _apply(
-        self, session: Session, request: StartRequest, user_id: str, decision: Decision, now: datetime
+        self,
+        session: Session,
+        request: StartRequest,
+        user_id: str,
+        decision: Decision,
+        now: datetime,
+        instances: Mapping[str, InstanceInfo] | None = None,
     ) -> ClickResult:
         """Decide one click inside a transaction; the state change itself is a compare-and-set."""
         if request.state != State.PENDING:
@@ -331,6 +400,7 @@ class StartService:
                 self._to_start(request),
                 action=GrantAction.APPROVE,
                 channel_id=request.channel_id,
+                instances=instances,
             )
             if not approver.ok:
                 return ClickResult(ClickOutcome.NOT_APPROVER, None, approver)
@@ -338,14 +408,21 @@ class StartService:
                 if lifecycle.reject(session, request.id, by=user_id, now=now):
                     return ClickResult(ClickOutcome.REJECTED, None, approver)
                 return ClickResult(self._lost_race(session, request.id), None)
-        refusal = self._refuse_start(session, request, by_requester=is_requester)
+        refusal = self._refuse_start(session, request, by_requester=is_requester, instances=instances)
         if refusal is not None:
             return refusal
         if lifecycle.approve(session, request.id, by=user_id, now=now):
             return ClickResult(ClickOutcome.APPROVED, None)
         return ClickResult(self._lost_race(session, request.id), None)
 
-    def _refuse_start(self, session: Session, request: StartRequest, *, by_requester: bool) -> ClickResult | None:
+    def _refuse_start(
+        self,
+        session: Session,
+        request: StartRequest,
+        *,
+        by_requester: bool,
+        instances: Mapping[str, InstanceInfo] | None = None,
+    ) -> ClickResult | None:
         """Check, at the moment of approval, that the request may still start; return the refusal, if any."""
         to_start = self._to_start(request)
         coverage = check_coverage(
@@ -353,6 +430,7 @@ class StartService:
             to_start,
             action=GrantAction.START,
             channel_id=request.channel_id,
+            instances=instances,
         )
         if not coverage.ok:
             audit.record(

@@ -40,6 +40,7 @@ class InstanceUpdate:
     status: str | None
     outcome: Outcome | None
     changed: bool
+    instance_id: str = ""
 
 
 class Watcher:
@@ -299,18 +300,26 @@ class Watcher:
         ]
         changed = [u for u in updates if u.changed or u.outcome is not None]
         if changed:
+            addresses = self._addresses([u.instance_id for u in changed if u.status == RUNNING])
             with self.db.session() as session:
                 for u in changed:
+                    values: dict[str, object] = {
+                        "last_status": u.status,
+                        "outcome": u.outcome,
+                        "status_changed_at": now,
+                    }
+                    if u.instance_id in addresses:
+                        values["ip_address"] = addresses[u.instance_id]
                     session.execute(
                         update(RequestInstance)
                         .where(RequestInstance.id == u.row_id)
-                        .values(last_status=u.status, outcome=u.outcome, status_changed_at=now)
+                        .values(**values)
                         .execution_options(synchronize_session=False)
                     )
             request = self._load(request.id)
         settled = all(i.outcome is not None for i in request.instances if i.to_start)
         changes = [
-            StatusChange(i.instance_id, i.name, i.reported_status, i.last_status)
+            StatusChange(i.instance_id, i.name, i.reported_status, i.last_status, i.ip_address)
             for i in request.instances
             if i.to_start and i.skip_reason is None and i.last_status != i.reported_status
         ]
@@ -334,6 +343,17 @@ class Watcher:
                         )
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
             self._finish_if_settled(request, poll_error=None)
+
+    def _addresses(self, ids: Sequence[str]) -> dict[str, str]:
+        """Return the address to connect to of instances that just came up; best effort (the thread can do without)."""
+        if not ids:
+            return {}
+        try:
+            found = self.vm.describe_instances(ids)
+        except VmError as exc:
+            log.warning("could not look up the addresses of %d running instances: %s", len(ids), exc.describe())
+            return {}
+        return {i: info.ip for i, info in found.items() if info.ip}
 
     def _finish_if_settled(self, request: StartRequest, poll_error: str | None) -> None:
         """Move a watched request to done / failed / timed_out once every instance has an outcome or time is up."""
@@ -466,11 +486,12 @@ def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:
         status = status[:STATUS_LENGTH]  # unknown statuses are shown verbatim, but must fit the column
     changed = status != instance.last_status
     if status is None:
-        return InstanceUpdate(instance.id, None, Outcome.FAILED, changed)
+        return InstanceUpdate(instance.id, None, Outcome.FAILED, changed, instance.instance_id)
     if status == RUNNING:
-        return InstanceUpdate(instance.id, status, Outcome.RUNNING, changed)
+        return InstanceUpdate(instance.id, status, Outcome.RUNNING, changed, instance.instance_id)
     if status in OFF_PATH_STATUSES:
-        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed, instance.instance_id)
     if status == STOPPED and instance.last_status not in (None, STOPPED):
-        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)  # it booted, then stopped again
-    return InstanceUpdate(instance.id, status, None, changed)
+        # it booted, then stopped again
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed, instance.instance_id)
+    return InstanceUpdate(instance.id, status, None, changed, instance.instance_id)

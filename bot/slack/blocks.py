@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from bot.db.models import ANY_CHANNEL, Grant, RequestInstance, StartRequest
 from bot.domain.grant_admin import GrantArgs
-from bot.domain.grants import Coverage
+from bot.domain.grants import Coverage, selector_of
+from bot.domain.inventory import Listing
 from bot.domain.lifecycle import State
 from bot.domain.ports import InstanceInfo, StatusChange
 from bot.domain.starts import ClickOutcome, Prepared
@@ -47,9 +48,15 @@ def code(instance_id: str) -> str:
     return f"`{instance_id}`"
 
 
-def label(instance_id: str, name: str | None) -> str:
-    """Return `id` (name), the way instances are shown everywhere."""
-    return f"{code(instance_id)} ({escape(name)})" if name and name != instance_id else code(instance_id)
+def label(instance_id: str, name: str | None, zone: str | None = None) -> str:
+    """Return *name* `id` · zone, the way instances are shown everywhere (the name only when it says more)."""
+    shown = f"*{escape(name)}* {code(instance_id)}" if name and name != instance_id else code(instance_id)
+    return f"{shown} · {escape(zone)}" if zone else shown
+
+
+def _plain(text: str, limit: int) -> str:
+    """Shorten text for a plain_text field with a length limit."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _listing(lines: Sequence[str]) -> list[str]:
@@ -87,16 +94,18 @@ def _context(text: str) -> Block:
 
 USAGE = (
     "*vm-bot* starts Zenlayer VMs you are allowed to start.\n"
-    "• `/vm start ID [ID ...]` — ask to start instances (ids separated by spaces, commas or newlines); "
-    "you confirm before anything happens\n"
-    "• `/vm status ID [ID ...]` — show instances' current status\n"
+    "• `/vm start NAME_OR_ID [...]` — ask to start instances by name or id (separated by spaces, commas or "
+    "newlines); you confirm before anything happens\n"
+    "• `/vm status NAME_OR_ID [...]` — show instances' current status\n"
+    "• `/vm list [PATTERN]` — the instances you may start here; tick the stopped ones and press *Start selected*\n"
     "• `/vm grants` — show what you may do\n"
     "• `/vm help` — what you can do here"
 )
 ADMIN_USAGE = (
-    "• `/vm grant @user PATTERN [PATTERN ...] [--channel #channel ...] [--action start|approve|admin] "
-    "[--needs-approval]` — let someone act on instances\n"
-    "• `/vm revoke @user [PATTERN ...] [--channel #channel ...] [--action ACTION]` — take grants away"
+    "• `/vm grant @user [PATTERN ...] [--instances PATTERN] [--names PATTERN] [--resource-group ID_OR_NAME] "
+    "[--tag KEY=VALUE] [--channel #channel ...] [--action start|approve|admin] [--needs-approval]` — "
+    "let someone act on instances (by id glob, name glob, resource group or tag)\n"
+    "• `/vm revoke @user [selectors as for grant] [--channel #channel ...] [--action ACTION]` — take grants away"
 )
 ACTION_PHRASES: dict[str, str] = {
     GrantAction.START: "start",
@@ -114,7 +123,8 @@ def _grant_line(grant: Grant) -> str:
     """Describe one grant for its holder."""
     where = "in any channel" if grant.channel_id == ANY_CHANNEL else f"in <#{grant.channel_id}>"
     approval = " (needs a second person's approval)" if grant.needs_approval else ""
-    return f"• {ACTION_PHRASES.get(grant.action, grant.action)} `{escape(grant.pattern)}` {where}{approval}"
+    what = escape(selector_of(grant).describe())
+    return f"• {ACTION_PHRASES.get(grant.action, grant.action)} {what} {where}{approval}"
 
 
 def grants_text(grants: Sequence[Grant]) -> str:
@@ -136,8 +146,9 @@ def help_text(grants: Sequence[Grant], channel_id: str) -> str:
     lines = ["*What you can do with vm-bot*"]
     if GrantAction.START in actions:
         lines.append(
-            "• `/vm start ID [ID ...]` — ask to start instances; you confirm before anything happens\n"
-            "• `/vm status ID [ID ...]` — show instances' current status"
+            "• `/vm start NAME_OR_ID [...]` — ask to start instances; you confirm before anything happens\n"
+            "• `/vm status NAME_OR_ID [...]` — show instances' current status\n"
+            "• `/vm list [PATTERN]` — the instances you may start here, to tick and start"
         )
     if GrantAction.APPROVE in actions:
         lines.append("• press *Approve* or *Reject* on others' requests that need a second person")
@@ -154,7 +165,7 @@ def help_text(grants: Sequence[Grant], channel_id: str) -> str:
 def grant_done_text(args: GrantArgs, added: int) -> str:
     """Confirm a grant made from Slack."""
     where = ", ".join(f"<#{c}>" for c in args.channels if c != ANY_CHANNEL) or "any channel"
-    patterns = ", ".join(f"`{escape(p)}`" for p in args.patterns)
+    patterns = ", ".join(escape(s.describe()) for s in args.selectors)
     approval = ", with a second person's approval" if args.needs_approval else ""
     verb = "Granted" if added else "Already granted (updated)"
     action = args.action or GrantAction.START
@@ -184,10 +195,14 @@ def invalid_ids_text(invalid: Sequence[str]) -> str:
 
 
 def not_covered_text(action: str, coverage: Coverage) -> str:
-    """Explain which ids the user may not act on, and where they could."""
-    lines = [f":no_entry: You may not {action} " + ", ".join(code(i) for i in coverage.uncovered[:MAX_LISTED]) + "."]
+    """Explain which instances the user may not act on, and where they could."""
+
+    def shown(instance_id: str) -> str:
+        return label(instance_id, coverage.names.get(instance_id))
+
+    lines = [f":no_entry: You may not {action} " + ", ".join(shown(i) for i in coverage.uncovered[:MAX_LISTED]) + "."]
     for instance_id, channels in list(coverage.channels_elsewhere.items())[:MAX_LISTED]:
-        lines.append(f"• {code(instance_id)} can be {action}ed from " + ", ".join(f"<#{c}>" for c in channels))
+        lines.append(f"• {shown(instance_id)} can be {action}ed from " + ", ".join(f"<#{c}>" for c in channels))
     lines.append("Nothing was started. Ask a vm-bot admin for a grant if you need one.")
     return "\n".join(lines)
 
@@ -217,7 +232,7 @@ def cannot_post_text(channel_id: str, error: str) -> str:
     )
 
 
-def status_text(ids: Sequence[str], found: dict[str, InstanceInfo]) -> str:
+def status_text(ids: Sequence[str], found: Mapping[str, InstanceInfo]) -> str:
     """Render `/vm status` for the given ids."""
     lines = []
     for instance_id in ids:
@@ -226,8 +241,8 @@ def status_text(ids: Sequence[str], found: dict[str, InstanceInfo]) -> str:
             lines.append(f"• {code(instance_id)} — not found")
         else:
             emoji = STATUS_EMOJI.get(info.status, ":large_orange_circle:")
-            zone = f", {escape(info.zone)}" if info.zone else ""
-            lines.append(f"• {label(instance_id, info.name)} — {emoji} {escape(info.status)}{zone}")
+            ip = f" · {escape(info.ip)}" if info.ip and info.status == "RUNNING" else ""
+            lines.append(f"• {label(instance_id, info.name, info.zone)} — {emoji} {escape(info.status)}{ip}")
     return "\n".join(["*Instance status*", *_listing(lines)])
 
 
@@ -257,6 +272,10 @@ def click_refusal_text(
         return (
             f"{ids} {'is' if len(busy) == 1 else 'are'} already being started by another request; nothing was started."
         )
+    if outcome == ClickOutcome.LOOKUP_FAILED:
+        return (
+            "I could not look these instances up at Zenlayer to check the grants again; nothing was started. Try again."
+        )
     if outcome == ClickOutcome.EXPIRED:
         return "This confirmation has expired; nothing was started. Run `/vm start` again if you still need it."
     if outcome == ClickOutcome.ALREADY_DECIDED and request is not None:
@@ -281,8 +300,8 @@ def _state_phrase(request: StartRequest) -> str:
 
 
 def _instance_line(instance: RequestInstance) -> str:
-    """Describe one instance of a request as it currently stands."""
-    name = label(instance.instance_id, instance.name)
+    """Describe one instance of a request as it currently stands: name, id, zone, and its address once RUNNING."""
+    name = label(instance.instance_id, instance.name, instance.zone)
     if not instance.to_start:
         return f"• {name} — {escape(instance.skip_reason or 'skipped')}, skipped"
     status = instance.last_status or instance.initial_status
@@ -292,7 +311,12 @@ def _instance_line(instance: RequestInstance) -> str:
         return f"• {name} — {escape(instance.skip_reason or 'skipped')}"
     if instance.outcome == Outcome.FAILED and instance.skip_reason:
         return f"• {name} — :x: {escape(instance.skip_reason)}"
-    return f"• {name} — {shown}"
+    return f"• {name} — {shown}{_address(instance.ip_address, status)}"
+
+
+def _address(ip: str | None, status: str | None) -> str:
+    """Return " · IP" for an instance that is RUNNING and has an address."""
+    return f" · {escape(ip)}" if ip and status == "RUNNING" else ""
 
 
 def approver_phrase(approvers: Sequence[str], group_mention: str | None) -> str:
@@ -425,7 +449,7 @@ def progress_reply(request: StartRequest, changes: Sequence[StatusChange]) -> st
         new = escape(change.new) if change.new else "no longer found"
         emoji = STATUS_EMOJI.get(change.new or "", ":large_orange_circle:")
         old = f"{escape(change.old)} → " if change.old else ""
-        lines.append(f"• {label(change.instance_id, change.name)}: {old}{emoji} {new}")
+        lines.append(f"• {label(change.instance_id, change.name)}: {old}{emoji} {new}{_address(change.ip, change.new)}")
     return "\n".join(_listing(lines))
 
 
@@ -434,7 +458,9 @@ def final_reply(request: StartRequest) -> str:
     state = State(request.state)
     starting = [i for i in request.instances if i.to_start]
     if state == State.DONE:
-        return f":white_check_mark: All {_count(len(starting))} RUNNING{_took(request)}."
+        done = f":white_check_mark: All {_count(len(starting))} RUNNING{_took(request)}."
+        reach = [f"• {label(i.instance_id, i.name)} · {escape(i.ip_address)}" for i in starting if i.ip_address]
+        return "\n".join([done, *_listing(reach)])
     lines = []
     if state == State.TIMED_OUT:
         lines.append(f":alarm_clock: Stopped watching{_took(request)}; not RUNNING yet:")
@@ -452,7 +478,116 @@ def final_reply(request: StartRequest) -> str:
             lines.append(f"• {label(i.instance_id, i.name)} — {escape(why)}")
     running = [i for i in starting if i.outcome == Outcome.RUNNING]
     if running:
-        lines.append(f"RUNNING: {', '.join(code(i.instance_id) for i in running[:MAX_LISTED])}")
+        shown = (f"{code(i.instance_id)}{_address(i.ip_address, 'RUNNING')}" for i in running[:MAX_LISTED])
+        lines.append(f"RUNNING: {', '.join(shown)}")
     if request.error:
         lines.append(f"Details: {escape(request.error)}")
     return "\n".join(_listing(lines))
+
+
+# --- picking instances: /vm list, and a name several instances share ----------------------------------
+
+
+PICK_PER_BLOCK = 10  # Slack's limit of options in one checkboxes element
+MAX_PICKABLE = 80  # eight checkbox groups; beyond this people narrow the list with a pattern
+MAX_OTHERS = 40  # instances shown (not selectable) because they are not STOPPED
+OPTION_TEXT_LIMIT = 75  # Slack's limit for an option's text and description
+
+
+def _option(info: InstanceInfo) -> Block:
+    """Return a checkbox option for an instance: its name, then id, zone and resource group."""
+    details = " · ".join(part for part in (info.instance_id, info.zone, info.resource_group_name, info.status) if part)
+    return {
+        "text": {"type": "plain_text", "text": _plain(info.name or info.instance_id, OPTION_TEXT_LIMIT)},
+        "description": {"type": "plain_text", "text": _plain(details, OPTION_TEXT_LIMIT)},
+        "value": info.instance_id,
+    }
+
+
+def _status_line(info: InstanceInfo) -> str:
+    """Describe an instance that cannot be ticked, with its status."""
+    emoji = STATUS_EMOJI.get(info.status, ":large_orange_circle:")
+    ip = f" · {escape(info.ip)}" if info.ip and info.status == "RUNNING" else ""
+    return f"• {label(info.instance_id, info.name, info.zone)} — {emoji} {escape(info.status)}{ip}"
+
+
+def picker_blocks(
+    heading: str,
+    selectable: Sequence[InstanceInfo],
+    *,
+    preselected: Iterable[str] = (),
+    others: Sequence[InstanceInfo] = (),
+    footer: str | None = None,
+) -> list[Block]:
+    """Return checkboxes (ten per group) for the selectable instances, the others as lines, and Start selected."""
+    ticked = set(preselected)
+    blocks: list[Block] = [_section(heading)]
+    for number, start in enumerate(range(0, len(selectable), PICK_PER_BLOCK)):
+        options = [_option(i) for i in selectable[start : start + PICK_PER_BLOCK]]
+        checkboxes: Block = {"type": "checkboxes", "action_id": action_ids.PICK, "options": options}
+        initial = [o for o in options if o["value"] in ticked]
+        if initial:
+            checkboxes["initial_options"] = initial
+        blocks.append(
+            {"type": "actions", "block_id": f"{action_ids.PICK_BLOCK_PREFIX}{number}", "elements": [checkboxes]}
+        )
+    blocks.extend(_sections(_status_line(i) for i in others))
+    if selectable:
+        button: Block = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Start selected"},
+            "action_id": action_ids.START_SELECTED,
+            "value": "pick",
+            "style": "primary",
+        }
+        blocks.append({"type": "actions", "block_id": action_ids.PICK_SUBMIT_BLOCK, "elements": [button]})
+    if footer:
+        blocks.append(_context(footer))
+    return blocks
+
+
+def list_message(channel_id: str, pattern: str | None, listing: Listing) -> dict[str, Any]:
+    """Render `/vm list`: what the caller may start here, the STOPPED ones to tick, within Slack's limits."""
+    matching = f" matching `{escape(pattern)}`" if pattern else ""
+    if not listing.instances:
+        text = f":information_source: There are no instances you may start in <#{channel_id}>{matching}."
+        return {"text": text}
+    stopped = [i for i in listing.instances if i.status == "STOPPED"]
+    others = [i for i in listing.instances if i.status != "STOPPED"]
+    selectable, shown_others = stopped[:MAX_PICKABLE], others[:MAX_OTHERS]
+    more = len(listing.instances) - len(selectable) - len(shown_others)
+    count = _count(len(listing.instances))
+    heading = f"*Instances you may start in <#{channel_id}>*{matching} — {count}"
+    if selectable:
+        heading += ", tick the STOPPED ones to start:"
+    notes = []
+    if more:
+        notes.append(f"…and {more} more — narrow it with a pattern: `/vm list web-*`")
+    if listing.truncated:
+        notes.append(f"I stopped reading after {listing.scanned} of {listing.total} instances.")
+    blocks = picker_blocks(heading, selectable, others=shown_others, footer=" ".join(notes) or None)
+    return {"text": f"Instances you may start here: {count}", "blocks": blocks}
+
+
+def choice_message(ambiguous: Mapping[str, Sequence[InstanceInfo]], resolved: Sequence[InstanceInfo]) -> dict[str, Any]:
+    """Ask which of several instances sharing a name were meant (the others asked for come ticked)."""
+    lines = [
+        f":twisted_rightwards_arrows: *{escape(name)}* is the name of {_count(len(candidates))}; "
+        "tick the ones you mean (name, id, zone and resource group below):"
+        for name, candidates in ambiguous.items()
+    ]
+    candidates = [c for group in ambiguous.values() for c in group]
+    selectable = list({i.instance_id: i for i in [*resolved, *candidates]}.values())[:MAX_PICKABLE]
+    footer = "Nothing starts yet: *Start selected* leads to the usual confirmation."
+    blocks = picker_blocks("\n".join(lines), selectable, preselected=[i.instance_id for i in resolved], footer=footer)
+    return {"text": "Several instances share that name — pick the ones you mean", "blocks": blocks}
+
+
+def picked_text(count: int, channel_id: str) -> str:
+    """Replace a picker once its choice became a confirmation."""
+    return f":point_right: Asked to start {_count(count)} — confirm in <#{channel_id}>."
+
+
+def nothing_picked_text() -> str:
+    """Answer a Start selected with nothing ticked."""
+    return ":point_up: Tick at least one instance first, then press *Start selected*."

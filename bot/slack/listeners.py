@@ -15,7 +15,9 @@ from bot.domain.commands import MAX_IDS, MAX_TEXT_LENGTH, Command, parse
 from bot.domain.errors import UserError
 from bot.domain.grant_admin import GrantService, parse_grant_args
 from bot.domain.grants import Coverage
-from bot.domain.ports import VmApi
+from bot.domain.ids import is_instance_id, is_pattern
+from bot.domain.inventory import Inventory, resolve
+from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.starts import (
     ClickOutcome,
     Decision,
@@ -24,7 +26,6 @@ from bot.domain.starts import (
     NothingToStart,
     StartService,
 )
-from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import GrantAction
 from bot.slack import action_ids, blocks
 from bot.slack.messages import CANNOT_POST, SlackMessages, slack_error
@@ -39,6 +40,23 @@ _DECISIONS = {
 }
 
 
+def picked_ids(body: dict[str, Any]) -> list[str]:
+    """Return the instance ids ticked in a picker's checkboxes (valid ids only, in order, at most MAX_IDS)."""
+    values = body.get("state", {}).get("values", {})
+    ids: list[str] = []
+    if not isinstance(values, dict):
+        return ids
+    for block_id, actions in values.items():
+        if not str(block_id).startswith(action_ids.PICK_BLOCK_PREFIX) or not isinstance(actions, dict):
+            continue
+        selected = (actions.get(action_ids.PICK) or {}).get("selected_options") or []
+        for option in selected if isinstance(selected, list) else []:
+            value = str(option.get("value", "")) if isinstance(option, dict) else ""
+            if is_instance_id(value) and value not in ids:
+                ids.append(value)
+    return ids[:MAX_IDS]
+
+
 class Listeners:
     """The `/vm` command and the confirmation buttons; slow work runs on our executors, never on bolt's pool."""
 
@@ -47,6 +65,7 @@ class Listeners:
         *,
         starts: StartService,
         grants: GrantService,
+        inventory: Inventory,
         vm: VmApi,
         messages: SlackMessages,
         lookups: Executor,
@@ -55,6 +74,7 @@ class Listeners:
     ):
         self.starts = starts
         self.grants = grants
+        self.inventory = inventory
         self.vm = vm
         self.messages = messages
         self.lookups = lookups
@@ -66,6 +86,8 @@ class Listeners:
         app.command("/vm")(self.on_command)
         for action_id in action_ids.DECISION_ACTIONS:
             app.action(action_id)(self.on_click)
+        app.action(action_ids.PICK)(self.on_tick)
+        app.action(action_ids.START_SELECTED)(self.on_start_selected)
 
     # --- /vm ---------------------------------------------------------------------------------------------
 
@@ -88,14 +110,25 @@ class Listeners:
                 return
             user_id, channel_id = command["user_id"], command["channel_id"]
             coverage = self.starts.coverage(user_id, channel_id, parsed.ids)
-            if not coverage.ok:
-                # Refuse in the ack itself: it is one indexed read; the audit write happens after.
+            if not coverage.ok and not self.starts.may_use_here(user_id, channel_id):
+                # Nothing could cover these (names included): refuse in the ack itself, one indexed read; the
+                # audit write happens after. Anyone holding a grant here has the words looked up first.
                 ack(blocks.not_covered_text(GrantAction.START, coverage))
                 self._submit(self.lookups, respond, self._record_denial, user_id, channel_id, coverage)
                 return
             ack(blocks.checking_text(parsed.ids))
             work = self._start if parsed.verb == "start" else self._status
             self._submit(self.lookups, respond, work, command, parsed)
+            return
+        if parsed.verb == "list":
+            if len(parsed.args) > 1 or (parsed.args and not is_pattern(parsed.args[0])):
+                ack(blocks.usage_text(":warning: `/vm list [PATTERN]` takes one name or id pattern, like `web-*`."))
+                return
+            if not self.starts.may_use_here(command["user_id"], command["channel_id"]):
+                ack(":information_source: You hold no grant to start instances in this channel.")
+                return
+            ack(":mag: Looking up the instances you may start here…")
+            self._submit(self.lookups, respond, self._list, command, parsed)
             return
         if parsed.verb == "help" and parsed.args:
             ack(blocks.usage_text(f":warning: Unknown command `{blocks.escape(parsed.args[0][:40])}`."))
@@ -105,10 +138,41 @@ class Listeners:
         self._submit(self.lookups, respond, work, command, parsed)
 
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
-        """Prepare the request and post its confirmation in the channel."""
+        """Resolve names, ask which namesake was meant if need be, else post the confirmation in the channel."""
         user_id, channel_id = command["user_id"], command["channel_id"]
+        resolution = resolve(self.vm, parsed.ids)
+        if resolution.ambiguous:
+            self.starts.check(user_id, channel_id, resolution.ids, instances=resolution.instances)
+            ambiguous = self._namesakes_allowed(user_id, channel_id, resolution.ambiguous)
+            respond(blocks.choice_message(ambiguous, list(resolution.instances.values())))
+            return
+        self._ask(user_id, channel_id, resolution.ids, respond, known=resolution.instances)
+
+    def _namesakes_allowed(
+        self, user_id: str, channel_id: str, ambiguous: dict[str, list[InstanceInfo]]
+    ) -> dict[str, list[InstanceInfo]]:
+        """Keep the namesakes the user may start here; a name with none is refused like any uncovered word."""
+        candidates = {c.instance_id: c for group in ambiguous.values() for c in group}
+        allowed = set(self.starts.coverage(user_id, channel_id, list(candidates), instances=candidates).allowed)
+        kept = {name: [c for c in group if c.instance_id in allowed] for name, group in ambiguous.items()}
+        refused = [name for name, group in kept.items() if not group]
+        if refused:
+            coverage = Coverage(uncovered=refused)
+            self.starts.record_denial(user_id, channel_id, coverage)
+            raise NotCovered(GrantAction.START, coverage)
+        return kept
+
+    def _ask(
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: list[str],
+        respond: Respond,
+        known: dict[str, InstanceInfo] | None = None,
+    ) -> bool:
+        """Check, look up and post the confirmation in the channel; return True once it is posted."""
         prepared = self.starts.open_request(
-            self.messages.with_links(self.starts.look_up(user_id, channel_id, parsed.ids))
+            self.messages.with_links(self.starts.look_up(user_id, channel_id, ids, known))
         )
         request = prepared.request
         assert request is not None
@@ -119,9 +183,16 @@ class Listeners:
             self.starts.abandon(request.id, f"could not post the confirmation: {error}")
             if error in CANNOT_POST:
                 respond(blocks.cannot_post_text(channel_id, error))
-                return
+                return False
             raise
         self.starts.attach_message(request.id, message_ts)
+        return True
+
+    def _list(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
+        """`/vm list [PATTERN]`: what the caller may start here, privately, with the STOPPED ones to tick."""
+        pattern = parsed.args[0] if parsed.args else None
+        listing = self.inventory.startable(command["user_id"], command["channel_id"], pattern)
+        respond(**blocks.list_message(command["channel_id"], pattern, listing))
 
     def _record_denial(self, user_id: str, channel_id: str, coverage: Coverage, respond: Respond) -> None:
         """Audit a refusal already given in the ack."""
@@ -148,13 +219,38 @@ class Listeners:
         respond(blocks.revoke_done_text(args, removed))
 
     def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
-        """Answer `/vm status` privately for ids the user holds a grant on."""
-        self.starts.check(command["user_id"], command["channel_id"], parsed.ids, action=GrantAction.START)
-        try:
-            found = self.vm.describe_instances(parsed.ids)
-        except VmError as exc:
-            raise UserError(f"Could not ask Zenlayer: {exc.describe()}") from exc
-        respond(blocks.status_text(parsed.ids, found))
+        """Answer `/vm status` privately for the names and ids the user holds a grant on (every namesake shown)."""
+        user_id, channel_id = command["user_id"], command["channel_id"]
+        resolution = resolve(self.vm, parsed.ids)
+        self.starts.check(user_id, channel_id, resolution.ids, instances=resolution.instances)
+        found = dict(resolution.instances)
+        ids = list(resolution.ids)
+        for group in self._namesakes_allowed(user_id, channel_id, resolution.ambiguous).values():
+            found.update((c.instance_id, c) for c in group)
+            ids.extend(c.instance_id for c in group if c.instance_id not in ids)
+        respond(blocks.status_text(ids, found))
+
+    # --- the instance picker -------------------------------------------------------------------------------
+
+    def on_tick(self, ack: Ack) -> None:
+        """A checkbox was ticked or cleared: Slack tells us, but only Start selected acts on it."""
+        ack()
+
+    def on_start_selected(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        """Acknowledge Start selected, then treat the ticked instances as a `/vm start` of their ids."""
+        ack()
+        user_id = str(body.get("user", {}).get("id", ""))
+        channel_id = str(body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id") or "")
+        ids = picked_ids(body)
+        self._submit(self.lookups, respond, self._start_picked, user_id, channel_id, ids)
+
+    def _start_picked(self, user_id: str, channel_id: str, ids: list[str], respond: Respond) -> None:
+        """Run the ticked ids through the same checks and confirmation as `/vm start`."""
+        if not ids:
+            respond(blocks.nothing_picked_text(), response_type="ephemeral", replace_original=False)
+            return
+        if self._ask(user_id, channel_id, ids, respond):
+            respond(blocks.picked_text(len(ids), channel_id), response_type="ephemeral", replace_original=True)
 
     # --- buttons -----------------------------------------------------------------------------------------
 

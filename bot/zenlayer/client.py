@@ -438,11 +438,12 @@ def _tags(value: Any) -> tuple[tuple[str, str], ...]:
     items = value.get("tags") if isinstance(value, dict) else value
     if not isinstance(items, list):
         return ()
-    return tuple(
-        (item["key"], item.get("value") if isinstance(item.get("value"), str) else "")
-        for item in items
-        if isinstance(item, dict) and isinstance(item.get("key"), str) and item["key"]
-    )
+    tags: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("key"), str) and item["key"]:
+            value = item.get("value")
+            tags.append((item["key"], value if isinstance(value, str) else ""))
+    return tuple(tags)
 
 
 def instance_info(row: dict[str, Any]) -> InstanceInfo:

@@ -145,6 +145,8 @@ def _upsert(sim: ZenlayerSimulator, spec: dict[str, Any]) -> dict[str, Any]:
     for key, value in (("instanceId", instance_id), *((k, spec.get(k)) for k in fields)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ControlError(400, f"{key} must be a non-empty string")
+    if instance_id is None and spec.get("name") is None:
+        raise ControlError(400, "instanceId (or, for a new instance with a made-up opaque id, name) is required")
     tags = spec.get("tags")
     if tags is not None and not isinstance(tags, dict | list):
         raise ControlError(400, "tags must be an object {key: value} or a list of {key, value}")
