@@ -14,7 +14,7 @@ from bot.db.session import Database
 from bot.domain import audit, grants
 from bot.domain.errors import InvalidInput, NotAllowed
 from bot.domain.ports import InstanceInfo
-from bot.domain.selectors import KIND_OF_OPTION, Selector, SelectorKind, within
+from bot.domain.selectors import KIND_OF_OPTION, Selector, SelectorKind, problem, within
 from bot.domain.selectors import pattern_within as pattern_within
 from bot.domain.vocabulary import GrantAction
 
@@ -94,6 +94,7 @@ def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
             problems.append(f"unknown option {grants.quote(word)}")
         else:
             parsed.patterns.append(word)
+    problems.extend(p for p in (problem(s) for s in parsed.selectors) if p)
     if not revoking and not parsed.selectors:
         problems.append("name at least one instance pattern (or --names, --resource-group, --tag)")
     if problems:
