@@ -316,3 +316,42 @@ def grants_of(database_url: str, user: str) -> list[tuple[str, str, str, str]]:
             return [(g.action, g.kind, g.pattern, g.channel_id) for g in grant_rules.list_grants(session, user)]
     finally:
         db.close()
+
+
+def test_approval_by_selector_looks_the_instances_up_again_at_the_click(
+    slack: SlackDriver, grant: Callable[..., None], fleet: dict[str, str], simulator: ZenlayerSimulator
+) -> None:
+    grant(USER, Selector(SelectorKind.GROUP, "dev"), needs_approval=True)
+    grant("U0APPROVER", Selector(SelectorKind.TAG, "team=api"), action="approve")
+    grant("U0OTHER", Selector(SelectorKind.TAG, "team=db"), action="approve")
+
+    slack.command("start api-1")
+    confirmation = slack.wait_confirmation()
+    shown = message_text(slack.message(confirmation))
+    _, refused_key = slack.click(confirmation, action_ids.APPROVE, user="U0OTHER")
+
+    assert "needs approval" in shown and "<@U0APPROVER>" in shown and "<@U0OTHER>" not in shown
+    assert "You can't approve this request" in slack.wait_private(refused_key, "can't approve")
+    describes = sum(1 for c in simulator.calls if c.action == "DescribeInstances")
+    slack.click(confirmation, action_ids.APPROVE, user="U0APPROVER")
+    slack.wait_thread(confirmation, "All 1 instance RUNNING")
+    assert start_calls(simulator) == [[fleet["api-1"]]]
+    assert sum(1 for c in simulator.calls if c.action == "DescribeInstances") > describes  # looked up at the click
+
+
+def test_grants_by_selector_show_as_people_wrote_them_and_only_in_their_channel(
+    slack: SlackDriver, grant: Callable[..., None], fleet: dict[str, str]
+) -> None:
+    grant(USER, Selector(SelectorKind.TAG, "team=api"), channels=["C0ELSEWHERE"])
+    grant(USER, Selector(SelectorKind.NAME, "db-*"))
+
+    _, grants_key = slack.command("grants")
+    mine = slack.wait_private(grants_key, "Your vm-bot grants")
+    _, list_key = slack.command("list")
+    listed = slack.wait_private(list_key, "Instances you may start")
+    _, start_key = slack.command("start api-1")
+
+    assert "start tag `team=api` in <#C0ELSEWHERE>" in mine and "start name `db-*` in any channel" in mine
+    assert fleet["db-9"] in listed and fleet["api-1"] not in listed  # the tag grant is for another channel
+    refusal = slack.wait_private(start_key, "You may not start")
+    assert "can be started from <#C0ELSEWHERE>" in refusal  # where it would be covered

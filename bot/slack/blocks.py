@@ -521,7 +521,7 @@ def picker_blocks(
 ) -> list[Block]:
     """Return checkboxes (ten per group) for the selectable instances, the others as lines, and Start selected."""
     ticked = set(preselected)
-    blocks: list[Block] = [_section(heading)]
+    blocks: list[Block] = _sections(heading.split("\n"))
     for number, start in enumerate(range(0, len(selectable), PICK_PER_BLOCK)):
         options = [_option(i) for i in selectable[start : start + PICK_PER_BLOCK]]
         checkboxes: Block = {"type": "checkboxes", "action_id": action_ids.PICK, "options": options}
