@@ -347,12 +347,16 @@ class StartService:
             session.expire_all()
             return ClickResult(result.outcome, lifecycle.get_request(session, request_id), result.coverage, result.busy)
 
-    def _attributes_for_click(self, request_id: int, user_id: str) -> dict[str, InstanceInfo] | None:
-        """Look the request's instances up again when the grants that decide the click select by attributes.
+    def needs_lookup_at_click(self, request_id: int, user_id: str) -> bool:
+        """True when deciding this click needs the instances looked up at Zenlayer (grants by name, group or tag).
 
-        Done before the click's transaction, so a slow Zenlayer never holds a database lock; None when only id
-        grants are involved (then the click needs no Zenlayer call at all).
+        A quick database read, so the chat layer can tell, before acknowledging, whether the click's decision can
+        be made at once or must wait for Zenlayer.
         """
+        return self._to_look_up(request_id, user_id) is not None
+
+    def _to_look_up(self, request_id: int, user_id: str) -> list[str] | None:
+        """Return the ids to look up for a click on a pending request, or None when its grants are all id globs."""
         with self.db.session(readonly=True) as session:
             request = lifecycle.get_request(session, request_id)
             if request is None or request.state != State.PENDING:
@@ -362,7 +366,17 @@ class StartService:
                 involved += list_grants(session, user_id)
             if not (need_attributes(involved, GrantAction.START) or need_attributes(involved, GrantAction.APPROVE)):
                 return None
-            ids = self._to_start(request)
+            return self._to_start(request)
+
+    def _attributes_for_click(self, request_id: int, user_id: str) -> dict[str, InstanceInfo] | None:
+        """Look the request's instances up again when the grants that decide the click select by attributes.
+
+        Done before the click's transaction, so a slow Zenlayer never holds a database lock; None when only id
+        grants are involved (then the click needs no Zenlayer call at all).
+        """
+        ids = self._to_look_up(request_id, user_id)
+        if ids is None:
+            return None
         return self.vm.describe_instances(ids) if ids else {}
 
     def _apply(
