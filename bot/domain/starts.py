@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from bot.db.models import ANY_CHANNEL, RequestInstance, StartRequest, utcnow
 from bot.db.session import Database
-from bot.domain import audit, lifecycle
+from bot.domain import audit, inventory, lifecycle
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
 from bot.domain.grants import Coverage, check_coverage, list_grants, need_attributes
-from bot.domain.inventory import LookupFailed
+from bot.domain.inventory import LookupFailed, Resolution
 from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.vm_errors import VmError
@@ -206,6 +206,28 @@ class StartService:
             self.record_denial(user_id, channel_id, coverage, action=action)
             raise NotCovered(action, coverage)
         return coverage
+
+    def resolve(self, user_id: str, channel_id: str, words: Sequence[str]) -> Resolution:
+        """Resolve typed ids and names, refusing (NotCovered) anything the user may not start here.
+
+        Namesakes are narrowed to those the user may start; a name with none left is refused like any uncovered
+        word, so a reply never shows an instance its reader may not start.
+        """
+        resolution = inventory.resolve(self.vm, words)
+        self.check(user_id, channel_id, resolution.ids, instances=resolution.instances)
+        if resolution.ambiguous:
+            candidates = {c.instance_id: c for group in resolution.ambiguous.values() for c in group}
+            allowed = set(self.coverage(user_id, channel_id, list(candidates), instances=candidates).allowed)
+            kept = {
+                name: [c for c in group if c.instance_id in allowed] for name, group in resolution.ambiguous.items()
+            }
+            refused = [name for name, group in kept.items() if not group]
+            if refused:
+                coverage = Coverage(uncovered=refused)
+                self.record_denial(user_id, channel_id, coverage)
+                raise NotCovered(GrantAction.START, coverage)
+            resolution.ambiguous = kept
+        return resolution
 
     def prepare(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
         """Look the ids up and open the pending request, with skip reasons as they are (no links)."""

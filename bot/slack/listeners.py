@@ -16,7 +16,7 @@ from bot.domain.errors import UserError
 from bot.domain.grant_admin import GrantService, parse_grant_args
 from bot.domain.grants import Coverage
 from bot.domain.ids import is_instance_id, is_pattern
-from bot.domain.inventory import Inventory, resolve
+from bot.domain.inventory import Inventory
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.starts import (
     ClickOutcome,
@@ -140,27 +140,11 @@ class Listeners:
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Resolve names, ask which namesake was meant if need be, else post the confirmation in the channel."""
         user_id, channel_id = command["user_id"], command["channel_id"]
-        resolution = resolve(self.vm, parsed.ids)
+        resolution = self.starts.resolve(user_id, channel_id, parsed.ids)
         if resolution.ambiguous:
-            self.starts.check(user_id, channel_id, resolution.ids, instances=resolution.instances)
-            ambiguous = self._namesakes_allowed(user_id, channel_id, resolution.ambiguous)
-            respond(blocks.choice_message(ambiguous, list(resolution.instances.values())))
+            respond(blocks.choice_message(resolution.ambiguous, list(resolution.instances.values())))
             return
         self._ask(user_id, channel_id, resolution.ids, respond, known=resolution.instances)
-
-    def _namesakes_allowed(
-        self, user_id: str, channel_id: str, ambiguous: dict[str, list[InstanceInfo]]
-    ) -> dict[str, list[InstanceInfo]]:
-        """Keep the namesakes the user may start here; a name with none is refused like any uncovered word."""
-        candidates = {c.instance_id: c for group in ambiguous.values() for c in group}
-        allowed = set(self.starts.coverage(user_id, channel_id, list(candidates), instances=candidates).allowed)
-        kept = {name: [c for c in group if c.instance_id in allowed] for name, group in ambiguous.items()}
-        refused = [name for name, group in kept.items() if not group]
-        if refused:
-            coverage = Coverage(uncovered=refused)
-            self.starts.record_denial(user_id, channel_id, coverage)
-            raise NotCovered(GrantAction.START, coverage)
-        return kept
 
     def _ask(
         self,
@@ -221,11 +205,10 @@ class Listeners:
     def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Answer `/vm status` privately for the names and ids the user holds a grant on (every namesake shown)."""
         user_id, channel_id = command["user_id"], command["channel_id"]
-        resolution = resolve(self.vm, parsed.ids)
-        self.starts.check(user_id, channel_id, resolution.ids, instances=resolution.instances)
+        resolution = self.starts.resolve(user_id, channel_id, parsed.ids)
         found = dict(resolution.instances)
         ids = list(resolution.ids)
-        for group in self._namesakes_allowed(user_id, channel_id, resolution.ambiguous).values():
+        for group in resolution.ambiguous.values():
             found.update((c.instance_id, c) for c in group)
             ids.extend(c.instance_id for c in group if c.instance_id not in ids)
         respond(blocks.status_text(ids, found))
