@@ -355,3 +355,19 @@ def test_grants_by_selector_show_as_people_wrote_them_and_only_in_their_channel(
     assert fleet["db-9"] in listed and fleet["api-1"] not in listed  # the tag grant is for another channel
     refusal = slack.wait_private(start_key, "You may not start")
     assert "can be started from <#C0ELSEWHERE>" in refusal  # where it would be covered
+
+
+def test_a_click_that_cannot_look_the_instances_up_starts_nothing(
+    slack: SlackDriver, grant: Callable[..., None], fleet: dict[str, str], simulator: ZenlayerSimulator
+) -> None:
+    grant(USER, Selector(SelectorKind.TAG, "team=api"))
+    slack.command("start api-1")
+    confirmation = slack.wait_confirmation()
+
+    simulator.fail_next("DescribeInstances", status=400, code="INVALID_PARAMETER", message="simulated refusal")
+    _, click_key = slack.click(confirmation, action_ids.START)
+
+    assert "could not look these instances up" in slack.wait_private(click_key, "could not look")
+    assert has_buttons(slack.message(confirmation)) and start_calls(simulator) == []
+    slack.click(confirmation, action_ids.START)  # Zenlayer answers again: the same confirmation still works
+    slack.wait_thread(confirmation, "All 1 instance RUNNING")
