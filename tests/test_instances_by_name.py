@@ -4,6 +4,8 @@ starting and checking by name, namesakes, `/vm list` and Start selected."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,7 @@ from bot.domain import grants as grant_rules
 from bot.domain.selectors import Selector, SelectorKind
 from bot.slack import action_ids
 from tests.slack_support import start_calls, wait_until
+from tests.transports import HttpSlack, SocketSlack
 
 USER = "U0REQUEST"
 
@@ -371,3 +374,26 @@ def test_a_click_that_cannot_look_the_instances_up_starts_nothing(
     assert has_buttons(slack.message(confirmation)) and start_calls(simulator) == []
     slack.click(confirmation, action_ids.START)  # Zenlayer answers again: the same confirmation still works
     slack.wait_thread(confirmation, "All 1 instance RUNNING")
+
+
+def test_list_and_names_work_over_both_transports(
+    chat: HttpSlack | SocketSlack, grant: Callable[..., None], fleet: dict[str, str]
+) -> None:
+    grant(USER, Selector(SelectorKind.GROUP, "dev"))
+
+    ack, key = chat.say("list api")
+    listed = chat.wait_private(key, "Instances you may start")
+    chat.say("start api-1")
+
+    assert "Looking up" in ack and "— 2 instances" in listed and fleet["db-9"] not in listed
+    assert fleet["api-1"] in message_text(chat.message(chat.wait_confirmation()))
+
+
+def test_the_simulator_command_documents_its_instance_specs() -> None:
+    shown = " ".join(
+        subprocess.run(
+            [sys.executable, "-m", "bot", "simulator", "--help"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.split()
+    )
+
+    assert "name=NAME" in shown and "tag=KEY=VALUE" in shown and "generated opaque id" in shown
