@@ -70,8 +70,7 @@ def test_demo_plays_the_whole_conversation_and_cleans_up(tmp_path: Path) -> None
         "@alice  /vm start web-1 web-2",
         "vm-bot  (only @alice sees this) 🔍 Checking `web-1`, `web-2`",
         "vm-bot  🚀 @alice wants to start 2 instances",
-        "        • web-1 `",
-        "` · SEL-A — ⚪ STOPPED",
+        "` (web-1) · SEL-A — ⚪ STOPPED",
         "        Only @alice can confirm. Expires ",
         "        [ Start ]  [ Cancel ]",
         "@bob    /vm start web-2",
@@ -79,10 +78,9 @@ def test_demo_plays_the_whole_conversation_and_cleans_up(tmp_path: Path) -> None
         "@alice  clicks [ Start ]",
         "vm-bot  (edited) ✅ Confirmed by @alice ",
         "  └ vm-bot  Start requested (Zenlayer requestId `",
-        "            • web-1 `",
-        "`: 🟡 BOOTING",
+        "` (web-1): 🟡 BOOTING",
         "  └ vm-bot  ✅ All 2 instances RUNNING in ",
-        "` · 198.51.100.",
+        "` (web-1) · 198.51.100.",
         "Demo finished in ",
     ]
     assert "db-1" not in out  # alice's list shows only what she may start

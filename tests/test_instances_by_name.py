@@ -70,7 +70,7 @@ def test_each_selector_grants_what_it_selects_and_refuses_the_rest(
     _, key = slack.command(f"start {fleet['api-1']}")
     confirmation = slack.wait_confirmation()
 
-    assert f"*db-9* `{fleet['db-9']}`" in refusal  # what is not covered, as people know it
+    assert f"`{fleet['db-9']}` (db-9)" in refusal  # what is not covered, as people know it
     assert "wants to start 1 instance" in message_text(slack.message(confirmation))
     slack.click(confirmation, action_ids.START)
     slack.wait_thread(confirmation, "All 1 instance RUNNING")
@@ -87,11 +87,11 @@ def test_a_name_resolves_and_people_see_name_id_zone_then_the_address(
     confirmation = slack.wait_confirmation()
 
     shown = message_text(slack.message(confirmation))
-    assert f"*api-2* `{fleet['api-2']}` · FRA-A — :white_circle: STOPPED" in shown
+    assert f"`{fleet['api-2']}` (api-2) · FRA-A — :white_circle: STOPPED" in shown
     slack.click(confirmation, action_ids.START)
     thread = slack.wait_thread(confirmation, "All 1 instance RUNNING")
     address = _describe_row(simulator, fleet["api-2"])["publicIpAddresses"][0]
-    assert f"*api-2* `{fleet['api-2']}` · {address}" in thread[-1]  # the final reply: where to connect
+    assert f"`{fleet['api-2']}` (api-2) · {address}" in thread[-1]  # the final reply: where to connect
     wait_until(lambda: f"RUNNING · {address}" in message_text(slack.message(confirmation)), what="the address")
     assert start_calls(simulator) == [[fleet["api-2"]]]
 
@@ -111,8 +111,8 @@ def test_status_takes_names_and_ids_mixed(
     reply = slack.wait_private(key, "Instance status")
     _, refused = slack.command("status db-9")
 
-    assert f"*api-1* `{fleet['api-1']}` · SEL-A" in reply and f"*api-2* `{fleet['api-2']}` · FRA-A" in reply
-    assert f"You may not start *db-9* `{fleet['db-9']}`" in slack.wait_private(refused, "You may not")
+    assert f"`{fleet['api-1']}` (api-1) · SEL-A" in reply and f"`{fleet['api-2']}` (api-2) · FRA-A" in reply
+    assert f"You may not start `{fleet['db-9']}` (db-9)" in slack.wait_private(refused, "You may not")
 
 
 def test_a_name_and_an_id_for_the_same_instance_are_one(

@@ -49,8 +49,8 @@ def code(instance_id: str) -> str:
 
 
 def label(instance_id: str, name: str | None, zone: str | None = None) -> str:
-    """Return *name* `id` · zone, the way instances are shown everywhere (the name only when it says more)."""
-    shown = f"*{escape(name)}* {code(instance_id)}" if name and name != instance_id else code(instance_id)
+    """Return `id` (name) · zone, the way instances are shown everywhere (the name only when it says more)."""
+    shown = f"{code(instance_id)} ({escape(name)})" if name and name != instance_id else code(instance_id)
     return f"{shown} · {escape(zone)}" if zone else shown
 
 
