@@ -72,7 +72,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     vm = vm or ZenlayerClient.from_settings(settings)
     client = make_web_client(settings)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    messages = SlackMessages(client, approver_group=approver)
+    messages = SlackMessages(client, approver_group=approver, broadcast_success=settings.broadcast_success)
     starts = StartService(
         db,
         vm,

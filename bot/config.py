@@ -63,6 +63,7 @@ class Settings:
     confirm_ttl_seconds: float = 600.0
     approval_ttl_seconds: float = 3600.0
     approver_group_id: str | None = None
+    broadcast_success: bool = False
 
     @property
     def socket_mode(self) -> bool:
@@ -72,6 +73,8 @@ class Settings:
 
 _SLACK_TOKEN_PREFIXES = {"SLACK_BOT_TOKEN": "xoxb-", "SLACK_APP_TOKEN": "xapp-"}
 _USERGROUP_RE = re.compile(r"^S[A-Z0-9]{2,20}$")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 def _read_environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -109,6 +112,15 @@ def load_settings(
         if prefix and not value.startswith(prefix):
             problems.append(f"{name} must start with {prefix!r}")
         return Secret(value)
+
+    def flag(name: str, default: bool) -> bool:
+        raw = text(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE or raw.lower() in _FALSE:
+            return raw.lower() in _TRUE
+        problems.append(f"{name} must be true or false, got {raw!r}")
+        return default
 
     def url(name: str, default: str) -> str:
         value = text(name) or default
@@ -176,6 +188,7 @@ def load_settings(
         confirm_ttl_seconds=number("CONFIRM_TTL_SECONDS", 600.0, minimum=1),
         approval_ttl_seconds=number("APPROVAL_TTL_SECONDS", 3600.0, minimum=1),
         approver_group_id=approver_group,
+        broadcast_success=flag("BROADCAST_SUCCESS", False),
     )
     if problems:
         raise ConfigError(problems)

@@ -11,7 +11,7 @@ import pytest
 from bot.config import Settings
 from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver
-from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.slack_web_api import MALFORMED, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.server import RunningBot
@@ -29,9 +29,12 @@ from tests.transports import HttpSlack, SocketSlack
 
 @pytest.fixture
 def fake_slack() -> Iterator[FakeSlackWebApi]:
-    """A loopback stand-in for the Slack Web API that records every call."""
+    """A loopback stand-in for the Slack Web API that records every call; no test may leave a message of ours that
+    Slack would have refused as malformed or too long."""
     with FakeSlackWebApi() as fake:
         yield fake
+        refused = [c for c in fake.rejections() if c.response.get("error") in MALFORMED]
+        assert not refused, f"Slack would have refused: {[(c.method, c.response['error']) for c in refused]}"
 
 
 @pytest.fixture
@@ -89,9 +92,15 @@ def start_bot(
             assert running.http is not None
             driver = SlackDriver(running.http.url, fake_slack, SIGNING_SECRET)
             stack.callback(driver.close)
+            stack.callback(lambda: _no_refused_acks(driver))
             return running, driver
 
         yield start
+
+
+def _no_refused_acks(driver: SlackDriver) -> None:
+    """Fail when Slack would have refused an acknowledgement the bot gave."""
+    assert not driver.refused_acks, f"Slack would have refused these acks: {driver.refused_acks}"
 
 
 @pytest.fixture

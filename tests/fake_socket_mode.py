@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from bot.devtools.loopback import LoopbackServer
-from bot.devtools.slack_web_api import message_text
+from bot.devtools.slack_web_api import message_error, message_text
 
 _WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION, _TEXT, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x8, 0x9, 0xA
@@ -36,6 +36,13 @@ class Ack:
 
     envelope_id: str
     payload: dict[str, Any] | None
+
+    @property
+    def refused(self) -> str | None:
+        """Return the error Slack would give for this ack's message (None for a bare ack or an acceptable one)."""
+        if not self.payload or not ("text" in self.payload or "blocks" in self.payload):
+            return None
+        return message_error(self.payload)
 
     @property
     def text(self) -> str:

@@ -52,3 +52,17 @@ def test_too_many_ids_or_too_much_text_is_flagged() -> None:
 def test_status_parses_like_start() -> None:
     command = parse("status web-1 web-1")
     assert (command.verb, command.ids) == ("status", ["web-1"])
+
+
+@pytest.mark.parametrize(
+    ("sent_by_slack", "typed"),
+    [
+        ("a&amp;b", "a&b"),
+        ("x&lt;y&gt;", "x<y>"),
+        ("&amp;amp", "&amp"),  # decoded once: someone who typed "&amp" gets "&amp", not "&"
+    ],
+)
+def test_slacks_entities_are_decoded_once_before_splitting(sent_by_slack: str, typed: str) -> None:
+    command = parse(f"start web-1 {sent_by_slack}")
+    assert command.ids == ["web-1"]
+    assert command.invalid == [typed]

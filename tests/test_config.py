@@ -74,3 +74,12 @@ def test_dotenv_never_overrides_the_real_environment(tmp_path: Path, monkeypatch
     settings = load_settings(env_file=env_file)
     assert settings.port == 5000
     assert settings.poll_interval_seconds == 2
+
+
+def test_broadcast_success_is_off_unless_set_to_a_true_value() -> None:
+    assert load_settings(VALID).broadcast_success is False
+    assert load_settings({**VALID, "BROADCAST_SUCCESS": "true"}).broadcast_success is True
+    assert load_settings({**VALID, "BROADCAST_SUCCESS": "0"}).broadcast_success is False
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID, "BROADCAST_SUCCESS": "sometimes"})
+    assert "BROADCAST_SUCCESS must be true or false, got 'sometimes'" in str(caught.value)

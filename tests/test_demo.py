@@ -79,7 +79,7 @@ def test_demo_plays_the_whole_conversation_and_cleans_up(tmp_path: Path) -> None
         "vm-bot  (edited) ✅ Confirmed by @alice ",
         "  └ vm-bot  Start requested (Zenlayer requestId `",
         "` (web-1): 🟡 BOOTING",
-        "  └ vm-bot  ✅ All 2 instances RUNNING in ",
+        "  └ vm-bot  @alice ✅ All 2 instances RUNNING in ",  # the outcome mentions the requester
         "` (web-1) · 198.51.100.",
         "Demo finished in ",
     ]

@@ -113,6 +113,25 @@ def test_create_request_records_instances_and_an_audit_event(db: Database) -> No
     assert detail["to_start"] == ["web-1"] and detail["skipped"] == {"web-2": "already RUNNING"}
 
 
+def test_whatever_zenlayer_returns_fits_the_columns(db: Database) -> None:
+    with db.session() as s:
+        request_id = create_request(
+            s,
+            requester_id="U0REQ",
+            channel_id="C0CHAN",
+            instances=[NewInstance("web-1", name="n" * 3100, zone="z" * 100, status="S" * 50)],
+            needs_approval=False,
+            ttl_seconds=60,
+            now=T0,
+        ).id
+    with db.session(readonly=True) as s:
+        loaded = get_request(s, request_id)
+        assert loaded is not None
+        instance = loaded.instances[0]
+    assert instance.name == "n" * 254 + "…"  # PostgreSQL would refuse the row; SQLite would keep it all
+    assert (len(instance.zone or ""), len(instance.initial_status or "")) == (64, 32)
+
+
 def test_create_request_refuses_bad_input(db: Database) -> None:
     with db.session() as s:
         with pytest.raises(InvalidInput):

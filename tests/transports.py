@@ -19,9 +19,11 @@ class SocketSlack(SlackConversation):
         self.socket = socket
 
     def command(self, text: str, *, user: str = "U0REQUEST", channel: str = CHANNEL) -> tuple[Ack, str]:
-        """Send `/vm text` as a slash_commands envelope; return the ack and the response_url key."""
+        """Send `/vm text` as a slash_commands envelope; return the ack (which Slack must accept) and the key."""
         payload, key = self.command_payload(text, user=user, channel=channel)
-        return self.socket.slash_command(payload), key
+        ack = self.socket.slash_command(payload)
+        assert ack.refused is None, f"Slack would refuse the ack of /vm {text}: {ack.refused}"
+        return ack, key
 
     def click(self, confirmation: Confirmation, action_id: str, *, user: str = "U0REQUEST") -> tuple[Ack, str]:
         """Press a button on a confirmation as an interactive (block_actions) envelope."""

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import httpx
 
 from bot.devtools.slack_driver import Confirmation, SlackDriver
-from bot.devtools.slack_web_api import BOT_USER_ID, Call, FakeSlackWebApi, Message, message_text
+from bot.devtools.slack_web_api import BOT_USER_ID, MALFORMED, Call, FakeSlackWebApi, Message, message_text
 from bot.devtools.support import Credentials, free_port
 from bot.slack import action_ids
 
@@ -478,6 +478,9 @@ class Conversation:
         unexpected = self.fake.responses(alice_key) + self.fake.responses(click_key)
         if unexpected:
             raise DemoFailed(f"alice got private replies nobody expected: {json.dumps(unexpected)}", self.bot)
+        refused = [(c.method, c.response.get("error")) for c in self.fake.rejections()]
+        if any(error in MALFORMED for _, error in refused):
+            raise DemoFailed(f"Slack would have refused messages of the bot: {refused}", self.bot)
 
 
 def _start_value(message: Message) -> str | None:

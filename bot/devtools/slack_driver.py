@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
-from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
+from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_error, message_text
 from bot.slack import action_ids
 
 
@@ -193,6 +193,7 @@ class SlackDriver(SlackConversation):
         self.events_url = f"{bot_url}/slack/events"
         self.verifier = SignatureVerifier(secret)
         self.http = httpx.Client(timeout=10)
+        self.refused_acks: list[tuple[str, str]] = []  # (command text, the error Slack would give its ack)
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
@@ -214,7 +215,11 @@ class SlackDriver(SlackConversation):
     ) -> tuple[httpx.Response, str]:
         """Send `/vm text`; return the HTTP response and the response_url key its private replies land under."""
         payload, key = self.command_payload(text, user=user, channel=channel)
-        return self.post(urlencode(payload), **kwargs), key
+        response = self.post(urlencode(payload), **kwargs)
+        refused = self.refusal(response)
+        if refused is not None:
+            self.refused_acks.append((text, refused))
+        return response, key
 
     def click(
         self, confirmation: Confirmation, action_id: str, *, user: str = "U0REQUEST", value: str | None = None
@@ -235,6 +240,17 @@ class SlackDriver(SlackConversation):
         """Tick instances in a private picker and press Start selected (or send just a tick with action_id=PICK)."""
         payload, key = self.pick_payload(picker, ticked, user=user, channel=channel, action_id=action_id)
         return self.post(urlencode({"payload": json.dumps(payload)})), key
+
+    @staticmethod
+    def refusal(response: httpx.Response) -> str | None:
+        """Return the error Slack would give for an acknowledgement's message, or None when it would show it."""
+        if response.status_code != 200 or not response.content:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return None  # a plain-text body is shown as it is
+        return message_error(body) if isinstance(body, dict) else "invalid_blocks_format"
 
     @staticmethod
     def ack_text(response: httpx.Response) -> str:

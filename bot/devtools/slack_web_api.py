@@ -5,21 +5,50 @@ chat.postEphemeral, chat.getPermalink, and apps.connections.open once `socket_mo
 plus response_url posts under `/_response/<key>`, records every
 call, keeps the current text and blocks of each message, and can be told to fail: a method answering
 an error, HTTP 429 with Retry-After, or a channel the bot is not a member of.
+
+Like Slack, it rejects what Slack rejects: every posted message (chat.postMessage, chat.update,
+chat.postEphemeral, response_url) is checked against Slack's documented limits — its blocks parsed with
+slack_sdk's models and validated, plus explicit length checks — and answered `msg_too_long` or `invalid_blocks`.
+It can also hold a channel or a method behind HTTP 429 for a Retry-After, or answer every call with a permanent
+error (`invalid_auth`, `token_revoked`, `account_inactive`), as an uninstalled app gets.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
+
 from bot.devtools.loopback import LoopbackServer
 
 BOT_USER_ID = "UVMBOT0001"
+AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive"})
+MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "response_url"})
+# What Slack answers a message it cannot take; always a bug in the sender, never worth a retry.
+MALFORMED = frozenset({"msg_too_long", "invalid_blocks", "invalid_blocks_format", "no_text"})
+
+# Slack's documented limits for messages and Block Kit.
+TEXT_LIMIT = 40_000
+MAX_BLOCKS = 50
+SECTION_TEXT_LIMIT = 3000
+SECTION_FIELDS = 10
+FIELD_TEXT_LIMIT = 2000
+HEADER_TEXT_LIMIT = 150
+CONTEXT_ELEMENTS = 10
+ACTIONS_ELEMENTS = 25
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+ID_LIMIT = 255  # action_id, block_id
+CONFIRM_TITLE_LIMIT = 100
+CONFIRM_TEXT_LIMIT = 300
 
 
 @dataclass
@@ -44,6 +73,7 @@ class Message:
     thread_ts: str | None
     user: str = BOT_USER_ID
     edits: int = 0
+    broadcast: bool = False  # a thread reply also shown in the channel (reply_broadcast)
 
 
 @dataclass
@@ -53,6 +83,19 @@ class _Fault:
     error: str | None
     status: int
     retry_after: int | None
+    channel: str | None = None
+
+
+@dataclass
+class _RateLimit:
+    """Calls matching channel and/or method answer 429 until `until` (time.monotonic())."""
+
+    channel: str | None
+    method: str | None
+    until: float
+
+    def matches(self, method: str, channel: str) -> bool:
+        return (self.channel is None or self.channel == channel) and (self.method is None or self.method == method)
 
 
 class FakeSlackWebApi(LoopbackServer):
@@ -64,6 +107,8 @@ class FakeSlackWebApi(LoopbackServer):
         self.messages: dict[tuple[str, str], Message] = {}
         self._faults: list[_Fault] = []
         self._not_member: set[str] = set()
+        self._rate_limits: list[_RateLimit] = []
+        self._auth_error: str | None = None
         # The ws:// URL apps.connections.open hands out (see tests/fake_socket_mode.py); None: Socket Mode is off.
         self.socket_mode_url: str | None = None
         self._ts = itertools.count(1)
@@ -91,10 +136,32 @@ class FakeSlackWebApi(LoopbackServer):
         error: str | None = None,
         status: int = 200,
         retry_after: int | None = None,
+        channel: str | None = None,
     ) -> None:
-        """Make the next `times` calls of `method` fail with a Slack error or an HTTP status (429 + Retry-After)."""
+        """Make the next `times` calls of `method` (to `channel`, if given) fail with a Slack error or an HTTP
+        status (429 + Retry-After)."""
         with self._lock:
-            self._faults.append(_Fault(method, times, error, status, retry_after))
+            self._faults.append(_Fault(method, times, error, status, retry_after, channel))
+
+    def rate_limit(self, retry_after: float, *, channel: str | None = None, method: str | None = None) -> None:
+        """Answer HTTP 429 to calls to `channel` and/or of `method` for `retry_after` seconds, as Slack does: each
+        with a Retry-After of the seconds still left (rounded up). Other channels and methods are unaffected."""
+        if channel is None and method is None:
+            raise ValueError("name a channel, a method or both")
+        with self._lock:
+            self._rate_limits.append(_RateLimit(channel, method, time.monotonic() + retry_after))
+
+    def uninstall(self, error: str = "token_revoked") -> None:
+        """Answer every Web API call with a permanent auth error, as Slack does once the app is gone."""
+        if error not in AUTH_ERRORS:
+            raise ValueError(f"not one of Slack's auth errors: {error!r}")
+        with self._lock:
+            self._auth_error = error
+
+    def reinstall(self) -> None:
+        """Undo uninstall()."""
+        with self._lock:
+            self._auth_error = None
 
     def remove_bot_from(self, channel: str) -> None:
         """Make posts to `channel` fail with not_in_channel, as when the bot was never invited."""
@@ -107,6 +174,11 @@ class FakeSlackWebApi(LoopbackServer):
         """Return the recorded calls of one method, oldest first."""
         with self._lock:
             return [c for c in self.calls if c.method == method]
+
+    def rejections(self) -> list[Call]:
+        """Return the calls that were refused (an error answer or a non-200 status), oldest first."""
+        with self._lock:
+            return [c for c in self.calls if c.status != 200 or c.response.get("ok") is False]
 
     def _timeout_detail(self) -> str:
         """Add the latest calls to a timeout message."""
@@ -131,7 +203,11 @@ class FakeSlackWebApi(LoopbackServer):
     def responses(self, key: str | None = None) -> list[dict[str, Any]]:
         """Return the bodies posted to response_urls (optionally one key), oldest first."""
         with self._lock:
-            return [c.args for c in self.calls if c.method == "response_url" and (key is None or c.args["_key"] == key)]
+            return [
+                c.args
+                for c in self.calls
+                if c.method == "response_url" and c.status == 200 and (key is None or c.args["_key"] == key)
+            ]
 
     def summary(self) -> str:
         """Return a short description of the latest calls, for assertion messages."""
@@ -146,14 +222,26 @@ class FakeSlackWebApi(LoopbackServer):
 
     def _answer(self, method: str, args: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Apply one Web API call to the simulated workspace and return (status, body, headers)."""
+        channel = str(args.get("channel", ""))
+        if self._auth_error is not None and method != "apps.connections.open":  # that one uses the app token
+            return 200, {"ok": False, "error": self._auth_error}, {}
+        now = time.monotonic()
+        self._rate_limits = [limit for limit in self._rate_limits if limit.until > now]
+        for limit in self._rate_limits:
+            if limit.matches(method, channel):
+                retry_after = str(max(1, math.ceil(limit.until - now)))
+                return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": retry_after}
         for fault in self._faults:
-            if fault.method == method and fault.times > 0:
+            if fault.method == method and fault.times > 0 and fault.channel in (None, channel):
                 fault.times -= 1
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
                 if fault.status != 200:
                     return fault.status, {"ok": False, "error": fault.error or "ratelimited"}, headers
                 return 200, {"ok": False, "error": fault.error or "internal_error"}, headers
-        channel = str(args.get("channel", ""))
+        if method in MESSAGE_METHODS:
+            refusal = message_error(args)
+            if refusal is not None:
+                return 200, {"ok": False, "error": refusal}, {}
         if method == "auth.test":
             return 200, {"ok": True, "user_id": BOT_USER_ID, "bot_id": "BVMBOT0001", "team_id": "T0001"}, {}
         if method == "apps.connections.open" and self.socket_mode_url is not None:
@@ -167,8 +255,9 @@ class FakeSlackWebApi(LoopbackServer):
             thread_ts = args.get("thread_ts") or None
             if thread_ts is not None and (channel, thread_ts) not in self.messages:
                 return 200, {"ok": False, "error": "thread_not_found"}, {}
+            broadcast = thread_ts is not None and args.get("reply_broadcast") in (True, "true", "1")
             self.messages[(channel, ts)] = Message(
-                channel, ts, args.get("text", ""), _blocks(args.get("blocks")), thread_ts
+                channel, ts, args.get("text", ""), _blocks(args.get("blocks")), thread_ts, broadcast=broadcast
             )
             return (
                 200,
@@ -211,10 +300,17 @@ class FakeSlackWebApi(LoopbackServer):
                     args = dict(parse_qsl(raw))
                 if self.path.startswith("/_response/"):
                     args["_key"] = self.path.removeprefix("/_response/")
+                    # Slack answers a response_url post with plain text: "ok", or a 400 naming the problem.
+                    refusal = message_error(args)
+                    status = 200 if refusal is None else 400
                     with fake._lock:
-                        fake.calls.append(Call("response_url", args))
+                        fake.calls.append(
+                            Call(
+                                "response_url", args, status=status, response={"ok": refusal is None, "error": refusal}
+                            )
+                        )
                         fake._lock.notify_all()
-                    self._send(200, b"ok", "text/plain", {})
+                    self._send(status, (refusal or "ok").encode(), "text/plain", {})
                     return
                 method = self.path.removeprefix("/api/")
                 with fake._lock:
@@ -236,6 +332,96 @@ class FakeSlackWebApi(LoopbackServer):
                 pass
 
         return Handler
+
+
+def message_error(args: dict[str, Any]) -> str | None:
+    """Return the error Slack would answer for a message payload (text and blocks), or None if it accepts it."""
+    text = args.get("text")
+    raw_blocks = args.get("blocks")
+    try:
+        blocks = _blocks(raw_blocks)
+    except ValueError:
+        return "invalid_blocks_format"
+    if text is not None and not isinstance(text, str):
+        return "invalid_arguments"
+    if text and len(text) > TEXT_LIMIT:
+        return "msg_too_long"
+    if not text and not blocks and not args.get("delete_original"):
+        return "no_text"
+    if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+        return "invalid_blocks"
+    for block in blocks:
+        if not isinstance(block, dict) or block_problem(block) is not None:
+            return "invalid_blocks"
+    return None
+
+
+def block_problem(block: dict[str, Any]) -> str | None:
+    """Say what is wrong with one block by Slack's rules (None when nothing is): slack_sdk's own validation first,
+    then the documented limits it does not check."""
+    try:
+        parsed = Block.parse(block)
+        if parsed is None or type(parsed) is Block:
+            return f"unknown block type {block.get('type')!r}"
+        parsed.validate_json()
+    except (SlackObjectFormationError, KeyError, TypeError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    kind = block.get("type")
+    if len(str(block.get("block_id", ""))) > ID_LIMIT:
+        return "block_id too long"
+    if kind == "section":
+        fields = block.get("fields") or []
+        if len(fields) > SECTION_FIELDS:
+            return "too many fields"
+        problems = [_text_problem(block.get("text"), SECTION_TEXT_LIMIT, optional=bool(fields))]
+        problems += [_text_problem(f, FIELD_TEXT_LIMIT) for f in fields]
+        return next((p for p in problems if p), None)
+    if kind == "header":
+        return _text_problem(block.get("text"), HEADER_TEXT_LIMIT, plain=True)
+    if kind == "context":
+        elements = block.get("elements") or []
+        if not elements or len(elements) > CONTEXT_ELEMENTS:
+            return "a context block needs 1 to 10 elements"
+        texts = [e for e in elements if e.get("type") in ("mrkdwn", "plain_text")]
+        return next((p for p in (_text_problem(e, SECTION_TEXT_LIMIT) for e in texts) if p), None)
+    if kind == "actions":
+        elements = block.get("elements") or []
+        if not elements or len(elements) > ACTIONS_ELEMENTS:
+            return "an actions block needs 1 to 25 elements"
+        return next((p for p in map(_element_problem, elements) if p), None)
+    return None
+
+
+def _element_problem(element: dict[str, Any]) -> str | None:
+    """Check an interactive element's texts and ids against Slack's limits."""
+    if len(str(element.get("action_id", ""))) > ID_LIMIT:
+        return "action_id too long"
+    if element.get("type") == "button":
+        if len(str(element.get("value", ""))) > BUTTON_VALUE_LIMIT:
+            return "button value too long"
+        problem = _text_problem(element.get("text"), BUTTON_TEXT_LIMIT, plain=True)
+        if problem:
+            return f"button {problem}"
+    confirm = element.get("confirm")
+    if confirm:
+        return _text_problem(confirm.get("title"), CONFIRM_TITLE_LIMIT, plain=True) or _text_problem(
+            confirm.get("text"), CONFIRM_TEXT_LIMIT
+        )
+    return None
+
+
+def _text_problem(obj: Any, limit: int, *, plain: bool = False, optional: bool = False) -> str | None:
+    """Check a text object: the right type, and 1 to `limit` characters."""
+    if obj is None and optional:
+        return None
+    if not isinstance(obj, dict) or obj.get("type") not in (("plain_text",) if plain else ("plain_text", "mrkdwn")):
+        return "a text object of the wrong type"
+    text = obj.get("text")
+    if not isinstance(text, str) or not text:
+        return "empty text"
+    if len(text) > limit:
+        return f"text longer than {limit} characters"
+    return None
 
 
 def _blocks(value: Any) -> list[dict[str, Any]]:

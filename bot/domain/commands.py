@@ -33,6 +33,9 @@ _TRANSLATE = str.maketrans(
 # With escaping on, Slack sends links as <http://web-1.example|web-1.example> or <http://web-1>.
 _SLACK_LINK_RE = re.compile(r"<(?:https?|mailto):(?://)?([^|>]*)(?:\|([^>]*))?>")
 _SEPARATORS_RE = re.compile(r"[\s,;'\"]+")
+# Slack escapes what users type as &amp; &lt; &gt; (and only these); one pass, so "&amp;lt;" stays "&lt;".
+_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+_ENTITY_RE = re.compile("|".join(_ENTITIES))
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,15 @@ class Command:
 
 
 def normalise(text: str) -> str:
-    """Undo smart punctuation and Slack's link markup so ids read as the user meant them."""
+    """Undo smart punctuation, Slack's link markup and its HTML entities so ids read as the user meant them."""
     text = text.translate(_TRANSLATE)
-    return _SLACK_LINK_RE.sub(lambda m: m.group(2) or m.group(1), text)
+    text = _SLACK_LINK_RE.sub(lambda m: m.group(2) or m.group(1), text)
+    return decode_entities(text)
+
+
+def decode_entities(text: str) -> str:
+    """Turn the three entities Slack sends for typed `&`, `<` and `>` back into the characters, once."""
+    return _ENTITY_RE.sub(lambda m: _ENTITIES[m.group(0)], text)
 
 
 def split_words(text: str) -> list[str]:

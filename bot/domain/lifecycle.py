@@ -86,12 +86,12 @@ def create_request(
         instances=[
             RequestInstance(
                 instance_id=i.instance_id,
-                name=i.name,
-                zone=i.zone,
-                initial_status=i.status,
-                last_status=i.status,
+                name=_fit(i.name, "name"),
+                zone=_fit(i.zone, "zone"),
+                initial_status=_fit(i.status, "initial_status"),
+                last_status=_fit(i.status, "last_status"),
                 to_start=i.to_start,
-                skip_reason=i.skip_reason,
+                skip_reason=_fit(i.skip_reason, "skip_reason"),
             )
             for i in unique
         ],
@@ -110,6 +110,14 @@ def create_request(
         expires_at=request.expires_at.isoformat(),
     )
     return request
+
+
+def _fit(value: str | None, column: str) -> str | None:
+    """Shorten what Zenlayer returned to its column's length (ending in an ellipsis), so no name can refuse a row."""
+    length = RequestInstance.__table__.c[column].type.length  # type: ignore[attr-defined]
+    if value is None or len(value) <= length:
+        return value
+    return value[: length - 1] + "…"
 
 
 def _states(states: State | str | Iterable[State | str]) -> tuple[State, ...]:

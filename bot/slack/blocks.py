@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,8 +18,30 @@ from bot.domain.vocabulary import GrantAction, Outcome
 from bot.slack import action_ids
 
 Block = dict[str, Any]
-SECTION_LIMIT = 2900  # Slack allows 3000 characters in a section; keep a margin for joins.
-MAX_LISTED = 60  # beyond this, lists are summarised so messages stay readable and under Block Kit limits
+
+# Slack's documented limits; the Slack stand-in rejects messages that break them, as Slack does.
+TEXT_LIMIT = 40_000  # a message's `text`
+SECTION_TEXT_LIMIT = 3000
+MAX_BLOCKS = 50
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+CONTEXT_ELEMENTS_LIMIT = 10
+HEADER_TEXT_LIMIT = 150
+
+# Our own, tighter budgets, so messages stay readable whatever the cloud returns.
+SECTION_LIMIT = 2900  # per section, a margin under Slack's 3000 for joins
+REPLY_BUDGET = 3000  # characters of a list in a text reply (thread replies, private answers)
+CONFIRMATION_BUDGET = 3 * SECTION_LIMIT  # characters of the instance list in a confirmation
+MAX_LISTED = 60  # beyond this, lists are summarised
+NAME_LIMIT = 80  # instance names
+REASON_LIMIT = 300  # reasons and errors, which may quote Zenlayer
+WORD_LIMIT = 40  # statuses and zones
+ELLIPSIS = "…"
+BACKTICK_STAND_IN = "\u02cb"  # a modifier letter grave accent: looks like ` but cannot end a code span
+STATUS_HINT = " — `/vm status` for all"
+# Text that mrkdwn would turn into bold, italics, strike-through, code or an emoji.
+_FORMATTING_RE = re.compile(r"[*_~`]|:[\w+-]+:")
+_WHITESPACE_RE = re.compile(r"\s+")
 
 STATUS_EMOJI = {
     "RUNNING": ":large_green_circle:",
@@ -30,6 +53,29 @@ STATUS_EMOJI = {
 def escape(text: str) -> str:
     """Escape user text for mrkdwn so it cannot ping (<!channel>), link or format."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def shorten(text: str, limit: int) -> str:
+    """Put text on one line and cut it to at most `limit` characters, ending in an ellipsis when cut."""
+    text = _WHITESPACE_RE.sub(" ", "".join(c if c.isprintable() else " " for c in text)).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + ELLIPSIS
+
+
+def outside(text: str, limit: int = NAME_LIMIT) -> str:
+    """Show text from outside (Zenlayer names, statuses, errors) so it cannot ping, link, format or overflow.
+
+    It is escaped and shortened; if mrkdwn would read formatting into it (`*bold*`, `_it_`, `~s~`, `:emoji:`),
+    it is shown as inline code instead, where Slack formats nothing, with its backticks made harmless.
+    """
+    short = shorten(text, limit)
+    if _FORMATTING_RE.search(short):
+        return quoted(short, limit)
+    return escape(short)
+
+
+def quoted(text: str, limit: int = NAME_LIMIT) -> str:
+    """Show typed or outside text always as inline code: escaped, shortened, its backticks made harmless."""
+    return f"`{escape(shorten(text, limit).replace('`', BACKTICK_STAND_IN))}`"
 
 
 def mention(user_id: str) -> str:
@@ -50,28 +96,50 @@ def code(instance_id: str) -> str:
 
 def label(instance_id: str, name: str | None, zone: str | None = None) -> str:
     """Return `id` (name) · zone, the way instances are shown everywhere (the name only when it says more)."""
-    shown = f"{code(instance_id)} ({escape(name)})" if name and name != instance_id else code(instance_id)
-    return f"{shown} · {escape(zone)}" if zone else shown
+    shown = f"{code(instance_id)} ({outside(name)})" if name and name != instance_id else code(instance_id)
+    return f"{shown} · {outside(zone, WORD_LIMIT)}" if zone else shown
 
 
-def _plain(text: str, limit: int) -> str:
-    """Shorten text for a plain_text field with a length limit."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _listing(lines: Sequence[str], *, budget: int = REPLY_BUDGET, limit: int = MAX_LISTED, hint: str = "") -> list[str]:
+    """Keep the lines that fit in `budget` characters (at most `limit` lines) and summarise the rest."""
+    kept: list[str] = []
+    size = 0
+    for index, line in enumerate(lines):
+        line = _clip(line, SECTION_LIMIT)
+        left = len(lines) - index
+        summary = len(f"{ELLIPSIS}and {left} more{hint}") + 1 if left > 1 else 0
+        if len(kept) >= limit or size + len(line) + 1 + summary > budget:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    if len(kept) < len(lines):
+        kept.append(f"{ELLIPSIS}and {len(lines) - len(kept)} more{hint}")
+    return kept
 
 
-def _listing(lines: Sequence[str]) -> list[str]:
-    """Keep at most MAX_LISTED lines, summarising the rest."""
-    if len(lines) <= MAX_LISTED:
-        return list(lines)
-    return [*lines[:MAX_LISTED], f"…and {len(lines) - MAX_LISTED} more"]
+def _clip(text: str, limit: int) -> str:
+    """Cut already-rendered text to `limit` characters without splitting an entity or a code span badly."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 2]
+    cut = cut[: cut.rfind("&")] if cut.rfind("&") > cut.rfind(";") else cut  # never leave half an entity
+    if cut.count("`") % 2:
+        cut += "`"
+    return cut + ELLIPSIS
 
 
-def _sections(lines: Iterable[str]) -> list[Block]:
+def _ids(ids: Sequence[str], budget: int = REPLY_BUDGET // 2) -> str:
+    """Join ids as inline code, summarising those that do not fit."""
+    return ", ".join(_listing([code(i) for i in ids], budget=budget))
+
+
+def _sections(lines: Iterable[str], max_sections: int = MAX_BLOCKS - 5) -> list[Block]:
     """Pack lines into as few mrkdwn sections as Slack's per-section limit allows."""
     blocks: list[Block] = []
     current: list[str] = []
     size = 0
     for line in lines:
+        line = _clip(line, SECTION_LIMIT)
         if current and size + len(line) + 1 > SECTION_LIMIT:
             blocks.append(_section("\n".join(current)))
             current, size = [], 0
@@ -79,6 +147,8 @@ def _sections(lines: Iterable[str]) -> list[Block]:
         size += len(line) + 1
     if current:
         blocks.append(_section("\n".join(current)))
+    if len(blocks) > max_sections:
+        blocks = [*blocks[: max_sections - 1], _section(f"{ELLIPSIS}and more — ask about fewer instances at once")]
     return blocks
 
 
@@ -87,7 +157,7 @@ def _section(text: str) -> Block:
 
 
 def _context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text, SECTION_LIMIT)}]}
 
 
 # --- help and refusals ---------------------------------------------------------------------------------
@@ -187,7 +257,7 @@ def checking_text(ids: Sequence[str]) -> str:
 
 def invalid_ids_text(invalid: Sequence[str]) -> str:
     """Explain which words are not valid instance ids."""
-    shown = ", ".join(f"`{escape(word[:80])}`" for word in invalid[:10])
+    shown = ", ".join(quoted(word) for word in invalid[:10])
     more = f" and {len(invalid) - 10} more" if len(invalid) > 10 else ""
     return usage_text(
         f":warning: Not valid instance ids: {shown}{more}. Ids use letters, digits, `.`, `_` and `-` only."
@@ -200,16 +270,23 @@ def not_covered_text(action: str, coverage: Coverage) -> str:
     def shown(instance_id: str) -> str:
         return label(instance_id, coverage.names.get(instance_id))
 
-    lines = [f":no_entry: You may not {action} " + ", ".join(shown(i) for i in coverage.uncovered[:MAX_LISTED]) + "."]
-    for instance_id, channels in list(coverage.channels_elsewhere.items())[:MAX_LISTED]:
-        lines.append(f"• {shown(instance_id)} can be {action}ed from " + ", ".join(f"<#{c}>" for c in channels))
-    lines.append("Nothing was started. Ask a vm-bot admin for a grant if you need one.")
-    return "\n".join(lines)
+    elsewhere = [
+        f"• {shown(instance_id)} can be {action}ed from " + ", ".join(f"<#{c}>" for c in channels[:10])
+        for instance_id, channels in coverage.channels_elsewhere.items()
+    ]
+    uncovered = ", ".join(_listing([shown(i) for i in coverage.uncovered], budget=REPLY_BUDGET // 2))
+    return "\n".join(
+        [
+            f":no_entry: You may not {action} {uncovered}.",
+            *_listing(elsewhere, budget=REPLY_BUDGET // 2),
+            "Nothing was started. Ask a vm-bot admin for a grant if you need one.",
+        ]
+    )
 
 
 def nothing_to_start_text(prepared: Prepared) -> str:
     """Explain why none of the ids can be started."""
-    lines = [f"• {label(s.instance_id, s.name)} — {escape(s.reason)}" for s in prepared.skipped]
+    lines = [f"• {label(s.instance_id, s.name)} — {outside(s.reason, REASON_LIMIT)}" for s in prepared.skipped]
     return "\n".join([":information_source: Nothing to start:", *_listing(lines)])
 
 
@@ -232,8 +309,8 @@ def cannot_post_text(channel_id: str, error: str) -> str:
     )
 
 
-def status_text(ids: Sequence[str], found: Mapping[str, InstanceInfo]) -> str:
-    """Render `/vm status` for the given ids."""
+def status_message(ids: Sequence[str], found: Mapping[str, InstanceInfo]) -> tuple[str, list[Block]]:
+    """Render `/vm status` for the given ids: a short text and the list in as many sections as it takes."""
     lines = []
     for instance_id in ids:
         info = found.get(instance_id)
@@ -241,9 +318,13 @@ def status_text(ids: Sequence[str], found: Mapping[str, InstanceInfo]) -> str:
             lines.append(f"• {code(instance_id)} — not found")
         else:
             emoji = STATUS_EMOJI.get(info.status, ":large_orange_circle:")
-            ip = f" · {escape(info.ip)}" if info.ip and info.status == "RUNNING" else ""
-            lines.append(f"• {label(instance_id, info.name, info.zone)} — {emoji} {escape(info.status)}{ip}")
-    return "\n".join(["*Instance status*", *_listing(lines)])
+            status = outside(info.status, WORD_LIMIT)
+            lines.append(
+                f"• {label(instance_id, info.name, info.zone)} — {emoji} {status}{_address(info.ip, info.status)}"
+            )
+    # Everyone asked for is listed (at most MAX_IDS), so no line points at /vm status itself.
+    text = f"Instance status of {_count(len(ids))}"
+    return text, [_section("*Instance status*"), *_sections(lines)]
 
 
 def click_refusal_text(
@@ -255,12 +336,12 @@ def click_refusal_text(
     if outcome == ClickOutcome.SELF_APPROVAL:
         return "This request needs a second person: someone else with an approve grant must approve it."
     if outcome == ClickOutcome.NOT_APPROVER:
-        uncovered = ", ".join(code(i) for i in (coverage.uncovered if coverage else [])[:MAX_LISTED])
+        uncovered = _ids(coverage.uncovered if coverage else [])
         return f"You can't approve this request: your approve grants here don't cover {uncovered}."
     if outcome == ClickOutcome.NOT_ALLOWED and coverage is not None:
         return not_covered_text(GrantAction.START, coverage)
     if outcome == ClickOutcome.REQUESTER_NOT_ALLOWED and request is not None and coverage is not None:
-        ids = ", ".join(code(i) for i in coverage.uncovered[:MAX_LISTED])
+        ids = _ids(coverage.uncovered)
         return f"{mention(request.requester_id)} may no longer start {ids}, so this request cannot be approved."
     if outcome == ClickOutcome.NEEDS_APPROVAL:
         return (
@@ -268,7 +349,7 @@ def click_refusal_text(
             "Cancel this and run `/vm start` again to ask for it."
         )
     if outcome == ClickOutcome.BUSY:
-        ids = ", ".join(code(i) for i in busy[:MAX_LISTED])
+        ids = _ids(busy)
         return (
             f"{ids} {'is' if len(busy) == 1 else 'are'} already being started by another request; nothing was started."
         )
@@ -303,20 +384,23 @@ def _instance_line(instance: RequestInstance) -> str:
     """Describe one instance of a request as it currently stands: name, id, zone, and its address once RUNNING."""
     name = label(instance.instance_id, instance.name, instance.zone)
     if not instance.to_start:
-        return f"• {name} — {escape(instance.skip_reason or 'skipped')}, skipped"
+        return f"• {name} — {outside(instance.skip_reason or 'skipped', REASON_LIMIT)}, skipped"
     status = instance.last_status or instance.initial_status
     emoji = STATUS_EMOJI.get(status or "", ":large_orange_circle:")
-    shown = f"{emoji} {escape(status)}" if status else ":grey_question: not found"
+    shown = f"{emoji} {outside(status, WORD_LIMIT)}" if status else ":grey_question: not found"
     if instance.outcome == Outcome.SKIPPED:
-        return f"• {name} — {escape(instance.skip_reason or 'skipped')}"
+        return f"• {name} — {outside(instance.skip_reason or 'skipped', REASON_LIMIT)}"
     if instance.outcome == Outcome.FAILED and instance.skip_reason:
-        return f"• {name} — :x: {escape(instance.skip_reason)}"
+        return f"• {name} — :x: {outside(instance.skip_reason, REASON_LIMIT)}"
     return f"• {name} — {shown}{_address(instance.ip_address, status)}"
+
+
+RUNNING = "RUNNING"
 
 
 def _address(ip: str | None, status: str | None) -> str:
     """Return " · IP" for an instance that is RUNNING and has an address."""
-    return f" · {escape(ip)}" if ip and status == "RUNNING" else ""
+    return f" · {outside(ip, WORD_LIMIT)}" if ip and status == RUNNING else ""
 
 
 def approver_phrase(approvers: Sequence[str], group_mention: str | None) -> str:
@@ -337,7 +421,8 @@ def request_message(request: StartRequest, approvers: str | None = None) -> tupl
     if request.needs_approval and state == State.PENDING:
         headline += " — *needs approval*"
     blocks: list[Block] = [_section(f":rocket: {headline}")]
-    blocks.extend(_sections(_listing([_instance_line(i) for i in request.instances])))
+    lines = [_instance_line(i) for i in request.instances]
+    blocks.extend(_sections(_listing(lines, budget=CONFIRMATION_BUDGET, hint=STATUS_HINT)))
     if state == State.PENDING:
         if request.needs_approval:
             who = approvers or "someone with an approve grant"
@@ -389,7 +474,7 @@ def _decision_line(request: StartRequest) -> str:
         return f":hourglass: Expired {slack_date(request.expires_at)} — nothing was started."
     if state == State.CANCELLED:
         if request.error and not request.decided_by:
-            return f":x: Not posted: {escape(request.error)}"
+            return f":x: Not posted: {outside(request.error, REASON_LIMIT)}"
         verb = "Rejected" if request.needs_approval and request.decided_by != request.requester_id else "Cancelled"
         return f":x: {verb} by {who} {when} — nothing was started."
     verb = "Approved" if request.needs_approval else "Confirmed"
@@ -437,52 +522,62 @@ def _duration(seconds: float) -> str:
 
 def progress_reply(request: StartRequest, changes: Sequence[StatusChange]) -> str:
     """Render one thread reply listing what changed since the last one."""
-    lines = []
-    first = all(c.old is None for c in changes)
-    if first:
-        ids = {i.zenlayer_request_id for i in request.instances if i.zenlayer_request_id}
-        rid = f" (Zenlayer requestId {', '.join(f'`{escape(r)}`' for r in sorted(ids))})" if ids else ""
-        lines.append(f"Start requested{rid}.")
+    head = []
+    if all(c.old is None for c in changes):
+        ids = sorted({i.zenlayer_request_id for i in request.instances if i.zenlayer_request_id})
+        shown = ", ".join(_listing([quoted(r) for r in ids], budget=REPLY_BUDGET // 6))
+        head.append(f"Start requested (Zenlayer requestId {shown})." if ids else "Start requested.")
         if request.error:
-            lines.append(f":warning: {escape(request.error)}")
+            head.append(f":warning: {outside(request.error, REASON_LIMIT)}")
+    lines = []
     for change in changes:
-        new = escape(change.new) if change.new else "no longer found"
+        new = outside(change.new, WORD_LIMIT) if change.new else "no longer found"
         emoji = STATUS_EMOJI.get(change.new or "", ":large_orange_circle:")
-        old = f"{escape(change.old)} → " if change.old else ""
-        lines.append(f"• {label(change.instance_id, change.name)}: {old}{emoji} {new}{_address(change.ip, change.new)}")
-    return "\n".join(_listing(lines))
+        old = f"{outside(change.old, WORD_LIMIT)} → " if change.old else ""
+        address = _address(change.ip, change.new)
+        lines.append(f"• {label(change.instance_id, change.name)}: {old}{emoji} {new}{address}")
+    return _reply(head, lines, [])
 
 
 def final_reply(request: StartRequest) -> str:
-    """Render the last thread reply: all RUNNING and how long it took, or what went wrong."""
+    """Render the last thread reply, addressed to the requester: all RUNNING and how long it took, or what failed."""
     state = State(request.state)
     starting = [i for i in request.instances if i.to_start]
+    who = mention(request.requester_id)
     if state == State.DONE:
-        done = f":white_check_mark: All {_count(len(starting))} RUNNING{_took(request)}."
-        reach = [f"• {label(i.instance_id, i.name)} · {escape(i.ip_address)}" for i in starting if i.ip_address]
-        return "\n".join([done, *_listing(reach)])
+        done = f"{who} :white_check_mark: All {_count(len(starting))} RUNNING{_took(request)}."
+        reach = [f"• {label(i.instance_id, i.name)}{_address(i.ip_address, RUNNING)}" for i in starting if i.ip_address]
+        return _reply([done], reach, [])
     lines = []
     if state == State.TIMED_OUT:
-        lines.append(f":alarm_clock: Stopped watching{_took(request)}; not RUNNING yet:")
-        lines += [
-            f"• {label(i.instance_id, i.name)} — {escape(i.last_status or 'unknown')}"
+        head = [f"{who} :alarm_clock: Stopped watching{_took(request)}; not RUNNING yet:"]
+        lines = [
+            f"• {label(i.instance_id, i.name)} — {outside(i.last_status or 'unknown', WORD_LIMIT)}"
             for i in starting
             if i.outcome == Outcome.TIMED_OUT
         ]
     else:
-        lines.append(":x: Not every instance started:")
+        head = [f"{who} :x: Not every instance started:"]
         for i in starting:
             if i.outcome == Outcome.RUNNING:
                 continue
             why = i.skip_reason or (f"went {i.last_status}" if i.last_status else "no longer found at Zenlayer")
-            lines.append(f"• {label(i.instance_id, i.name)} — {escape(why)}")
-    running = [i for i in starting if i.outcome == Outcome.RUNNING]
+            lines.append(f"• {label(i.instance_id, i.name)} — {outside(why, REASON_LIMIT)}")
+    tail = []
+    running = [i.instance_id for i in starting if i.outcome == Outcome.RUNNING]
     if running:
-        shown = (f"{code(i.instance_id)}{_address(i.ip_address, 'RUNNING')}" for i in running[:MAX_LISTED])
-        lines.append(f"RUNNING: {', '.join(shown)}")
+        up = [i for i in starting if i.instance_id in running]
+        shown = [f"{code(i.instance_id)}{_address(i.ip_address, RUNNING)}" for i in up]
+        tail.append(f"RUNNING: {', '.join(_listing(shown, budget=REPLY_BUDGET // 4))}")
     if request.error:
-        lines.append(f"Details: {escape(request.error)}")
-    return "\n".join(_listing(lines))
+        tail.append(f"Details: {outside(request.error, REASON_LIMIT)}")
+    return _reply(head, lines, tail)
+
+
+def _reply(head: Sequence[str], lines: Sequence[str], tail: Sequence[str]) -> str:
+    """Join a reply's fixed lines around its list, summarising the list so the whole stays within budget."""
+    fixed = sum(len(line) + 1 for line in (*head, *tail))
+    return "\n".join([*head, *_listing(lines, budget=max(REPLY_BUDGET - fixed, 200), hint=STATUS_HINT), *tail])
 
 
 # --- picking instances: /vm list, and a name several instances share ----------------------------------
@@ -498,8 +593,8 @@ def _option(info: InstanceInfo) -> Block:
     """Return a checkbox option for an instance: its name, then id, zone and resource group."""
     details = " · ".join(part for part in (info.instance_id, info.zone, info.resource_group_name, info.status) if part)
     return {
-        "text": {"type": "plain_text", "text": _plain(info.name or info.instance_id, OPTION_TEXT_LIMIT)},
-        "description": {"type": "plain_text", "text": _plain(details, OPTION_TEXT_LIMIT)},
+        "text": {"type": "plain_text", "text": shorten(info.name or info.instance_id, OPTION_TEXT_LIMIT)},
+        "description": {"type": "plain_text", "text": shorten(details, OPTION_TEXT_LIMIT)},
         "value": info.instance_id,
     }
 
@@ -507,8 +602,8 @@ def _option(info: InstanceInfo) -> Block:
 def _status_line(info: InstanceInfo) -> str:
     """Describe an instance that cannot be ticked, with its status."""
     emoji = STATUS_EMOJI.get(info.status, ":large_orange_circle:")
-    ip = f" · {escape(info.ip)}" if info.ip and info.status == "RUNNING" else ""
-    return f"• {label(info.instance_id, info.name, info.zone)} — {emoji} {escape(info.status)}{ip}"
+    status = outside(info.status, WORD_LIMIT)
+    return f"• {label(info.instance_id, info.name, info.zone)} — {emoji} {status}{_address(info.ip, info.status)}"
 
 
 def picker_blocks(
@@ -548,7 +643,7 @@ def picker_blocks(
 
 def list_message(channel_id: str, pattern: str | None, listing: Listing) -> dict[str, Any]:
     """Render `/vm list`: what the caller may start here, the STOPPED ones to tick, within Slack's limits."""
-    matching = f" matching `{escape(pattern)}`" if pattern else ""
+    matching = f" matching {quoted(pattern)}" if pattern else ""
     if not listing.instances:
         text = f":information_source: There are no instances you may start in <#{channel_id}>{matching}."
         return {"text": text}
@@ -572,7 +667,7 @@ def list_message(channel_id: str, pattern: str | None, listing: Listing) -> dict
 def choice_message(ambiguous: Mapping[str, Sequence[InstanceInfo]], resolved: Sequence[InstanceInfo]) -> dict[str, Any]:
     """Ask which of several instances sharing a name were meant (the others asked for come ticked)."""
     lines = [
-        f":twisted_rightwards_arrows: *{escape(name)}* is the name of {_count(len(candidates))}; "
+        f":twisted_rightwards_arrows: *{outside(name)}* is the name of {_count(len(candidates))}; "
         "tick the ones you mean (name, id, zone and resource group below):"
         for name, candidates in ambiguous.items()
     ]

@@ -131,7 +131,7 @@ class Listeners:
             self._submit(self.lookups, respond, self._list, command, parsed)
             return
         if parsed.verb == "help" and parsed.args:
-            ack(blocks.usage_text(f":warning: Unknown command `{blocks.escape(parsed.args[0][:40])}`."))
+            ack(blocks.usage_text(f":warning: Unknown command {blocks.quoted(parsed.args[0], 40)}."))
             return
         ack()
         work = {"help": self._help, "grants": self._grants, "grant": self._grant, "revoke": self._revoke}[parsed.verb]
@@ -211,7 +211,8 @@ class Listeners:
         for group in resolution.ambiguous.values():
             found.update((c.instance_id, c) for c in group)
             ids.extend(c.instance_id for c in group if c.instance_id not in ids)
-        respond(blocks.status_text(ids, found))
+        text, status_blocks = blocks.status_message(ids, found)
+        respond(text=text, blocks=status_blocks)
 
     # --- the instance picker -------------------------------------------------------------------------------
 

@@ -38,9 +38,10 @@ CANNOT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "
 class SlackMessages:
     """Posts and edits vm-bot's messages; the domain's Notifier (thread replies, confirmation edits)."""
 
-    def __init__(self, client: WebClient, approver_group: str | None = None):
+    def __init__(self, client: WebClient, approver_group: str | None = None, *, broadcast_success: bool = False):
         self.client = client
         self.approver_group = approver_group  # a <!subteam^…> mention, when one is configured
+        self.broadcast_success = broadcast_success
 
     def post_confirmation(self, request: StartRequest, approvers: Sequence[str]) -> str:
         """Post a request's confirmation (with its buttons) in its channel; return the message ts."""
@@ -81,18 +82,25 @@ class SlackMessages:
         self._refresh_best_effort(request)
 
     def finished(self, request: StartRequest) -> None:
-        """Post the final reply (none for an expired confirmation) and refresh the parent."""
+        """Post the final reply (none for an expired confirmation) and refresh the parent.
+
+        Failures and timeouts are also shown in the channel, so they are not missed in a thread; success too
+        when BROADCAST_SUCCESS is set.
+        """
         if request.message_ts is None:
             return
         if request.state != State.EXPIRED:
-            self._reply(request, blocks.final_reply(request))
+            broadcast = request.state != State.DONE or self.broadcast_success
+            self._reply(request, blocks.final_reply(request), broadcast=broadcast)
         self._refresh_best_effort(request)
 
-    def _reply(self, request: StartRequest, text: str) -> None:
+    def _reply(self, request: StartRequest, text: str, *, broadcast: bool = False) -> None:
         """Post in the request's thread; a permanent failure is logged and dropped so the request can end."""
         assert request.message_ts is not None
         try:
-            self.client.chat_postMessage(channel=request.channel_id, thread_ts=request.message_ts, text=text)
+            self.client.chat_postMessage(
+                channel=request.channel_id, thread_ts=request.message_ts, text=text, reply_broadcast=broadcast
+            )
         except SlackApiError as exc:
             if slack_error(exc) not in PERMANENT_ERRORS:
                 raise

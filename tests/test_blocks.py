@@ -1,0 +1,141 @@
+"""Block Kit builders: whatever Zenlayer returns, every message fits Slack's limits and reads as the cloud named it.
+
+Pure functions, checked with the same rules the Slack stand-in applies to every posted message.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.db.models import RequestInstance, StartRequest
+from bot.devtools.slack_web_api import message_error
+from bot.domain.grants import Coverage
+from bot.domain.lifecycle import State
+from bot.domain.ports import InstanceInfo, StatusChange
+from bot.domain.starts import ClickOutcome, Prepared, Skipped
+from bot.slack import blocks
+
+T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
+# What a hostile or careless cloud could return: every character mrkdwn cares about, entities that grow when
+# escaped, newlines, and far more text than any column would keep.
+NASTY = ("*b* _i_ ~s~ `c` :fire: <!channel> <@U0BOSS> & &amp; \n\t" * 200)[:3100]
+MAX_ID = "i" * 64
+
+
+def ids(n: int) -> list[str]:
+    return [f"{MAX_ID[:60]}{k:04d}" for k in range(n)]
+
+
+def request(state: State, n: int = 200, *, outcome: str | None = None, error: str | None = NASTY) -> StartRequest:
+    """A request as big and as strange as the database can hold."""
+    instances = [
+        RequestInstance(
+            instance_id=i,
+            name=NASTY[:255],
+            zone=NASTY[:64],
+            to_start=k % 4 != 0,
+            skip_reason=NASTY[:255],
+            initial_status="STOPPED",
+            last_status=NASTY[:32],
+            outcome=outcome,
+            zenlayer_request_id="r" * 128,
+        )
+        for k, i in enumerate(ids(n))
+    ]
+    return StartRequest(
+        id=1,
+        requester_id="U0REQUEST",
+        channel_id="C0CHANNEL",
+        message_ts="1.2",
+        state=state.value,
+        needs_approval=False,
+        created_at=T0,
+        updated_at=T0,
+        expires_at=T0 + timedelta(minutes=10),
+        decided_by="U0REQUEST",
+        decided_at=T0,
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=90),
+        error=error,
+        instances=instances,
+    )
+
+
+def assert_accepted(text: str, message_blocks: list[blocks.Block] | None = None) -> None:
+    """Fail unless Slack (the stand-in's rules) would accept the message."""
+    payload: dict[str, object] = {"text": text}
+    if message_blocks is not None:
+        payload["blocks"] = message_blocks
+    assert message_error(payload) is None
+    assert len(text) <= blocks.REPLY_BUDGET + 500  # and it is short, not merely under Slack's 40,000
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_every_confirmation_state_fits(state: State) -> None:
+    text, message_blocks = blocks.request_message(request(state), approvers="<!subteam^S0APPROVE>")
+    assert_accepted(text, message_blocks)
+    shown = "\n".join(b["text"]["text"] for b in message_blocks if b["type"] == "section")
+    assert "more — `/vm status` for all" in shown
+
+
+@pytest.mark.parametrize("outcome", ["running", "failed", "timed_out", None])
+@pytest.mark.parametrize("state", [State.DONE, State.FAILED, State.TIMED_OUT])
+def test_every_final_reply_fits(state: State, outcome: str | None) -> None:
+    reply = blocks.final_reply(request(state, outcome=outcome))
+    assert_accepted(reply)
+    assert reply.startswith("<@U0REQUEST> ")
+
+
+def test_progress_replies_fit() -> None:
+    changes = [StatusChange(i, NASTY[:255], None, NASTY[:32]) for i in ids(200)]
+    reply = blocks.progress_reply(request(State.WATCHING), changes)
+    assert_accepted(reply)
+    assert "more — `/vm status` for all" in reply
+
+
+def test_status_answers_fit_for_as_many_ids_as_a_command_takes() -> None:
+    found = {i: InstanceInfo(i, NASTY, NASTY, NASTY) for i in ids(200)}
+    text, message_blocks = blocks.status_message(ids(200), found)
+    assert_accepted(text, message_blocks)
+
+
+def test_refusals_and_explanations_fit() -> None:
+    many = ids(200)
+    coverage = Coverage(uncovered=many, channels_elsewhere={i: [f"C{k:010d}" for k in range(30)] for i in many})
+    prepared = Prepared(skipped=[Skipped(i, NASTY, NASTY, NASTY) for i in many])
+    texts = [
+        blocks.not_covered_text("start", coverage),
+        blocks.nothing_to_start_text(prepared),
+        blocks.invalid_ids_text([NASTY] * 200),
+        blocks.checking_text(many),
+        *(blocks.click_refusal_text(o, request(State.PENDING), coverage, many) for o in ClickOutcome),
+    ]
+    for text in texts:
+        assert_accepted(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("web server", "web server"),
+        ("Tom & Jerry <3", "Tom &amp; Jerry &lt;3"),
+        ("*prod*", "`*prod*`"),
+        ("_it_ ~s~", "`_it_ ~s~`"),
+        ("a `b` c", f"`a {blocks.BACKTICK_STAND_IN}b{blocks.BACKTICK_STAND_IN} c`"),
+        (":fire: db", "`:fire: db`"),
+        ("two\nlines", "two lines"),
+        ("x" * 100, "x" * (blocks.NAME_LIMIT - 1) + "…"),
+    ],
+)
+def test_outside_text_cannot_format_ping_or_overflow(name: str, shown: str) -> None:
+    assert blocks.outside(name) == shown
+
+
+def test_listing_summarises_what_does_not_fit() -> None:
+    lines = [f"• line {n:03d} " + "y" * 50 for n in range(100)]
+    kept = blocks._listing(lines, budget=1000, hint=blocks.STATUS_HINT)
+    assert sum(len(line) + 1 for line in kept) <= 1000
+    assert kept[-1] == f"…and {100 - (len(kept) - 1)} more — `/vm status` for all"
+    assert blocks._listing(lines[:3]) == lines[:3]  # nothing to summarise
