@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +25,8 @@ from bot.zenlayer.client import ZenlayerClient
 LISTENER_THREADS = 32
 LOOKUP_THREADS = 16
 DECISION_THREADS = 8
+# Starts, reconciliation and posts of different requests run side by side on this many threads.
+WATCHER_THREADS = 8
 
 
 @dataclass
@@ -79,13 +79,19 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         confirm_ttl_seconds=settings.confirm_ttl_seconds,
         approval_ttl_seconds=settings.approval_ttl_seconds,
     )
+    # A stable identity plus a nonce: a restarted replica tells its predecessor's leases (and clicks) from its own.
+    owner = f"{settings.replica_id}/{uuid.uuid4().hex[:12]}"
     watcher = Watcher(
         db,
         vm,
         messages,
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
-        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        owner=owner,
+        replica=settings.replica_id,
+        chores=[lambda: starts.decide_orphaned_clicks(replica=settings.replica_id, owner=owner)],
+        lease_seconds=settings.lease_seconds,
+        workers=WATCHER_THREADS,
     )
     lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
     # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.
@@ -105,5 +111,6 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         lookups=lookups,
         decisions=decisions,
         wake_watcher=watcher.wake,
+        owner=owner,
     ).register(app)
     return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions))

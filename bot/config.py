@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ class Settings:
     confirm_ttl_seconds: float = 600.0
     approval_ttl_seconds: float = 3600.0
     approver_group_id: str | None = None
+    replica_id: str = "vm-bot"  # load_settings defaults it to the host name
+    lease_seconds: float = 15.0
     broadcast_success: bool = False
 
     @property
@@ -73,6 +76,7 @@ class Settings:
 
 _SLACK_TOKEN_PREFIXES = {"SLACK_BOT_TOKEN": "xoxb-", "SLACK_APP_TOKEN": "xapp-"}
 _USERGROUP_RE = re.compile(r"^S[A-Z0-9]{2,20}$")
+_REPLICA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -172,6 +176,14 @@ def load_settings(
     if approver_group is not None and not _USERGROUP_RE.match(approver_group):
         problems.append(f"APPROVER_GROUP_ID must be a Slack user group id like S0123ABCD, got {approver_group!r}")
 
+    replica_id = (
+        text("REPLICA_ID") or re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:48].strip("-._") or "vm-bot"
+    )
+    if not _REPLICA_RE.match(replica_id):
+        problems.append(
+            f"REPLICA_ID must be 1-48 letters, digits, '.', '_' or '-' (a stable name per replica), got {replica_id!r}"
+        )
+
     settings = Settings(
         slack_bot_token=bot_token,
         slack_signing_secret=signing_secret,
@@ -188,6 +200,8 @@ def load_settings(
         confirm_ttl_seconds=number("CONFIRM_TTL_SECONDS", 600.0, minimum=1),
         approval_ttl_seconds=number("APPROVAL_TTL_SECONDS", 3600.0, minimum=1),
         approver_group_id=approver_group,
+        replica_id=replica_id,
+        lease_seconds=number("LEASE_SECONDS", 15.0, minimum=2),
         broadcast_success=flag("BROADCAST_SUCCESS", False),
     )
     if problems:

@@ -15,6 +15,8 @@ from bot.devtools.slack_web_api import MALFORMED, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.server import RunningBot
+from bot.zenlayer.client import ZenlayerClient
+from tests.db_support import BACKENDS, migrated_database
 from tests.fake_socket_mode import FakeSocketMode
 from tests.slack_support import (
     ACCESS_KEY_ID,
@@ -48,6 +50,22 @@ def simulator() -> Iterator[ZenlayerSimulator]:
     )
     with sim:
         yield sim
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database at the newest migration, on SQLite and (when configured) PostgreSQL."""
+    with migrated_database(request.param, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture
+def vm(simulator: ZenlayerSimulator) -> Iterator[ZenlayerClient]:
+    """The real Zenlayer client, talking to the simulator."""
+    with ZenlayerClient(
+        simulator.url, access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, backoff_seconds=0.01
+    ) as client:
+        yield client
 
 
 @pytest.fixture

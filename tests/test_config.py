@@ -76,6 +76,16 @@ def test_dotenv_never_overrides_the_real_environment(tmp_path: Path, monkeypatch
     assert settings.poll_interval_seconds == 2
 
 
+def test_replica_identity_and_lease_have_defaults_and_are_validated() -> None:
+    settings = load_settings(VALID)
+    assert settings.replica_id and "/" not in settings.replica_id  # the host name: stable across restarts
+    assert settings.lease_seconds == 15
+    assert load_settings({**VALID, "REPLICA_ID": "vm-bot-2", "LEASE_SECONDS": "5"}).replica_id == "vm-bot-2"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID, "REPLICA_ID": "a/b", "LEASE_SECONDS": "1"})
+    assert "REPLICA_ID must be" in str(caught.value) and "LEASE_SECONDS must be at least 2" in str(caught.value)
+
+
 def test_broadcast_success_is_off_unless_set_to_a_true_value() -> None:
     assert load_settings(VALID).broadcast_success is False
     assert load_settings({**VALID, "BROADCAST_SUCCESS": "true"}).broadcast_success is True

@@ -10,13 +10,7 @@ from sqlalchemy import func, select, text
 
 from bot.db.models import Grant
 from bot.db.session import Database, make_engine
-from tests.db_support import BACKENDS, migrated_database, run_together
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path):
-    with migrated_database(request.param, tmp_path) as database:
-        yield database
+from tests.db_support import run_together
 
 
 def _grant(user: str = "U0001", pattern: str = "web-*") -> Grant:

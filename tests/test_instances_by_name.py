@@ -10,7 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from bot.db.models import Click
 from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver, has_buttons
 from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
@@ -361,7 +363,11 @@ def test_grants_by_selector_show_as_people_wrote_them_and_only_in_their_channel(
 
 
 def test_a_click_that_cannot_look_the_instances_up_starts_nothing(
-    slack: SlackDriver, grant: Callable[..., None], fleet: dict[str, str], simulator: ZenlayerSimulator
+    slack: SlackDriver,
+    grant: Callable[..., None],
+    fleet: dict[str, str],
+    simulator: ZenlayerSimulator,
+    database_url: str,
 ) -> None:
     grant(USER, Selector(SelectorKind.TAG, "team=api"))
     slack.command("start api-1")
@@ -372,6 +378,7 @@ def test_a_click_that_cannot_look_the_instances_up_starts_nothing(
 
     assert "could not look these instances up" in slack.wait_private(click_key, "could not look")
     assert has_buttons(slack.message(confirmation)) and start_calls(simulator) == []
+    assert click_outcomes(database_url) == ["lookup_failed"]  # decided, so recovery never starts it later
     slack.click(confirmation, action_ids.START)  # Zenlayer answers again: the same confirmation still works
     slack.wait_thread(confirmation, "All 1 instance RUNNING")
 
@@ -397,3 +404,12 @@ def test_the_simulator_command_documents_its_instance_specs() -> None:
     )
 
     assert "name=NAME" in shown and "tag=KEY=VALUE" in shown and "generated opaque id" in shown
+
+
+def click_outcomes(database_url: str) -> list[str | None]:
+    db = Database(database_url)
+    try:
+        with db.session(readonly=True) as session:
+            return [c.outcome for c in session.scalars(select(Click).order_by(Click.id))]
+    finally:
+        db.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -20,24 +19,20 @@ from bot.domain.lifecycle import (
     State,
     approve,
     cancel,
-    claim_active,
+    claim_work,
     create_request,
     expire_due,
     get_request,
     reject,
     release_leases,
+    renew_leases,
+    take_over_predecessor,
     transition,
 )
-from tests.db_support import BACKENDS, migrated_database, run_together
+from tests.db_support import run_together
 
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
 TTL = 600
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path):
-    with migrated_database(request.param, tmp_path) as database:
-        yield database
 
 
 def new_request(db: Database, *, now: datetime = T0, ttl: float = TTL, ids: tuple[str, ...] = ("web-1",)) -> int:
@@ -320,8 +315,8 @@ def test_sixteen_sessions_approving_at_once_exactly_one_wins(db: Database) -> No
 
 
 def test_approve_racing_cancel_exactly_one_wins(db: Database) -> None:
-    for _ in range(3):
-        rid = new_request(db)
+    for round_ in range(3):
+        rid = new_request(db, ids=(f"web-{round_}",))  # an approval in one round holds its instance
 
         def click(index: int, rid: int = rid) -> bool:
             with db.session() as s:
@@ -337,26 +332,27 @@ def test_approve_racing_cancel_exactly_one_wins(db: Database) -> None:
 
 
 def _activate(db: Database, count: int) -> list[int]:
-    ids = [new_request(db) for _ in range(count)]
+    ids = [new_request(db, ids=(f"web-{n}",)) for n in range(count)]
     with db.session() as s:
         for rid in ids:
             assert approve(s, rid, by="U0REQ", now=T0)
     return ids
 
 
+def claim(db: Database, owner: str, at: float = 0, lease: float = 30) -> list[int]:
+    with db.session() as s:
+        return claim_work(s, owner=owner, now=T0 + timedelta(seconds=at), lease_seconds=lease)
+
+
 def test_leases_are_taken_renewed_and_expire(db: Database) -> None:
     ids = _activate(db, 3)
     pending = new_request(db)
-    with db.session() as s:
-        assert claim_active(s, owner="replica-a", now=T0, lease_seconds=30) == ids
-    with db.session() as s:
-        assert claim_active(s, owner="replica-b", now=T0 + timedelta(seconds=10), lease_seconds=30) == []
-    with db.session() as s:  # renewal by the holder
-        assert claim_active(s, owner="replica-a", now=T0 + timedelta(seconds=20), lease_seconds=30) == ids
-    with db.session() as s:  # a's lease (until T0+50s) is still live at T0+45s
-        assert claim_active(s, owner="replica-b", now=T0 + timedelta(seconds=45), lease_seconds=30) == []
-    with db.session() as s:  # a stopped renewing: b takes over
-        assert claim_active(s, owner="replica-b", now=T0 + timedelta(seconds=51), lease_seconds=30) == ids
+    assert claim(db, "replica-a") == ids  # never leased: lease_until IS NULL
+    assert claim(db, "replica-b", at=10) == []  # a live lease held by another
+    assert claim(db, "replica-a", at=20) == ids  # renewal by the holder (lease_owner == owner)
+    assert claim(db, "replica-b", at=45) == []  # a's lease (until T0+50s) is still live at T0+45s
+    assert claim(db, "replica-b", at=50) == []  # ... and at its last instant
+    assert claim(db, "replica-b", at=51) == ids  # a stopped renewing: b takes over (lease_until < now)
     with db.session(readonly=True) as s:
         request = get_request(s, ids[0])
         assert request is not None and request.lease_owner == "replica-b"
@@ -364,31 +360,79 @@ def test_leases_are_taken_renewed_and_expire(db: Database) -> None:
     assert pending not in ids
 
 
-def test_leases_follow_the_states_and_can_be_released(db: Database) -> None:
+def test_only_work_is_claimed_and_final_outcomes_until_told(db: Database) -> None:
+    active, told, untold, cancelled = _activate(db, 4)
+    pending = new_request(db)
+    with db.session() as s:
+        assert transition(s, told, from_states=ACTIVE_STATES, to=State.DONE, now=T0, outcome_posted_at=T0)
+        assert transition(s, untold, from_states=ACTIVE_STATES, to=State.FAILED, now=T0)
+        assert transition(s, cancelled, from_states=ACTIVE_STATES, to=State.CANCELLED, now=T0)
+    assert claim(db, "a") == [active, untold]
+    assert pending not in claim(db, "b", at=1000)
+
+
+def test_claims_are_limited_and_leases_released(db: Database) -> None:
     ids = _activate(db, 3)
     with db.session() as s:
-        assert transition(s, ids[0], from_states=ACTIVE_STATES, to=State.DONE, now=T0)
-    with db.session() as s:
-        assert claim_active(s, owner="a", now=T0, lease_seconds=30, limit=1) == [ids[1]]
-        assert claim_active(s, owner="a", now=T0, lease_seconds=30) == ids[1:]
-        assert claim_active(s, owner="a", now=T0, lease_seconds=30, states=[State.DONE]) == [ids[0]]
+        assert claim_work(s, owner="a", now=T0, lease_seconds=30, limit=1) == [ids[0]]
+    assert claim(db, "a") == ids
     with db.session() as s:
         assert release_leases(s, owner="a", request_ids=[ids[1]]) == 1
-    with db.session() as s:
-        assert claim_active(s, owner="b", now=T0, lease_seconds=30) == [ids[1]]
+    assert claim(db, "b") == [ids[1]]
     with db.session() as s:
         assert release_leases(s, owner="a") == 2
         assert release_leases(s, owner="a") == 0
 
 
+def test_the_heartbeat_renews_only_the_owners_leases(db: Database) -> None:
+    mine, theirs = _activate(db, 2)
+    with db.session() as s:
+        assert claim_work(s, owner="a", now=T0, lease_seconds=15, limit=1) == [mine]
+    assert claim(db, "b") == [theirs]
+    with db.session() as s:
+        assert renew_leases(s, owner="a", now=T0 + timedelta(seconds=10), lease_seconds=15) == 1
+    assert claim(db, "b", at=20) == [theirs]  # a's renewed lease runs to T0+25s
+    assert claim(db, "b", at=26) == [mine, theirs]
+
+
+def test_a_restarted_replica_takes_over_its_predecessors_leases_at_once(db: Database) -> None:
+    ids = _activate(db, 3)
+    with db.session() as s:
+        assert claim_work(s, owner="r1/old", now=T0, lease_seconds=15, limit=2) == ids[:2]
+    assert claim(db, "r10/other") == [ids[2]]  # a replica whose name merely starts the same is another replica
+    with db.session() as s:
+        assert (
+            take_over_predecessor(s, replica="r1", owner="r1/new", now=T0 + timedelta(seconds=1), lease_seconds=15) == 2
+        )
+    with db.session() as s:
+        assert (
+            take_over_predecessor(s, replica="r2", owner="r2/x", now=T0 + timedelta(seconds=1), lease_seconds=15) == 0
+        )
+    with db.session(readonly=True) as s:
+        owners = [get_request(s, rid).lease_owner for rid in ids]  # type: ignore[union-attr]
+    assert owners == ["r1/new", "r1/new", "r10/other"]
+    assert claim(db, "r1/old", at=2) == []  # the old nonce is no longer the owner
+
+
+def test_a_row_another_claimer_has_locked_is_skipped_not_waited_for(db: Database) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises claimers with BEGIN IMMEDIATE; row locks are PostgreSQL's")
+    ids = _activate(db, 2)
+    with db.session() as holder:
+        holder.execute(select(StartRequest.id).where(StartRequest.id == ids[0]).with_for_update())
+        # The other claimer runs while the row lock is held; without SKIP LOCKED it would block until timeout.
+        result = run_together(1, lambda _: claim(db, "b"), timeout=10)
+    assert result == [[ids[1]]]
+
+
 def test_two_owners_claiming_at_once_never_share_a_request(db: Database) -> None:
     ids = _activate(db, 20)
 
-    def claim(index: int) -> list[int]:
+    def claim_as(index: int) -> list[int]:
         with db.session() as s:
-            return claim_active(s, owner=f"replica-{index}", now=T0, lease_seconds=30)
+            return claim_work(s, owner=f"replica-{index}", now=T0, lease_seconds=30)
 
-    results = run_together(8, claim)
+    results = run_together(8, claim_as)
     claimed = [rid for result in results for rid in result]
     assert sorted(claimed) == ids  # every request claimed, none twice
     with db.session(readonly=True) as s:

@@ -277,3 +277,24 @@ def test_the_same_command_sent_twice_at_once_gives_one_confirmation(
     )
     assert len(pointer) == 1
     assert len([m for m in fake_slack.channel_messages("C0CHANNEL") if has_buttons(m)]) == 1
+
+
+def test_the_losing_click_of_overlapping_requests_links_to_the_request_that_holds_the_instance(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator
+) -> None:
+    simulator.boot_seconds = 30
+    grant("U0REQUEST", "web-*")
+    grant("U0OTHER", "web-*")
+    slack.command("start web-1")
+    first = slack.wait_confirmation()
+    slack.command("start web-1 web-2", user="U0OTHER")
+    second = slack.wait_confirmation(index=1)
+    slack.click(first, action_ids.START)
+    slack.wait_thread(first, "BOOTING")
+
+    _, key = slack.click(second, action_ids.START, user="U0OTHER")
+
+    reply = slack.wait_private(key, "already being started")
+    assert "`web-1`" in reply and f"p{first.ts.replace('.', '')}" in reply  # a link to the holder's thread
+    assert start_calls(simulator) == [["web-1"]]
+    assert has_buttons(slack.message(second))  # still pending: it can be cancelled, or clicked once web-1 is done

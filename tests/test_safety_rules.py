@@ -5,9 +5,8 @@ Each test here failed against an earlier version (found in review); they run on 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -20,24 +19,8 @@ from bot.domain.ports import StatusChange
 from bot.domain.starts import ClickOutcome, Decision, StartService
 from bot.domain.watcher import Watcher
 from bot.zenlayer.client import ZenlayerClient
-from tests.db_support import BACKENDS, migrated_database
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, start_calls
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated database on each backend."""
-    with migrated_database(request.param, tmp_path) as database:
-        yield database
-
-
-@pytest.fixture
-def vm(simulator: ZenlayerSimulator) -> Iterator[ZenlayerClient]:
-    """The real client, talking to the simulator."""
-    with ZenlayerClient(
-        simulator.url, access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, backoff_seconds=0.01
-    ) as client:
-        yield client
+from tests.slack_support import start_calls
+from tests.zenlayer_support import VmProxy
 
 
 @pytest.fixture
@@ -65,10 +48,21 @@ class SilentNotifier:
         self.posts += 1
 
 
-def watcher(db: Database, vm: object, owner: str = "w1", clock: Callable[[], datetime] | None = None) -> Watcher:
+def watcher(
+    db: Database, vm: object, owner: str = "w1", clock: Callable[[], datetime] | None = None, lease_seconds: float = 150
+) -> Watcher:
     """A watcher ticked by hand."""
     extra = {"clock": clock} if clock else {}
-    return Watcher(db, vm, SilentNotifier(), poll_interval_seconds=1, start_timeout_seconds=60, owner=owner, **extra)  # type: ignore[arg-type]
+    return Watcher(
+        db,
+        vm,  # type: ignore[arg-type]
+        SilentNotifier(),
+        poll_interval_seconds=1,
+        start_timeout_seconds=60,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 # --- grants managed from chat ---------------------------------------------------------------------------------
@@ -219,24 +213,18 @@ def test_a_status_too_long_to_store_does_not_stall_other_requests(
     assert stored == "MAINTENANCE_IN_PROGRESS_BY_OPERA"  # shown verbatim, cut to the column's 32 characters
 
 
-class SlowStart:
+class SlowStart(VmProxy):
     """The real client, with a hook that runs while a StartInstances call is in flight."""
 
     def __init__(self, client: ZenlayerClient, during_start: Callable[[int], None]):
-        self.client = client
+        super().__init__(client)
         self.during_start = during_start
         self.calls = 0
 
     def start_instances(self, ids: Sequence[str]) -> str:
         self.calls += 1
         self.during_start(self.calls)
-        return self.client.start_instances(ids)
-
-    def describe_instances_status(self, ids: Sequence[str]) -> dict[str, str]:
-        return self.client.describe_instances_status(ids)
-
-    def describe_instances(self, ids: Sequence[str]) -> object:
-        return self.client.describe_instances(ids)
+        return super().start_instances(ids)
 
 
 def test_the_lease_is_renewed_between_start_batches(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -67,3 +67,19 @@ def signed_post(url: str, params: Mapping[str, Any], *, action: str = "DescribeI
     """POST params with a correct signature."""
     body = json.dumps(params).encode()
     return post_api(url, body, signed_headers(url, body, action=action))
+
+
+class VmProxy:
+    """The VM port passed through to a real client; a test subclass changes one call to script a fault."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def start_instances(self, ids: Sequence[str]) -> str:
+        return str(self.client.start_instances(ids))
+
+    def describe_instances_status(self, ids: Sequence[str]) -> dict[str, str]:
+        return dict(self.client.describe_instances_status(ids))
+
+    def describe_instances(self, ids: Sequence[str]) -> Any:
+        return self.client.describe_instances(ids)

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 models: grants, start requests, their instances and the audit trail."""
+"""SQLAlchemy 2.0 models: grants, start requests and their instances, claims, start attempts, the audit trail."""
 
 from __future__ import annotations
 
@@ -127,6 +127,13 @@ class RequestInstance(Base):
     reported_status: Mapped[str | None] = mapped_column(String(32), default=None)  # last status told in thread
     outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # running|failed|timed_out|...
     zenlayer_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # accepted | unknown (the call may or may not have been applied) | None (not called yet, or refused)
+    start_result: Mapped[str | None] = mapped_column(String(16), default=None)
+    # StartInstances calls naming it (at most 2); polls that saw it STOPPED since a call of unknown outcome;
+    # consecutive polls that did not return it.
+    start_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stopped_polls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    missing_polls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     request: Mapped[StartRequest] = relationship(back_populates="instances")
 
@@ -146,3 +153,45 @@ class AuditEvent(Base):
     subject: Mapped[str | None] = mapped_column(String(64), default=None, index=True)  # user acted upon
     zenlayer_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
     detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
+
+
+class InstanceClaim(Base):
+    """An instance held by the one active request that may start it: the primary key is the exclusivity rule."""
+
+    __tablename__ = "active_instance_claims"
+
+    instance_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("start_requests.id", ondelete="CASCADE"), index=True)
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class StartAttempt(Base):
+    """One StartInstances call: written before the call, completed after it; an open row is an unknown outcome."""
+
+    __tablename__ = "start_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("start_requests.id", ondelete="CASCADE"), index=True)
+    instance_ids: Mapped[str] = mapped_column(Text)  # JSON list
+    replica: Mapped[str] = mapped_column(String(128))  # the lease owner that made the call
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None, index=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # accepted|refused|failed|unknown
+    zenlayer_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class Click(Base):
+    """A button click, recorded before it is acknowledged and decided right after (or by recovery after a crash)."""
+
+    __tablename__ = "clicks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(Integer)  # as the button said: it may name no request
+    user_id: Mapped[str] = mapped_column(String(32))
+    decision: Mapped[str] = mapped_column(String(16))
+    message_ts: Mapped[str | None] = mapped_column(String(32), default=None)
+    replica: Mapped[str] = mapped_column(String(128))  # the lease owner of the process that acknowledged it
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None, index=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), default=None)

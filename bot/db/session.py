@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -61,6 +62,46 @@ def make_engine(url: str, *, foreign_keys: bool = True, **engine_kwargs: Any) ->
     return engine
 
 
+class _WriteTurn:
+    """One writer at a time in this process, urgent writers first (SQLite: the database has one write lock).
+
+    A writer kept waiting by SQLite sleeps in growing steps (up to 100 ms) before it retries; queueing here hands
+    the lock over at once. Urgent writers (a click decided before Slack's 3 s acknowledgement) go before
+    background ones (the watcher), which wait while any urgent writer does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._urgent_waiting = 0
+        self._changed = threading.Condition()
+        self._holder: int | None = None
+
+    @contextmanager
+    def __call__(self, *, urgent: bool) -> Iterator[None]:
+        nested = self._holder == threading.get_ident()
+        if urgent:
+            with self._changed:
+                self._urgent_waiting += 1
+            try:
+                self._lock.acquire()
+            finally:
+                with self._changed:
+                    self._urgent_waiting -= 1
+                    self._changed.notify_all()
+        else:
+            if not nested:  # a thread already holding the turn must not wait for those waiting on it
+                with self._changed:
+                    self._changed.wait_for(lambda: self._urgent_waiting == 0)
+            self._lock.acquire()
+        self._holder = threading.get_ident()
+        try:
+            yield
+        finally:
+            if not nested:
+                self._holder = None
+            self._lock.release()
+
+
 class Database:
     """An engine plus a session factory; `session()` is one unit of work."""
 
@@ -71,19 +112,25 @@ class Database:
         self._readonly_sessions = sessionmaker(
             bind=self.engine.execution_options(**{_READONLY_OPTION: True}), expire_on_commit=False
         )
+        # Other processes on the same SQLite file still queue on busy_timeout.
+        self._write_turn = _WriteTurn() if is_sqlite(url) else None
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
 
     @contextmanager
-    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+    def session(self, *, readonly: bool = False, urgent: bool = False) -> Iterator[Session]:
         """Yield a session that commits on success and rolls back on an exception.
 
         `readonly=True` is for sessions that never write: on SQLite they do not take the write lock (and a
         write in them may fail with "database is locked" under contention); elsewhere it changes nothing.
+        `urgent=True` lets a write someone is waiting for (a click) go before background writes, on SQLite.
         """
         factory = self._readonly_sessions if readonly else self._sessions
-        with factory() as session:
+        turn: AbstractContextManager[None] = (
+            nullcontext() if readonly or self._write_turn is None else self._write_turn(urgent=urgent)
+        )
+        with turn, factory() as session:
             try:
                 yield session
                 session.commit()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
-from bot.db.models import RequestInstance, StartRequest
+from bot.db.models import InstanceClaim, RequestInstance, StartRequest
 from bot.domain import audit
 from bot.domain.errors import InvalidInput
 from bot.domain.ids import is_instance_id
@@ -35,6 +37,26 @@ class State(StrEnum):
 OPEN_STATES: tuple[State, ...] = (State.PENDING,)
 ACTIVE_STATES: tuple[State, ...] = (State.APPROVED, State.STARTING, State.WATCHING)
 FINAL_STATES: tuple[State, ...] = (State.DONE, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.EXPIRED)
+# Final states whose outcome is told in the thread (a cancel is shown by the click itself).
+REPORTED_FINAL_STATES: tuple[State, ...] = (State.DONE, State.FAILED, State.TIMED_OUT, State.EXPIRED)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The active request that holds an instance: enough for the Slack layer to link to its thread."""
+
+    request_id: int
+    channel_id: str
+    message_ts: str | None
+
+
+class InstancesBusy(Exception):
+    """Approval lost: other active requests hold some of the instances (raised inside the approving transaction)."""
+
+    def __init__(self, holders: dict[str, Holder]):
+        self.holders = holders
+        super().__init__("held by other requests: " + ", ".join(sorted(holders)))
+
 
 # Columns transition() may set besides state and updated_at.
 _SETTABLE = frozenset(StartRequest.__table__.columns.keys()) - {"id", "state", "updated_at"}
@@ -166,11 +188,18 @@ def transition(
     # The WHERE clause is the compare-and-set; "evaluate" would judge it against possibly stale objects in memory.
     result = session.execute(statement.execution_options(synchronize_session=False))
     _forget(session, [request_id])
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    moved = result.rowcount == 1  # type: ignore[attr-defined]
+    if moved and target in FINAL_STATES:
+        release_claims(session, request_id)
+    return moved
 
 
 def approve(session: Session, request_id: int, *, by: str, now: datetime) -> bool:
-    """Approve a pending, unexpired request; True iff this call approved it."""
+    """Approve a pending, unexpired request and claim its instances; True iff this call approved it.
+
+    Raises InstancesBusy when another active request holds an instance; the caller must then roll back
+    (decide() runs this in a savepoint), so the approval and the claims commit together or not at all.
+    """
     ok = transition(
         session,
         request_id,
@@ -182,8 +211,66 @@ def approve(session: Session, request_id: int, *, by: str, now: datetime) -> boo
         decided_at=now,
     )
     if ok:
+        claim_instances(session, request_id, now=now)
         audit.record(session, "request_approved", actor=by, request_id=request_id)
     return ok
+
+
+def claim_instances(session: Session, request_id: int, *, now: datetime) -> None:
+    """Insert one claim per instance the request will start; raise InstancesBusy if another request holds one.
+
+    The primary key on active_instance_claims.instance_id is the rule; ON CONFLICT DO NOTHING makes a concurrent
+    claimer wait for the holder's transaction and then see its row. Sorted ids keep lock order the same for
+    everyone, so two overlapping approvals queue instead of deadlocking.
+    """
+    ids = sorted(
+        session.scalars(
+            select(RequestInstance.instance_id).where(
+                RequestInstance.request_id == request_id,
+                RequestInstance.to_start.is_(True),
+                RequestInstance.outcome.is_(None),
+            )
+        )
+    )
+    if not ids:
+        return
+    rows = [{"instance_id": i, "request_id": request_id, "claimed_at": now} for i in ids]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(InstanceClaim).values(rows).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(InstanceClaim).values(rows).on_conflict_do_nothing())
+    else:  # pragma: no cover - other databases fail loudly on a conflict, which is still safe
+        session.execute(insert(InstanceClaim).values(rows))
+    held = holders(session, ids, except_request=request_id)
+    if held:
+        raise InstancesBusy(held)
+
+
+def holders(session: Session, ids: Sequence[str], *, except_request: int | None = None) -> dict[str, Holder]:
+    """Map each id held by an active request (other than except_request) to that request."""
+    query = (
+        select(InstanceClaim.instance_id, StartRequest.id, StartRequest.channel_id, StartRequest.message_ts)
+        .join(StartRequest, InstanceClaim.request_id == StartRequest.id)
+        .where(InstanceClaim.instance_id.in_(list(ids)))
+    )
+    if except_request is not None:
+        query = query.where(InstanceClaim.request_id != except_request)
+    return {row[0]: Holder(row[1], row[2], row[3]) for row in session.execute(query)}
+
+
+def release_claims(session: Session, request_id: int, instance_ids: Iterable[str] | None = None) -> None:
+    """Let go of a request's claims (all, or on instance_ids once they have an outcome)."""
+    statement = delete(InstanceClaim).where(InstanceClaim.request_id == request_id)
+    if instance_ids is not None:
+        statement = statement.where(InstanceClaim.instance_id.in_(list(instance_ids)))
+    session.execute(statement.execution_options(synchronize_session=False))
+
+
+def lock_requester(session: Session, requester_id: str) -> None:
+    """Serialise one user's new requests until the transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(zlib.crc32(requester_id.encode()))))
 
 
 def _close(session: Session, request_id: int, *, by: str, now: datetime, event: str, **detail: Any) -> bool:
@@ -239,50 +326,79 @@ def get_request(session: Session, request_id: int) -> StartRequest | None:
     ).one_or_none()
 
 
-def _lease_free(owner: str, now: datetime) -> ColumnElement[bool]:
-    """SQL condition: nobody else holds a live lease on the request."""
-    return or_(StartRequest.lease_until.is_(None), StartRequest.lease_until < now, StartRequest.lease_owner == owner)
+def _needs_work() -> ColumnElement[bool]:
+    """SQL condition: the request is active, or ended and its outcome is not yet told in its thread."""
+    return or_(
+        StartRequest.state.in_([s.value for s in ACTIVE_STATES]),
+        and_(
+            StartRequest.state.in_([s.value for s in REPORTED_FINAL_STATES]),
+            StartRequest.outcome_posted_at.is_(None),
+        ),
+    )
 
 
-def claim_active(
-    session: Session,
-    *,
-    owner: str,
-    now: datetime,
-    lease_seconds: float,
-    states: Iterable[State | str] = ACTIVE_STATES,
-    limit: int = 500,
-) -> list[int]:
-    """Take or renew the lease on requests in `states` that no other live owner holds; return their ids."""
-    wanted = [s.value for s in _states(states)]
+def _claimable(owner: str, now: datetime) -> ColumnElement[bool]:
+    """SQL condition: the request needs work and nobody else holds a live lease on it."""
+    return and_(
+        _needs_work(),
+        or_(StartRequest.lease_until.is_(None), StartRequest.lease_until < now, StartRequest.lease_owner == owner),
+    )
+
+
+def claim_work(session: Session, *, owner: str, now: datetime, lease_seconds: float, limit: int = 500) -> list[int]:
+    """Take or renew the lease on requests that need work and no other live owner holds; return their ids.
+
+    The one claim used in production. On PostgreSQL the rows are locked with FOR UPDATE SKIP LOCKED, so replicas
+    claiming at once split the work instead of queueing; on SQLite the session's BEGIN IMMEDIATE serialises them.
+    """
     candidates = list(
         session.scalars(
             select(StartRequest.id)
-            .where(StartRequest.state.in_(wanted), _lease_free(owner, now))
+            .where(_claimable(owner, now))
             .order_by(StartRequest.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)  # rendered as nothing on SQLite
         )
     )
     if not candidates:
         return []
-    # The conditions are repeated in the UPDATE: that is the compare-and-set. A row another owner took since the
-    # SELECT no longer matches (PostgreSQL re-checks it after the row lock; SQLite writers are serialised).
-    statement = (
+    session.execute(
         update(StartRequest)
-        .where(StartRequest.id.in_(candidates), StartRequest.state.in_(wanted), _lease_free(owner, now))
+        .where(StartRequest.id.in_(candidates))
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
-    if session.get_bind().dialect.update_returning:
-        claimed = sorted(session.execute(statement.returning(StartRequest.id)).scalars())
-    else:
-        claimed = [
-            request_id
-            for request_id in candidates
-            if session.execute(statement.where(StartRequest.id == request_id)).rowcount == 1  # type: ignore[attr-defined]
-        ]
     _forget(session, candidates)
-    return claimed
+    return candidates
+
+
+def renew_leases(session: Session, *, owner: str, now: datetime, lease_seconds: float) -> int:
+    """Heartbeat: extend every lease owner still holds (a lapsed one another replica took is left alone)."""
+    result = session.execute(
+        update(StartRequest)
+        .where(StartRequest.lease_owner == owner)
+        .values(lease_until=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def take_over_predecessor(session: Session, *, replica: str, owner: str, now: datetime, lease_seconds: float) -> int:
+    """At start-up, take every lease held by an earlier process of this replica (same identity, other nonce).
+
+    That process is gone (this one replaced it), so its work resumes at once instead of after its lease.
+    """
+    result = session.execute(
+        update(StartRequest)
+        .where(
+            StartRequest.lease_owner.startswith(f"{replica}/", autoescape=True),
+            StartRequest.lease_owner != owner,
+            _needs_work(),
+        )
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def release_leases(session: Session, *, owner: str, request_ids: Iterable[int] | None = None) -> int:

@@ -6,19 +6,19 @@ import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.db.models import ANY_CHANNEL, RequestInstance, StartRequest, utcnow
+from bot.db.models import ANY_CHANNEL, Click, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, inventory, lifecycle
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
 from bot.domain.grants import Coverage, check_coverage, list_grants, need_attributes
 from bot.domain.inventory import LookupFailed, Resolution
-from bot.domain.lifecycle import ACTIVE_STATES, NewInstance, State
+from bot.domain.lifecycle import Holder, InstancesBusy, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, GrantAction
@@ -26,6 +26,12 @@ from bot.domain.vocabulary import SYSTEM_ACTOR, GrantAction
 log = logging.getLogger(__name__)
 
 STARTABLE_STATUS = "STOPPED"
+# A click still undecided this long after it was recorded lost the process that acknowledged it (which decides it
+# within milliseconds otherwise): another replica decides it. A restarted replica decides its predecessor's at once.
+ORPHANED_CLICK = timedelta(seconds=20)
+# A pending request whose confirmation was not posted within this long never will be (its poster crashed or
+# failed): it no longer blocks the same command, which replaces it.
+UNPOSTED_GRACE = timedelta(seconds=15)
 
 
 class NotCovered(NotAllowed):
@@ -128,6 +134,7 @@ class ClickResult:
     request: StartRequest | None
     coverage: Coverage | None = None
     busy: list[str] = field(default_factory=list)
+    holders: dict[str, Holder] = field(default_factory=dict)  # for BUSY: which request holds each id
 
 
 _REFUSALS_TO_AUDIT = frozenset(
@@ -256,7 +263,7 @@ class StartService:
         coverage = self.check(user_id, channel_id, ids, instances=found)
         with self.db.session(readonly=True) as session:
             pending = _pending_duplicate(session, user_id, channel_id, ids, self.clock())
-            busy = _ids_in_active_requests(session, ids)
+            busy = lifecycle.holders(session, ids)
         if pending is not None:
             raise DuplicatePending(pending)
         prepared = Prepared(user_id=user_id, channel_id=channel_id, ids=list(ids))
@@ -294,6 +301,14 @@ class StartService:
             for s in prepared.skipped
         ]
         with self.db.session() as session:
+            # One new request per user at a time: two identical commands arriving together queue here, and the
+            # second finds the first below.
+            lifecycle.lock_requester(session, user_id)
+            now = self.clock()
+            self._supersede_unposted(session, user_id, channel_id, ids, now)
+            earlier = _pending_duplicate(session, user_id, channel_id, ids, now)
+            if earlier is not None:
+                raise DuplicatePending(earlier)
             prepared.request = lifecycle.create_request(
                 session,
                 requester_id=user_id,
@@ -301,12 +316,8 @@ class StartService:
                 instances=instances,
                 needs_approval=needs_approval,
                 ttl_seconds=self.approval_ttl_seconds if needs_approval else self.confirm_ttl_seconds,
-                now=self.clock(),
+                now=now,
             )
-            # Two identical commands can pass the check above together; the later row stands down here.
-            earlier = _pending_duplicate(session, user_id, channel_id, ids, self.clock(), before=prepared.request.id)
-            if earlier is not None:
-                raise DuplicatePending(earlier)
             if needs_approval:
                 prepared.approvers = approvers_for(
                     list_grants(session),
@@ -317,65 +328,146 @@ class StartService:
                 )
         return prepared
 
+    def _supersede_unposted(
+        self, session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime
+    ) -> None:
+        """Cancel this user's identical pending requests whose confirmation was never posted: this one replaces them."""
+        stale = [
+            r
+            for r in _pending_same_ids(session, user_id, channel_id, ids, now)
+            if r.message_ts is None and r.created_at <= now - UNPOSTED_GRACE
+        ]
+        for request in stale:
+            _abandon(session, request.id, "its confirmation was never posted; replaced by a new command", now)
+
     def attach_message(self, request_id: int, message_ts: str) -> None:
         """Remember the confirmation message, which is also the thread everything else is posted under."""
         with self.db.session() as session:
-            session.execute(
-                update(StartRequest)
-                .where(StartRequest.id == request_id, StartRequest.message_ts.is_(None))
-                .values(message_ts=message_ts)
-                .execution_options(synchronize_session=False)
-            )
+            _attach_message(session, request_id, message_ts)
 
     def abandon(self, request_id: int, reason: str) -> None:
         """Cancel a request whose confirmation could not be posted."""
         with self.db.session() as session:
-            now = self.clock()
-            if lifecycle.transition(
-                session,
-                request_id,
-                from_states=[State.PENDING],
-                to=State.CANCELLED,
-                now=now,
-                finished_at=now,
-                error=reason,
-            ):
-                audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
+            _abandon(session, request_id, reason, self.clock())
 
-    def decide(self, request_id: int, user_id: str, decision: Decision) -> ClickResult:
-        """Apply a click: only the requester may start or cancel; grants are checked again at the click."""
-        try:
-            instances = self._attributes_for_click(request_id, user_id)
-        except VmError as exc:
-            log.warning("could not look up the instances of request %s at a click: %s", request_id, exc.describe())
-            with self.db.session(readonly=True) as session:
-                return ClickResult(ClickOutcome.LOOKUP_FAILED, lifecycle.get_request(session, request_id))
-        now = self.clock()
+    def record_click(
+        self, request_id: int, user_id: str, decision: Decision, *, message_ts: str | None, replica: str
+    ) -> int:
+        """Record a click (one quick insert) before it is acknowledged, so no crash can lose it; return its id."""
+        with self.db.session(urgent=True) as session:  # someone waits for the acknowledgement
+            click = Click(
+                request_id=request_id,
+                user_id=user_id,
+                decision=decision.value,
+                message_ts=message_ts,
+                replica=replica,
+                created_at=self.clock(),
+            )
+            session.add(click)
+            session.flush()
+            return click.id
+
+    def decide_click(self, click_id: int) -> ClickResult | None:
+        """Decide a recorded click; None when it was decided already (by recovery, or by another replica)."""
+        with self.db.session(readonly=True) as session:
+            recorded = session.get(Click, click_id)
+            if recorded is None or recorded.decided_at is not None:
+                return None
+            request_id, user_id = recorded.request_id, recorded.user_id
+        instances, lookup_error = self._look_up_for_click(request_id, user_id)
         with self.db.session() as session:
-            request = lifecycle.get_request(session, request_id)
-            if request is None:
-                return ClickResult(ClickOutcome.UNKNOWN, None)
-            result = self._apply(session, request, user_id, decision, now, instances)
-            if result.outcome in _REFUSALS_TO_AUDIT:
-                audit.record(
-                    session,
-                    "click_refused",
-                    actor=user_id,
-                    request_id=request_id,
-                    decision=decision.value,
-                    outcome=result.outcome.value,
-                    busy=result.busy,
+            now = self.clock()
+            taken = session.execute(
+                update(Click)
+                .where(Click.id == click_id, Click.decided_at.is_(None))
+                .values(decided_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            click = session.get(Click, click_id)
+            assert click is not None
+            if lookup_error is not None:
+                # Decided as refused: the user is told to try again, so it must never be started later by recovery.
+                result = ClickResult(ClickOutcome.LOOKUP_FAILED, lifecycle.get_request(session, click.request_id))
+            else:
+                decision = Decision(click.decision)
+                result = self._decide(session, click.request_id, click.user_id, decision, click.message_ts, instances)
+            click.outcome = result.outcome.value
+            return result
+
+    def decide_orphaned_clicks(self, *, replica: str, owner: str) -> list[ClickResult]:
+        """Decide clicks whose process died before deciding them: this replica's predecessor's at once, others late."""
+        now = self.clock()
+        with self.db.session(readonly=True) as session:
+            orphans = list(
+                session.scalars(
+                    select(Click.id)
+                    .where(
+                        Click.decided_at.is_(None),
+                        Click.replica != owner,
+                        or_(
+                            Click.replica.startswith(f"{replica}/", autoescape=True),
+                            Click.created_at < now - ORPHANED_CLICK,
+                        ),
+                    )
+                    .order_by(Click.id)
                 )
-            session.expire_all()
-            return ClickResult(result.outcome, lifecycle.get_request(session, request_id), result.coverage, result.busy)
+            )
+        results = [self.decide_click(click_id) for click_id in orphans]
+        return [r for r in results if r is not None]
 
-    def needs_lookup_at_click(self, request_id: int, user_id: str) -> bool:
-        """True when deciding this click needs the instances looked up at Zenlayer (grants by name, group or tag).
+    def decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str | None = None) -> ClickResult:
+        """Apply a click at once (without recording it first): only the requester may start or cancel."""
+        instances, lookup_error = self._look_up_for_click(request_id, user_id)
+        with self.db.session() as session:
+            if lookup_error is not None:
+                return ClickResult(ClickOutcome.LOOKUP_FAILED, lifecycle.get_request(session, request_id))
+            return self._decide(session, request_id, user_id, decision, message_ts, instances)
 
-        A quick database read, so the chat layer can tell, before acknowledging, whether the click's decision can
-        be made at once or must wait for Zenlayer.
+    def _decide(
+        self,
+        session: Session,
+        request_id: int,
+        user_id: str,
+        decision: Decision,
+        message_ts: str | None,
+        instances: Mapping[str, InstanceInfo] | None = None,
+    ) -> ClickResult:
+        """Apply a click in one transaction; grants are checked again at the click.
+
+        `message_ts` is where the clicked confirmation is: a quick click can beat the bot's own note of it.
+        `instances` are the attributes looked up just before, when grants select by name, group or tag.
         """
-        return self._to_look_up(request_id, user_id) is not None
+        now = self.clock()
+        if message_ts:
+            _attach_message(session, request_id, message_ts)
+        request = lifecycle.get_request(session, request_id)
+        if request is None:
+            return ClickResult(ClickOutcome.UNKNOWN, None)
+        try:
+            with session.begin_nested():  # an approval that cannot claim its instances is undone whole
+                result = self._apply(session, request, user_id, decision, now, instances)
+        except InstancesBusy as busy:
+            result = ClickResult(ClickOutcome.BUSY, None, None, sorted(busy.holders), busy.holders)
+        if result.outcome in _REFUSALS_TO_AUDIT:
+            audit.record(
+                session,
+                "click_refused",
+                actor=user_id,
+                request_id=request_id,
+                decision=decision.value,
+                outcome=result.outcome.value,
+                busy=result.busy,
+            )
+        session.expire_all()
+        return ClickResult(
+            result.outcome,
+            lifecycle.get_request(session, request_id),
+            result.coverage,
+            result.busy,
+            result.holders,
+        )
 
     def _to_look_up(self, request_id: int, user_id: str) -> list[str] | None:
         """Return the ids to look up for a click on a pending request, or None when its grants are all id globs."""
@@ -390,16 +482,22 @@ class StartService:
                 return None
             return self._to_start(request)
 
-    def _attributes_for_click(self, request_id: int, user_id: str) -> dict[str, InstanceInfo] | None:
+    def _look_up_for_click(
+        self, request_id: int, user_id: str
+    ) -> tuple[dict[str, InstanceInfo] | None, VmError | None]:
         """Look the request's instances up again when the grants that decide the click select by attributes.
 
-        Done before the click's transaction, so a slow Zenlayer never holds a database lock; None when only id
-        grants are involved (then the click needs no Zenlayer call at all).
+        Done before the click's transaction (clicks are decided after their ack), so a slow Zenlayer never holds
+        a database lock. Returns (None, None) when only id grants are involved: then no Zenlayer call is made.
         """
         ids = self._to_look_up(request_id, user_id)
         if ids is None:
-            return None
-        return self.vm.describe_instances(ids) if ids else {}
+            return None, None
+        try:
+            return (self.vm.describe_instances(ids) if ids else {}), None
+        except VmError as exc:
+            log.warning("could not look up the instances of request %s at a click: %s", request_id, exc.describe())
+            return None, exc
 
     def _apply(
         self,
@@ -482,10 +580,7 @@ class StartService:
             return ClickResult(outcome, None, coverage)
         if by_requester and coverage.needs_approval:
             return ClickResult(ClickOutcome.NEEDS_APPROVAL, None, coverage)
-        busy = [i for i, other in _ids_in_active_requests(session, to_start).items() if other.id != request.id]
-        if busy:
-            return ClickResult(ClickOutcome.BUSY, None, coverage, busy)
-        return None
+        return None  # whether another request holds an instance is decided by the claims approve() inserts
 
     @staticmethod
     def _to_start(request: StartRequest) -> list[str]:
@@ -503,12 +598,36 @@ class StartService:
         return ClickOutcome.ALREADY_DECIDED
 
 
-def _pending_duplicate(
-    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime, before: int | None = None
-) -> StartRequest | None:
-    """Return the user's unexpired pending request in this channel for exactly these ids (older than `before`)."""
+def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
+    """Record where a request's confirmation was posted, unless already known."""
+    session.execute(
+        update(StartRequest)
+        .where(StartRequest.id == request_id, StartRequest.message_ts.is_(None))
+        .values(message_ts=message_ts)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> None:
+    """Cancel a pending request nobody can click (its confirmation is not in Slack), and audit why."""
+    if lifecycle.transition(
+        session,
+        request_id,
+        from_states=[State.PENDING],
+        to=State.CANCELLED,
+        now=now,
+        finished_at=now,
+        error=reason,
+    ):
+        audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
+
+
+def _pending_same_ids(
+    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime
+) -> list[StartRequest]:
+    """Return the user's unexpired pending requests in this channel for exactly these ids, oldest first."""
     wanted = set(ids)
-    query = (
+    candidates = session.scalars(
         select(StartRequest)
         .where(
             StartRequest.requester_id == user_id,
@@ -519,25 +638,14 @@ def _pending_duplicate(
         .options(selectinload(StartRequest.instances))
         .order_by(StartRequest.id)
     )
-    if before is not None:
-        query = query.where(StartRequest.id < before)
-    candidates = session.scalars(query)
-    for request in candidates:
-        if {i.instance_id for i in request.instances} == wanted:
+    return [r for r in candidates if {i.instance_id for i in r.instances} == wanted]
+
+
+def _pending_duplicate(
+    session: Session, user_id: str, channel_id: str, ids: Sequence[str], now: datetime
+) -> StartRequest | None:
+    """Return the pending request this command would duplicate: posted, or still within its time to be posted."""
+    for request in _pending_same_ids(session, user_id, channel_id, ids, now):
+        if request.message_ts is not None or request.created_at > now - UNPOSTED_GRACE:
             return request
     return None
-
-
-def _ids_in_active_requests(session: Session, ids: Sequence[str]) -> dict[str, StartRequest]:
-    """Map each id that another request is starting or watching to that request."""
-    rows = session.execute(
-        select(RequestInstance.instance_id, StartRequest)
-        .join(StartRequest, RequestInstance.request_id == StartRequest.id)
-        .where(
-            RequestInstance.instance_id.in_(list(ids)),
-            RequestInstance.to_start.is_(True),
-            RequestInstance.outcome.is_(None),
-            StartRequest.state.in_([s.value for s in ACTIVE_STATES]),
-        )
-    ).all()
-    return {instance_id: request for instance_id, request in rows}

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
-from bot.db.models import RequestInstance, StartRequest, utcnow
+from bot.db.models import RequestInstance, StartAttempt, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, lifecycle
-from bot.domain.lifecycle import State
+from bot.domain.lifecycle import REPORTED_FINAL_STATES, State
 from bot.domain.ports import Notifier, StatusChange, VmApi
 from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, Outcome
@@ -28,8 +30,17 @@ STOPPED = "STOPPED"
 OFF_PATH_STATUSES = frozenset({"CREATE_FAILED", "RELEASING", "RECYCLE", "RECYCLING", "STOPPING"})
 START_BATCH = 100
 STATUS_LENGTH = RequestInstance.__table__.c.last_status.type.length  # type: ignore[attr-defined]
-WORK_STATES = (State.APPROVED, State.STARTING, State.WATCHING)
-REPORTED_FINAL_STATES = (State.DONE, State.FAILED, State.TIMED_OUT, State.EXPIRED)
+# Kubernetes' leader election uses a 15 s lease renewed every 10 s (here: every third of it, by a heartbeat).
+DEFAULT_LEASE_SECONDS = 15.0
+# After a StartInstances whose outcome is unknown, an instance still STOPPED this many polls later was not started.
+CONFIRM_POLLS = 3
+# An instance is declared gone only after this many consecutive polls that did not return it.
+MISSING_POLLS = 3
+# The first call, and one more after it was shown not to have taken effect; Zenlayer never starts a
+# non-STOPPED instance, so the second can only be accepted if the first was not.
+MAX_START_CALLS = 2
+# One accepted start, shown by the instance leaving STOPPED.
+ACCEPTED, UNKNOWN = "accepted", "unknown"
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,12 @@ class InstanceUpdate:
 
 
 class Watcher:
-    """Moves requests from approved to a final state; safe to run in several replicas thanks to leases."""
+    """Moves requests from approved to a final state; safe to run in several replicas thanks to leases.
+
+    `owner` names this process in leases; `replica` is its stable identity (the owner is `replica/nonce`), so
+    a restarted replica takes over its predecessor's leases at once. With `workers`, each request's start,
+    reconciliation and posts run on a bounded pool so one slow request never delays another; without, inline.
+    """
 
     def __init__(
         self,
@@ -55,6 +71,10 @@ class Watcher:
         poll_interval_seconds: float,
         start_timeout_seconds: float,
         owner: str,
+        replica: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        workers: int = 0,
+        chores: Sequence[Callable[[], object]] = (),
         clock: Callable[[], datetime] = utcnow,
     ):
         self.db = db
@@ -63,11 +83,16 @@ class Watcher:
         self.poll_interval = poll_interval_seconds
         self.start_timeout = timedelta(seconds=start_timeout_seconds)
         self.owner = owner
-        # Renewed before every StartInstances batch and every post, so it need only outlast one slow call
-        # (a 10 s timeout, plus throttling retries honouring Retry-After).
-        self.lease = timedelta(seconds=max(120.0, 6 * poll_interval_seconds))
+        self.replica = replica
+        self.lease = timedelta(seconds=lease_seconds)
+        self.chores = list(chores)  # run first in every tick, e.g. deciding clicks a crashed process left
         self.clock = clock
         self._wake = threading.Event()
+        self._pool: Executor | None = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vm-bot-work") if workers else None
+        )
+        self._busy: set[int] = set()
+        self._busy_lock = threading.Lock()
 
     def wake(self) -> None:
         """Ask for a tick now, e.g. right after a confirmation was approved."""
@@ -75,7 +100,13 @@ class Watcher:
 
     def run(self, stop: threading.Event) -> None:
         """Tick every poll interval (or when woken) until stop is set; a failing tick is logged and retried."""
-        log.info("watcher %s started (poll every %ss)", self.owner, self.poll_interval)
+        log.info("watcher %s started (poll every %ss, lease %ss)", self.owner, self.poll_interval, self.lease.seconds)
+        try:
+            self.take_over_predecessor()
+        except Exception:
+            log.exception("could not take over the leases of this replica's previous process; they lapse anyway")
+        heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), name="lease-heartbeat", daemon=True)
+        heartbeat.start()
         while not stop.is_set():
             try:
                 self.tick()
@@ -83,6 +114,9 @@ class Watcher:
                 log.exception("watcher tick failed; retrying on the next tick")
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        heartbeat.join(timeout=5)
         try:
             # Hand unfinished requests over at once instead of making the next process wait out the lease.
             with self.db.session() as session:
@@ -91,52 +125,98 @@ class Watcher:
             log.exception("could not release leases; they lapse by themselves")
         log.info("watcher %s stopped", self.owner)
 
+    def take_over_predecessor(self) -> int:
+        """Take the leases an earlier process of this replica left behind; return how many."""
+        if self.replica is None:
+            return 0
+        with self.db.session() as session:
+            taken = lifecycle.take_over_predecessor(
+                session,
+                replica=self.replica,
+                owner=self.owner,
+                now=self.clock(),
+                lease_seconds=self.lease.total_seconds(),
+            )
+        if taken:
+            log.info("resuming %d request(s) left by this replica's previous process", taken)
+        return taken
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """Renew every lease this process holds, a few times per lease, however slow the work under it is."""
+        interval = self.lease.total_seconds() / 3
+        while not stop.wait(interval):
+            try:
+                with self.db.session() as session:
+                    lifecycle.renew_leases(
+                        session, owner=self.owner, now=self.clock(), lease_seconds=self.lease.total_seconds()
+                    )
+            except Exception:
+                log.exception("lease heartbeat failed; retrying")
+
     def tick(self) -> None:
         """Do one round: expire stale confirmations, start approved requests, poll watched ones, report ends."""
+        for chore in self.chores:
+            try:
+                chore()
+            except Exception:
+                log.exception("a watcher chore failed; retrying on the next tick")
         now = self.clock()
         with self.db.session() as session:
             lifecycle.expire_due(session, now=now)
-        requests = self._claim(now)
-        for request in requests:
+        with self.db.session() as session:
+            claimed = lifecycle.claim_work(session, owner=self.owner, now=now, lease_seconds=self.lease.total_seconds())
+        for request in self._load_many(self._idle(claimed), [State.APPROVED, State.STARTING]):
+            work = self._start if request.state == State.APPROVED else self._recover_start
+            self._submit(request.id, work, request)
+        self._poll(self._idle(claimed))
+        self._report_finished(self._idle(claimed))
+
+    # --- running work per request -----------------------------------------------------------------------
+
+    def _idle(self, request_ids: Iterable[int]) -> list[int]:
+        """Return the ids with no job of ours in flight."""
+        with self._busy_lock:
+            return [i for i in request_ids if i not in self._busy]
+
+    def _submit(self, request_id: int, work: Callable[..., None], *args: Any) -> None:
+        """Run work for one request on the pool (inline without one); never two jobs for one request at once."""
+        with self._busy_lock:
+            if request_id in self._busy:
+                return
+            self._busy.add(request_id)
+
+        def job() -> None:
             try:
-                if request.state == State.APPROVED:
-                    self._start(request)
-                elif request.state == State.STARTING:
-                    self._adopt_interrupted_start(request)
+                work(*args)
             except Exception:
                 # One request's trouble must not hold up the others; it is retried on the next tick.
-                log.exception("could not start request %s; will retry", request.id)
-        self._poll([r.id for r in requests if r.state in (State.APPROVED, State.STARTING, State.WATCHING)])
-        self._report_finished()
+                log.exception("work on request %s failed; will retry", request_id)
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(request_id)
 
-    # --- claiming ---------------------------------------------------------------------------------------
+        if self._pool is None:
+            job()
+        else:
+            try:
+                self._pool.submit(job)
+            except RuntimeError:  # shutting down
+                with self._busy_lock:
+                    self._busy.discard(request_id)
 
-    def _claim(self, now: datetime) -> list[StartRequest]:
-        """Take a lease on every request that needs work and no other live replica holds."""
-        needs_work = or_(
-            StartRequest.state.in_([s.value for s in WORK_STATES]),
-            and_(
-                StartRequest.state.in_([s.value for s in REPORTED_FINAL_STATES]),
-                StartRequest.outcome_posted_at.is_(None),
-            ),
-        )
-        free = or_(
-            StartRequest.lease_until.is_(None),
-            StartRequest.lease_until < now,
-            StartRequest.lease_owner == self.owner,
-        )
-        with self.db.session() as session:
-            session.execute(
-                update(StartRequest)
-                .where(needs_work, free)
-                .values(lease_owner=self.owner, lease_until=now + self.lease)
-                .execution_options(synchronize_session=False)
-            )
-        with self.db.session() as session:
+    def _load_many(self, request_ids: Sequence[int], states: Iterable[State]) -> list[StartRequest]:
+        """Load the requests among request_ids that are in states and leased to us, with their instances."""
+        if not request_ids:
+            return []
+        with self.db.session(readonly=True) as session:
             return list(
                 session.scalars(
                     select(StartRequest)
-                    .where(needs_work, StartRequest.lease_owner == self.owner)
+                    .where(
+                        StartRequest.id.in_(list(request_ids)),
+                        StartRequest.state.in_([s.value for s in states]),
+                        StartRequest.lease_owner == self.owner,
+                    )
                     .options(selectinload(StartRequest.instances))
                     .order_by(StartRequest.id)
                 )
@@ -146,11 +226,52 @@ class Watcher:
 
     def _start(self, request: StartRequest) -> None:
         """Call StartInstances for an approved request, at most once per instance, then watch it."""
+        with self.db.session() as session:
+            if not lifecycle.transition(
+                session, request.id, from_states=[State.APPROVED], to=State.STARTING, now=self.clock()
+            ):
+                return
+        self._start_remaining(request.id)
+
+    def _recover_start(self, request: StartRequest) -> None:
+        """A request left in `starting` by a crash: settle its open calls as unknown, start what was never called."""
         now = self.clock()
         with self.db.session() as session:
-            if not lifecycle.transition(session, request.id, from_states=[State.APPROVED], to=State.STARTING, now=now):
-                return
-        to_start = [i for i in request.instances if i.to_start and i.outcome is None]
+            open_attempts = list(
+                session.scalars(
+                    select(StartAttempt).where(
+                        StartAttempt.request_id == request.id, StartAttempt.completed_at.is_(None)
+                    )
+                )
+            )
+            for attempt in open_attempts:
+                attempt.completed_at = now
+                attempt.outcome = UNKNOWN
+                attempt.error = "the process making this call stopped before it returned"
+                audit.record(
+                    session,
+                    "zenlayer_start_instances",
+                    actor=request.decided_by or request.requester_id,
+                    request_id=request.id,
+                    instance_ids=json.loads(attempt.instance_ids),
+                    outcome=UNKNOWN,
+                    error=attempt.error,
+                    replica=attempt.replica,
+                )
+            audit.record(
+                session,
+                "start_interrupted",
+                actor=SYSTEM_ACTOR,
+                request_id=request.id,
+                open_calls=len(open_attempts),
+                resumed_by=self.owner,
+            )
+        self._start_remaining(request.id)
+
+    def _start_remaining(self, request_id: int) -> None:
+        """Start the instances of a `starting` request no call has named yet, then move it to watching."""
+        request = self._load(request_id)
+        to_start = [i for i in request.instances if i.to_start and i.outcome is None and i.start_calls == 0]
         errors: list[str] = []
         for offset in range(0, len(to_start), START_BATCH):
             if not self._renew_lease(request.id):
@@ -185,38 +306,39 @@ class Watcher:
                     from_states=[State.STARTING],
                     to=State.WATCHING,
                     now=now,
-                    started_at=now,
+                    started_at=request.started_at or now,
                     watch_deadline=now + self.start_timeout,
                     error=error,
                 )
+        self.wake()
 
-    def _start_batch(self, request: StartRequest, batch: Sequence[RequestInstance], retried: bool = False) -> list[str]:
-        """Start one batch; if Zenlayer says some are no longer STOPPED, re-check and start the rest once."""
+    def _start_batch(
+        self, request: StartRequest, batch: Sequence[RequestInstance], retried: bool = False, reconciling: bool = False
+    ) -> list[str]:
+        """Start one batch, its intent recorded first; a refusal re-checks and starts the ones still STOPPED once."""
         ids = [i.instance_id for i in batch]
+        attempt_id = self._begin_attempt(request, batch)
         try:
             zenlayer_request_id = self.vm.start_instances(ids)
         except StartRefused as exc:
-            self._audit_call(request, ids, exc)
+            if reconciling:
+                # Left STOPPED since, or started late by the first call: the next polls tell which.
+                self._complete_attempt(request, attempt_id, ids, "refused", exc)
+                return [f"StartInstances refused: {exc.describe()}"]
+            self._complete_attempt(request, attempt_id, ids, "refused", exc, start_result=None)
             if retried:
-                self._set_outcome(batch, Outcome.FAILED, exc.describe())
+                self._set_outcome(request, batch, Outcome.FAILED, exc.describe())
                 return [f"StartInstances refused: {exc.describe()}"]
             return self._restart_after_state_change(request, batch, exc)
         except OutcomeUnknown as exc:
-            # The call may have been accepted: never retry it; the polls will show what happened.
-            self._audit_call(request, ids, exc)
-            return [f"StartInstances outcome unknown, not retried: {exc.describe()}"]
+            # The call may have been accepted: the instances' status decides (see _reconcile_unknown).
+            self._complete_attempt(request, attempt_id, ids, UNKNOWN, exc)
+            return [f"StartInstances outcome unknown, checking the instances' status: {exc.describe()}"]
         except VmError as exc:
-            self._audit_call(request, ids, exc)
-            self._set_outcome(batch, Outcome.FAILED, exc.describe())
+            self._complete_attempt(request, attempt_id, ids, "failed", exc, start_result=None)
+            self._set_outcome(request, batch, Outcome.FAILED, exc.describe())
             return [f"StartInstances failed: {exc.describe()}"]
-        self._audit_call(request, ids, None, zenlayer_request_id)
-        with self.db.session() as session:
-            session.execute(
-                update(RequestInstance)
-                .where(RequestInstance.id.in_([i.id for i in batch]))
-                .values(zenlayer_request_id=zenlayer_request_id)
-                .execution_options(synchronize_session=False)
-            )
+        self._complete_attempt(request, attempt_id, ids, ACCEPTED, None, zenlayer_request_id, start_result=ACCEPTED)
         return []
 
     def _restart_after_state_change(
@@ -226,13 +348,14 @@ class Watcher:
         try:
             statuses = self.vm.describe_instances_status([i.instance_id for i in batch])
         except VmError as exc:
-            self._set_outcome(batch, Outcome.FAILED, exc.describe())
+            self._set_outcome(request, batch, Outcome.FAILED, exc.describe())
             return [f"StartInstances refused ({refusal.describe()}) and the re-check failed: {exc.describe()}"]
         still_stopped = [i for i in batch if statuses.get(i.instance_id) == STOPPED]
         for instance in batch:
             if instance not in still_stopped:
                 status = statuses.get(instance.instance_id)
                 self._set_outcome(
+                    request,
                     [instance],
                     Outcome.SKIPPED,
                     "no longer exists" if status is None else f"was {status} when starting",
@@ -242,40 +365,86 @@ class Watcher:
             return refused
         return refused + self._start_batch(request, still_stopped, retried=True)
 
-    def _adopt_interrupted_start(self, request: StartRequest) -> None:
-        """A request left in `starting` by a crash: its StartInstances may have run, so only watch it."""
-        now = self.clock()
+    def _begin_attempt(self, request: StartRequest, batch: Sequence[RequestInstance]) -> int:
+        """Record a StartInstances call before making it: an open attempt, and its instances' outcome unknown."""
         with self.db.session() as session:
-            if lifecycle.transition(
+            attempt = StartAttempt(
+                request_id=request.id,
+                instance_ids=json.dumps([i.instance_id for i in batch]),
+                replica=self.owner,
+                created_at=self.clock(),
+            )
+            session.add(attempt)
+            session.execute(
+                update(RequestInstance)
+                .where(RequestInstance.id.in_([i.id for i in batch]))
+                .values(
+                    start_calls=RequestInstance.start_calls + 1,
+                    start_result=UNKNOWN,
+                    stopped_polls=0,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            session.flush()
+            return attempt.id
+
+    def _complete_attempt(
+        self,
+        request: StartRequest,
+        attempt_id: int,
+        ids: Sequence[str],
+        outcome: str,
+        error: VmError | None,
+        zenlayer_request_id: str | None = None,
+        *,
+        start_result: str | None = UNKNOWN,
+    ) -> None:
+        """Complete a StartInstances attempt with its outcome and requestId, and audit the call."""
+        zenlayer_request_id = zenlayer_request_id or (error.request_id if error else None)
+        with self.db.session() as session:
+            session.execute(
+                update(StartAttempt)
+                .where(StartAttempt.id == attempt_id)
+                .values(
+                    completed_at=self.clock(),
+                    outcome=outcome,
+                    zenlayer_request_id=zenlayer_request_id,
+                    error=None if error is None else error.describe(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            values: dict[str, Any] = {"start_result": start_result}
+            if zenlayer_request_id is not None and outcome == ACCEPTED:
+                values["zenlayer_request_id"] = zenlayer_request_id
+            session.execute(
+                update(RequestInstance)
+                .where(RequestInstance.request_id == request.id, RequestInstance.instance_id.in_(list(ids)))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            audit.record(
                 session,
-                request.id,
-                from_states=[State.STARTING],
-                to=State.WATCHING,
-                now=now,
-                started_at=request.started_at or now,
-                watch_deadline=now + self.start_timeout,
-                error="vm-bot restarted while starting these instances; the start was not repeated",
-            ):
-                audit.record(session, "start_interrupted", actor=SYSTEM_ACTOR, request_id=request.id)
+                "zenlayer_start_instances",
+                actor=request.decided_by or request.requester_id,
+                request_id=request.id,
+                zenlayer_request_id=zenlayer_request_id,
+                instance_ids=list(ids),
+                outcome=outcome if outcome != ACCEPTED or error is not None else "accepted",
+                error=None if error is None else error.describe(),
+                replica=self.owner,
+            )
 
     # --- polling ----------------------------------------------------------------------------------------
 
     def _poll(self, request_ids: Sequence[int]) -> None:
-        """Ask Zenlayer about every watched instance in as few calls as possible and report what changed."""
-        if not request_ids:
+        """Ask Zenlayer about every watched instance in as few calls as possible, then update each request apart."""
+        requests = self._load_many(request_ids, [State.WATCHING])
+        if not requests:
             return
-        with self.db.session() as session:
-            requests = list(
-                session.scalars(
-                    select(StartRequest)
-                    .where(StartRequest.id.in_(request_ids), StartRequest.state == State.WATCHING)
-                    .options(selectinload(StartRequest.instances))
-                )
-            )
         watched = sorted({i.instance_id for r in requests for i in r.instances if i.to_start and i.outcome is None})
         if not watched:
             for request in requests:
-                self._finish_if_settled(request, poll_error=None)
+                self._submit(request.id, self._finish_if_settled, request, None)
             return
         try:
             statuses: dict[str, str] | None = self.vm.describe_instances_status(watched)
@@ -284,19 +453,25 @@ class Watcher:
             log.warning("polling %d instances failed: %s", len(watched), exc.describe())
             statuses, poll_error = None, exc.describe()
         for request in requests:
-            try:
-                if statuses is None:
-                    self._finish_if_settled(request, poll_error=poll_error)
-                elif self._renew_lease(request.id):
-                    self._apply_poll(request, statuses)
-            except Exception:
-                log.exception("could not update request %s; will retry", request.id)
+            if statuses is None:
+                self._submit(request.id, self._finish_if_settled, request, poll_error)
+            else:
+                self._submit(request.id, self._apply_poll, request, statuses)
 
     def _apply_poll(self, request: StartRequest, statuses: dict[str, str]) -> None:
         """Record one poll's statuses for a request, tell its thread what changed, and finish it if settled."""
+        if not self._renew_lease(request.id):
+            return
         now = self.clock()
+        retry = self._reconcile(request, statuses, now)
+        if retry:
+            if not self._renew_lease(request.id):
+                return
+            self._start_batch(request, retry, reconciling=True)
         updates = [
-            _classify(i, statuses.get(i.instance_id)) for i in request.instances if i.to_start and i.outcome is None
+            _classify(i, statuses[i.instance_id])
+            for i in request.instances
+            if i.to_start and i.outcome is None and i.instance_id in statuses and i.start_result == ACCEPTED
         ]
         changed = [u for u in updates if u.changed or u.outcome is not None]
         if changed:
@@ -316,6 +491,11 @@ class Watcher:
                         .values(**values)
                         .execution_options(synchronize_session=False)
                     )
+                ended_rows = {u.row_id for u in changed if u.outcome is not None}
+                ended = [i.instance_id for i in request.instances if i.id in ended_rows]
+                if ended:
+                    lifecycle.release_claims(session, request.id, ended)
+        if changed or retry:
             request = self._load(request.id)
         settled = all(i.outcome is not None for i in request.instances if i.to_start)
         changes = [
@@ -343,6 +523,58 @@ class Watcher:
                         )
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
             self._finish_if_settled(request, poll_error=None)
+            self._report_one(self._load(request.id))
+
+    def _reconcile(self, request: StartRequest, statuses: dict[str, str], now: datetime) -> list[RequestInstance]:
+        """Confirm absences and unknown starts from the statuses; return the instances to start once more.
+
+        An instance missing from one poll is declared gone only after MISSING_POLLS in a row. After a
+        StartInstances whose outcome is unknown, leaving STOPPED shows it was applied; still STOPPED for
+        CONFIRM_POLLS polls shows it was not, and it is started again once (or failed, after the second call).
+        """
+        retry: list[RequestInstance] = []
+        gone: list[str] = []
+        writes: list[tuple[int, dict[str, Any]]] = []
+        for i in request.instances:
+            if not i.to_start or i.outcome is not None:
+                continue
+            status = statuses.get(i.instance_id)
+            values: dict[str, Any] = {}
+            if status is None:
+                values["missing_polls"] = i.missing_polls + 1
+                if values["missing_polls"] >= MISSING_POLLS:
+                    values.update(outcome=Outcome.FAILED, last_status=None, status_changed_at=now)
+                    gone.append(i.instance_id)
+            elif i.missing_polls:
+                values["missing_polls"] = 0
+            if status is not None and i.start_result != ACCEPTED:
+                if status != STOPPED:
+                    values["start_result"] = ACCEPTED  # it left STOPPED: a start was applied
+                    i.start_result = ACCEPTED
+                elif i.stopped_polls + 1 < CONFIRM_POLLS:
+                    values["stopped_polls"] = i.stopped_polls + 1
+                elif i.start_calls < MAX_START_CALLS:
+                    retry.append(i)
+                else:
+                    values.update(outcome=Outcome.FAILED, skip_reason="StartInstances did not take effect")
+                    gone.append(i.instance_id)
+            if values:
+                writes.append((i.id, values))
+        if writes:  # most polls change nothing here: no write transaction for them
+            with self.db.session() as session:
+                for row_id, values in writes:
+                    session.execute(
+                        update(RequestInstance)
+                        .where(RequestInstance.id == row_id)
+                        .values(**values)
+                        .execution_options(synchronize_session=False)
+                    )
+                if gone:
+                    lifecycle.release_claims(session, request.id, gone)
+        for i in request.instances:
+            if i.instance_id in gone:
+                i.outcome = Outcome.FAILED
+        return retry
 
     def _addresses(self, ids: Sequence[str]) -> dict[str, str]:
         """Return the address to connect to of instances that just came up; best effort (the thread can do without)."""
@@ -388,46 +620,38 @@ class Watcher:
 
     # --- final reports ----------------------------------------------------------------------------------
 
-    def _report_finished(self) -> None:
-        """Post the final reply for every request of ours that ended but was not yet reported, then mark it."""
-        with self.db.session() as session:
-            finished = list(
-                session.scalars(
-                    select(StartRequest)
-                    .where(
-                        StartRequest.state.in_([s.value for s in REPORTED_FINAL_STATES]),
-                        StartRequest.outcome_posted_at.is_(None),
-                        StartRequest.lease_owner == self.owner,
-                    )
-                    .options(selectinload(StartRequest.instances))
-                )
-            )
-        for request in finished:
-            if not self._renew_lease(request.id):
-                continue
-            try:
-                self.notifier.finished(request)
-            except Exception:
-                log.exception("could not post the outcome of request %s; will retry", request.id)
-                continue
-            with self.db.session() as session:
-                now = self.clock()
-                if lifecycle.transition(
+    def _report_finished(self, request_ids: Sequence[int]) -> None:
+        """Post the final reply for every claimed request that ended but was not yet reported."""
+        for request in self._load_many(request_ids, REPORTED_FINAL_STATES):
+            if request.outcome_posted_at is None:
+                self._submit(request.id, self._report_one, request)
+
+    def _report_one(self, request: StartRequest) -> None:
+        """Post one request's final reply, then mark it told."""
+        if request.state not in REPORTED_FINAL_STATES or request.outcome_posted_at is not None:
+            return
+        if not self._renew_lease(request.id):
+            return
+        self.notifier.finished(request)
+        # Until this commits, a crash would post the reply again (at least once): keep the gap short.
+        with self.db.session(urgent=True) as session:
+            now = self.clock()
+            if lifecycle.transition(
+                session,
+                request.id,
+                from_states=[request.state],
+                to=State(request.state),
+                now=now,
+                outcome_posted_at=now,
+            ):
+                audit.record(
                     session,
-                    request.id,
-                    from_states=[request.state],
-                    to=State(request.state),
-                    now=now,
-                    outcome_posted_at=now,
-                ):
-                    audit.record(
-                        session,
-                        "finished",
-                        actor=SYSTEM_ACTOR,
-                        request_id=request.id,
-                        outcome=request.state,
-                        instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
-                    )
+                    "finished",
+                    actor=SYSTEM_ACTOR,
+                    request_id=request.id,
+                    outcome=request.state,
+                    instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
+                )
 
     # --- helpers ----------------------------------------------------------------------------------------
 
@@ -449,8 +673,11 @@ class Watcher:
             assert request is not None
             return request
 
-    def _set_outcome(self, instances: Iterable[RequestInstance], outcome: Outcome, reason: str) -> None:
-        """Record a final outcome for instances that will not be watched."""
+    def _set_outcome(
+        self, request: StartRequest, instances: Iterable[RequestInstance], outcome: Outcome, reason: str
+    ) -> None:
+        """Record a final outcome for instances that will not be watched, and let go of their claims."""
+        instances = list(instances)
         with self.db.session() as session:
             session.execute(
                 update(RequestInstance)
@@ -458,26 +685,7 @@ class Watcher:
                 .values(outcome=outcome, skip_reason=reason[:255])
                 .execution_options(synchronize_session=False)
             )
-
-    def _audit_call(
-        self,
-        request: StartRequest,
-        ids: Sequence[str],
-        error: VmError | None,
-        zenlayer_request_id: str | None = None,
-    ) -> None:
-        """Write the StartInstances call and its outcome to the audit trail."""
-        with self.db.session() as session:
-            audit.record(
-                session,
-                "zenlayer_start_instances",
-                actor=request.decided_by or request.requester_id,
-                request_id=request.id,
-                zenlayer_request_id=zenlayer_request_id or (error.request_id if error else None),
-                instance_ids=list(ids),
-                outcome="accepted" if error is None else type(error).__name__,
-                error=None if error is None else error.describe(),
-            )
+            lifecycle.release_claims(session, request.id, [i.instance_id for i in instances])
 
 
 def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:

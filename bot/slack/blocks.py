@@ -328,7 +328,11 @@ def status_message(ids: Sequence[str], found: Mapping[str, InstanceInfo]) -> tup
 
 
 def click_refusal_text(
-    outcome: ClickOutcome, request: StartRequest | None, coverage: Coverage | None, busy: Sequence[str] = ()
+    outcome: ClickOutcome,
+    request: StartRequest | None,
+    coverage: Coverage | None,
+    busy: Sequence[str] = (),
+    links: Mapping[str, str | None] | None = None,
 ) -> str:
     """Explain privately why a click did nothing."""
     if outcome == ClickOutcome.NOT_REQUESTER and request is not None:
@@ -350,9 +354,9 @@ def click_refusal_text(
         )
     if outcome == ClickOutcome.BUSY:
         ids = _ids(busy)
-        return (
-            f"{ids} {'is' if len(busy) == 1 else 'are'} already being started by another request; nothing was started."
-        )
+        where = sorted({link for link in (links or {}).values() if link})
+        by = "another request" + (f" ({', '.join(f'<{link}|see its thread>' for link in where[:3])})" if where else "")
+        return f"{ids} {'is' if len(busy) == 1 else 'are'} already being started by {by}; nothing was started."
     if outcome == ClickOutcome.LOOKUP_FAILED:
         return (
             "I could not look these instances up at Zenlayer to check the grants again; nothing was started. Try again."

@@ -20,6 +20,7 @@ from bot.domain.inventory import Inventory
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.starts import (
     ClickOutcome,
+    ClickResult,
     Decision,
     DuplicatePending,
     NotCovered,
@@ -71,7 +72,9 @@ class Listeners:
         lookups: Executor,
         decisions: Executor,
         wake_watcher: Callable[[], None],
+        owner: str = "vm-bot",
     ):
+        self.owner = owner  # recorded with each click, so a restarted replica finds the clicks it must decide
         self.starts = starts
         self.grants = grants
         self.inventory = inventory
@@ -239,32 +242,45 @@ class Listeners:
     # --- buttons -----------------------------------------------------------------------------------------
 
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        """Acknowledge a button click, then decide it off the request path."""
-        ack()
+        """Record a click, acknowledge it, then decide it: an acknowledged click survives any crash."""
         action = body.get("actions", [{}])[0]
         value = str(action.get("value", ""))
         decision = _DECISIONS.get(str(action.get("action_id")))
         if not value.isdigit() or decision is None:
+            ack()
             log.warning("ignoring a click with an unexpected value or action")
             return
         user_id = str(body.get("user", {}).get("id", ""))
-        message_ts = str(body.get("container", {}).get("message_ts", ""))
-        self._submit(self.decisions, respond, self._decide, int(value), user_id, decision, message_ts)
+        message_ts = str(body.get("container", {}).get("message_ts", "")) or None
+        try:
+            click_id = self.starts.record_click(
+                int(value), user_id, decision, message_ts=message_ts, replica=self.owner
+            )
+        except Exception as exc:
+            ack()
+            failure = exc
+            self._submit(self.decisions, respond, lambda respond: _raise(failure))
+            return
+        ack()
+        self._submit(self.decisions, respond, self._decide, click_id)
 
-    def _decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str, respond: Respond) -> None:
-        """Apply the click and show the outcome: the edited confirmation, or a private explanation."""
-        if message_ts:
-            # A quick click can beat the bot's own note of where it posted the confirmation.
-            self.starts.attach_message(request_id, message_ts)
-        result = self.starts.decide(request_id, user_id, decision)
+    def _decide(self, click_id: int, respond: Respond) -> None:
+        """Decide a recorded click and show the outcome (nothing, if recovery already decided it)."""
+        result = self.starts.decide_click(click_id)
+        if result is not None:
+            self._show_decision(result, respond)
+
+    def _show_decision(self, result: ClickResult, respond: Respond) -> None:
+        """Show a decided click: the edited confirmation, or a private explanation."""
         if result.outcome in (ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED):
-            assert result.request is not None
-            self.messages.refresh(result.request)
             if result.outcome == ClickOutcome.APPROVED:
                 self.wake_watcher()
+            assert result.request is not None
+            self.messages.refresh(result.request)
             return
+        links = {i: self.messages.permalink(h.channel_id, h.message_ts) for i, h in result.holders.items()}
         respond(
-            blocks.click_refusal_text(result.outcome, result.request, result.coverage, result.busy),
+            blocks.click_refusal_text(result.outcome, result.request, result.coverage, result.busy, links),
             response_type="ephemeral",
             replace_original=False,
         )
@@ -310,3 +326,8 @@ class Listeners:
         if isinstance(exc, DuplicatePending):
             return blocks.duplicate_text(self.messages.permalink(exc.channel_id, exc.message_ts))
         return f":warning: {blocks.escape(str(exc))}"  # UserError messages are plain text
+
+
+def _raise(exc: Exception) -> None:
+    """Re-raise exc inside the error handler, so a failure before the ack is answered like any other."""
+    raise exc
