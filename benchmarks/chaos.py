@@ -232,6 +232,8 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
                 "POLL_INTERVAL_SECONDS": str(mode["poll"]),
                 "START_TIMEOUT_SECONDS": "120",
                 "REPLICA_ID": f"replica-{n + 1}",
+                "HOST": "127.0.0.1",
+                "COMMANDS_PER_MINUTE": "0",  # three users drive all the traffic on purpose
             }
             replicas.append(Replica(f"replica-{n + 1}", port, env, log_dir))
         for replica in replicas:

@@ -58,6 +58,7 @@ class Tick:
 
     label: str
     seconds: float
+    cpu_seconds: float  # the ticking thread's own CPU (the fakes run in other threads)
     zenlayer: Counter[str]
     thread_replies: int
     max_replies_per_request: int
@@ -85,9 +86,9 @@ def measure(
         before()
     sim.clear_calls()
     first_call = len(fake.calls)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     watcher.tick()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
     zenlayer = Counter(str(c.action) for c in sim.calls)
     slack = fake.calls[first_call:]
     replies = [c for c in slack if c.method == "chat.postMessage" and c.args.get("thread_ts")]
@@ -95,6 +96,7 @@ def measure(
     return Tick(
         label=label,
         seconds=elapsed,
+        cpu_seconds=cpu,
         zenlayer=zenlayer,
         thread_replies=len(replies),
         max_replies_per_request=max(per_request.values(), default=0),
@@ -224,6 +226,73 @@ def hiccup(
     ), ok
 
 
+GROWTH = ((100, 10), (500, 50), (1000, 100), (2500, 250), (5000, 500))  # (instances, requests of 10 each)
+QUIET_GOAL_SECONDS, ALL_CHANGE_GOAL_SECONDS = 0.1, 1.0  # at 5,000 instances in 500 requests
+
+
+@dataclass
+class Growth:
+    """One size of the growth table: what the start, quiet and all-change ticks cost."""
+
+    instances: int
+    requests: int
+    start: Tick
+    quiet: Tick
+    all_change: Tick
+
+
+def growth(
+    tmp: Path,
+    sim: ZenlayerSimulator,
+    client: ZenlayerClient,
+    web: WebClient,
+    fake: FakeSlackWebApi,
+    sizes: Sequence[tuple[int, int]] = GROWTH,
+) -> list[Growth]:
+    """Tick N watched instances in M requests: the start tick, a quiet tick and a tick where every one changes."""
+    rows = []
+    for n, m in sizes:
+        scenario = build(f"{n} in {m}", [n // m] * m, tmp, sim, client, web)
+        start = measure("start", scenario.watcher, sim, fake, None)
+        quiet_ticks = [measure("quiet", scenario.watcher, sim, fake, None) for _ in range(3)]
+        quiet = sorted(quiet_ticks, key=lambda t: t.cpu_seconds)[1]  # the median of three
+
+        def all_running(scenario: Scenario = scenario) -> None:
+            for instance_id in scenario.ids:
+                sim.set_status(instance_id, "RUNNING")
+
+        change = measure("all change", scenario.watcher, sim, fake, all_running)
+        scenario.db.close()
+        rows.append(Growth(n, m, start, quiet, change))
+    return rows
+
+
+def growth_table(rows: Sequence[Growth]) -> tuple[list[str], bool]:
+    """Return the growth table (CPU ms of the ticking thread, wall ms in brackets) and whether the goals are met."""
+    lines = [
+        f"{'instances':>9} {'requests':>8}  {'start tick':>18}  {'quiet tick':>18}  {'all-change tick':>18}  "
+        f"{'polls':>5} {'replies':>7}  goal (5,000: quiet < {QUIET_GOAL_SECONDS * 1000:.0f} ms, all change < "
+        f"{ALL_CHANGE_GOAL_SECONDS:g} s CPU)"
+    ]
+    ok = True
+    for row in rows:
+
+        def cell(tick: Tick) -> str:
+            return f"{tick.cpu_seconds * 1000:7.0f} [{tick.seconds * 1000:7.0f}]"
+
+        verdict = ""
+        if row.instances == max(r.instances for r in rows):
+            met = row.quiet.cpu_seconds < QUIET_GOAL_SECONDS and row.all_change.cpu_seconds < ALL_CHANGE_GOAL_SECONDS
+            ok = ok and met
+            verdict = "met" if met else "NOT MET"
+        lines.append(
+            f"{row.instances:>9} {row.requests:>8}  {cell(row.start):>18}  {cell(row.quiet):>18}  "
+            f"{cell(row.all_change):>18}  {row.quiet.zenlayer['DescribeInstancesStatus']:>5} "
+            f"{row.all_change.thread_replies:>7}  {verdict}"
+        )
+    return lines, ok
+
+
 def layouts(n: int) -> list[tuple[str, list[int]]]:
     """Return the request layouts for n instances: one request of n, and n/10 requests of 10."""
     result = [(f"N={n} 1x{n}", [n])]
@@ -237,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,100,250,1000", help="instance counts (default 1,10,100,250,1000)")
     parser.add_argument("--steady-ticks", type=int, default=2, help="quiet ticks measured before and after (2)")
+    parser.add_argument("--growth", action="store_true", help="print only how tick cost grows, 100 to 5,000")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) < 1 or max(sizes) > 5000 or not 1 <= args.steady_ticks <= 10:
@@ -253,6 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         tmp = Path(tmp_name)
         web = WebClient(token="xoxb-benchmark", base_url=fake.url, timeout=30)  # noqa: S106 — the loopback fake
+        if args.growth:
+            lines, ok = growth_table(growth(tmp, sim, client, web, fake))
+            print("\n".join(lines))
+            return 0 if ok else 1
         print(f"simulator {sim.url}; Slack fake {fake.url}")
         print(
             f"{'scenario':<18} {'tick':<8} {'DIS':>5} {'exp':>4} {'Start':>6} {'replies':>7} {'max/r':>5} "

@@ -22,10 +22,17 @@ from bot.domain.grant_admin import GrantArgs, add_audited, revoke_audited
 from bot.domain.grants import list_grants
 from bot.domain.selectors import OPTION_OF_KIND, problem
 
+log = logging.getLogger(__name__)
+
 CLI_ACTOR = "cli"
 # How `perms list` names each selector kind: the option that makes it, without the dashes.
 KIND_WORDS = {kind.value: option.removeprefix("--") for kind, option in OPTION_OF_KIND.items()}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def announce_database(settings: Settings) -> None:
+    """Say which database this command uses (absolute for SQLite), so two directories cannot silently differ."""
+    log.info("using database %s", _safe_url(settings.database_url))
 
 
 def _safe_url(url: str) -> str:
@@ -63,6 +70,7 @@ def _quiet_alembic() -> Iterator[None]:
 
 def _open(settings: Settings) -> Database:
     """Bring the database to the newest migration and open it."""
+    announce_database(settings)
     with _quiet_alembic():
         migrate.upgrade(settings.database_url)
     return Database(settings.database_url)
@@ -114,6 +122,7 @@ def _plural(count: int, noun: str) -> str:
 
 def db_upgrade(settings: Settings) -> int:
     """`vm-bot db upgrade`: migrate to the newest revision and say which it is."""
+    announce_database(settings)
     try:
         revision = migrate.upgrade(settings.database_url)
     except SQLAlchemyError as exc:

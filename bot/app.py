@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from bot.config import Settings
+from bot.db.migrate import head_revision
 from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
+from bot.domain.grant_cache import GrantCache
 from bot.domain.inventory import Inventory
-from bot.domain.ports import VmApi
+from bot.domain.lifecycle import State
+from bot.domain.ports import Notifier, StatusChange, VmApi
 from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
+from bot.health import Health, database_gauges
+from bot.metrics import Metrics
+from bot.slack.ack_first import AckFirst
 from bot.slack.listeners import Listeners
 from bot.slack.messages import SlackMessages
+from bot.slack.metered_client import MeteredWebClient
 from bot.zenlayer.client import ZenlayerClient
+from bot.zenlayer.metered import MeteredTransport
 
 # bolt runs every ack on one pool; ours only parses and submits, so a modest pool is plenty.
 LISTENER_THREADS = 32
@@ -41,6 +52,8 @@ class BotApp:
     starts: StartService
     watcher: Watcher
     executors: tuple[ThreadPoolExecutor, ...]
+    metrics: Metrics = field(default_factory=Metrics)
+    health: Health | None = None
 
     def close(self) -> None:
         """Finish queued work and release connections."""
@@ -52,10 +65,11 @@ class BotApp:
         self.db.close()
 
 
-def make_web_client(settings: Settings) -> WebClient:
+def make_web_client(settings: Settings, metrics: Metrics | None = None) -> WebClient:
     """Return a Web API client that retries Slack's 429 (honouring Retry-After) and connection errors."""
     assert settings.slack_bot_token is not None
-    return WebClient(
+    return MeteredWebClient(
+        metrics=metrics or Metrics(),
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
         timeout=10,
@@ -68,23 +82,30 @@ def make_web_client(settings: Settings) -> WebClient:
 
 def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | None = None) -> BotApp:
     """Build the bolt app and the services behind it; nothing starts running here."""
-    db = db or Database(settings.database_url)
-    vm = vm or ZenlayerClient.from_settings(settings)
-    client = make_web_client(settings)
+    metrics = Metrics()
+    # Acknowledgements first: work after an ack, the watcher included, waits to write while other acks are answered.
+    ack_first = AckFirst()
+    if db is None:
+        db = Database(settings.database_url, before_write=ack_first.wait_turn)
+    vm = vm or ZenlayerClient.from_settings(settings, transport=MeteredTransport(httpx.HTTPTransport(), metrics))
+    client = make_web_client(settings, metrics)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
     messages = SlackMessages(client, approver_group=approver, broadcast_success=settings.broadcast_success)
+    # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
+    grant_cache = GrantCache(db)
     starts = StartService(
         db,
         vm,
         confirm_ttl_seconds=settings.confirm_ttl_seconds,
         approval_ttl_seconds=settings.approval_ttl_seconds,
+        grant_cache=grant_cache,
     )
     # A stable identity plus a nonce: a restarted replica tells its predecessor's leases (and clicks) from its own.
     owner = f"{settings.replica_id}/{uuid.uuid4().hex[:12]}"
     watcher = Watcher(
         db,
         vm,
-        messages,
+        _TimedNotifier(messages, metrics),
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
         owner=owner,
@@ -93,6 +114,15 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         lease_seconds=settings.lease_seconds,
         workers=WATCHER_THREADS,
     )
+    health = Health(db, head_revision(), settings.poll_interval_seconds)
+
+    def ticked(seconds: float) -> None:
+        metrics.ticked(seconds)
+        health.ticked(seconds)
+
+    watcher.on_tick = ticked
+    watcher.on_takeover = metrics.took_over
+    metrics.watch_database(lambda: database_gauges(db))
     lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
     # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.
     decisions = ThreadPoolExecutor(max_workers=DECISION_THREADS, thread_name_prefix="vm-bot-decide")
@@ -100,17 +130,39 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         client=client,
         signing_secret=settings.slack_signing_secret.reveal() if settings.slack_signing_secret else "",
         request_verification_enabled=not settings.socket_mode,
+        # Run the listener in the request's own thread and answer as soon as it returns: our listeners only ack
+        # and hand the rest to our executors, and bolt's default instead polls for the ack in steps of ~10 ms.
+        process_before_response=True,
         listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="bolt-listener"),
     )
     Listeners(
         starts=starts,
-        grants=GrantService(db),
+        grants=GrantService(db, on_change=grant_cache.invalidate),
         inventory=Inventory(db, vm),
         vm=vm,
         messages=messages,
         lookups=lookups,
         decisions=decisions,
         wake_watcher=watcher.wake,
+        metrics=metrics,
+        commands_per_minute=settings.commands_per_minute,
         owner=owner,
+        ack_first=ack_first,
     ).register(app)
-    return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions))
+    return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions), metrics, health)
+
+
+class _TimedNotifier:
+    """The watcher's Notifier, also timing each finished request from the approving click to all RUNNING."""
+
+    def __init__(self, inner: Notifier, metrics: Metrics):
+        self._inner = inner
+        self._metrics = metrics
+
+    def progress(self, request: Any, changes: Sequence[StatusChange]) -> None:
+        self._inner.progress(request, changes)
+
+    def finished(self, request: Any) -> None:
+        self._inner.finished(request)
+        if request.state == State.DONE and request.decided_at is not None and request.finished_at is not None:
+            self._metrics.click_to_running.observe((request.finished_at - request.decided_at).total_seconds())

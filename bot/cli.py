@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings, settings_help
 from bot.domain.vocabulary import GrantAction
+from bot.logging_setup import configure_logging, secrets_of
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -17,10 +20,23 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="vm-bot",
         description="Slack ChatOps bot: let engineers start the Zenlayer VMs they are granted.",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=_log_level,
+        help="logging level: DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )
+    parser.add_argument("--version", action="version", version=f"vm-bot {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    commands.add_parser("run", help="serve Slack (HTTP on $PORT, or Socket Mode when SLACK_APP_TOKEN is set)")
+    commands.add_parser(
+        "run",
+        help="serve Slack (HTTP on $PORT, or Socket Mode when SLACK_APP_TOKEN is set)",
+        description="Serve Slack: HTTP on $HOST:$PORT, or Socket Mode when SLACK_APP_TOKEN is set "
+        "(health and metrics stay on $PORT). Migrates the database first.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
@@ -132,20 +148,41 @@ def _add_selector_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    """Accept a logging level name (any case); anything else is a usage error."""
+    level = value.upper()
+    if level not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a level; use one of {', '.join(_LOG_LEVELS)}")
+    return level
+
+
+def _version() -> str:
+    """Return the installed vm-bot version."""
+    try:
+        return version("vm-bot")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `vm-bot` command line and return the process exit code."""
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     _quiet_library_noise()
     try:
         return _dispatch(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped early (`vm-bot perms list | head`): that is its choice, not our failure. Point stdout
+        # at /dev/null so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def _quiet_library_noise() -> None:
@@ -156,21 +193,28 @@ def _quiet_library_noise() -> None:
     logging.getLogger("slack_bolt.App").addFilter(lambda record: "`token` will be unused" not in record.getMessage())
 
 
+def _settings(*, slack: bool = True, zenlayer: bool = True) -> Settings:
+    """Load the settings and switch logging to the format they ask for (secrets redacted in every line)."""
+    settings = load_settings(slack=slack, zenlayer=zenlayer)
+    configure_logging(logging.getLevelName(logging.getLogger().level), settings.log_format, secrets_of(settings))
+    return settings
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     """Call the handler for the parsed command."""
     if args.command == "run":
         from bot.server import run
 
-        return run(load_settings())
+        return run(_settings())
     if args.command == "simulator":
         from bot.devtools.zenlayer_simulator import main as simulator_main
 
-        return simulator_main(args, load_settings(slack=False, zenlayer=False))
+        return simulator_main(args, _settings(slack=False, zenlayer=False))
     if args.command == "demo":
         from bot.devtools.demo import main as demo_main
 
         return demo_main()
-    settings: Settings = load_settings(slack=False, zenlayer=False)
+    settings: Settings = _settings(slack=False, zenlayer=False)
     from bot import admin
 
     if args.command == "db":

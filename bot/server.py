@@ -4,62 +4,47 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
-from slack_bolt.adapter.wsgi import SlackRequestHandler
+from waitress import wasyncore
 from waitress.server import create_server
 
 from bot.app import BotApp, create_app
 from bot.config import Settings
-from bot.db.migrate import upgrade
 from bot.slack.socket_mode import GaplessSocketModeHandler
+from bot.startup import StartupError, preflight
+from bot.web import EVENTS_PATH, WsgiApp, make_wsgi_app
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/slack/events"
 HTTP_THREADS = 16
 CONNECTION_LIMIT = 1000
 IDLE_CONNECTION_SECONDS = 30
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def make_wsgi_app(bot: BotApp) -> WsgiApp:
-    """Return the WSGI app: Slack at /slack/events, a health check at /healthz, 404 elsewhere."""
-    slack = SlackRequestHandler(bot.app, path=EVENTS_PATH)
-
-    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
-        if path == "/healthz" and method in ("GET", "HEAD"):
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"ok\n"]
-        if path == EVENTS_PATH:
-            return slack(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"not found\n"]
-
-    return wsgi
+__all__ = ["EVENTS_PATH", "HttpServer", "RunningBot", "WsgiApp", "make_wsgi_app", "run"]
 
 
 class HttpServer:
     """The bot's HTTP endpoint under waitress, runnable in a background thread and stoppable."""
 
     def __init__(self, bot: BotApp, host: str = "0.0.0.0", port: int = 3000):  # noqa: S104 — Slack must reach it
-        # A short loop timeout lets stop() take effect promptly instead of after waitress's default 1 s select.
         # Waitress stops accepting at 100 open connections and drops idle ones only after 120 s, so a proxy's
         # keep-alive pool (or anyone) could lock Slack out for minutes: allow more, and close idle ones sooner.
+        # The select loop keeps waitress's default 1 s timeout: it casts the timeout to int, so anything shorter
+        # becomes 0 and the loop spins a whole core while idle. stop() wakes the loop with its trigger instead.
         self._server = create_server(
             make_wsgi_app(bot),
             host=host,
             port=port,
             threads=HTTP_THREADS,
             ident="vm-bot",
-            asyncore_loop_timeout=0.1,
             connection_limit=CONNECTION_LIMIT,
             channel_timeout=IDLE_CONNECTION_SECONDS,
+            # Waitress's default is 1 GiB, spooled before the app sees it: refuse oversized bodies (413) up front.
+            max_request_body_size=bot.settings.max_body_bytes,
         )
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
@@ -86,8 +71,9 @@ class HttpServer:
         """Stop accepting, let in-flight requests finish (up to timeout), then close every connection."""
         server = self._server
         self._stopping = True
-        server.accepting = False
-        server.close()
+        # Sockets are closed in the loop's own thread (the trigger wakes its select at once): closing them from
+        # here would leave the loop waiting in select on a dead descriptor until its timeout.
+        self._in_loop(self._stop_accepting)
         deadline = time.monotonic() + timeout
         dispatcher = server.task_dispatcher
         while (dispatcher.active_count or dispatcher.queue) and time.monotonic() < deadline:
@@ -97,17 +83,29 @@ class HttpServer:
                 break
             time.sleep(0.02)
         dispatcher.shutdown(cancel_pending=True, timeout=max(0.1, deadline - time.monotonic()))
-        from waitress import wasyncore
-
-        wasyncore.close_all(server._map)
+        self._in_loop(lambda: wasyncore.close_all(server._map))  # an empty map ends the loop
         self._thread.join(timeout=5)
+
+    def _in_loop(self, thunk: Callable[[], object]) -> None:
+        """Run thunk in the loop's thread (its trigger wakes the select at once), or here once the loop has ended."""
+        try:
+            self._server.trigger.pull_trigger(thunk)
+        except OSError:  # the trigger is closed: the loop is over or ending, so nothing else touches the map
+            thunk()
+
+    def _stop_accepting(self) -> None:
+        """Close the listening socket (run in the loop thread); open connections stay until they are done."""
+        self._server.accepting = False
+        wasyncore.dispatcher.close(self._server)
 
 
 class RunningBot:
     """A started bot: its Slack transport and its watcher; `stop()` shuts both down cleanly."""
 
-    def __init__(self, bot: BotApp, *, host: str = "0.0.0.0", port: int | None = None):  # noqa: S104
+    def __init__(self, bot: BotApp, *, host: str | None = None, port: int | None = None):
         self.bot = bot
+        host = bot.settings.host if host is None else host
+        port = bot.settings.port if port is None else port
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=bot.watcher.run, args=(self._stop,), name="watcher", daemon=True)
         self.http: HttpServer | None = None
@@ -115,16 +113,19 @@ class RunningBot:
         if bot.settings.socket_mode:
             assert bot.settings.slack_app_token is not None
             self._socket_mode = GaplessSocketModeHandler(bot.app, bot.settings.slack_app_token.reveal())
-        else:
-            self.http = HttpServer(bot, host=host, port=bot.settings.port if port is None else port)
+        # In Socket Mode too: /healthz, /readyz and /metrics, so orchestrators probe either mode the same way.
+        self.http = HttpServer(bot, host=host, port=port)
 
     def start(self) -> RunningBot:
         """Start serving Slack and watching requests."""
         self._watcher.start()
         if self.http is not None:
             self.http.start()
-            log.info("vm-bot listening on %s%s", self.http.url, EVENTS_PATH)
-        elif self._socket_mode is not None:
+            if self._socket_mode is None:
+                log.info("vm-bot listening on %s%s", self.http.url, EVENTS_PATH)
+            else:
+                log.info("vm-bot serving /healthz, /readyz and /metrics on %s", self.http.url)
+        if self._socket_mode is not None:
             self._socket_mode.connect()
             if self._socket_mode.client.is_connected():
                 log.info("vm-bot connected to Slack in Socket Mode")
@@ -146,9 +147,22 @@ class RunningBot:
 
 
 def run(settings: Settings) -> int:
-    """`vm-bot run`: migrate, serve until SIGTERM or SIGINT, then stop cleanly."""
-    upgrade(settings.database_url)
-    running = RunningBot(create_app(settings)).start()
+    """`vm-bot run`: check and migrate, serve until SIGTERM or SIGINT, then stop cleanly."""
+    try:
+        preflight(settings)
+    except StartupError as exc:
+        print(f"vm-bot cannot start: {exc}", file=sys.stderr)
+        return 2
+    try:
+        running = RunningBot(create_app(settings))
+    except OSError as exc:
+        print(
+            f"vm-bot cannot start: cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "
+            "choose another PORT or HOST, or stop what is using it",
+            file=sys.stderr,
+        )
+        return 2
+    running.start()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

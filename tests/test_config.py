@@ -20,8 +20,13 @@ def test_defaults_match_the_contract() -> None:
     settings = load_settings(VALID)
     assert settings.slack_api_url == "https://slack.com/api/"
     assert settings.zenlayer_api_url == "https://console.zenlayer.com"
-    assert settings.database_url == "sqlite:///vm-bot.db"
+    # The relative default is resolved once, so every command names the same file (and logs which).
+    assert settings.database_url == f"sqlite:///{Path.cwd() / 'vm-bot.db'}"
+    assert settings.host == "0.0.0.0"  # noqa: S104
     assert settings.port == 3000
+    assert settings.log_format == "text"
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.commands_per_minute == 20
     assert settings.poll_interval_seconds == 5
     assert settings.start_timeout_seconds == 900
     assert settings.confirm_ttl_seconds == 600

@@ -105,3 +105,24 @@ def test_readonly_sessions_do_not_block_on_a_writer(tmp_path: Path) -> None:
             assert (datetime.now(UTC) - started).total_seconds() < 5
     finally:
         db.close()
+
+
+def test_reads_do_not_queue_for_connections_held_by_writers(db: Database) -> None:
+    # The grant check before an acknowledgement is a read; writers waiting for SQLite's write lock may hold every
+    # connection of their pool, and a read queued behind them would miss Slack's 3 s.
+    narrow = Database(db.url, pool_size=1, max_overflow=0, pool_timeout=1)
+    try:
+        with narrow.session() as writer:
+            writer.add(_grant())
+            writer.flush()  # the writers' only connection is in use until the block ends
+            with narrow.session(readonly=True) as reader:
+                assert reader.scalar(select(func.count()).select_from(Grant)) == 0
+    finally:
+        narrow.close()
+
+
+def test_readonly_sessions_cannot_write(db: Database) -> None:
+    with pytest.raises(Exception, match=r"(?i)read.?only"), db.session(readonly=True) as session:
+        session.add(_grant())
+        session.flush()
+    assert _count(db) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -337,6 +338,39 @@ def test_many_commands_at_once_are_all_acknowledged_quickly(
     assert all(status == 200 for status, _ in results)
     assert not any(posted for _, posted in results)  # no ack waited for its lookup (latency: benchmarks/)
     wait_until(lambda: len(slack.fake.channel_messages("C0CHANNEL")) == 40, timeout=30, what="40 confirmations")
+
+
+def test_acks_do_not_wait_for_writers_stuck_on_the_database_lock(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, database_url: str
+) -> None:
+    # Another process holds SQLite's write lock: the work after each ack waits for it (holding a connection
+    # each), and the grant checks before the acks must not queue behind those writers for a connection.
+    for n in range(40):
+        simulator.add_instance(f"lock-{n}")
+    grant("U0REQUEST", "lock-*")
+    # No grant usable in this channel, so the refusal comes in the ack itself (a grant here would have the words
+    # looked up first, as they might be names).
+    grant("U0OTHER", "nothing-*", channels=["C0ELSEWHERE"])
+    blocker = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    def send(n: int) -> tuple[int, str, float]:
+        user = "U0REQUEST" if n % 2 else "U0OTHER"  # refusals too: their audit rows are writes
+        started = time.monotonic()
+        response, _ = slack.command(f"start lock-{n}", user=user)
+        return response.status_code, response.text, time.monotonic() - started
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(40) as pool:
+            results = list(pool.map(send, range(40)))
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    assert all(status == 200 for status, _, _ in results)
+    assert all(("Checking" if n % 2 else "You may not start") in text for n, (_, text, _) in enumerate(results))
+    assert max(elapsed for _, _, elapsed in results) < 3.0  # Slack's own limit, not a tuning target
+    wait_until(lambda: len(slack.fake.channel_messages("C0CHANNEL")) == 20, timeout=30, what="20 confirmations")
 
 
 def test_health_check(start_bot: Callable[..., tuple[object, SlackDriver]]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from bot.config import Settings
@@ -26,9 +27,16 @@ def slack(socket_bot: RunningBot, socket_mode: FakeSocketMode, fake_slack: FakeS
 def test_connects_out_instead_of_listening(
     socket_bot: RunningBot, socket_mode: FakeSocketMode, fake_slack: FakeSlackWebApi
 ) -> None:
-    assert socket_bot.bot.settings.socket_mode and socket_bot.http is None
+    assert socket_bot.bot.settings.socket_mode
     assert len(fake_slack.calls_to("apps.connections.open")) == 1
     assert (socket_mode.handshakes, socket_mode.open_connections) == (1, 1)
+    # Only health and metrics listen, so orchestrators probe both modes alike; Slack events are not served.
+    assert socket_bot.http is not None
+    base = socket_bot.http.url
+    assert httpx.get(f"{base}/healthz").text == "ok\n"
+    assert wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout=10)
+    assert "vmbot_commands" in httpx.get(f"{base}/metrics").text
+    assert httpx.post(f"{base}/slack/events", content=b"command=/vm").status_code == 404
 
 
 def test_usage_comes_back_in_the_ack_and_help_privately(slack: SocketSlack, fake_slack: FakeSlackWebApi) -> None:

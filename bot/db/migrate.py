@@ -1,4 +1,4 @@
-"""Run the Alembic migrations in `migrations/` from code, with the configuration built here rather than read."""
+"""Run the Alembic migrations in bot/migrations/ (shipped in the wheel) with a configuration built in code."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from bot.db.session import make_engine
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS_DIR = Path(bot.__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(bot.__file__).resolve().parent / "migrations"
 
 # Alembic logs one INFO line per built-in plugin on import; that is noise on every `vm-bot` command. Alembic is
 # imported inside the functions below so that this runs first.
 logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 # Alembic runs env.py through module-level proxies (alembic.context, alembic.op), so one process may run only one
-# migration command at a time; other processes are kept out by the database (see migrations/env.py).
+# migration command at a time; other processes are kept out by the database (see bot/migrations/env.py).
 _ALEMBIC_LOCK = threading.Lock()
 
 
@@ -37,7 +37,7 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision() -> str | None:
-    """Return the newest revision in migrations/."""
+    """Return the newest revision in bot/migrations/."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

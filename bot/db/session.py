@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -12,9 +12,12 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
-
-# Execution option carried by read-only sessions: their BEGIN stays DEFERRED so readers never queue behind writers.
-_READONLY_OPTION = "vm_bot_readonly"
+# Connections for read-only sessions, apart from the writers' pool: at least one per thread that acknowledges Slack
+# (waitress's 16), so an acknowledgement never queues for a connection.
+READ_POOL_SIZE = 16
+READ_POOL_OVERFLOW = 16
+# Execution option of reading(): a single read statement, which SQLite runs in its own implicit transaction.
+_SINGLE_STATEMENT = "vm_bot_single_statement"
 
 
 def is_sqlite(url: str) -> bool:
@@ -22,11 +25,27 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, foreign_keys: bool = True, **engine_kwargs: Any) -> Engine:
-    """Create an engine for url; on SQLite enable WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE."""
+def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, **engine_kwargs: Any) -> Engine:
+    """Create an engine for url; on SQLite enable WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE.
+
+    `readonly=True` makes every connection read-only (a write fails at once) and, on SQLite, begins with a plain
+    BEGIN, which never waits for the write lock: in WAL mode readers do not block on writers.
+    """
     if not is_sqlite(url):
         engine_kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **engine_kwargs)
+        engine = create_engine(url, **engine_kwargs)
+        if readonly:
+
+            @event.listens_for(engine, "connect")
+            def _read_only(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                finally:
+                    cursor.close()
+                dbapi_connection.commit()
+
+        return engine
 
     connect_args = dict(engine_kwargs.pop("connect_args", {}))
     connect_args.setdefault("check_same_thread", False)
@@ -46,6 +65,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, **engine_kwargs: Any) ->
             mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() not in ("wal", "memory"):
                 cursor.execute("PRAGMA journal_mode = WAL")
+            if readonly:
+                cursor.execute("PRAGMA query_only = ON")
         finally:
             cursor.close()
 
@@ -54,10 +75,9 @@ def make_engine(url: str, *, foreign_keys: bool = True, **engine_kwargs: Any) ->
         # A deferred transaction that reads and then writes fails at once with "database is locked" when another
         # writer got in first (the busy handler cannot help a stale WAL snapshot). Taking the write lock at BEGIN
         # makes concurrent writers queue on busy_timeout instead.
-        if connection.get_execution_options().get(_READONLY_OPTION):
-            connection.exec_driver_sql("BEGIN DEFERRED")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(_SINGLE_STATEMENT):
+            return  # one read statement is its own consistent snapshot: an explicit BEGIN would only cost time
+        connection.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -103,15 +123,28 @@ class _WriteTurn:
 
 
 class Database:
-    """An engine plus a session factory; `session()` is one unit of work."""
+    """Two engines and a session factory: `session()` is one unit of work, `session(readonly=True)` one read."""
 
-    def __init__(self, url: str, **engine_kwargs: Any):
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_pool_size: int = READ_POOL_SIZE,
+        before_write: Callable[[], None] | None = None,
+        **engine_kwargs: Any,
+    ):
         self.url = url
+        # Called before every unit of work that may write, outside any transaction (app.py: wait while acking).
+        self.before_write = before_write
         self.engine: Engine = make_engine(url, **engine_kwargs)
+        # Reads get their own connections: otherwise a read (the grant check before an acknowledgement) queues in
+        # the pool behind writers that hold every connection while they wait for SQLite's write lock.
+        read_kwargs = {**engine_kwargs, "pool_size": read_pool_size, "max_overflow": READ_POOL_OVERFLOW}
+        in_memory = is_sqlite(url) and make_url(url).database in (None, "", ":memory:")
+        # An in-memory SQLite database exists only inside its own connections: it cannot have a second engine.
+        self.read_engine: Engine = self.engine if in_memory else make_engine(url, readonly=True, **read_kwargs)
         self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
-        self._readonly_sessions = sessionmaker(
-            bind=self.engine.execution_options(**{_READONLY_OPTION: True}), expire_on_commit=False
-        )
+        self._readonly_sessions = sessionmaker(bind=self.read_engine, expire_on_commit=False)
         # Other processes on the same SQLite file still queue on busy_timeout.
         self._write_turn = _WriteTurn() if is_sqlite(url) else None
 
@@ -122,11 +155,14 @@ class Database:
     def session(self, *, readonly: bool = False, urgent: bool = False) -> Iterator[Session]:
         """Yield a session that commits on success and rolls back on an exception.
 
-        `readonly=True` is for sessions that never write: on SQLite they do not take the write lock (and a
-        write in them may fail with "database is locked" under contention); elsewhere it changes nothing.
-        `urgent=True` lets a write someone is waiting for (a click) go before background writes, on SQLite.
+        `readonly=True` is for sessions that never write (a write in them fails): they use their own pool of
+        read-only connections and never wait for a writer, neither for the write lock nor for a connection.
+        `urgent=True` lets a write someone is waiting for (a click) go before background writes, on SQLite, and
+        past `before_write` (an urgent write is part of an acknowledgement).
         """
         factory = self._readonly_sessions if readonly else self._sessions
+        if not readonly and not urgent and self.before_write is not None:
+            self.before_write()
         turn: AbstractContextManager[None] = (
             nullcontext() if readonly or self._write_turn is None else self._write_turn(urgent=urgent)
         )
@@ -138,6 +174,16 @@ class Database:
                 session.rollback()
                 raise
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """Yield a read-only connection for one statement: session(readonly=True) without the ORM's overhead."""
+        with self.read_engine.connect() as connection:
+            # No transaction around one statement: on PostgreSQL that saves the BEGIN and ROLLBACK round trips.
+            connection.execution_options(isolation_level="AUTOCOMMIT", **{_SINGLE_STATEMENT: True})
+            yield connection
+
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from bot.config import SETTING_NAMES
 from bot.devtools.slack_driver import Confirmation, SlackDriver
 from bot.devtools.slack_web_api import BOT_USER_ID, MALFORMED, Call, FakeSlackWebApi, Message, message_text
 from bot.devtools.support import Credentials, free_port
@@ -55,23 +56,7 @@ THREAD_PREFIX = "  └ "
 LOG_TAIL_LINES = 40
 
 # Every setting vm-bot reads; children get exactly these, so neither the caller's environment nor a `.env` leaks in.
-VM_BOT_VARIABLES = (
-    "SLACK_BOT_TOKEN",
-    "SLACK_SIGNING_SECRET",
-    "SLACK_APP_TOKEN",
-    "SLACK_API_URL",
-    "ZENLAYER_ACCESS_KEY_ID",
-    "ZENLAYER_ACCESS_KEY_SECRET",
-    "ZENLAYER_TOKEN",
-    "ZENLAYER_API_URL",
-    "DATABASE_URL",
-    "PORT",
-    "POLL_INTERVAL_SECONDS",
-    "START_TIMEOUT_SECONDS",
-    "CONFIRM_TTL_SECONDS",
-    "APPROVAL_TTL_SECONDS",
-    "APPROVER_GROUP_ID",
-)
+VM_BOT_VARIABLES = SETTING_NAMES
 
 EMOJI = {
     "alarm_clock": "⏰",
@@ -541,21 +526,18 @@ def _run(
     credentials = Credentials.fresh("demo")
     signing_secret = credentials.slack_signing_secret
     bot_port = free_port()
+    # Only what differs from the defaults: child_environment drops every other vm-bot setting.
     settings = {
         "SLACK_BOT_TOKEN": credentials.slack_bot_token,
         "SLACK_SIGNING_SECRET": signing_secret,
-        "SLACK_APP_TOKEN": "",
         "SLACK_API_URL": fake.url,
         "ZENLAYER_ACCESS_KEY_ID": credentials.zenlayer_access_key_id,
         "ZENLAYER_ACCESS_KEY_SECRET": credentials.zenlayer_access_key_secret,
-        "ZENLAYER_TOKEN": "",
         "DATABASE_URL": f"sqlite:///{workdir / 'vm-bot.db'}",
+        "HOST": "127.0.0.1",
         "PORT": str(bot_port),
         "POLL_INTERVAL_SECONDS": "0.5",
         "START_TIMEOUT_SECONDS": "30",
-        "CONFIRM_TTL_SECONDS": "600",
-        "APPROVAL_TTL_SECONDS": "3600",
-        "APPROVER_GROUP_ID": "",
         **overrides,
     }
     source_root = Path(__file__).resolve().parents[2]  # the tree holding the bot package

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,8 +221,9 @@ def approvers_for(
 class GrantService:
     """Grant look-ups and chat-driven grant changes, each in its own transaction."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, *, on_change: Callable[[], None] = lambda: None):
         self.db = db
+        self.on_change = on_change  # e.g. GrantCache.invalidate
 
     def grants_of(self, user_id: str) -> list[Grant]:
         """Return one user's grants."""
@@ -233,10 +234,14 @@ class GrantService:
         """Add grants on an admin's behalf; return rows added."""
         _require_admin(self.db, admin_id, channel_id, args)
         with self.db.session() as session:
-            return add_audited(session, admin_id, args)
+            added = add_audited(session, admin_id, args)
+        self.on_change()
+        return added
 
     def revoke(self, admin_id: str, channel_id: str, args: GrantArgs) -> int:
         """Remove grants on an admin's behalf; return rows removed."""
         _require_admin(self.db, admin_id, channel_id, args)
         with self.db.session() as session:
-            return revoke_audited(session, admin_id, args)
+            removed = revoke_audited(session, admin_id, args)
+        self.on_change()
+        return removed

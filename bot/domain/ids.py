@@ -29,4 +29,28 @@ def is_slack_channel_id(value: str) -> bool:
 
 def is_pattern(value: str) -> bool:
     """Return True when value is a usable grant pattern (a glob over instance ids)."""
-    return bool(PATTERN_RE.match(value))
+    return bool(PATTERN_RE.match(value)) and bracket_problem(value) is None
+
+
+def bracket_problem(pattern: str) -> str | None:
+    """Say why pattern's [ ] classes are unbalanced (fnmatch would match them literally, i.e. never), or None."""
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "[":
+            j = i + 1
+            if j < len(pattern) and pattern[j] == "!":
+                j += 1
+            if j < len(pattern) and pattern[j] == "]":
+                j += 1  # a leading ] belongs to the class
+            end = pattern.find("]", j)
+            if end == -1:
+                return "has a [ without a closing ]"
+            i = end + 1
+            continue
+        if char == "]":
+            return "has a ] without an opening ["
+        if char == "!":
+            return "has a ! outside [ ] (only [!...] negates)"
+        i += 1
+    return None

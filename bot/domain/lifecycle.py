@@ -345,6 +345,17 @@ def _claimable(owner: str, now: datetime) -> ColumnElement[bool]:
     )
 
 
+def count_lapsed_foreign_leases(session: Session, *, owner: str, now: datetime) -> int:
+    """Count requests needing work whose lease another owner let lapse: what a claim now would take over."""
+    lapsed = and_(
+        _needs_work(),
+        StartRequest.lease_owner.is_not(None),
+        StartRequest.lease_owner != owner,
+        StartRequest.lease_until < now,
+    )
+    return int(session.scalar(select(func.count(StartRequest.id)).where(lapsed)) or 0)
+
+
 def claim_work(session: Session, *, owner: str, now: datetime, lease_seconds: float, limit: int = 500) -> list[int]:
     """Take or renew the lease on requests that need work and no other live owner holds; return their ids.
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
-from bot.domain.ids import is_instance_id, is_pattern
+from bot.domain.ids import bracket_problem, is_instance_id, is_pattern
 from bot.domain.ports import InstanceInfo
 
 GLOB_CHARACTERS = frozenset("*?[]!")
@@ -88,8 +88,12 @@ def problem(selector: Selector) -> str | None:
     value = selector.value
     shown = _quote(value)
     if selector.kind in (SelectorKind.ID, SelectorKind.NAME):
+        what = "an instance" if selector.kind == SelectorKind.ID else "a name"
+        why = bracket_problem(value)
+        if is_pattern(value.replace("[", "").replace("]", "").replace("!", "")) and why is not None:
+            target = "an instance id" if selector.kind == SelectorKind.ID else "an instance name"
+            return f"{shown} {why}, so it could never match {target}"
         if not value or not is_pattern(value):
-            what = "an instance" if selector.kind == SelectorKind.ID else "a name"
             return f"{shown} is not {what} pattern (letters, digits, . _ - and the globs * ? [ ] !)"
         return None
     if len(value) > MAX_VALUE_LENGTH:

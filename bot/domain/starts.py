@@ -16,7 +16,8 @@ from bot.db.session import Database
 from bot.domain import audit, inventory, lifecycle
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
-from bot.domain.grants import Coverage, check_coverage, list_grants, need_attributes
+from bot.domain.grant_cache import GrantCache
+from bot.domain.grants import Coverage, check_coverage, grant_rules, list_grants, need_attributes
 from bot.domain.inventory import LookupFailed, Resolution
 from bot.domain.lifecycle import Holder, InstancesBusy, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
@@ -160,9 +161,11 @@ class StartService:
         confirm_ttl_seconds: float,
         approval_ttl_seconds: float,
         clock: Callable[[], datetime] = utcnow,
+        grant_cache: GrantCache | None = None,
     ):
         self.db = db
         self.vm = vm
+        self.grant_cache = grant_cache
         self.confirm_ttl_seconds = confirm_ttl_seconds
         self.approval_ttl_seconds = approval_ttl_seconds
         self.clock = clock
@@ -177,17 +180,28 @@ class StartService:
         instances: Mapping[str, InstanceInfo] | None = None,
     ) -> Coverage:
         """Return the user's coverage for ids in this channel (a read, quick enough to answer before the ack)."""
-        with self.db.session(readonly=True) as session:
+        with self.db.reading() as connection:
             return check_coverage(
-                list_grants(session, user_id), ids, action=action, channel_id=channel_id, instances=instances
+                grant_rules(connection, user_id), ids, action=action, channel_id=channel_id, instances=instances
             )
 
     def may_use_here(self, user_id: str, channel_id: str, action: GrantAction = GrantAction.START) -> bool:
         """True when the user holds any `action` grant usable in this channel (else nothing can be covered)."""
-        with self.db.session(readonly=True) as session:
+        with self.db.reading() as connection:
             return any(
-                g.action == action and g.channel_id in (ANY_CHANNEL, channel_id) for g in list_grants(session, user_id)
+                g.action == action and g.channel_id in (ANY_CHANNEL, channel_id)
+                for g in grant_rules(connection, user_id)
             )
+
+    def coverage_before_ack(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Coverage:
+        """Return start coverage for the ack: "allowed" may come from the grant cache, a refusal always is fresh."""
+        if self.grant_cache is not None:
+            rules = self.grant_cache.rules_for(user_id)
+            if rules is not None:
+                cached = check_coverage(rules, ids, action=GrantAction.START, channel_id=channel_id)
+                if cached.ok:
+                    return cached  # prepare() checks the database again before anything happens
+        return self.coverage(user_id, channel_id, ids)
 
     def record_denial(
         self, user_id: str, channel_id: str, coverage: Coverage, *, action: GrantAction = GrantAction.START

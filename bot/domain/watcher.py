@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,6 +89,9 @@ class Watcher:
         self.chores = list(chores)  # run first in every tick, e.g. deciding clicks a crashed process left
         self.clock = clock
         self._wake = threading.Event()
+        # Observers for metrics and readiness (set by app.py): a finished tick's duration, leases taken over.
+        self.on_tick: Callable[[float], None] = _ignore
+        self.on_takeover: Callable[[int], None] = _ignore
         self._pool: Executor | None = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vm-bot-work") if workers else None
         )
@@ -109,7 +113,9 @@ class Watcher:
         heartbeat.start()
         while not stop.is_set():
             try:
+                started = time.monotonic()
                 self.tick()
+                self.on_tick(time.monotonic() - started)
             except Exception:
                 log.exception("watcher tick failed; retrying on the next tick")
             self._wake.wait(self.poll_interval)
@@ -137,6 +143,7 @@ class Watcher:
                 now=self.clock(),
                 lease_seconds=self.lease.total_seconds(),
             )
+        self.on_takeover(taken)
         if taken:
             log.info("resuming %d request(s) left by this replica's previous process", taken)
         return taken
@@ -164,7 +171,9 @@ class Watcher:
         with self.db.session() as session:
             lifecycle.expire_due(session, now=now)
         with self.db.session() as session:
+            taken_over = lifecycle.count_lapsed_foreign_leases(session, owner=self.owner, now=now)
             claimed = lifecycle.claim_work(session, owner=self.owner, now=now, lease_seconds=self.lease.total_seconds())
+        self.on_takeover(taken_over)
         for request in self._load_many(self._idle(claimed), [State.APPROVED, State.STARTING]):
             work = self._start if request.state == State.APPROVED else self._recover_start
             self._submit(request.id, work, request)
@@ -477,20 +486,27 @@ class Watcher:
         if changed:
             addresses = self._addresses([u.instance_id for u in changed if u.status == RUNNING])
             with self.db.session() as session:
-                for u in changed:
-                    values: dict[str, object] = {
+                # One executemany by primary key instead of an UPDATE statement per row (rows that learnt their
+                # address in a second one: an executemany needs the same columns in every row).
+                rows = [
+                    {"id": u.row_id, "last_status": u.status, "outcome": u.outcome, "status_changed_at": now}
+                    for u in changed
+                    if u.instance_id not in addresses
+                ]
+                located = [
+                    {
+                        "id": u.row_id,
                         "last_status": u.status,
                         "outcome": u.outcome,
                         "status_changed_at": now,
+                        "ip_address": addresses[u.instance_id],
                     }
-                    if u.instance_id in addresses:
-                        values["ip_address"] = addresses[u.instance_id]
-                    session.execute(
-                        update(RequestInstance)
-                        .where(RequestInstance.id == u.row_id)
-                        .values(**values)
-                        .execution_options(synchronize_session=False)
-                    )
+                    for u in changed
+                    if u.instance_id in addresses
+                ]
+                for batch in (rows, located):
+                    if batch:
+                        session.execute(update(RequestInstance).execution_options(synchronize_session=False), batch)
                 ended_rows = {u.row_id for u in changed if u.outcome is not None}
                 ended = [i.instance_id for i in request.instances if i.id in ended_rows]
                 if ended:
@@ -510,17 +526,12 @@ class Watcher:
             except Exception:
                 log.exception("could not post progress for request %s; will retry", request.id)
             else:
+                row_ids = {i.instance_id: i.id for i in request.instances}
                 with self.db.session() as session:
-                    for change in changes:
-                        session.execute(
-                            update(RequestInstance)
-                            .where(
-                                RequestInstance.request_id == request.id,
-                                RequestInstance.instance_id == change.instance_id,
-                            )
-                            .values(reported_status=change.new)
-                            .execution_options(synchronize_session=False)
-                        )
+                    session.execute(
+                        update(RequestInstance).execution_options(synchronize_session=False),
+                        [{"id": row_ids[c.instance_id], "reported_status": c.new} for c in changes],
+                    )
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
             self._finish_if_settled(request, poll_error=None)
             self._report_one(self._load(request.id))
@@ -686,6 +697,10 @@ class Watcher:
                 .execution_options(synchronize_session=False)
             )
             lifecycle.release_claims(session, request.id, [i.instance_id for i in instances])
+
+
+def _ignore(value: float) -> None:
+    """Observe nothing (the default observer)."""
 
 
 def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:

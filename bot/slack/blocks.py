@@ -184,6 +184,14 @@ ACTION_PHRASES: dict[str, str] = {
 }
 
 
+def slow_down_text(per_minute: int) -> str:
+    """Return the private reply to someone over the command rate limit."""
+    return (
+        f":snail: Slow down: at most {per_minute} `/vm` commands a minute each. "
+        "Nothing was done with this one; try again in a minute."
+    )
+
+
 def usage_text(problem: str | None = None) -> str:
     """Return the usage reply, optionally preceded by what was wrong (already escaped by the caller)."""
     return f"{problem}\n\n{USAGE}" if problem else USAGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from bot.domain.grants import Coverage
 from bot.domain.ids import is_instance_id, is_pattern
 from bot.domain.inventory import Inventory
 from bot.domain.ports import InstanceInfo, VmApi
+from bot.domain.rate_limit import Admission, CommandLimiter
 from bot.domain.starts import (
     ClickOutcome,
     ClickResult,
@@ -28,7 +30,10 @@ from bot.domain.starts import (
     StartService,
 )
 from bot.domain.vocabulary import GrantAction
+from bot.logging_setup import log_context
+from bot.metrics import Metrics
 from bot.slack import action_ids, blocks
+from bot.slack.ack_first import AckFirst
 from bot.slack.messages import CANNOT_POST, SlackMessages, slack_error
 
 log = logging.getLogger(__name__)
@@ -72,9 +77,14 @@ class Listeners:
         lookups: Executor,
         decisions: Executor,
         wake_watcher: Callable[[], None],
+        metrics: Metrics | None = None,
+        commands_per_minute: int = 0,
         owner: str = "vm-bot",
+        ack_first: AckFirst | None = None,
     ):
         self.owner = owner  # recorded with each click, so a restarted replica finds the clicks it must decide
+        self.metrics = metrics or Metrics()
+        self.limiter = CommandLimiter(starts.db, commands_per_minute)
         self.starts = starts
         self.grants = grants
         self.inventory = inventory
@@ -83,6 +93,7 @@ class Listeners:
         self.lookups = lookups
         self.decisions = decisions
         self.wake_watcher = wake_watcher
+        self.ack_first = ack_first or AckFirst()
 
     def register(self, app: App) -> None:
         """Attach the listeners to a bolt app."""
@@ -95,50 +106,75 @@ class Listeners:
     # --- /vm ---------------------------------------------------------------------------------------------
 
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        """Answer usage problems in the ack itself; anything that needs the database or Zenlayer runs later."""
+        """Answer the command; work handed off after the ack waits while acks are being answered (AckFirst)."""
+        with self.ack_first.acknowledging():
+            self._acknowledge_command(ack, command, respond)
+
+    def _acknowledge_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        """Count the command and hold back users over the rate limit; then handle it."""
         parsed = parse(str(command.get("text", "")))
+        user_id, channel_id = str(command.get("user_id", "")), str(command.get("channel_id", ""))
+        with log_context(user=user_id, channel=channel_id, instance_ids=list(parsed.ids) or None):
+            admission = self.limiter.admit(user_id)
+            if admission == Admission.ALLOWED:
+                outcome = self._handle_command(ack, command, parsed, respond)
+            else:
+                ack(blocks.slow_down_text(self.limiter.per_minute))
+                if admission == Admission.REFUSED_FIRST:
+                    log.warning("user over the command rate limit (%d per minute)", self.limiter.per_minute)
+                    self._submit(self.lookups, respond, self._record_rate_limit, user_id, channel_id, parsed.verb)
+                outcome = "rate_limited"
+        self.metrics.commands.labels(parsed.verb, outcome).inc()
+
+    def _handle_command(self, ack: Ack, command: dict[str, Any], parsed: Command, respond: Respond) -> str:
+        """Answer usage problems in the ack itself; anything that needs the database or Zenlayer runs later."""
         if parsed.too_long:
             ack(
                 blocks.usage_text(
                     f":warning: That is too much at once: at most {MAX_IDS} ids, {MAX_TEXT_LENGTH} characters."
                 )
             )
-            return
+            return "usage"
         if parsed.verb in ("start", "status"):
             if parsed.invalid:
                 ack(blocks.invalid_ids_text(parsed.invalid))
-                return
+                return "invalid_ids"
             if not parsed.ids:
                 ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
-                return
+                return "usage"
             user_id, channel_id = command["user_id"], command["channel_id"]
-            coverage = self.starts.coverage(user_id, channel_id, parsed.ids)
+            coverage = self.starts.coverage_before_ack(user_id, channel_id, parsed.ids)
             if not coverage.ok and not self.starts.may_use_here(user_id, channel_id):
                 # Nothing could cover these (names included): refuse in the ack itself, one indexed read; the
                 # audit write happens after. Anyone holding a grant here has the words looked up first.
                 ack(blocks.not_covered_text(GrantAction.START, coverage))
                 self._submit(self.lookups, respond, self._record_denial, user_id, channel_id, coverage)
-                return
+                return "denied"
             ack(blocks.checking_text(parsed.ids))
             work = self._start if parsed.verb == "start" else self._status
             self._submit(self.lookups, respond, work, command, parsed)
-            return
+            return "accepted"
         if parsed.verb == "list":
             if len(parsed.args) > 1 or (parsed.args and not is_pattern(parsed.args[0])):
                 ack(blocks.usage_text(":warning: `/vm list [PATTERN]` takes one name or id pattern, like `web-*`."))
-                return
+                return "usage"
             if not self.starts.may_use_here(command["user_id"], command["channel_id"]):
                 ack(":information_source: You hold no grant to start instances in this channel.")
-                return
+                return "denied"
             ack(":mag: Looking up the instances you may start here…")
             self._submit(self.lookups, respond, self._list, command, parsed)
-            return
+            return "accepted"
         if parsed.verb == "help" and parsed.args:
             ack(blocks.usage_text(f":warning: Unknown command {blocks.quoted(parsed.args[0], 40)}."))
-            return
+            return "usage"
         ack()
         work = {"help": self._help, "grants": self._grants, "grant": self._grant, "revoke": self._revoke}[parsed.verb]
         self._submit(self.lookups, respond, work, command, parsed)
+        return "accepted"
+
+    def _record_rate_limit(self, user_id: str, channel_id: str, verb: str, respond: Respond) -> None:
+        """Audit the first refusal of a user over the rate limit in this window."""
+        self.limiter.record_refusal(user_id, channel_id, verb)
 
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Resolve names, ask which namesake was meant if need be, else post the confirmation in the channel."""
@@ -243,6 +279,11 @@ class Listeners:
 
     def on_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         """Record a click, acknowledge it, then decide it: an acknowledged click survives any crash."""
+        with self.ack_first.acknowledging():
+            self._acknowledge_click(ack, body, respond)
+
+    def _acknowledge_click(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        """Record the click (an urgent write, which does not wait for other acks), ack, and submit the decision."""
         action = body.get("actions", [{}])[0]
         value = str(action.get("value", ""))
         decision = _DECISIONS.get(str(action.get("action_id")))
@@ -252,9 +293,17 @@ class Listeners:
             return
         user_id = str(body.get("user", {}).get("id", ""))
         message_ts = str(body.get("container", {}).get("message_ts", "")) or None
+        channel_id = str(body.get("channel", {}).get("id", "")) or None
+        with log_context(user=user_id, channel=channel_id, start_request_id=int(value)):
+            self._record_and_decide(ack, respond, int(value), user_id, decision, message_ts)
+
+    def _record_and_decide(
+        self, ack: Ack, respond: Respond, request_id: int, user_id: str, decision: Decision, message_ts: str | None
+    ) -> None:
+        """Record the click, acknowledge it, and decide it on the decisions pool."""
         try:
             click_id = self.starts.record_click(
-                int(value), user_id, decision, message_ts=message_ts, replica=self.owner
+                request_id, user_id, decision, message_ts=message_ts, replica=self.owner
             )
         except Exception as exc:
             ack()
@@ -262,12 +311,13 @@ class Listeners:
             self._submit(self.decisions, respond, lambda respond: _raise(failure))
             return
         ack()
-        self._submit(self.decisions, respond, self._decide, click_id)
+        self._submit(self.decisions, respond, self._decide, click_id, decision)
 
-    def _decide(self, click_id: int, respond: Respond) -> None:
+    def _decide(self, click_id: int, decision: Decision, respond: Respond) -> None:
         """Decide a recorded click and show the outcome (nothing, if recovery already decided it)."""
         result = self.starts.decide_click(click_id)
         if result is not None:
+            self.metrics.clicks.labels(decision.value, result.outcome.value).inc()
             self._show_decision(result, respond)
 
     def _show_decision(self, result: ClickResult, respond: Respond) -> None:
@@ -293,6 +343,7 @@ class Listeners:
         """Run work on vm-bot's executor; user errors become private replies, the rest a quotable reference."""
 
         def run() -> None:
+            self.ack_first.wait_turn()
             try:
                 work(*args, respond)
             except Exception as exc:  # the single place failures are turned into replies
@@ -302,7 +353,7 @@ class Listeners:
                     # Nothing else would see this: an executor keeps a task's exception to itself.
                     log.exception("could not turn a failure into a reply")
 
-        executor.submit(run)
+        executor.submit(contextvars.copy_context().run, run)
 
     def _reply_to_failure(self, exc: Exception, respond: Respond) -> None:
         """Tell the user privately what went wrong; log unexpected failures with an id they can quote."""

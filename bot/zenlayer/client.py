@@ -361,12 +361,14 @@ class ZenlayerClient:
             raise NetworkError(f"could not reach Zenlayer for {action} ({type(exc).__name__})", action=action) from exc
         elapsed = (time.monotonic() - started) * 1000
         payload = _json_or_none(response)
+        request_id = _envelope_request_id(payload)
         log.debug(
             "zenlayer %s -> HTTP %d requestId=%s in %.1f ms",
             action,
             response.status_code,
-            _envelope_request_id(payload),
+            request_id,
             elapsed,
+            extra={"zenlayer_request_id": request_id},
         )
         return response, payload
 

@@ -1,0 +1,96 @@
+"""Liveness and readiness: what /healthz and /readyz answer, and the gauges read from the database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.db.models import RequestInstance, StartRequest
+from bot.db.session import Database
+from bot.domain.lifecycle import State
+
+ACTIVE_STATES = (State.APPROVED, State.STARTING, State.WATCHING)
+REPORTED_FINAL_STATES = (State.DONE, State.FAILED, State.TIMED_OUT, State.EXPIRED)
+MIN_TICK_AGE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether this process can serve, and if not, why."""
+
+    ready: bool
+    reason: str
+
+
+class Health:
+    """Tracks the watcher's ticks and probes the database for /readyz."""
+
+    def __init__(self, db: Database, head_revision: str | None, poll_interval_seconds: float):
+        self.db = db
+        self.head = head_revision
+        # A tick polls Zenlayer and posts to Slack; allow a few slow ones before calling the watcher stuck.
+        self.max_tick_age = max(MIN_TICK_AGE_SECONDS, 5 * poll_interval_seconds)
+        self._last_tick: float | None = None
+        self._lock = threading.Lock()
+
+    def ticked(self, seconds: float) -> None:
+        """Note that the watcher finished a tick just now."""
+        with self._lock:
+            self._last_tick = time.monotonic()
+
+    def readiness(self) -> Readiness:
+        """Check the database is reachable and writable at the head revision, and the watcher ticked lately."""
+        problem = database_problem(self.db, self.head)
+        if problem:
+            return Readiness(False, problem)
+        with self._lock:
+            last = self._last_tick
+        if last is None:
+            return Readiness(False, "the watcher has not finished a tick yet")
+        age = time.monotonic() - last
+        if age > self.max_tick_age:
+            return Readiness(False, f"the watcher last ticked {age:.0f} s ago (limit {self.max_tick_age:.0f} s)")
+        return Readiness(True, "ready")
+
+
+def database_problem(db: Database, head: str | None) -> str | None:
+    """Return why the database cannot serve (unreachable, not at head, not writable), or None when it can."""
+    try:
+        with db.session() as session:
+            current = session.scalar(text("SELECT version_num FROM alembic_version"))
+            if current != head:
+                return f"the database is at migration {current or 'none'}, not {head}: run `vm-bot db upgrade`"
+            # A write that changes nothing: proves the file (or the role) takes writes, then rolls back.
+            session.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            session.rollback()
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        return f"the database is not usable: {first_line}"
+    return None
+
+
+def database_gauges(db: Database) -> dict[str, float]:
+    """Return the gauges that live in the database: instances being watched, outcomes not yet told in Slack."""
+    with db.session(readonly=True) as session:
+        watched = session.scalar(
+            select(func.count(RequestInstance.id))
+            .join(StartRequest, RequestInstance.request_id == StartRequest.id)
+            .where(
+                StartRequest.state.in_([s.value for s in ACTIVE_STATES]),
+                RequestInstance.to_start.is_(True),
+                RequestInstance.outcome.is_(None),
+            )
+        )
+        pending = session.scalar(
+            select(func.count(StartRequest.id)).where(
+                StartRequest.state.in_([s.value for s in REPORTED_FINAL_STATES]),
+                StartRequest.outcome_posted_at.is_(None),
+                StartRequest.message_ts.is_not(None),
+            )
+        )
+    return {"vmbot_watched_instances": float(watched or 0), "vmbot_messages_pending": float(pending or 0)}

@@ -1,0 +1,121 @@
+"""The WSGI app: Slack's /slack/events behind a body cap and a signature check, plus /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.signature import SignatureVerifier
+
+from bot.logging_setup import log_context
+
+if TYPE_CHECKING:
+    from bot.app import BotApp
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+READ_CHUNK = 64 * 1024
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+StartResponse = Callable[..., Any]
+
+
+def _plain(
+    start_response: StartResponse, status: str, text: str, headers: Iterable[tuple[str, str]] = ()
+) -> list[bytes]:
+    """Answer with a short plain-text body."""
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
+    return [text.encode("utf-8") + b"\n"]
+
+
+def _read_capped(stream: Any, limit: int) -> bytes | None:
+    """Read the whole body, or return None as soon as it is longer than limit (never holding more than limit+chunk)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+
+
+def make_wsgi_app(bot: BotApp) -> WsgiApp:
+    """Return the WSGI app; /slack/events exists in HTTP mode only, health and metrics in both modes."""
+    slack = SlackRequestHandler(bot.app, path=EVENTS_PATH)
+    settings = bot.settings
+    limit = settings.max_body_bytes
+    verifier = (
+        SignatureVerifier(settings.slack_signing_secret.reveal()) if settings.slack_signing_secret is not None else None
+    )
+    metrics = bot.metrics
+
+    def refuse(start_response: StartResponse, status: str, reason: str, why: str) -> list[bytes]:
+        """Refuse a request before Slack handling, with one log line and a count."""
+        metrics.http_refused.labels(reason).inc()
+        log.warning("refused a request to %s: %s", EVENTS_PATH, why)
+        return _plain(start_response, status, why)
+
+    def events(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Check size and signature before anything parses the body, then hand it to bolt."""
+        started = time.monotonic()
+        raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
+        if raw_length and not raw_length.isdigit():
+            return refuse(start_response, "400 Bad Request", "bad_length", "malformed Content-Length")
+        if raw_length and int(raw_length) > limit:
+            return refuse(start_response, "413 Content Too Large", "too_large", f"body over {limit} bytes")
+        body = _read_capped(environ["wsgi.input"], limit)
+        if body is None:
+            return refuse(start_response, "413 Content Too Large", "too_large", f"body over {limit} bytes")
+        timestamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""))
+        signature = str(environ.get("HTTP_X_SLACK_SIGNATURE", ""))
+        if not timestamp.isdigit() or not signature:
+            return refuse(
+                start_response, "401 Unauthorized", "unsigned", "missing or malformed Slack signature headers"
+            )
+        if verifier is None or not verifier.is_valid(body, timestamp, signature):
+            return refuse(start_response, "401 Unauthorized", "bad_signature", "invalid or stale Slack signature")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        kind = "interaction" if body.startswith(b"payload=") else "command" if b"command=" in body else "other"
+        try:
+            answer = list(slack(environ, start_response))
+        except Exception as exc:
+            # Signed but unparseable: Slack never sends this; say so in one line rather than a traceback per request.
+            return refuse(
+                start_response, "400 Bad Request", "malformed", f"unreadable signed body ({type(exc).__name__})"
+            )
+        metrics.ack_seconds.labels(kind).observe(time.monotonic() - started)
+        return answer
+
+    def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if method in ("GET", "HEAD"):
+            if path == "/healthz":
+                return _plain(start_response, "200 OK", "ok")
+            if path == "/readyz":
+                readiness = bot.health.readiness() if bot.health is not None else None
+                if readiness is None or readiness.ready:
+                    return _plain(start_response, "200 OK", "ready")
+                log.warning("not ready: %s", readiness.reason)
+                return _plain(start_response, "503 Service Unavailable", f"not ready: {readiness.reason}")
+            if path == "/metrics":
+                body, content_type = metrics.render()
+                start_response("200 OK", [("Content-Type", content_type)])
+                return [body]
+        if path == EVENTS_PATH and not settings.socket_mode:
+            if method != "POST":
+                return _plain(start_response, "405 Method Not Allowed", "POST only", [("Allow", "POST")])
+            with log_context(request_id=uuid.uuid4().hex[:12]):
+                return events(environ, start_response)
+        return _plain(start_response, "404 Not Found", "not found")
+
+    return wsgi
