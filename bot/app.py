@@ -65,18 +65,17 @@ class BotApp:
         self.db.close()
 
 
-def make_web_client(settings: Settings, metrics: Metrics | None = None) -> WebClient:
-    """Return a Web API client that retries Slack's 429 (honouring Retry-After) and connection errors."""
+def make_web_client(settings: Settings, metrics: Metrics | None = None, *, wait_on_429: bool = True) -> WebClient:
+    """Return a Web API client that retries connection errors and (with wait_on_429) Slack's 429 after its
+    Retry-After, sleeping in the calling thread; without it a 429 raises for the caller to hold back."""
     assert settings.slack_bot_token is not None
     return MeteredWebClient(
         metrics=metrics or Metrics(),
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
         timeout=10,
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=3),
-        ],
+        retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=2)]
+        + ([RateLimitErrorRetryHandler(max_retry_count=3)] if wait_on_429 else []),
     )
 
 
@@ -105,7 +104,16 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     watcher = Watcher(
         db,
         vm,
-        _TimedNotifier(messages, metrics),
+        # The watcher's pool is shared by every request: a 429 holds back its channel instead of sleeping there.
+        _TimedNotifier(
+            SlackMessages(
+                make_web_client(settings, metrics, wait_on_429=False),
+                approver_group=approver,
+                broadcast_success=settings.broadcast_success,
+                hold_on_429=True,
+            ),
+            metrics,
+        ),
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
         owner=owner,
@@ -162,7 +170,8 @@ class _TimedNotifier:
     def progress(self, request: Any, changes: Sequence[StatusChange]) -> None:
         self._inner.progress(request, changes)
 
-    def finished(self, request: Any) -> None:
-        self._inner.finished(request)
+    def finished(self, request: Any) -> str | None:
+        error = self._inner.finished(request)
         if request.state == State.DONE and request.decided_at is not None and request.finished_at is not None:
             self._metrics.click_to_running.observe((request.finished_at - request.decided_at).total_seconds())
+        return error

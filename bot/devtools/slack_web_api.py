@@ -60,6 +60,7 @@ class Call:
     at: float = field(default_factory=time.monotonic)
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
+    scripted: bool = False  # answered by a fault a test scripted (fail_next), not by the stand-in's checks
 
 
 @dataclass
@@ -235,9 +236,8 @@ class FakeSlackWebApi(LoopbackServer):
             if fault.method == method and fault.times > 0 and fault.channel in (None, channel):
                 fault.times -= 1
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                if fault.status != 200:
-                    return fault.status, {"ok": False, "error": fault.error or "ratelimited"}, headers
-                return 200, {"ok": False, "error": fault.error or "internal_error"}, headers
+                error = fault.error or ("ratelimited" if fault.status != 200 else "internal_error")
+                return fault.status, {"ok": False, "error": error, "_scripted": True}, headers
         if method in MESSAGE_METHODS:
             refusal = message_error(args)
             if refusal is not None:
@@ -315,7 +315,8 @@ class FakeSlackWebApi(LoopbackServer):
                 method = self.path.removeprefix("/api/")
                 with fake._lock:
                     status, body, headers = fake._answer(method, args)
-                    fake.calls.append(Call(method, args, status=status, response=body))
+                    scripted = bool(body.pop("_scripted", False))
+                    fake.calls.append(Call(method, args, status=status, response=body, scripted=scripted))
                     fake._lock.notify_all()
                 self._send(status, json.dumps(body).encode(), "application/json", headers)
 

@@ -68,6 +68,10 @@ class VmApi(Protocol):
         ...
 
 
+class DeliveryDeferred(Exception):
+    """A message could not be sent now but will be later (e.g. Slack holds its channel back); not a failure."""
+
+
 @dataclass(frozen=True)
 class StatusChange:
     """An instance whose status moved since the thread was last told."""
@@ -86,6 +90,9 @@ class Notifier(Protocol):
         """Reply in the request's thread with what changed and refresh the confirmation's progress line."""
         ...
 
-    def finished(self, request: Any) -> None:
-        """Post the final outcome (done, failed, timed out, expired) and update the confirmation."""
+    def finished(self, request: Any) -> str | None:
+        """Post the final outcome (done, failed, timed out, expired) and update the confirmation.
+
+        Returns the error that keeps the outcome from ever being posted (retrying cannot help), else None.
+        """
         ...

@@ -19,7 +19,7 @@ from bot.db.models import RequestInstance, StartAttempt, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, lifecycle
 from bot.domain.lifecycle import REPORTED_FINAL_STATES, State
-from bot.domain.ports import Notifier, StatusChange, VmApi
+from bot.domain.ports import DeliveryDeferred, Notifier, StatusChange, VmApi
 from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, Outcome
 
@@ -197,6 +197,8 @@ class Watcher:
         def job() -> None:
             try:
                 work(*args)
+            except DeliveryDeferred as exc:
+                log.info("request %s waits to be told in Slack: %s", request_id, exc)
             except Exception:
                 # One request's trouble must not hold up the others; it is retried on the next tick.
                 log.exception("work on request %s failed; will retry", request_id)
@@ -523,6 +525,8 @@ class Watcher:
         if changes and not settled:
             try:
                 self.notifier.progress(request, changes)
+            except DeliveryDeferred as exc:
+                log.info("progress of request %s waits: %s", request.id, exc)
             except Exception:
                 log.exception("could not post progress for request %s; will retry", request.id)
             else:
@@ -643,7 +647,7 @@ class Watcher:
             return
         if not self._renew_lease(request.id):
             return
-        self.notifier.finished(request)
+        undeliverable = self.notifier.finished(request)
         # Until this commits, a crash would post the reply again (at least once): keep the gap short.
         with self.db.session(urgent=True) as session:
             now = self.clock()
@@ -662,6 +666,7 @@ class Watcher:
                     request_id=request.id,
                     outcome=request.state,
                     instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
+                    **({"delivery_error": undeliverable} if undeliverable else {}),
                 )
 
     # --- helpers ----------------------------------------------------------------------------------------

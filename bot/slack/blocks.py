@@ -304,6 +304,18 @@ def duplicate_text(permalink: str | None) -> str:
     return f":point_up: You already asked to start these instances — use {where}."
 
 
+def decision_not_shown_text(outcome: str, error: str) -> str:
+    """Tell the clicker privately that their decision stands although the confirmation could not be updated."""
+    problem = f"I could not update the confirmation message ({quoted(shorten(error or 'no answer', WORD_LIMIT))})"
+    if outcome == "approved":
+        return (
+            f":warning: Start confirmed: the instances are being started and I will reply in the thread as they do, "
+            f"but {problem}. Its buttons no longer do anything."
+        )
+    verb = "Cancelled" if outcome == "cancelled" else "Rejected"
+    return f":warning: {verb}: nothing will be started, but {problem}. Its buttons no longer do anything."
+
+
 def cannot_post_text(channel_id: str, error: str) -> str:
     """Tell the requester privately why the confirmation could not be posted and how to fix it."""
     if channel_id.startswith("D") or error == "channel_not_found":

@@ -326,7 +326,16 @@ class Listeners:
             if result.outcome == ClickOutcome.APPROVED:
                 self.wake_watcher()
             assert result.request is not None
-            self.messages.refresh(result.request)
+            try:
+                self.messages.refresh(result.request)
+            except Exception as exc:  # the decision stands: say so, rather than "nothing more will happen"
+                reason = slack_error(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
+                log.warning("could not update the confirmation after a decision (%s)", reason)
+                respond(
+                    blocks.decision_not_shown_text(result.outcome, reason),
+                    response_type="ephemeral",
+                    replace_original=False,
+                )
             return
         links = {i: self.messages.permalink(h.channel_id, h.message_ts) for i, h in result.holders.items()}
         respond(
