@@ -20,10 +20,13 @@ from bot.domain import audit as audit_log
 from bot.domain.errors import InvalidInput
 from bot.domain.grant_admin import GrantArgs, add_audited, revoke_audited
 from bot.domain.grants import list_grants
+from bot.domain.selectors import OPTION_OF_KIND, problem
 
 log = logging.getLogger(__name__)
 
 CLI_ACTOR = "cli"
+# How `perms list` names each selector kind: the option that makes it, without the dashes.
+KIND_WORDS = {kind.value: option.removeprefix("--") for kind, option in OPTION_OF_KIND.items()}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -95,11 +98,12 @@ def _when(moment: datetime | None) -> str:
 
 def _grants_table(grants: Sequence[Grant]) -> str:
     """Format grants with every field."""
-    headers = ("USER", "ACTION", "PATTERN", "CHANNEL", "NEEDS APPROVAL", "GRANTED BY", "WHEN")
+    headers = ("USER", "ACTION", "KIND", "PATTERN", "CHANNEL", "NEEDS APPROVAL", "GRANTED BY", "WHEN")
     rows = [
         (
             g.user_id,
             g.action,
+            KIND_WORDS.get(g.kind, g.kind),
             g.pattern,
             "* (any)" if g.channel_id == ANY_CHANNEL else g.channel_id,
             "yes" if g.needs_approval else "no",
@@ -177,16 +181,23 @@ def _grant_args(args: argparse.Namespace) -> GrantArgs:
     return GrantArgs(
         user_id=args.user_id,
         patterns=list(args.instances or []),
-        channels=list(args.channel or []),
-        action=args.action,
+        channels=list(getattr(args, "channel", None) or []),
+        action=getattr(args, "action", None),
         needs_approval=bool(getattr(args, "needs_approval", False)),
+        names=list(args.names or []),
+        groups=list(args.resource_group or []),
+        tags=list(args.tag or []),
     )
 
 
 def _list(database: Database, args: argparse.Namespace) -> int:
     """Print grants as a table."""
+    selectors = _grant_args(argparse.Namespace(**{**vars(args), "user_id": args.user_id or ""})).selectors
+    problems = [p for p in (problem(s) for s in selectors) if p]
+    if problems:
+        raise InvalidInput("; ".join(problems))
     with database.session(readonly=True) as session:
-        grants = list_grants(session, args.user_id)
+        grants = list_grants(session, args.user_id, selectors=selectors)
     if not grants:
         print(f"no grants for {args.user_id}" if args.user_id else "no grants")
         return EXIT_OK

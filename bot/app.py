@@ -18,6 +18,7 @@ from bot.db.migrate import head_revision
 from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
 from bot.domain.grant_cache import GrantCache
+from bot.domain.inventory import Inventory
 from bot.domain.lifecycle import State
 from bot.domain.ports import Notifier, StatusChange, VmApi
 from bot.domain.starts import StartService
@@ -145,6 +146,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     Listeners(
         starts=starts,
         grants=GrantService(db, on_change=grant_cache.invalidate),
+        inventory=Inventory(db, vm),
         vm=vm,
         messages=messages,
         lookups=lookups,

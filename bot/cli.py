@@ -44,15 +44,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     perms = commands.add_parser("perms", help="manage who may start which instances")
     perms_commands = perms.add_subparsers(dest="perms_command", metavar="PERMS_COMMAND", required=True)
-    grant = perms_commands.add_parser("grant", help="allow a Slack user to act on instances")
-    grant.add_argument("user_id", metavar="USER_ID", help="Slack member id (U… or W…)")
-    grant.add_argument(
-        "--instances",
-        action="append",
-        required=True,
-        metavar="PATTERN",
-        help="shell-style glob over instance ids (repeatable): '*', 'web-*', an exact id",
+    grant = perms_commands.add_parser(
+        "grant",
+        help="allow a Slack user to act on instances",
+        description="Each selector value becomes its own grant (in each --channel given). Give at least one.",
     )
+    grant.add_argument("user_id", metavar="USER_ID", help="Slack member id (U… or W…)")
+    _add_selector_options(grant)
     grant.add_argument(
         "--channel",
         action="append",
@@ -71,13 +69,18 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="starts under this grant need a second person's approval",
     )
-    revoke = perms_commands.add_parser("revoke", help="remove grants (all of the user's when no selector)")
+    revoke = perms_commands.add_parser(
+        "revoke",
+        help="remove grants (all of the user's when no selector)",
+        description="Removes the user's grants that match every kind of option given.",
+    )
     revoke.add_argument("user_id", metavar="USER_ID")
-    revoke.add_argument("--instances", action="append", default=[], metavar="PATTERN")
+    _add_selector_options(revoke)
     revoke.add_argument("--channel", action="append", default=[], metavar="CHANNEL_ID")
     revoke.add_argument("--action", choices=[a.value for a in GrantAction], default=None)
-    listing = perms_commands.add_parser("list", help="show grants as a table")
+    listing = perms_commands.add_parser("list", help="show grants as a table (only those with the selectors given)")
     listing.add_argument("user_id", metavar="USER_ID", nargs="?")
+    _add_selector_options(listing)
 
     audit = commands.add_parser("audit", help="print the latest audit events")
     audit.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
@@ -96,12 +99,53 @@ def _build_parser() -> argparse.ArgumentParser:
         "--instance",
         action="append",
         default=[],
-        metavar="ID[:STATUS]",
-        help="an instance to serve (repeatable; status defaults to STOPPED)",
+        metavar="SPEC",
+        help=INSTANCE_SPEC_HELP,
     )
 
     commands.add_parser("demo", help="play a whole conversation locally, with no Slack or Zenlayer account")
     return parser
+
+
+# Kept here rather than imported, so that `vm-bot` does not load the simulator to print help (see its cli module).
+INSTANCE_SPEC_HELP = (
+    "an instance to serve (repeatable): ID[:STATUS] as before, optionally followed by comma-separated "
+    "name=NAME, group=RESOURCE_GROUP_NAME, zone=ZONE, type=INSTANCE_TYPE, status=STATUS and tag=KEY=VALUE "
+    "(repeatable); leave the ID out (start with a key=) for a generated opaque id. Status defaults to STOPPED, "
+    "the group to 'Default Resource Group'. Example: --instance 'name=web-1,group=dev-team,tag=team=web'"
+)
+
+
+def _add_selector_options(parser: argparse.ArgumentParser) -> None:
+    """Add the four instance selectors, each repeatable, shared by perms grant, revoke and list."""
+    parser.add_argument(
+        "--instances",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="shell-style glob over instance ids (repeatable): '*', 'web-*', an exact id",
+    )
+    parser.add_argument(
+        "--names",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="shell-style glob over instance names as the console shows them (repeatable)",
+    )
+    parser.add_argument(
+        "--resource-group",
+        action="append",
+        default=[],
+        metavar="ID_OR_NAME",
+        help="every instance in this Zenlayer resource group, by id or exact name (repeatable)",
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="every instance carrying this tag, matched exactly (repeatable)",
+    )
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -72,7 +72,7 @@ def test_constraint_names_follow_the_convention(empty_url: str) -> None:
         indexes = {i["name"] for i in inspector.get_indexes("start_requests")}
     finally:
         engine.dispose()
-    assert uniques == {"uq_grants_user_id_action_pattern_channel_id"}
+    assert uniques == {"uq_grants_user_id_action_kind_pattern_channel_id"}
     assert foreign == {"fk_request_instances_request_id_start_requests"}
     assert indexes == {"ix_start_requests_requester_id", "ix_start_requests_state_expires_at"}
 

@@ -61,10 +61,16 @@ def test_demo_plays_the_whole_conversation_and_cleans_up(tmp_path: Path) -> None
     out, err = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
     assert result.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
     expected_in_order = [
+        "alice may start what is in the resource group `web-team`",
+        "@alice  /vm list",
+        "vm-bot  (only @alice sees this) Instances you may start in #ops — 2 instances",
+        "        ☐ web-1 — ",
+        " · SEL-A · web-team · STOPPED",
+        "        [ Start selected ]",
         "@alice  /vm start web-1 web-2",
         "vm-bot  (only @alice sees this) 🔍 Checking `web-1`, `web-2`",
         "vm-bot  🚀 @alice wants to start 2 instances",
-        "        • `web-1` — ⚪ STOPPED",
+        "` (web-1) · SEL-A — ⚪ STOPPED",
         "        Only @alice can confirm. Expires ",
         "        [ Start ]  [ Cancel ]",
         "@bob    /vm start web-2",
@@ -72,10 +78,12 @@ def test_demo_plays_the_whole_conversation_and_cleans_up(tmp_path: Path) -> None
         "@alice  clicks [ Start ]",
         "vm-bot  (edited) ✅ Confirmed by @alice ",
         "  └ vm-bot  Start requested (Zenlayer requestId `",
-        "            • `web-1`: 🟡 BOOTING",
+        "` (web-1): 🟡 BOOTING",
         "  └ vm-bot  @alice ✅ All 2 instances RUNNING in ",  # the outcome mentions the requester
+        "` (web-1) · 198.51.100.",
         "Demo finished in ",
     ]
+    assert "db-1" not in out  # alice's list shows only what she may start
     positions = [out.find(line) for line in expected_in_order]
     assert -1 not in positions, [line for line, at in zip(expected_in_order, positions, strict=True) if at == -1]
     assert positions == sorted(positions), out
@@ -221,3 +229,28 @@ def test_transcript_shows_posts_edits_threads_and_private_replies_but_not_failur
         "  └ vm-bot  done\n"
         "vm-bot  (only @bob sees this) ⛔ You may not start `web-2`.\n"
     )
+
+
+def test_checkboxes_render_one_line_per_option_ticked_or_not() -> None:
+    blocks = [
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "checkboxes",
+                    "options": [
+                        {
+                            "text": {"type": "plain_text", "text": "web-1"},
+                            "value": "1",
+                            "description": {"text": "1 · SEL-A"},
+                        },
+                        {"text": {"type": "plain_text", "text": "web-2"}, "value": "2"},
+                    ],
+                    "initial_options": [{"text": {"type": "plain_text", "text": "web-2"}, "value": "2"}],
+                },
+                {"type": "button", "text": {"type": "plain_text", "text": "Start selected"}},
+            ],
+        }
+    ]
+
+    assert render_message("fallback", blocks) == ["☐ web-1 — 1 · SEL-A", "☑ web-2", "[ Start selected ]"]

@@ -127,6 +127,10 @@ def test_interactivity_is_needed_for_every_button_the_bot_handles(slack: SlackDr
         assert response.status_code == 200, action_id
         assert "no longer exists" in slack.wait_private(key, "no longer exists")
     assert slack.click(unknown, "vm_not_an_action")[0].status_code == 404
+    for action_id in action_ids.PICKER_ACTIONS:  # a tick, and Start selected with nothing ticked
+        response, key = slack.pick([], [], action_id=action_id)
+        assert response.status_code == 200, action_id
+    assert "Tick at least one instance" in slack.wait_private(key, "Tick at least one")
 
 
 def test_bot_scopes_are_exactly_what_the_bot_uses(

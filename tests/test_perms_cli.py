@@ -98,12 +98,13 @@ def test_grant_list_revoke_and_audit(tmp_path: Path, url: str) -> None:
     done = vm_bot(tmp_path, url, "perms", "list")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["USER", "ACTION", "PATTERN", "CHANNEL", "NEEDS", "APPROVAL", "GRANTED", "BY", "WHEN"]
+    headers = ["USER", "ACTION", "KIND", "PATTERN", "CHANNEL", "NEEDS", "APPROVAL", "GRANTED", "BY", "WHEN"]
+    assert lines[0].split() == headers
     rows = [line.split() for line in lines[2:]]
-    assert [r[:5] for r in rows] == [
-        [USER, "start", "db-1", "C0OPS", "yes"],
-        [USER, "start", "web-*", "C0OPS", "no"],
-        ["U0BOB1", "approve", "*", "*", "(any)", "no"][:5],
+    assert [r[:6] for r in rows] == [
+        [USER, "start", "instances", "db-1", "C0OPS", "yes"],
+        [USER, "start", "instances", "web-*", "C0OPS", "no"],
+        ["U0BOB1", "approve", "instances", "*", "*", "(any)"],
     ]
     assert all("cli" in r for r in rows)
     assert all(r[-1].endswith("Z") for r in rows)
@@ -175,3 +176,45 @@ def test_database_errors_are_reported_without_a_traceback(tmp_path: Path) -> Non
     done = vm_bot(tmp_path, f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}", "perms", "list")
     assert done.returncode == 1
     assert "database error" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_grant_list_and_revoke_by_name_resource_group_and_tag(tmp_path: Path, url: str) -> None:
+    done = vm_bot(
+        tmp_path,
+        url,
+        "perms",
+        "grant",
+        USER,
+        "--names",
+        "web-*",
+        "--resource-group",
+        "Default Resource Group",
+        "--resource-group",
+        "6704104051930231",
+        "--tag",
+        "team=web",
+        "--channel",
+        "C0OPS",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 new grants" in done.stdout
+
+    listed = vm_bot(tmp_path, url, "perms", "list", USER, "--tag", "team=web")
+    rows = [line.split()[:4] for line in listed.stdout.splitlines()[2:]]
+    assert rows == [[USER, "start", "tag", "team=web"]]
+    everything = vm_bot(tmp_path, url, "perms", "list")
+    assert [line.split()[2] for line in everything.stdout.splitlines()[2:]] == [
+        "resource-group",
+        "resource-group",
+        "names",
+        "tag",
+    ]
+
+    bad = vm_bot(tmp_path, url, "perms", "grant", USER, "--tag", "team", "--names", "a b")
+    assert bad.returncode == 2
+    assert "`team` is not a tag: write KEY=VALUE" in bad.stderr and "`a b` is not a name pattern" in bad.stderr
+    assert vm_bot(tmp_path, url, "perms", "grant", USER).returncode == 2  # no selector at all
+
+    revoked = vm_bot(tmp_path, url, "perms", "revoke", USER, "--resource-group", "Default Resource Group")
+    assert revoked.returncode == 0 and "revoked 1 grant" in revoked.stdout
+    assert [(g[2]) for g in _grants(url)] == ["6704104051930231", "web-*", "team=web"]

@@ -15,8 +15,9 @@ import pytest
 
 from bot.config import Secret, Settings
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain.ports import InstanceInfo, VmApi
-from bot.zenlayer.client import ZenlayerClient
+from bot.devtools.zenlayer_simulator.state import resource_group_id
+from bot.domain.ports import InstanceInfo, InstanceQuery, VmApi
+from bot.zenlayer.client import ZenlayerClient, instance_info
 from bot.zenlayer.errors import (
     AccessBlocked,
     AuthenticationFailed,
@@ -45,7 +46,7 @@ def sim() -> Iterator[ZenlayerSimulator]:
         access_key_id=ACCESS_KEY_ID,
         access_key_secret=ACCESS_KEY_SECRET,
         instances={
-            "web-1": {"status": "STOPPED", "name": "web one", "zone": "SEL-A"},
+            "web-1": {"status": "STOPPED", "name": "web one", "zone": "SEL-A", "group": "dev", "tags": {"team": "web"}},
             "web-2": "STOPPED",
             "db-1": {"status": "RUNNING", "zone": "FRA-A"},
             "old-1": "RECYCLE",
@@ -97,7 +98,7 @@ def actions(sim: ZenlayerSimulator) -> list[str | None]:
 def test_client_satisfies_the_domain_port(client: ZenlayerClient) -> None:
     assert isinstance(client, VmApi)  # every method of the port exists
     port_methods = [name for name in vars(VmApi) if not name.startswith("_") and callable(getattr(VmApi, name))]
-    assert port_methods == ["start_instances", "describe_instances_status", "describe_instances"]
+    assert port_methods == ["start_instances", "describe_instances_status", "describe_instances", "list_instances"]
     for name in port_methods:
         ours, port = inspect.signature(getattr(ZenlayerClient, name)), inspect.signature(getattr(VmApi, name))
         assert list(ours.parameters) == list(port.parameters), name
@@ -136,10 +137,78 @@ def test_describe_status_start_and_describe_instances(client: ZenlayerClient, si
     assert request_id == sim.calls[-1].request_id
     assert sim.calls[-1].action == "StartInstances"
     assert sim.calls[-1].instance_ids == ("web-1", "web-2")
-    assert client.describe_instances(["web-1", "db-1", "ghost"]) == {
-        "web-1": InstanceInfo("web-1", "web one", "BOOTING", "SEL-A"),
-        "db-1": InstanceInfo("db-1", "db-1", "RUNNING", "FRA-A"),
+    found = client.describe_instances(["web-1", "db-1", "ghost"])
+    assert found == {
+        "web-1": InstanceInfo(
+            "web-1",
+            "web one",
+            "BOOTING",
+            "SEL-A",
+            resource_group_id=resource_group_id("dev"),
+            resource_group_name="dev",
+            tags=(("team", "web"),),
+            public_ips=("198.51.100.2",),
+            private_ips=("10.0.0.2",),
+            instance_type="z2a.cpu.1",
+        ),
+        "db-1": InstanceInfo(
+            "db-1",
+            "db-1",
+            "RUNNING",
+            "FRA-A",
+            resource_group_id=resource_group_id("Default Resource Group"),
+            resource_group_name="Default Resource Group",
+            public_ips=("198.51.100.4",),
+            private_ips=("10.0.0.4",),
+            instance_type="z2a.cpu.1",
+        ),
     }
+    assert found["web-1"].ip == "198.51.100.2"
+
+
+def test_list_instances_sends_the_filters_and_reads_pages(client: ZenlayerClient, sim: ZenlayerSimulator) -> None:
+    for n in range(5):
+        sim.add_instance(None, name=f"api-{n}", group="dev", tags={"team": "api", "env": "prod" if n % 2 else "dev"})
+
+    page = client.list_instances(
+        InstanceQuery(name="api-*", resource_group_id=resource_group_id("dev"), tags=(("env", "prod"),)),
+        page_num=1,
+        page_size=1,
+    )
+    second = client.list_instances(InstanceQuery(name="api-*", tags=(("env", "prod"),)), page_num=2, page_size=1)
+    exact = client.list_instances(InstanceQuery(name="api-3", status="STOPPED"))
+    everything = client.list_instances(InstanceQuery())
+
+    assert page.total == 2 and [i.name for i in page.instances] == ["api-1"]
+    assert second.total == 2 and [i.name for i in second.instances] == ["api-3"]
+    assert [i.name for i in exact.instances] == ["api-3"] and exact.total == 1
+    assert exact.instances[0].instance_id.isdigit() and len(exact.instances[0].instance_id) == 19  # opaque
+    assert everything.total == 9
+    assert sim.calls[0].params == {
+        "pageSize": 1,
+        "pageNum": 1,
+        "instanceName": "api-*",
+        "resourceGroupId": resource_group_id("dev"),
+        "tags": [{"key": "env", "value": "prod"}],
+    }
+    with pytest.raises(ValueError):
+        client.list_instances(InstanceQuery(), page_size=1001)
+
+
+def test_describe_instances_tolerates_odd_optional_fields() -> None:
+    row = {
+        "instanceId": "i-1",
+        "instanceStatus": "RUNNING",
+        "instanceName": None,
+        "tags": [{"key": "team", "value": None}, {"value": "x"}, "junk"],
+        "publicIpAddresses": "198.51.100.9",
+        "privateIpAddresses": ["10.0.0.9", 7],
+    }
+
+    info = instance_info(row)
+
+    assert info == InstanceInfo("i-1", "", "RUNNING", tags=(("team", ""),), private_ips=("10.0.0.9",))
+    assert info.ip == "10.0.0.9"
 
 
 def test_describe_batches_by_100_with_matching_page_size(client: ZenlayerClient, sim: ZenlayerSimulator) -> None:

@@ -22,6 +22,7 @@ import pytest
 from bot.config import Secret, Settings
 from bot.devtools import zenlayer_simulator as simulator_module
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
+from bot.devtools.zenlayer_simulator.state import DEFAULT_GROUP_NAME, resource_group_id
 from bot.zenlayer.client import ZenlayerClient
 from tests.zenlayer_support import (
     ACCESS_KEY_ID,
@@ -327,7 +328,17 @@ def test_http_controls_script_a_simulator(sim: ZenlayerSimulator) -> None:
             "instanceName": "api one",
             "instanceStatus": "STOPPED",
             "zoneId": "LAX-A",
+            "resourceGroupId": resource_group_id(DEFAULT_GROUP_NAME),
+            "resourceGroupName": DEFAULT_GROUP_NAME,
+            "tags": {"tags": []},
         }
+        tagged = http.post(
+            f"{control}/instances", json={"name": "api two", "resourceGroup": "dev", "tags": {"team": "api"}}
+        ).json()["instances"][0]
+        assert tagged["instanceId"].isdigit() and tagged["resourceGroupName"] == "dev"  # an opaque id was made up
+        assert tagged["tags"] == {"tags": [{"key": "team", "value": "api"}]}
+        assert http.post(f"{control}/instances", json={"tags": "team"}).status_code == 400
+        assert http.delete(f"{control}/instances/{tagged['instanceId']}").status_code == 200
         assert http.post(f"{control}/instances", json={"instanceId": "db-1", "status": "stopped"}).status_code == 200
         assert sim.status("db-1") == "STOPPED"
         listed = {

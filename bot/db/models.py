@@ -60,14 +60,16 @@ class Base(DeclarativeBase):
 
 
 class Grant(Base):
-    """Permission for one Slack user to do one action on instances matching a glob, from a channel."""
+    """Permission for one Slack user to do one action on the instances a selector picks, from a channel."""
 
     __tablename__ = "grants"
-    __table_args__ = (UniqueConstraint("user_id", "action", "pattern", "channel_id"),)
+    __table_args__ = (UniqueConstraint("user_id", "action", "kind", "pattern", "channel_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[str] = mapped_column(String(32), index=True)
     action: Mapped[str] = mapped_column(String(16))  # start | approve | admin
+    # The selector: kind id | name | group | tag (bot.domain.selectors) and its value (a glob, group or KEY=VALUE).
+    kind: Mapped[str] = mapped_column(String(16), default="id", server_default="id")
     pattern: Mapped[str] = mapped_column(String(255))
     channel_id: Mapped[str] = mapped_column(String(32), default=ANY_CHANNEL)  # "*" = any channel
     needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -116,6 +118,7 @@ class RequestInstance(Base):
     instance_id: Mapped[str] = mapped_column(String(128), index=True)
     name: Mapped[str | None] = mapped_column(String(255), default=None)
     zone: Mapped[str | None] = mapped_column(String(64), default=None)
+    ip_address: Mapped[str | None] = mapped_column(String(64), default=None)  # learnt once RUNNING
     to_start: Mapped[bool] = mapped_column(Boolean, default=True)  # false: skipped at confirmation
     skip_reason: Mapped[str | None] = mapped_column(String(255), default=None)
     initial_status: Mapped[str | None] = mapped_column(String(32), default=None)

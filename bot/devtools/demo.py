@@ -37,8 +37,14 @@ ALICE, BOB = "U0ALICE", "U0BOB"
 CHANNEL, CHANNEL_NAME = "C0DEMO", "ops"
 USERS = {ALICE: "alice", BOB: "bob", BOT_USER_ID: "vm-bot"}
 CHANNELS = {CHANNEL: CHANNEL_NAME}
-INSTANCES = ("web-1", "web-2")
-GRANT_PATTERN = "web-*"
+INSTANCES = ("web-1", "web-2")  # names; the simulator gives them opaque ids, as Zenlayer does
+GROUP = "web-team"
+# What the simulator serves: alice's two web servers in her team's resource group, and a database she may not start.
+SIMULATED = (
+    f"name=web-1,group={GROUP},zone=SEL-A,tag=team=web",
+    f"name=web-2,group={GROUP},zone=FRA-A,tag=team=web",
+    "name=db-1,group=data,zone=SEL-A,tag=team=data",
+)
 BOOT_SECONDS = 2
 FINAL_REPLY = f"All {len(INSTANCES)} instances RUNNING"  # the last thread reply
 FINAL_PROGRESS = f"All {len(INSTANCES)} RUNNING"  # the confirmation's progress line once done
@@ -119,6 +125,21 @@ def render_buttons(elements: Sequence[Mapping[str, Any]]) -> str:
     return "  ".join(f"[ {label} ]" for label in labels)
 
 
+def render_checkboxes(elements: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Render checkboxes as `☐ web-1 — 7001… · SEL-A`, one line per option (☑ when ticked)."""
+    lines = []
+    for element in elements:
+        if element.get("type") != "checkboxes":
+            continue
+        ticked = {o.get("value") for o in element.get("initial_options", [])}
+        for option in element.get("options", []):
+            box = "☑" if option.get("value") in ticked else "☐"
+            description = option.get("description", {}).get("text")
+            text = str(option.get("text", {}).get("text", ""))
+            lines.append(f"{box} {text}" + (f" — {description}" if description else ""))
+    return lines
+
+
 def render_message(text: str, blocks: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """Return the lines a message shows: its blocks when it has any (as Slack does), else its text."""
     if not blocks:
@@ -137,6 +158,7 @@ def render_message(text: str, blocks: Sequence[Mapping[str, Any]] = ()) -> list[
             texts = [render_mrkdwn(str(e.get("text", ""))) for e in block.get("elements", []) if "text" in e]
             lines += "  ".join(texts).splitlines()
         elif kind == "actions":
+            lines += render_checkboxes(block.get("elements", []))
             buttons = render_buttons(block.get("elements", []))
             if buttons:
                 lines.append(buttons)
@@ -409,7 +431,15 @@ class Conversation:
         )
 
     def play(self) -> None:
-        """The conversation: alice asks, bob is refused, alice confirms, the thread follows until RUNNING."""
+        """The conversation: alice lists and asks by name, bob is refused, alice confirms, the thread follows."""
+        list_key, _ = self.command(ALICE, "list")
+        listing = self.follow(
+            lambda: next((m for m in map(message_text, self.fake.responses(list_key)) if "Start selected" in m), None),
+            "alice's private list with Start selected",
+        )
+        if any(name not in listing for name in INSTANCES) or "db-1" in listing:
+            raise DemoFailed(f"alice's list is not her team's web servers only: {listing!r}", self.bot)
+
         alice_key, _ = self.command(ALICE, "start " + " ".join(INSTANCES))
         confirmation = self.confirmation()
         shown = self.fake.messages[(CHANNEL, confirmation.ts)].text
@@ -448,17 +478,18 @@ def _start_value(message: Message) -> str | None:
 
 
 def check_simulator(url: str) -> None:
-    """Confirm at the simulator that every instance is RUNNING after exactly one StartInstances call."""
+    """Confirm at the simulator that alice's instances, and only they, are RUNNING after one StartInstances call."""
     try:
         instances = httpx.get(f"{url}/_simulator/instances", timeout=5).json()["instances"]
         calls = httpx.get(f"{url}/_simulator/calls", timeout=5).json()["calls"]
     except httpx.HTTPError as exc:
         raise DemoFailed(f"could not ask the simulator what happened: {exc!r}") from exc
-    statuses = {i["instanceId"]: i["instanceStatus"] for i in instances}
-    if any(statuses.get(i) != "RUNNING" for i in INSTANCES):
-        raise DemoFailed(f"the simulator reports {statuses}, not every instance RUNNING")
+    statuses = {i["instanceName"]: i["instanceStatus"] for i in instances}
+    ids = {i["instanceName"]: i["instanceId"] for i in instances}
+    if any(statuses.get(name) != "RUNNING" for name in INSTANCES) or statuses.get("db-1") != "STOPPED":
+        raise DemoFailed(f"the simulator reports {statuses}, not just {', '.join(INSTANCES)} RUNNING")
     starts = [c["instanceIds"] for c in calls if c["action"] == "StartInstances"]
-    if starts != [list(INSTANCES)]:
+    if starts != [[ids[name] for name in INSTANCES]]:
         raise DemoFailed(f"expected one StartInstances call for {list(INSTANCES)}, the simulator saw {starts}")
 
 
@@ -513,12 +544,12 @@ def _run(
     env = child_environment(settings, source_root)
 
     sim_args = ["simulator", "--port", "0", "--boot-seconds", str(BOOT_SECONDS)]
-    sim_args += [arg for i in INSTANCES for arg in ("--instance", i)]
+    sim_args += [arg for spec in SIMULATED for arg in ("--instance", spec)]
     simulator = Child("the Zenlayer simulator", sim_args, env, workdir, workdir / "simulator.log")
     stack.callback(simulator.stop)
 
     # The grant migrates the database while the simulator starts, so the bot finds it ready.
-    grant_args = ["perms", "grant", ALICE, "--instances", GRANT_PATTERN]
+    grant_args = ["perms", "grant", ALICE, "--resource-group", GROUP]
     try:
         granted = subprocess.run(  # noqa: S603 — our own interpreter and fixed arguments
             [sys.executable, "-m", "bot", *grant_args],
@@ -551,8 +582,8 @@ def _run(
     stack.callback(driver.close)
     transcript = Transcript(fake, out)
     transcript.write(
-        f"#{CHANNEL_NAME} — alice holds a grant for `{GRANT_PATTERN}` "
-        f"(vm-bot perms grant {ALICE} --instances '{GRANT_PATTERN}'); bob holds none.\n\n"
+        f"#{CHANNEL_NAME} — alice may start what is in the resource group `{GROUP}` "
+        f"(vm-bot perms grant {ALICE} --resource-group {GROUP}); bob holds no grant.\n\n"
     )
     Conversation(fake, driver, transcript, bot, deadline).play()
     check_simulator(sim_url)

@@ -82,7 +82,66 @@ class SlackConversation:
         }
         return payload, key
 
+    def pick_payload(
+        self,
+        picker: list[dict[str, Any]],
+        ticked: list[str],
+        *,
+        user: str,
+        channel: str,
+        action_id: str = action_ids.START_SELECTED,
+    ) -> tuple[dict[str, Any], str]:
+        """Return the block_actions payload of a click on a private picker with some instances ticked.
+
+        As Slack does, `state.values` holds every checkbox group's selection, keyed by block id and action id.
+        """
+        key = f"pick-{next(self._counter)}"
+        values: dict[str, Any] = {}
+        for block in picker:
+            for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                if element.get("type") == "checkboxes":
+                    chosen = [o for o in element.get("options", []) if o.get("value") in ticked]
+                    values[block["block_id"]] = {
+                        element["action_id"]: {"type": "checkboxes", "selected_options": chosen}
+                    }
+        action: dict[str, Any] = {"action_id": action_id, "action_ts": str(time.time())}
+        if action_id == action_ids.START_SELECTED:
+            action.update(block_id=action_ids.PICK_SUBMIT_BLOCK, type="button", value="pick")
+        else:
+            first = next(iter(values), f"{action_ids.PICK_BLOCK_PREFIX}0")
+            action.update(block_id=first, type="checkboxes", selected_options=values.get(first, {}).get(action_id, {}))
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "name": "someone", "team_id": "T0001"},
+            "team": {"id": "T0001", "domain": "example"},
+            "api_app_id": "A0001",
+            "container": {
+                "type": "message",
+                "message_ts": "1700000000.000100",
+                "channel_id": channel,
+                "is_ephemeral": True,
+            },
+            "channel": {"id": channel, "name": "ops"},
+            "state": {"values": values},
+            "response_url": self.fake.response_url(key),
+            "trigger_id": "1.2.3",
+            "actions": [action],
+        }
+        return payload, key
+
     # --- what people see -------------------------------------------------------------------------------
+
+    def picker(self, key: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait for a private reply with a Start selected button under key and return its blocks."""
+
+        def find() -> list[dict[str, Any]] | None:
+            for body in reversed(self.fake.responses(key)):
+                found = _blocks_of(body)
+                if any(e.get("action_id") == action_ids.START_SELECTED for b in found for e in b.get("elements", [])):
+                    return found
+            return None
+
+        return self.fake.wait_for(find, timeout, what=f"a private reply with Start selected under {key}")
 
     def private_replies(self, key: str) -> list[str]:
         """Return the texts of private replies sent through one response_url."""
@@ -169,6 +228,19 @@ class SlackDriver(SlackConversation):
         payload, key = self.click_payload(confirmation, action_id, user=user, value=value)
         return self.post(urlencode({"payload": json.dumps(payload)})), key
 
+    def pick(
+        self,
+        picker: list[dict[str, Any]],
+        ticked: list[str],
+        *,
+        user: str = "U0REQUEST",
+        channel: str = "C0CHANNEL",
+        action_id: str = action_ids.START_SELECTED,
+    ) -> tuple[httpx.Response, str]:
+        """Tick instances in a private picker and press Start selected (or send just a tick with action_id=PICK)."""
+        payload, key = self.pick_payload(picker, ticked, user=user, channel=channel, action_id=action_id)
+        return self.post(urlencode({"payload": json.dumps(payload)})), key
+
     @staticmethod
     def refusal(response: httpx.Response) -> str | None:
         """Return the error Slack would give for an acknowledgement's message, or None when it would show it."""
@@ -188,6 +260,14 @@ class SlackDriver(SlackConversation):
         except ValueError:
             return response.text
         return message_text(body) if isinstance(body, dict) else response.text
+
+
+def _blocks_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return a response_url body's blocks (sent as a list, or as a JSON string)."""
+    value = body.get("blocks")
+    if isinstance(value, str):
+        value = json.loads(value)
+    return list(value) if isinstance(value, list) else []
 
 
 def _button_values(message: Message) -> list[str]:

@@ -10,7 +10,7 @@ from bot.domain.ids import is_instance_id
 MAX_TEXT_LENGTH = 4000
 MAX_IDS = 200
 
-VERBS = ("start", "status", "help", "grants", "grant", "revoke")
+VERBS = ("start", "status", "list", "help", "grants", "grant", "revoke")
 
 # Phones and macOS turn "--" into dashes and quotes into curly ones.
 _TRANSLATE = str.maketrans(

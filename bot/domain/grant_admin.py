@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -13,15 +13,19 @@ from bot.db.models import ANY_CHANNEL, Grant
 from bot.db.session import Database
 from bot.domain import audit, grants
 from bot.domain.errors import InvalidInput, NotAllowed
+from bot.domain.ports import InstanceInfo
+from bot.domain.selectors import KIND_OF_OPTION, Selector, SelectorKind, problem, within
+from bot.domain.selectors import pattern_within as pattern_within
 from bot.domain.vocabulary import GrantAction
 
 _USER_MENTION_RE = re.compile(r"^<@([UW][A-Z0-9]{2,20})(?:\|[^>]*)?>$")
 _CHANNEL_MENTION_RE = re.compile(r"^<#([CG][A-Z0-9]{2,20})(?:\|[^>]*)?>$")
 
+SELECTOR_USAGE = "[PATTERN ...] [--instances PATTERN] [--names PATTERN] [--resource-group ID_OR_NAME] [--tag KEY=VALUE]"
 GRANT_USAGE = (
-    "`/vm grant @user PATTERN [PATTERN ...] [--channel #channel ...] [--action start|approve|admin] [--needs-approval]`"
+    f"`/vm grant @user {SELECTOR_USAGE} [--channel #channel ...] [--action start|approve|admin] [--needs-approval]`"
 )
-REVOKE_USAGE = "`/vm revoke @user [PATTERN ...] [--channel #channel ...] [--action start|approve|admin]`"
+REVOKE_USAGE = f"`/vm revoke @user {SELECTOR_USAGE} [--channel #channel ...] [--action start|approve|admin]`"
 
 
 @dataclass
@@ -29,10 +33,33 @@ class GrantArgs:
     """The parsed arguments of `/vm grant` or `/vm revoke`."""
 
     user_id: str
-    patterns: list[str] = field(default_factory=list)
+    patterns: list[str] = field(default_factory=list)  # id globs
     channels: list[str] = field(default_factory=list)
     action: str | None = None
     needs_approval: bool = False
+    names: list[str] = field(default_factory=list)  # name globs
+    groups: list[str] = field(default_factory=list)  # resource group ids or names
+    tags: list[str] = field(default_factory=list)  # KEY=VALUE
+
+    @property
+    def selectors(self) -> list[Selector]:
+        """Every selector given, id globs first, without duplicates."""
+        pairs = (
+            (SelectorKind.ID, self.patterns),
+            (SelectorKind.NAME, self.names),
+            (SelectorKind.GROUP, self.groups),
+            (SelectorKind.TAG, self.tags),
+        )
+        return list(dict.fromkeys(Selector(kind, value) for kind, values in pairs for value in values))
+
+    def add(self, kind: SelectorKind, value: str) -> None:
+        """Add one selector value of a kind."""
+        {
+            SelectorKind.ID: self.patterns,
+            SelectorKind.NAME: self.names,
+            SelectorKind.GROUP: self.groups,
+            SelectorKind.TAG: self.tags,
+        }[kind].append(value)
 
 
 def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
@@ -51,66 +78,55 @@ def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
         option = "--" + word.lstrip("-") if word.startswith("-") else None
         if option == "--needs-approval" and not revoking:
             parsed.needs_approval = True
-        elif option in ("--channel", "--action"):
+        elif option in ("--channel", "--action", *KIND_OF_OPTION):
             if not rest:
                 problems.append(f"{option} needs a value")
                 break
             value = rest.pop(0)
             if option == "--action":
                 parsed.action = value.lower()
-            else:
+            elif option == "--channel":
                 channel = _CHANNEL_MENTION_RE.match(value)
                 parsed.channels.append(channel.group(1) if channel else value)
+            else:
+                parsed.add(KIND_OF_OPTION[option], value)
         elif option is not None:
             problems.append(f"unknown option {grants.quote(word)}")
         else:
             parsed.patterns.append(word)
-    if not revoking and not parsed.patterns:
-        problems.append("name at least one instance pattern")
+    problems.extend(p for p in (problem(s) for s in parsed.selectors) if p)
+    if not revoking and not parsed.selectors:
+        problems.append("name at least one instance pattern (or --names, --resource-group, --tag)")
     if problems:
         raise InvalidInput("; ".join(problems) + f". Usage: {usage}")
     return parsed
 
 
-GLOB_CHARACTERS = frozenset("*?[]!")
-
-
-def _has_glob(text: str) -> bool:
-    """True when text contains a character fnmatch may treat as a wildcard."""
-    return any(c in GLOB_CHARACTERS for c in text)
-
-
-def pattern_within(pattern: str, admin_pattern: str) -> bool:
-    """True when every id `pattern` can match is also matched by `admin_pattern` (decided conservatively).
-
-    Matching one glob against another as text is unsound (`web-?` would "match" `web-*`), so only these count:
-    the same pattern, an admin `*`, an exact id the admin's glob matches, and anything that starts with the
-    literal prefix of an admin pattern of the form `PREFIX*`.
-    """
-    if pattern == admin_pattern or admin_pattern == "*":
-        return True
-    if not _has_glob(pattern):
-        return fnmatchcase(pattern, admin_pattern)
-    prefix = admin_pattern.removesuffix("*")
-    return prefix != admin_pattern and not _has_glob(prefix) and pattern.startswith(prefix)
-
-
 def can_administer(
-    admin_grants: Sequence[Grant], channel_id: str, patterns: Sequence[str], target_channels: Sequence[str] = ()
+    admin_grants: Sequence[Grant],
+    channel_id: str,
+    selectors: Sequence[Selector | str],
+    target_channels: Sequence[str] = (),
 ) -> bool:
-    """True when admin grants usable here reach every pattern in every target channel (no targets: any channel).
+    """True when admin grants usable here reach every selector in every target channel (no targets: any channel).
 
-    No patterns means "all of a user's grants", which only an admin for `*` may touch.
+    No selectors means "all of a user's grants", which only an admin for `*` may touch. A plain string is an id glob.
     """
     usable = [g for g in admin_grants if g.action == GrantAction.ADMIN and g.channel_id in (ANY_CHANNEL, channel_id)]
-    wanted = list(patterns) or ["*"]
+    wanted = grants.as_selectors(list(selectors)) or [Selector(SelectorKind.ID, "*")]
     targets = [t for t in target_channels if t != ANY_CHANNEL] or [ANY_CHANNEL]
     # A channel-scoped admin may only manage grants scoped to that same channel; "any channel" needs an unscoped one.
     return all(
-        any(pattern_within(p, g.pattern) and g.channel_id in (ANY_CHANNEL, t) for g in usable)
-        for p in wanted
+        any(within(s, grants.selector_of(g)) and g.channel_id in (ANY_CHANNEL, t) for g in usable)
+        for s in wanted
         for t in targets
     )
+
+
+def _other_selectors(args: GrantArgs) -> dict[str, Any]:
+    """Return the name, resource-group and tag selectors for an audit record (only the kinds given)."""
+    given = {"names": args.names, "resource_groups": args.groups, "tags": args.tags}
+    return {key: list(dict.fromkeys(values)) for key, values in given.items() if values}
 
 
 def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
@@ -119,7 +135,7 @@ def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
     added = grants.add_grants(
         session,
         args.user_id,
-        args.patterns,
+        args.selectors,
         action=action,
         channels=args.channels,
         needs_approval=args.needs_approval,
@@ -132,6 +148,7 @@ def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
         subject=args.user_id,
         action=action,
         patterns=list(dict.fromkeys(args.patterns)),
+        **_other_selectors(args),
         channels=list(dict.fromkeys(args.channels)) or [ANY_CHANNEL],
         needs_approval=args.needs_approval,
         added=added,
@@ -142,7 +159,7 @@ def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
 def revoke_audited(session: Session, actor: str, args: GrantArgs) -> int:
     """Remove the grants args select and write the audit event; return rows removed."""
     removed = grants.revoke_grants(
-        session, args.user_id, patterns=args.patterns, channels=args.channels, action=args.action
+        session, args.user_id, patterns=args.selectors, channels=args.channels, action=args.action
     )
     audit.record(
         session,
@@ -151,6 +168,7 @@ def revoke_audited(session: Session, actor: str, args: GrantArgs) -> int:
         subject=args.user_id,
         action=args.action,
         patterns=args.patterns,
+        **_other_selectors(args),
         channels=args.channels,
         removed=removed,
     )
@@ -160,7 +178,7 @@ def revoke_audited(session: Session, actor: str, args: GrantArgs) -> int:
 def _require_admin(db: Database, admin_id: str, channel_id: str, args: GrantArgs) -> None:
     """Raise NotAllowed unless admin_id may manage these grants from this channel; a refusal is audited first."""
     with db.session(readonly=True) as session:
-        allowed = can_administer(grants.list_grants(session, admin_id), channel_id, args.patterns, args.channels)
+        allowed = can_administer(grants.list_grants(session, admin_id), channel_id, args.selectors, args.channels)
     if allowed:
         return
     with db.session() as session:  # its own transaction, so the refusal stays on record
@@ -171,14 +189,21 @@ def _require_admin(db: Database, admin_id: str, channel_id: str, args: GrantArgs
             action=GrantAction.ADMIN,
             subject=args.user_id,
             patterns=args.patterns,
+            **_other_selectors(args),
             channels=args.channels,
         )
     raise NotAllowed(
-        "You need an admin grant that covers those patterns, in every channel they apply to, to manage them."
+        "You need an admin grant that covers those selectors, in every channel they apply to, to manage them."
     )
 
 
-def approvers_for(all_grants: Sequence[Grant], ids: Sequence[str], channel_id: str, requester_id: str) -> list[str]:
+def approvers_for(
+    all_grants: Sequence[Grant],
+    ids: Sequence[str],
+    channel_id: str,
+    requester_id: str,
+    instances: Mapping[str, InstanceInfo] | None = None,
+) -> list[str]:
     """Return the users (other than the requester) whose approve grants cover every id in this channel."""
     by_user: dict[str, list[Grant]] = {}
     for grant in all_grants:
@@ -187,7 +212,9 @@ def approvers_for(all_grants: Sequence[Grant], ids: Sequence[str], channel_id: s
     return sorted(
         user
         for user, user_grants in by_user.items()
-        if grants.check_coverage(user_grants, ids, action=GrantAction.APPROVE, channel_id=channel_id).ok
+        if grants.check_coverage(
+            user_grants, ids, action=GrantAction.APPROVE, channel_id=channel_id, instances=instances
+        ).ok
     )
 
 

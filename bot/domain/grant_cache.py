@@ -55,7 +55,7 @@ class GrantCache:
     def _reload(self) -> None:
         """Read every grant rule; note the time taken before reading, so the copy's age is never understated."""
         started, generation = self._clock(), self._generation
-        query = select(Grant.user_id, Grant.action, Grant.pattern, Grant.channel_id, Grant.needs_approval)
+        query = select(Grant.user_id, Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.needs_approval)
         rules: dict[str, list[GrantRule]] = {}
         with self.db.reading() as connection:
             for row in connection.execute(query):

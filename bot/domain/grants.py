@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import ColumnElement, Connection, and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.db.models import ANY_CHANNEL, Grant
 from bot.domain.errors import InvalidInput
-from bot.domain.ids import bracket_problem, is_instance_id, is_pattern, is_slack_channel_id, is_slack_user_id
+from bot.domain.ids import is_slack_channel_id, is_slack_user_id
+from bot.domain.ports import InstanceInfo
+from bot.domain.selectors import Selector, SelectorKind, problem
 from bot.domain.vocabulary import GrantAction
 
 ACTIONS = tuple(GrantAction)
@@ -24,6 +25,8 @@ class GrantRule(Protocol):
 
     @property
     def action(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
     @property
     def pattern(self) -> str: ...
     @property
@@ -40,6 +43,7 @@ class Coverage:
     uncovered: list[str] = field(default_factory=list)
     channels_elsewhere: dict[str, list[str]] = field(default_factory=dict)
     needs_approval: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # id -> name, for the ids whose attributes were looked up
 
     @property
     def ok(self) -> bool:
@@ -55,21 +59,25 @@ def quote(value: str) -> str:
     return f"`{value}`" if value else "an empty value"
 
 
+def selector_of(grant: GrantRule) -> Selector:
+    """Return a grant's selector."""
+    return Selector(SelectorKind(grant.kind or SelectorKind.ID), grant.pattern)
+
+
+def as_selectors(values: Sequence[str | Selector] | str) -> list[Selector]:
+    """Treat plain strings as id globs (what a pattern always meant) and keep selectors as they are."""
+    items = [values] if isinstance(values, str) else list(values)
+    return [v if isinstance(v, Selector) else Selector(SelectorKind.ID, v) for v in items]
+
+
 def _validation_problems(
-    user_id: str, patterns: Iterable[str], channels: Iterable[str], action: str | None
+    user_id: str, selectors: Iterable[Selector], channels: Iterable[str], action: str | None
 ) -> list[str]:
     """Return one message per bad value (empty when everything is well-formed)."""
     problems: list[str] = []
     if not is_slack_user_id(user_id):
         problems.append(f"{quote(user_id)} is not a Slack member id (like U0123ABCD)")
-    for pattern in patterns:
-        why = bracket_problem(pattern)
-        if is_pattern(pattern.replace("[", "").replace("]", "").replace("!", "")) and why is not None:
-            problems.append(f"{quote(pattern)} {why}, so it could never match an instance id")
-        elif not pattern or not is_pattern(pattern):
-            problems.append(
-                f"{quote(pattern)} is not an instance pattern (letters, digits, . _ - and the globs * ? [ ] !)"
-            )
+    problems.extend(p for p in (problem(s) for s in selectors) if p)
     for channel in channels:
         if channel != ANY_CHANNEL and not is_slack_channel_id(channel):
             problems.append(f"{quote(channel)} is not a Slack channel id (like C0123ABCD)")
@@ -92,33 +100,43 @@ def _raise_if_invalid(problems: list[str]) -> None:
 def add_grants(
     session: Session,
     user_id: str,
-    patterns: Sequence[str],
+    patterns: Sequence[str | Selector] | str,
     *,
     action: GrantAction | str = GrantAction.START,
     channels: Sequence[str] = (),
     needs_approval: bool = False,
     granted_by: str,
 ) -> int:
-    """Grant user_id `action` on each pattern from each channel (any channel when none); return rows added."""
-    patterns, channels = _as_list(patterns), _as_list(channels)
-    problems = _validation_problems(user_id, patterns, channels, action)
-    if not patterns:
-        problems.append("give at least one instance pattern")
+    """Grant user_id `action` on each selector (a plain string: an id glob) from each channel; return rows added."""
+    selectors, channels = as_selectors(patterns), _as_list(channels)
+    problems = _validation_problems(user_id, selectors, channels, action)
+    if not selectors:
+        problems.append("give at least one instance pattern, name pattern, resource group or tag")
     _raise_if_invalid(problems)
 
     added = 0
-    for pattern in dict.fromkeys(patterns):
+    for selector in dict.fromkeys(selectors):
         for channel in dict.fromkeys(channels or (ANY_CHANNEL,)):
-            added += _upsert(session, user_id, action, pattern, channel, needs_approval, granted_by)
+            added += _upsert(session, user_id, action, selector, channel, needs_approval, granted_by)
     return added
 
 
 def _upsert(
-    session: Session, user_id: str, action: str, pattern: str, channel: str, needs_approval: bool, granted_by: str
+    session: Session,
+    user_id: str,
+    action: str,
+    selector: Selector,
+    channel: str,
+    needs_approval: bool,
+    granted_by: str,
 ) -> int:
     """Insert one grant or update needs_approval on the identical one; return 1 if a row was inserted."""
     query = select(Grant).where(
-        Grant.user_id == user_id, Grant.action == action, Grant.pattern == pattern, Grant.channel_id == channel
+        Grant.user_id == user_id,
+        Grant.action == action,
+        Grant.kind == selector.kind.value,
+        Grant.pattern == selector.value,
+        Grant.channel_id == channel,
     )
     existing = session.scalars(query).one_or_none()
     if existing is None:
@@ -129,7 +147,8 @@ def _upsert(
                     Grant(
                         user_id=user_id,
                         action=action,
-                        pattern=pattern,
+                        kind=selector.kind.value,
+                        pattern=selector.value,
                         channel_id=channel,
                         needs_approval=needs_approval,
                         granted_by=granted_by,
@@ -142,20 +161,25 @@ def _upsert(
     return 0
 
 
+def _selected(selectors: Sequence[Selector]) -> ColumnElement[bool]:
+    """Return a condition matching grants with any of these selectors (kind and value)."""
+    return or_(*(and_(Grant.kind == s.kind.value, Grant.pattern == s.value) for s in selectors))
+
+
 def revoke_grants(
     session: Session,
     user_id: str,
     *,
-    patterns: Sequence[str] = (),
+    patterns: Sequence[str | Selector] | str = (),
     channels: Sequence[str] = (),
     action: str | None = None,
 ) -> int:
     """Delete user_id's grants matching every selector given (all their grants when none); return rows removed."""
-    patterns, channels = _as_list(patterns), _as_list(channels)
-    _raise_if_invalid(_validation_problems(user_id, patterns, channels, action))
+    selectors, channels = as_selectors(patterns), _as_list(channels)
+    _raise_if_invalid(_validation_problems(user_id, selectors, channels, action))
     statement = delete(Grant).where(Grant.user_id == user_id)
-    if patterns:
-        statement = statement.where(Grant.pattern.in_(list(patterns)))
+    if selectors:
+        statement = statement.where(_selected(selectors))
     if channels:
         statement = statement.where(Grant.channel_id.in_(list(channels)))
     if action is not None:
@@ -164,27 +188,50 @@ def revoke_grants(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def list_grants(session: Session, user_id: str | None = None) -> list[Grant]:
-    """Return grants (one user's, or everyone's) ordered by user, action, pattern and channel."""
-    query = select(Grant).order_by(Grant.user_id, Grant.action, Grant.pattern, Grant.channel_id, Grant.id)
+def list_grants(session: Session, user_id: str | None = None, *, selectors: Sequence[Selector] = ()) -> list[Grant]:
+    """Return grants (one user's, or everyone's; only those with the selectors given) in a stable order."""
+    query = select(Grant).order_by(Grant.user_id, Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.id)
     if user_id is not None:
         query = query.where(Grant.user_id == user_id)
+    if selectors:
+        query = query.where(_selected(selectors))
     return list(session.scalars(query))
 
 
 def grant_rules(connection: Connection, user_id: str) -> list[GrantRule]:
     """Return what the coverage check needs of one user's grants, as plain rows (a quarter of the ORM's cost)."""
-    query = select(Grant.action, Grant.pattern, Grant.channel_id, Grant.needs_approval).where(Grant.user_id == user_id)
+    query = select(Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.needs_approval).where(
+        Grant.user_id == user_id
+    )
     return list(connection.execute(query).all())
 
 
-def check_coverage(grants: Iterable[GrantRule], ids: Iterable[str], *, action: str, channel_id: str) -> Coverage:
-    """Sort ids into allowed and uncovered for `action` in channel_id, given a user's grants."""
-    relevant = [grant for grant in grants if grant.action == action]
+def need_attributes(grants: Iterable[GrantRule], action: str) -> bool:
+    """True when deciding coverage for `action` needs the instances' looked-up attributes."""
+    return any(g.action == action and (g.kind or SelectorKind.ID) != SelectorKind.ID for g in grants)
+
+
+def check_coverage(
+    grants: Iterable[GrantRule],
+    ids: Iterable[str],
+    *,
+    action: str,
+    channel_id: str,
+    instances: Mapping[str, InstanceInfo] | None = None,
+) -> Coverage:
+    """Sort ids into allowed and uncovered for `action` in channel_id, given a user's grants.
+
+    `instances` holds the looked-up attributes that name, resource-group and tag grants match; an id without
+    them is covered only by id grants.
+    """
+    relevant = [(grant, selector_of(grant)) for grant in grants if grant.action == action]
+    known = instances or {}
     coverage = Coverage()
     for instance_id in dict.fromkeys(ids):
-        # A malformed id could itself be a glob ("*") or smuggle one in; it never counts as covered.
-        matching = [g for g in relevant if is_instance_id(instance_id) and fnmatchcase(instance_id, g.pattern)]
+        info = known.get(instance_id)
+        if info is not None and info.name:
+            coverage.names[instance_id] = info.name
+        matching = [g for g, selector in relevant if selector.matches(instance_id, info)]
         here = [g for g in matching if g.channel_id in (ANY_CHANNEL, channel_id)]
         if here:
             coverage.allowed.append(instance_id)

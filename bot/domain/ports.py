@@ -3,18 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
 class InstanceInfo:
-    """What Zenlayer says about one instance."""
+    """What Zenlayer says about one instance: how people know it, where it is, and how to reach it."""
 
     instance_id: str
     name: str
     status: str
     zone: str | None = None
+    resource_group_id: str | None = None
+    resource_group_name: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # (key, value) pairs
+    public_ips: tuple[str, ...] = ()
+    private_ips: tuple[str, ...] = ()
+    instance_type: str | None = None
+
+    @property
+    def ip(self) -> str | None:
+        """The address people connect to: the first public IP, else the first private one."""
+        return (self.public_ips or self.private_ips or (None,))[0]
+
+
+@dataclass(frozen=True)
+class InstanceQuery:
+    """DescribeInstances filters; None means "any". A name ending in `*` is a prefix match, as at Zenlayer."""
+
+    name: str | None = None
+    resource_group_id: str | None = None
+    zone: str | None = None
+    status: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class InstancePage:
+    """One page of DescribeInstances and how many instances match in all."""
+
+    instances: list[InstanceInfo] = field(default_factory=list)
+    total: int = 0
 
 
 @runtime_checkable
@@ -30,7 +60,11 @@ class VmApi(Protocol):
         ...
 
     def describe_instances(self, ids: Sequence[str]) -> dict[str, InstanceInfo]:
-        """Return names, zones and statuses for the ids that exist (batched inside)."""
+        """Return what Zenlayer says about the ids that exist (batched inside)."""
+        ...
+
+    def list_instances(self, query: InstanceQuery, *, page_num: int = 1, page_size: int = 1000) -> InstancePage:
+        """Return one page (page_size at most 1000) of the instances matching query, with the total count."""
         ...
 
 
@@ -46,6 +80,7 @@ class StatusChange:
     name: str | None
     old: str | None
     new: str | None  # None: the instance is no longer returned by Zenlayer
+    ip: str | None = None  # its address, once known (learnt when it reaches RUNNING)
 
 
 class Notifier(Protocol):

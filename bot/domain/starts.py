@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.db.models import Click, StartRequest, utcnow
+from bot.db.models import ANY_CHANNEL, Click, StartRequest, utcnow
 from bot.db.session import Database
-from bot.domain import audit, lifecycle
+from bot.domain import audit, inventory, lifecycle
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
 from bot.domain.grant_cache import GrantCache
-from bot.domain.grants import Coverage, check_coverage, grant_rules, list_grants
+from bot.domain.grants import Coverage, check_coverage, grant_rules, list_grants, need_attributes
+from bot.domain.inventory import LookupFailed, Resolution
 from bot.domain.lifecycle import Holder, InstancesBusy, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, GrantAction
+
+log = logging.getLogger(__name__)
 
 STARTABLE_STATUS = "STOPPED"
 # A click still undecided this long after it was recorded lost the process that acknowledged it (which decides it
@@ -57,14 +61,6 @@ class DuplicatePending(UserError):
         self.channel_id = request.channel_id
         self.message_ts = request.message_ts
         super().__init__("You already have a pending confirmation for these instances")
-
-
-class LookupFailed(UserError):
-    """Zenlayer could not be asked about the instances."""
-
-    def __init__(self, error: VmError):
-        self.error = error
-        super().__init__(f"Could not look up the instances at Zenlayer: {error.describe()}")
 
 
 BUSY_REASON = "already being started by another request"
@@ -127,6 +123,7 @@ class ClickOutcome(enum.StrEnum):
     BUSY = "busy"  # another request is starting some of the ids
     EXPIRED = "expired"
     ALREADY_DECIDED = "already_decided"
+    LOOKUP_FAILED = "lookup_failed"  # grants by name, group or tag need Zenlayer, which did not answer
     UNKNOWN = "unknown"
 
 
@@ -174,11 +171,27 @@ class StartService:
         self.clock = clock
 
     def coverage(
-        self, user_id: str, channel_id: str, ids: Sequence[str], *, action: GrantAction = GrantAction.START
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: Sequence[str],
+        *,
+        action: GrantAction = GrantAction.START,
+        instances: Mapping[str, InstanceInfo] | None = None,
     ) -> Coverage:
         """Return the user's coverage for ids in this channel (a read, quick enough to answer before the ack)."""
         with self.db.reading() as connection:
-            return check_coverage(grant_rules(connection, user_id), ids, action=action, channel_id=channel_id)
+            return check_coverage(
+                grant_rules(connection, user_id), ids, action=action, channel_id=channel_id, instances=instances
+            )
+
+    def may_use_here(self, user_id: str, channel_id: str, action: GrantAction = GrantAction.START) -> bool:
+        """True when the user holds any `action` grant usable in this channel (else nothing can be covered)."""
+        with self.db.reading() as connection:
+            return any(
+                g.action == action and g.channel_id in (ANY_CHANNEL, channel_id)
+                for g in grant_rules(connection, user_id)
+            )
 
     def coverage_before_ack(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Coverage:
         """Return start coverage for the ack: "allowed" may come from the grant cache, a refusal always is fresh."""
@@ -200,35 +213,73 @@ class StartService:
             )
 
     def check(
-        self, user_id: str, channel_id: str, ids: Sequence[str], *, action: GrantAction = GrantAction.START
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: Sequence[str],
+        *,
+        action: GrantAction = GrantAction.START,
+        instances: Mapping[str, InstanceInfo] | None = None,
     ) -> Coverage:
         """Return the user's coverage for ids in this channel; raise NotCovered (and audit it) when incomplete."""
-        coverage = self.coverage(user_id, channel_id, ids, action=action)
+        coverage = self.coverage(user_id, channel_id, ids, action=action, instances=instances)
         if not coverage.ok:
             self.record_denial(user_id, channel_id, coverage, action=action)
             raise NotCovered(action, coverage)
         return coverage
 
+    def resolve(self, user_id: str, channel_id: str, words: Sequence[str]) -> Resolution:
+        """Resolve typed ids and names, refusing (NotCovered) anything the user may not start here.
+
+        Namesakes are narrowed to those the user may start; a name with none left is refused like any uncovered
+        word, so a reply never shows an instance its reader may not start.
+        """
+        resolution = inventory.resolve(self.vm, words)
+        self.check(user_id, channel_id, resolution.ids, instances=resolution.instances)
+        if resolution.ambiguous:
+            candidates = {c.instance_id: c for group in resolution.ambiguous.values() for c in group}
+            allowed = set(self.coverage(user_id, channel_id, list(candidates), instances=candidates).allowed)
+            kept = {
+                name: [c for c in group if c.instance_id in allowed] for name, group in resolution.ambiguous.items()
+            }
+            refused = [name for name, group in kept.items() if not group]
+            if refused:
+                coverage = Coverage(uncovered=refused)
+                self.record_denial(user_id, channel_id, coverage)
+                raise NotCovered(GrantAction.START, coverage)
+            resolution.ambiguous = kept
+        return resolution
+
     def prepare(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
         """Look the ids up and open the pending request, with skip reasons as they are (no links)."""
         return self.open_request(self.look_up(user_id, channel_id, ids))
 
-    def look_up(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Prepared:
+    def look_up(
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: Sequence[str],
+        known: Mapping[str, InstanceInfo] | None = None,
+    ) -> Prepared:
         """Check grants and duplicates, look the ids up, and decide what can start; nothing is written yet.
 
-        Ids another request holds are skipped with `busy_with` set, so the chat layer can point at that request
-        (by rewriting the reason) before `open_request` stores it.
+        `known` is what a name lookup already learnt (ids absent from it do not exist). Grants by name, group or
+        tag are matched against those attributes, so the lookup comes first for a user who holds any; a user
+        with id grants only is refused before Zenlayer is asked. Ids another request holds are skipped with
+        `busy_with` set, so the chat layer can point at that request (by rewriting the reason) before
+        `open_request` stores it.
         """
-        coverage = self.check(user_id, channel_id, ids)
+        with self.db.session(readonly=True) as session:
+            attributes_needed = need_attributes(list_grants(session, user_id), GrantAction.START)
+        if not attributes_needed and known is None:
+            self.check(user_id, channel_id, ids)
+        found = known if known is not None else self._describe(ids)
+        coverage = self.check(user_id, channel_id, ids, instances=found)
         with self.db.session(readonly=True) as session:
             pending = _pending_duplicate(session, user_id, channel_id, ids, self.clock())
             busy = lifecycle.holders(session, ids)
         if pending is not None:
             raise DuplicatePending(pending)
-        try:
-            found = self.vm.describe_instances(ids)
-        except VmError as exc:
-            raise LookupFailed(exc) from exc
         prepared = Prepared(user_id=user_id, channel_id=channel_id, ids=list(ids))
         for instance_id in ids:
             info = found.get(instance_id)
@@ -245,6 +296,13 @@ class StartService:
             raise NothingToStart(prepared)
         prepared.needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.startable)
         return prepared
+
+    def _describe(self, ids: Sequence[str]) -> dict[str, InstanceInfo]:
+        """Ask Zenlayer about ids; LookupFailed when it cannot answer."""
+        try:
+            return self.vm.describe_instances(ids)
+        except VmError as exc:
+            raise LookupFailed(exc) from exc
 
     def open_request(self, prepared: Prepared) -> Prepared:
         """Create the pending request a look-up allows; DuplicatePending when an identical one got there first."""
@@ -276,7 +334,11 @@ class StartService:
             )
             if needs_approval:
                 prepared.approvers = approvers_for(
-                    list_grants(session), [i.instance_id for i in prepared.startable], channel_id, user_id
+                    list_grants(session),
+                    [i.instance_id for i in prepared.startable],
+                    channel_id,
+                    user_id,
+                    {i.instance_id: i for i in prepared.startable},
                 )
         return prepared
 
@@ -321,6 +383,12 @@ class StartService:
 
     def decide_click(self, click_id: int) -> ClickResult | None:
         """Decide a recorded click; None when it was decided already (by recovery, or by another replica)."""
+        with self.db.session(readonly=True) as session:
+            recorded = session.get(Click, click_id)
+            if recorded is None or recorded.decided_at is not None:
+                return None
+            request_id, user_id = recorded.request_id, recorded.user_id
+        instances, lookup_error = self._look_up_for_click(request_id, user_id)
         with self.db.session() as session:
             now = self.clock()
             taken = session.execute(
@@ -333,7 +401,12 @@ class StartService:
                 return None
             click = session.get(Click, click_id)
             assert click is not None
-            result = self._decide(session, click.request_id, click.user_id, Decision(click.decision), click.message_ts)
+            if lookup_error is not None:
+                # Decided as refused: the user is told to try again, so it must never be started later by recovery.
+                result = ClickResult(ClickOutcome.LOOKUP_FAILED, lifecycle.get_request(session, click.request_id))
+            else:
+                decision = Decision(click.decision)
+                result = self._decide(session, click.request_id, click.user_id, decision, click.message_ts, instances)
             click.outcome = result.outcome.value
             return result
 
@@ -360,15 +433,25 @@ class StartService:
 
     def decide(self, request_id: int, user_id: str, decision: Decision, message_ts: str | None = None) -> ClickResult:
         """Apply a click at once (without recording it first): only the requester may start or cancel."""
+        instances, lookup_error = self._look_up_for_click(request_id, user_id)
         with self.db.session() as session:
-            return self._decide(session, request_id, user_id, decision, message_ts)
+            if lookup_error is not None:
+                return ClickResult(ClickOutcome.LOOKUP_FAILED, lifecycle.get_request(session, request_id))
+            return self._decide(session, request_id, user_id, decision, message_ts, instances)
 
     def _decide(
-        self, session: Session, request_id: int, user_id: str, decision: Decision, message_ts: str | None
+        self,
+        session: Session,
+        request_id: int,
+        user_id: str,
+        decision: Decision,
+        message_ts: str | None,
+        instances: Mapping[str, InstanceInfo] | None = None,
     ) -> ClickResult:
         """Apply a click in one transaction; grants are checked again at the click.
 
         `message_ts` is where the clicked confirmation is: a quick click can beat the bot's own note of it.
+        `instances` are the attributes looked up just before, when grants select by name, group or tag.
         """
         now = self.clock()
         if message_ts:
@@ -378,7 +461,7 @@ class StartService:
             return ClickResult(ClickOutcome.UNKNOWN, None)
         try:
             with session.begin_nested():  # an approval that cannot claim its instances is undone whole
-                result = self._apply(session, request, user_id, decision, now)
+                result = self._apply(session, request, user_id, decision, now, instances)
         except InstancesBusy as busy:
             result = ClickResult(ClickOutcome.BUSY, None, None, sorted(busy.holders), busy.holders)
         if result.outcome in _REFUSALS_TO_AUDIT:
@@ -400,8 +483,44 @@ class StartService:
             result.holders,
         )
 
+    def _to_look_up(self, request_id: int, user_id: str) -> list[str] | None:
+        """Return the ids to look up for a click on a pending request, or None when its grants are all id globs."""
+        with self.db.session(readonly=True) as session:
+            request = lifecycle.get_request(session, request_id)
+            if request is None or request.state != State.PENDING:
+                return None
+            involved = list_grants(session, request.requester_id)
+            if user_id != request.requester_id:
+                involved += list_grants(session, user_id)
+            if not (need_attributes(involved, GrantAction.START) or need_attributes(involved, GrantAction.APPROVE)):
+                return None
+            return self._to_start(request)
+
+    def _look_up_for_click(
+        self, request_id: int, user_id: str
+    ) -> tuple[dict[str, InstanceInfo] | None, VmError | None]:
+        """Look the request's instances up again when the grants that decide the click select by attributes.
+
+        Done before the click's transaction (clicks are decided after their ack), so a slow Zenlayer never holds
+        a database lock. Returns (None, None) when only id grants are involved: then no Zenlayer call is made.
+        """
+        ids = self._to_look_up(request_id, user_id)
+        if ids is None:
+            return None, None
+        try:
+            return (self.vm.describe_instances(ids) if ids else {}), None
+        except VmError as exc:
+            log.warning("could not look up the instances of request %s at a click: %s", request_id, exc.describe())
+            return None, exc
+
     def _apply(
-        self, session: Session, request: StartRequest, user_id: str, decision: Decision, now: datetime
+        self,
+        session: Session,
+        request: StartRequest,
+        user_id: str,
+        decision: Decision,
+        now: datetime,
+        instances: Mapping[str, InstanceInfo] | None = None,
     ) -> ClickResult:
         """Decide one click inside a transaction; the state change itself is a compare-and-set."""
         if request.state != State.PENDING:
@@ -429,6 +548,7 @@ class StartService:
                 self._to_start(request),
                 action=GrantAction.APPROVE,
                 channel_id=request.channel_id,
+                instances=instances,
             )
             if not approver.ok:
                 return ClickResult(ClickOutcome.NOT_APPROVER, None, approver)
@@ -436,14 +556,21 @@ class StartService:
                 if lifecycle.reject(session, request.id, by=user_id, now=now):
                     return ClickResult(ClickOutcome.REJECTED, None, approver)
                 return ClickResult(self._lost_race(session, request.id), None)
-        refusal = self._refuse_start(session, request, by_requester=is_requester)
+        refusal = self._refuse_start(session, request, by_requester=is_requester, instances=instances)
         if refusal is not None:
             return refusal
         if lifecycle.approve(session, request.id, by=user_id, now=now):
             return ClickResult(ClickOutcome.APPROVED, None)
         return ClickResult(self._lost_race(session, request.id), None)
 
-    def _refuse_start(self, session: Session, request: StartRequest, *, by_requester: bool) -> ClickResult | None:
+    def _refuse_start(
+        self,
+        session: Session,
+        request: StartRequest,
+        *,
+        by_requester: bool,
+        instances: Mapping[str, InstanceInfo] | None = None,
+    ) -> ClickResult | None:
         """Check, at the moment of approval, that the request may still start; return the refusal, if any."""
         to_start = self._to_start(request)
         coverage = check_coverage(
@@ -451,6 +578,7 @@ class StartService:
             to_start,
             action=GrantAction.START,
             channel_id=request.channel_id,
+            instances=instances,
         )
         if not coverage.ok:
             audit.record(

@@ -52,6 +52,7 @@ class InstanceUpdate:
     status: str | None
     outcome: Outcome | None
     changed: bool
+    instance_id: str = ""
 
 
 class Watcher:
@@ -522,15 +523,29 @@ class Watcher:
         ]
         changed = [u for u in updates if u.changed or u.outcome is not None]
         if changed:
+            addresses = self._addresses([u.instance_id for u in changed if u.status == RUNNING])
             with self.db.session() as session:
-                # One executemany by primary key instead of an UPDATE statement per row.
-                session.execute(
-                    update(RequestInstance).execution_options(synchronize_session=False),
-                    [
-                        {"id": u.row_id, "last_status": u.status, "outcome": u.outcome, "status_changed_at": now}
-                        for u in changed
-                    ],
-                )
+                # One executemany by primary key instead of an UPDATE statement per row (rows that learnt their
+                # address in a second one: an executemany needs the same columns in every row).
+                rows = [
+                    {"id": u.row_id, "last_status": u.status, "outcome": u.outcome, "status_changed_at": now}
+                    for u in changed
+                    if u.instance_id not in addresses
+                ]
+                located = [
+                    {
+                        "id": u.row_id,
+                        "last_status": u.status,
+                        "outcome": u.outcome,
+                        "status_changed_at": now,
+                        "ip_address": addresses[u.instance_id],
+                    }
+                    for u in changed
+                    if u.instance_id in addresses
+                ]
+                for batch in (rows, located):
+                    if batch:
+                        session.execute(update(RequestInstance).execution_options(synchronize_session=False), batch)
                 ended_rows = {u.row_id for u in changed if u.outcome is not None}
                 ended = [i.instance_id for i in request.instances if i.id in ended_rows]
                 if ended:
@@ -539,7 +554,7 @@ class Watcher:
             request = self._load(request.id)
         settled = all(i.outcome is not None for i in request.instances if i.to_start)
         changes = [
-            StatusChange(i.instance_id, i.name, i.reported_status, i.last_status)
+            StatusChange(i.instance_id, i.name, i.reported_status, i.last_status, i.ip_address)
             for i in request.instances
             if i.to_start and i.skip_reason is None and i.last_status != i.reported_status
         ]
@@ -612,6 +627,17 @@ class Watcher:
             if i.instance_id in gone:
                 i.outcome = Outcome.FAILED
         return retry
+
+    def _addresses(self, ids: Sequence[str]) -> dict[str, str]:
+        """Return the address to connect to of instances that just came up; best effort (the thread can do without)."""
+        if not ids:
+            return {}
+        try:
+            found = self.vm.describe_instances(ids)
+        except VmError as exc:
+            log.warning("could not look up the addresses of %d running instances: %s", len(ids), exc.describe())
+            return {}
+        return {i: info.ip for i, info in found.items() if info.ip}
 
     def _finish_if_settled(self, request: StartRequest, poll_error: str | None) -> None:
         """Move a watched request to done / failed / timed_out once every instance has an outcome or time is up."""
@@ -748,11 +774,12 @@ def _classify(instance: RequestInstance, status: str | None) -> InstanceUpdate:
         status = status[:STATUS_LENGTH]  # unknown statuses are shown verbatim, but must fit the column
     changed = status != instance.last_status
     if status is None:
-        return InstanceUpdate(instance.id, None, Outcome.FAILED, changed)
+        return InstanceUpdate(instance.id, None, Outcome.FAILED, changed, instance.instance_id)
     if status == RUNNING:
-        return InstanceUpdate(instance.id, status, Outcome.RUNNING, changed)
+        return InstanceUpdate(instance.id, status, Outcome.RUNNING, changed, instance.instance_id)
     if status in OFF_PATH_STATUSES:
-        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed, instance.instance_id)
     if status == STOPPED and instance.last_status not in (None, STOPPED):
-        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed)  # it booted, then stopped again
-    return InstanceUpdate(instance.id, status, None, changed)
+        # it booted, then stopped again
+        return InstanceUpdate(instance.id, status, Outcome.FAILED, changed, instance.instance_id)
+    return InstanceUpdate(instance.id, status, None, changed, instance.instance_id)

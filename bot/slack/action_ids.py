@@ -7,4 +7,11 @@ REJECT = "vm_start_reject"
 
 DECISION_ACTIONS = (START, CANCEL, APPROVE, REJECT)
 
+# The instance picker (`/vm list`, or a name several instances share): checkboxes, then one button.
+PICK = "vm_pick_instances"  # the checkboxes; Slack reports each tick, which needs only an ack
+START_SELECTED = "vm_start_selected"
+PICKER_ACTIONS = (PICK, START_SELECTED)
+PICK_BLOCK_PREFIX = "vm_pick_"  # one actions block per ten checkboxes: vm_pick_0, vm_pick_1, …
+PICK_SUBMIT_BLOCK = "vm_picked"
+
 CONFIRM_BLOCK = "vm_confirm_actions"

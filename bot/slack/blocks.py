@@ -9,7 +9,8 @@ from typing import Any
 
 from bot.db.models import ANY_CHANNEL, Grant, RequestInstance, StartRequest
 from bot.domain.grant_admin import GrantArgs
-from bot.domain.grants import Coverage
+from bot.domain.grants import Coverage, selector_of
+from bot.domain.inventory import Listing
 from bot.domain.lifecycle import State
 from bot.domain.ports import InstanceInfo, StatusChange
 from bot.domain.starts import ClickOutcome, Prepared
@@ -93,9 +94,10 @@ def code(instance_id: str) -> str:
     return f"`{instance_id}`"
 
 
-def label(instance_id: str, name: str | None) -> str:
-    """Return `id` (name), the way instances are shown everywhere."""
-    return f"{code(instance_id)} ({outside(name)})" if name and name != instance_id else code(instance_id)
+def label(instance_id: str, name: str | None, zone: str | None = None) -> str:
+    """Return `id` (name) · zone, the way instances are shown everywhere (the name only when it says more)."""
+    shown = f"{code(instance_id)} ({outside(name)})" if name and name != instance_id else code(instance_id)
+    return f"{shown} · {outside(zone, WORD_LIMIT)}" if zone else shown
 
 
 def _listing(lines: Sequence[str], *, budget: int = REPLY_BUDGET, limit: int = MAX_LISTED, hint: str = "") -> list[str]:
@@ -162,16 +164,18 @@ def _context(text: str) -> Block:
 
 USAGE = (
     "*vm-bot* starts Zenlayer VMs you are allowed to start.\n"
-    "• `/vm start ID [ID ...]` — ask to start instances (ids separated by spaces, commas or newlines); "
-    "you confirm before anything happens\n"
-    "• `/vm status ID [ID ...]` — show instances' current status\n"
+    "• `/vm start NAME_OR_ID [...]` — ask to start instances by name or id (separated by spaces, commas or "
+    "newlines); you confirm before anything happens\n"
+    "• `/vm status NAME_OR_ID [...]` — show instances' current status\n"
+    "• `/vm list [PATTERN]` — the instances you may start here; tick the stopped ones and press *Start selected*\n"
     "• `/vm grants` — show what you may do\n"
     "• `/vm help` — what you can do here"
 )
 ADMIN_USAGE = (
-    "• `/vm grant @user PATTERN [PATTERN ...] [--channel #channel ...] [--action start|approve|admin] "
-    "[--needs-approval]` — let someone act on instances\n"
-    "• `/vm revoke @user [PATTERN ...] [--channel #channel ...] [--action ACTION]` — take grants away"
+    "• `/vm grant @user [PATTERN ...] [--instances PATTERN] [--names PATTERN] [--resource-group ID_OR_NAME] "
+    "[--tag KEY=VALUE] [--channel #channel ...] [--action start|approve|admin] [--needs-approval]` — "
+    "let someone act on instances (by id glob, name glob, resource group or tag)\n"
+    "• `/vm revoke @user [selectors as for grant] [--channel #channel ...] [--action ACTION]` — take grants away"
 )
 ACTION_PHRASES: dict[str, str] = {
     GrantAction.START: "start",
@@ -197,7 +201,8 @@ def _grant_line(grant: Grant) -> str:
     """Describe one grant for its holder."""
     where = "in any channel" if grant.channel_id == ANY_CHANNEL else f"in <#{grant.channel_id}>"
     approval = " (needs a second person's approval)" if grant.needs_approval else ""
-    return f"• {ACTION_PHRASES.get(grant.action, grant.action)} `{escape(grant.pattern)}` {where}{approval}"
+    what = escape(selector_of(grant).describe())
+    return f"• {ACTION_PHRASES.get(grant.action, grant.action)} {what} {where}{approval}"
 
 
 def grants_text(grants: Sequence[Grant]) -> str:
@@ -219,8 +224,9 @@ def help_text(grants: Sequence[Grant], channel_id: str) -> str:
     lines = ["*What you can do with vm-bot*"]
     if GrantAction.START in actions:
         lines.append(
-            "• `/vm start ID [ID ...]` — ask to start instances; you confirm before anything happens\n"
-            "• `/vm status ID [ID ...]` — show instances' current status"
+            "• `/vm start NAME_OR_ID [...]` — ask to start instances; you confirm before anything happens\n"
+            "• `/vm status NAME_OR_ID [...]` — show instances' current status\n"
+            "• `/vm list [PATTERN]` — the instances you may start here, to tick and start"
         )
     if GrantAction.APPROVE in actions:
         lines.append("• press *Approve* or *Reject* on others' requests that need a second person")
@@ -237,7 +243,7 @@ def help_text(grants: Sequence[Grant], channel_id: str) -> str:
 def grant_done_text(args: GrantArgs, added: int) -> str:
     """Confirm a grant made from Slack."""
     where = ", ".join(f"<#{c}>" for c in args.channels if c != ANY_CHANNEL) or "any channel"
-    patterns = ", ".join(f"`{escape(p)}`" for p in args.patterns)
+    patterns = ", ".join(escape(s.describe()) for s in args.selectors)
     approval = ", with a second person's approval" if args.needs_approval else ""
     verb = "Granted" if added else "Already granted (updated)"
     action = args.action or GrantAction.START
@@ -267,14 +273,19 @@ def invalid_ids_text(invalid: Sequence[str]) -> str:
 
 
 def not_covered_text(action: str, coverage: Coverage) -> str:
-    """Explain which ids the user may not act on, and where they could."""
+    """Explain which instances the user may not act on, and where they could."""
+
+    def shown(instance_id: str) -> str:
+        return label(instance_id, coverage.names.get(instance_id))
+
     elsewhere = [
-        f"• {code(instance_id)} can be {action}ed from " + ", ".join(f"<#{c}>" for c in channels[:10])
+        f"• {shown(instance_id)} can be {action}ed from " + ", ".join(f"<#{c}>" for c in channels[:10])
         for instance_id, channels in coverage.channels_elsewhere.items()
     ]
+    uncovered = ", ".join(_listing([shown(i) for i in coverage.uncovered], budget=REPLY_BUDGET // 2))
     return "\n".join(
         [
-            f":no_entry: You may not {action} {_ids(coverage.uncovered)}.",
+            f":no_entry: You may not {action} {uncovered}.",
             *_listing(elsewhere, budget=REPLY_BUDGET // 2),
             "Nothing was started. Ask a vm-bot admin for a grant if you need one.",
         ]
@@ -318,7 +329,7 @@ def cannot_post_text(channel_id: str, error: str) -> str:
     )
 
 
-def status_message(ids: Sequence[str], found: dict[str, InstanceInfo]) -> tuple[str, list[Block]]:
+def status_message(ids: Sequence[str], found: Mapping[str, InstanceInfo]) -> tuple[str, list[Block]]:
     """Render `/vm status` for the given ids: a short text and the list in as many sections as it takes."""
     lines = []
     for instance_id in ids:
@@ -327,8 +338,10 @@ def status_message(ids: Sequence[str], found: dict[str, InstanceInfo]) -> tuple[
             lines.append(f"• {code(instance_id)} — not found")
         else:
             emoji = STATUS_EMOJI.get(info.status, ":large_orange_circle:")
-            zone = f", {outside(info.zone, WORD_LIMIT)}" if info.zone else ""
-            lines.append(f"• {label(instance_id, info.name)} — {emoji} {outside(info.status, WORD_LIMIT)}{zone}")
+            status = outside(info.status, WORD_LIMIT)
+            lines.append(
+                f"• {label(instance_id, info.name, info.zone)} — {emoji} {status}{_address(info.ip, info.status)}"
+            )
     # Everyone asked for is listed (at most MAX_IDS), so no line points at /vm status itself.
     text = f"Instance status of {_count(len(ids))}"
     return text, [_section("*Instance status*"), *_sections(lines)]
@@ -364,6 +377,10 @@ def click_refusal_text(
         where = sorted({link for link in (links or {}).values() if link})
         by = "another request" + (f" ({', '.join(f'<{link}|see its thread>' for link in where[:3])})" if where else "")
         return f"{ids} {'is' if len(busy) == 1 else 'are'} already being started by {by}; nothing was started."
+    if outcome == ClickOutcome.LOOKUP_FAILED:
+        return (
+            "I could not look these instances up at Zenlayer to check the grants again; nothing was started. Try again."
+        )
     if outcome == ClickOutcome.EXPIRED:
         return "This confirmation has expired; nothing was started. Run `/vm start` again if you still need it."
     if outcome == ClickOutcome.ALREADY_DECIDED and request is not None:
@@ -388,8 +405,8 @@ def _state_phrase(request: StartRequest) -> str:
 
 
 def _instance_line(instance: RequestInstance) -> str:
-    """Describe one instance of a request as it currently stands."""
-    name = label(instance.instance_id, instance.name)
+    """Describe one instance of a request as it currently stands: name, id, zone, and its address once RUNNING."""
+    name = label(instance.instance_id, instance.name, instance.zone)
     if not instance.to_start:
         return f"• {name} — {outside(instance.skip_reason or 'skipped', REASON_LIMIT)}, skipped"
     status = instance.last_status or instance.initial_status
@@ -399,7 +416,15 @@ def _instance_line(instance: RequestInstance) -> str:
         return f"• {name} — {outside(instance.skip_reason or 'skipped', REASON_LIMIT)}"
     if instance.outcome == Outcome.FAILED and instance.skip_reason:
         return f"• {name} — :x: {outside(instance.skip_reason, REASON_LIMIT)}"
-    return f"• {name} — {shown}"
+    return f"• {name} — {shown}{_address(instance.ip_address, status)}"
+
+
+RUNNING = "RUNNING"
+
+
+def _address(ip: str | None, status: str | None) -> str:
+    """Return " · IP" for an instance that is RUNNING and has an address."""
+    return f" · {outside(ip, WORD_LIMIT)}" if ip and status == RUNNING else ""
 
 
 def approver_phrase(approvers: Sequence[str], group_mention: str | None) -> str:
@@ -533,7 +558,8 @@ def progress_reply(request: StartRequest, changes: Sequence[StatusChange]) -> st
         new = outside(change.new, WORD_LIMIT) if change.new else "no longer found"
         emoji = STATUS_EMOJI.get(change.new or "", ":large_orange_circle:")
         old = f"{outside(change.old, WORD_LIMIT)} → " if change.old else ""
-        lines.append(f"• {label(change.instance_id, change.name)}: {old}{emoji} {new}")
+        address = _address(change.ip, change.new)
+        lines.append(f"• {label(change.instance_id, change.name)}: {old}{emoji} {new}{address}")
     return _reply(head, lines, [])
 
 
@@ -543,7 +569,9 @@ def final_reply(request: StartRequest) -> str:
     starting = [i for i in request.instances if i.to_start]
     who = mention(request.requester_id)
     if state == State.DONE:
-        return f"{who} :white_check_mark: All {_count(len(starting))} RUNNING{_took(request)}."
+        done = f"{who} :white_check_mark: All {_count(len(starting))} RUNNING{_took(request)}."
+        reach = [f"• {label(i.instance_id, i.name)}{_address(i.ip_address, RUNNING)}" for i in starting if i.ip_address]
+        return _reply([done], reach, [])
     lines = []
     if state == State.TIMED_OUT:
         head = [f"{who} :alarm_clock: Stopped watching{_took(request)}; not RUNNING yet:"]
@@ -562,7 +590,9 @@ def final_reply(request: StartRequest) -> str:
     tail = []
     running = [i.instance_id for i in starting if i.outcome == Outcome.RUNNING]
     if running:
-        tail.append(f"RUNNING: {_ids(running, REPLY_BUDGET // 4)}")
+        up = [i for i in starting if i.instance_id in running]
+        shown = [f"{code(i.instance_id)}{_address(i.ip_address, RUNNING)}" for i in up]
+        tail.append(f"RUNNING: {', '.join(_listing(shown, budget=REPLY_BUDGET // 4))}")
     if request.error:
         tail.append(f"Details: {outside(request.error, REASON_LIMIT)}")
     return _reply(head, lines, tail)
@@ -572,3 +602,111 @@ def _reply(head: Sequence[str], lines: Sequence[str], tail: Sequence[str]) -> st
     """Join a reply's fixed lines around its list, summarising the list so the whole stays within budget."""
     fixed = sum(len(line) + 1 for line in (*head, *tail))
     return "\n".join([*head, *_listing(lines, budget=max(REPLY_BUDGET - fixed, 200), hint=STATUS_HINT), *tail])
+
+
+# --- picking instances: /vm list, and a name several instances share ----------------------------------
+
+
+PICK_PER_BLOCK = 10  # Slack's limit of options in one checkboxes element
+MAX_PICKABLE = 80  # eight checkbox groups; beyond this people narrow the list with a pattern
+MAX_OTHERS = 40  # instances shown (not selectable) because they are not STOPPED
+OPTION_TEXT_LIMIT = 75  # Slack's limit for an option's text and description
+
+
+def _option(info: InstanceInfo) -> Block:
+    """Return a checkbox option for an instance: its name, then id, zone and resource group."""
+    details = " · ".join(part for part in (info.instance_id, info.zone, info.resource_group_name, info.status) if part)
+    return {
+        "text": {"type": "plain_text", "text": shorten(info.name or info.instance_id, OPTION_TEXT_LIMIT)},
+        "description": {"type": "plain_text", "text": shorten(details, OPTION_TEXT_LIMIT)},
+        "value": info.instance_id,
+    }
+
+
+def _status_line(info: InstanceInfo) -> str:
+    """Describe an instance that cannot be ticked, with its status."""
+    emoji = STATUS_EMOJI.get(info.status, ":large_orange_circle:")
+    status = outside(info.status, WORD_LIMIT)
+    return f"• {label(info.instance_id, info.name, info.zone)} — {emoji} {status}{_address(info.ip, info.status)}"
+
+
+def picker_blocks(
+    heading: str,
+    selectable: Sequence[InstanceInfo],
+    *,
+    preselected: Iterable[str] = (),
+    others: Sequence[InstanceInfo] = (),
+    footer: str | None = None,
+) -> list[Block]:
+    """Return checkboxes (ten per group) for the selectable instances, the others as lines, and Start selected."""
+    ticked = set(preselected)
+    blocks: list[Block] = _sections(heading.split("\n"))
+    for number, start in enumerate(range(0, len(selectable), PICK_PER_BLOCK)):
+        options = [_option(i) for i in selectable[start : start + PICK_PER_BLOCK]]
+        checkboxes: Block = {"type": "checkboxes", "action_id": action_ids.PICK, "options": options}
+        initial = [o for o in options if o["value"] in ticked]
+        if initial:
+            checkboxes["initial_options"] = initial
+        blocks.append(
+            {"type": "actions", "block_id": f"{action_ids.PICK_BLOCK_PREFIX}{number}", "elements": [checkboxes]}
+        )
+    blocks.extend(_sections(_status_line(i) for i in others))
+    if selectable:
+        button: Block = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Start selected"},
+            "action_id": action_ids.START_SELECTED,
+            "value": "pick",
+            "style": "primary",
+        }
+        blocks.append({"type": "actions", "block_id": action_ids.PICK_SUBMIT_BLOCK, "elements": [button]})
+    if footer:
+        blocks.append(_context(footer))
+    return blocks
+
+
+def list_message(channel_id: str, pattern: str | None, listing: Listing) -> dict[str, Any]:
+    """Render `/vm list`: what the caller may start here, the STOPPED ones to tick, within Slack's limits."""
+    matching = f" matching {quoted(pattern)}" if pattern else ""
+    if not listing.instances:
+        text = f":information_source: There are no instances you may start in <#{channel_id}>{matching}."
+        return {"text": text}
+    stopped = [i for i in listing.instances if i.status == "STOPPED"]
+    others = [i for i in listing.instances if i.status != "STOPPED"]
+    selectable, shown_others = stopped[:MAX_PICKABLE], others[:MAX_OTHERS]
+    more = len(listing.instances) - len(selectable) - len(shown_others)
+    count = _count(len(listing.instances))
+    heading = f"*Instances you may start in <#{channel_id}>*{matching} — {count}"
+    if selectable:
+        heading += ", tick the STOPPED ones to start:"
+    notes = []
+    if more:
+        notes.append(f"…and {more} more — narrow it with a pattern: `/vm list web-*`")
+    if listing.truncated:
+        notes.append(f"I stopped reading after {listing.scanned} of {listing.total} instances.")
+    blocks = picker_blocks(heading, selectable, others=shown_others, footer=" ".join(notes) or None)
+    return {"text": f"Instances you may start here: {count}", "blocks": blocks}
+
+
+def choice_message(ambiguous: Mapping[str, Sequence[InstanceInfo]], resolved: Sequence[InstanceInfo]) -> dict[str, Any]:
+    """Ask which of several instances sharing a name were meant (the others asked for come ticked)."""
+    lines = [
+        f":twisted_rightwards_arrows: *{outside(name)}* is the name of {_count(len(candidates))}; "
+        "tick the ones you mean (name, id, zone and resource group below):"
+        for name, candidates in ambiguous.items()
+    ]
+    candidates = [c for group in ambiguous.values() for c in group]
+    selectable = list({i.instance_id: i for i in [*resolved, *candidates]}.values())[:MAX_PICKABLE]
+    footer = "Nothing starts yet: *Start selected* leads to the usual confirmation."
+    blocks = picker_blocks("\n".join(lines), selectable, preselected=[i.instance_id for i in resolved], footer=footer)
+    return {"text": "Several instances share that name — pick the ones you mean", "blocks": blocks}
+
+
+def picked_text(count: int, channel_id: str) -> str:
+    """Replace a picker once its choice became a confirmation."""
+    return f":point_right: Asked to start {_count(count)} — confirm in <#{channel_id}>."
+
+
+def nothing_picked_text() -> str:
+    """Answer a Start selected with nothing ticked."""
+    return ":point_up: Tick at least one instance first, then press *Start selected*."

@@ -16,7 +16,9 @@ from bot.domain.commands import MAX_IDS, MAX_TEXT_LENGTH, Command, parse
 from bot.domain.errors import UserError
 from bot.domain.grant_admin import GrantService, parse_grant_args
 from bot.domain.grants import Coverage
-from bot.domain.ports import VmApi
+from bot.domain.ids import is_instance_id, is_pattern
+from bot.domain.inventory import Inventory
+from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.rate_limit import Admission, CommandLimiter
 from bot.domain.starts import (
     ClickOutcome,
@@ -27,7 +29,6 @@ from bot.domain.starts import (
     NothingToStart,
     StartService,
 )
-from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import GrantAction
 from bot.logging_setup import log_context
 from bot.metrics import Metrics
@@ -45,6 +46,23 @@ _DECISIONS = {
 }
 
 
+def picked_ids(body: dict[str, Any]) -> list[str]:
+    """Return the instance ids ticked in a picker's checkboxes (valid ids only, in order, at most MAX_IDS)."""
+    values = body.get("state", {}).get("values", {})
+    ids: list[str] = []
+    if not isinstance(values, dict):
+        return ids
+    for block_id, actions in values.items():
+        if not str(block_id).startswith(action_ids.PICK_BLOCK_PREFIX) or not isinstance(actions, dict):
+            continue
+        selected = (actions.get(action_ids.PICK) or {}).get("selected_options") or []
+        for option in selected if isinstance(selected, list) else []:
+            value = str(option.get("value", "")) if isinstance(option, dict) else ""
+            if is_instance_id(value) and value not in ids:
+                ids.append(value)
+    return ids[:MAX_IDS]
+
+
 class Listeners:
     """The `/vm` command and the confirmation buttons; slow work runs on our executors, never on bolt's pool."""
 
@@ -53,6 +71,7 @@ class Listeners:
         *,
         starts: StartService,
         grants: GrantService,
+        inventory: Inventory,
         vm: VmApi,
         messages: SlackMessages,
         lookups: Executor,
@@ -68,6 +87,7 @@ class Listeners:
         self.limiter = CommandLimiter(starts.db, commands_per_minute)
         self.starts = starts
         self.grants = grants
+        self.inventory = inventory
         self.vm = vm
         self.messages = messages
         self.lookups = lookups
@@ -80,6 +100,8 @@ class Listeners:
         app.command("/vm")(self.on_command)
         for action_id in action_ids.DECISION_ACTIONS:
             app.action(action_id)(self.on_click)
+        app.action(action_ids.PICK)(self.on_tick)
+        app.action(action_ids.START_SELECTED)(self.on_start_selected)
 
     # --- /vm ---------------------------------------------------------------------------------------------
 
@@ -122,14 +144,25 @@ class Listeners:
                 return "usage"
             user_id, channel_id = command["user_id"], command["channel_id"]
             coverage = self.starts.coverage_before_ack(user_id, channel_id, parsed.ids)
-            if not coverage.ok:
-                # Refuse in the ack itself: it is one indexed read; the audit write happens after.
+            if not coverage.ok and not self.starts.may_use_here(user_id, channel_id):
+                # Nothing could cover these (names included): refuse in the ack itself, one indexed read; the
+                # audit write happens after. Anyone holding a grant here has the words looked up first.
                 ack(blocks.not_covered_text(GrantAction.START, coverage))
                 self._submit(self.lookups, respond, self._record_denial, user_id, channel_id, coverage)
                 return "denied"
             ack(blocks.checking_text(parsed.ids))
             work = self._start if parsed.verb == "start" else self._status
             self._submit(self.lookups, respond, work, command, parsed)
+            return "accepted"
+        if parsed.verb == "list":
+            if len(parsed.args) > 1 or (parsed.args and not is_pattern(parsed.args[0])):
+                ack(blocks.usage_text(":warning: `/vm list [PATTERN]` takes one name or id pattern, like `web-*`."))
+                return "usage"
+            if not self.starts.may_use_here(command["user_id"], command["channel_id"]):
+                ack(":information_source: You hold no grant to start instances in this channel.")
+                return "denied"
+            ack(":mag: Looking up the instances you may start here…")
+            self._submit(self.lookups, respond, self._list, command, parsed)
             return "accepted"
         if parsed.verb == "help" and parsed.args:
             ack(blocks.usage_text(f":warning: Unknown command {blocks.quoted(parsed.args[0], 40)}."))
@@ -144,10 +177,25 @@ class Listeners:
         self.limiter.record_refusal(user_id, channel_id, verb)
 
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
-        """Prepare the request and post its confirmation in the channel."""
+        """Resolve names, ask which namesake was meant if need be, else post the confirmation in the channel."""
         user_id, channel_id = command["user_id"], command["channel_id"]
+        resolution = self.starts.resolve(user_id, channel_id, parsed.ids)
+        if resolution.ambiguous:
+            respond(blocks.choice_message(resolution.ambiguous, list(resolution.instances.values())))
+            return
+        self._ask(user_id, channel_id, resolution.ids, respond, known=resolution.instances)
+
+    def _ask(
+        self,
+        user_id: str,
+        channel_id: str,
+        ids: list[str],
+        respond: Respond,
+        known: dict[str, InstanceInfo] | None = None,
+    ) -> bool:
+        """Check, look up and post the confirmation in the channel; return True once it is posted."""
         prepared = self.starts.open_request(
-            self.messages.with_links(self.starts.look_up(user_id, channel_id, parsed.ids))
+            self.messages.with_links(self.starts.look_up(user_id, channel_id, ids, known))
         )
         request = prepared.request
         assert request is not None
@@ -158,9 +206,16 @@ class Listeners:
             self.starts.abandon(request.id, f"could not post the confirmation: {error}")
             if error in CANNOT_POST:
                 respond(blocks.cannot_post_text(channel_id, error))
-                return
+                return False
             raise
         self.starts.attach_message(request.id, message_ts)
+        return True
+
+    def _list(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
+        """`/vm list [PATTERN]`: what the caller may start here, privately, with the STOPPED ones to tick."""
+        pattern = parsed.args[0] if parsed.args else None
+        listing = self.inventory.startable(command["user_id"], command["channel_id"], pattern)
+        respond(**blocks.list_message(command["channel_id"], pattern, listing))
 
     def _record_denial(self, user_id: str, channel_id: str, coverage: Coverage, respond: Respond) -> None:
         """Audit a refusal already given in the ack."""
@@ -187,14 +242,38 @@ class Listeners:
         respond(blocks.revoke_done_text(args, removed))
 
     def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
-        """Answer `/vm status` privately for ids the user holds a grant on."""
-        self.starts.check(command["user_id"], command["channel_id"], parsed.ids, action=GrantAction.START)
-        try:
-            found = self.vm.describe_instances(parsed.ids)
-        except VmError as exc:
-            raise UserError(f"Could not ask Zenlayer: {exc.describe()}") from exc
-        text, status_blocks = blocks.status_message(parsed.ids, found)
+        """Answer `/vm status` privately for the names and ids the user holds a grant on (every namesake shown)."""
+        user_id, channel_id = command["user_id"], command["channel_id"]
+        resolution = self.starts.resolve(user_id, channel_id, parsed.ids)
+        found = dict(resolution.instances)
+        ids = list(resolution.ids)
+        for group in resolution.ambiguous.values():
+            found.update((c.instance_id, c) for c in group)
+            ids.extend(c.instance_id for c in group if c.instance_id not in ids)
+        text, status_blocks = blocks.status_message(ids, found)
         respond(text=text, blocks=status_blocks)
+
+    # --- the instance picker -------------------------------------------------------------------------------
+
+    def on_tick(self, ack: Ack) -> None:
+        """A checkbox was ticked or cleared: Slack tells us, but only Start selected acts on it."""
+        ack()
+
+    def on_start_selected(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        """Acknowledge Start selected, then treat the ticked instances as a `/vm start` of their ids."""
+        ack()
+        user_id = str(body.get("user", {}).get("id", ""))
+        channel_id = str(body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id") or "")
+        ids = picked_ids(body)
+        self._submit(self.lookups, respond, self._start_picked, user_id, channel_id, ids)
+
+    def _start_picked(self, user_id: str, channel_id: str, ids: list[str], respond: Respond) -> None:
+        """Run the ticked ids through the same checks and confirmation as `/vm start`."""
+        if not ids:
+            respond(blocks.nothing_picked_text(), response_type="ephemeral", replace_original=False)
+            return
+        if self._ask(user_id, channel_id, ids, respond):
+            respond(blocks.picked_text(len(ids), channel_id), response_type="ephemeral", replace_original=True)
 
     # --- buttons -----------------------------------------------------------------------------------------
 

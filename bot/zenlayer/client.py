@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bot.config import Secret
-from bot.domain.ports import InstanceInfo
+from bot.domain.ports import InstanceInfo, InstancePage, InstanceQuery
 from bot.zenlayer import signing
 from bot.zenlayer.errors import (
     AccessBlocked,
@@ -41,6 +41,7 @@ SERVICE = "vm"
 CONTENT_TYPE = "application/json"
 MAX_START_BATCH = 100
 DESCRIBE_BATCH = 100
+MAX_PAGE_SIZE = 1000
 
 # Only these are safe to repeat after a 5xx or a lost connection: repeating a start whose outcome is unknown
 # could act twice on somebody's machine, so StartInstances is retried only when Zenlayer explicitly refused it.
@@ -235,18 +236,29 @@ class ZenlayerClient:
         return result
 
     def describe_instances(self, ids: Sequence[str]) -> dict[str, InstanceInfo]:
-        """Return name, status and zone for the ids Zenlayer knows, asking at most 100 ids per call."""
-        result: dict[str, InstanceInfo] = {}
-        for row in self._describe("DescribeInstances", _unique(ids)):
-            name = row.get("instanceName")
-            zone = row.get("zoneId")
-            result[row["instanceId"]] = InstanceInfo(
-                instance_id=row["instanceId"],
-                name=name if isinstance(name, str) else "",
-                status=row["instanceStatus"],
-                zone=zone if isinstance(zone, str) and zone else None,
-            )
-        return result
+        """Return what Zenlayer says about the ids it knows, asking at most 100 ids per call."""
+        return {row["instanceId"]: instance_info(row) for row in self._describe("DescribeInstances", _unique(ids))}
+
+    def list_instances(
+        self, query: InstanceQuery, *, page_num: int = 1, page_size: int = MAX_PAGE_SIZE
+    ) -> InstancePage:
+        """Return one page of DescribeInstances filtered by query, and totalCount."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE or page_num < 1:
+            raise ValueError(f"page_size must be 1 to {MAX_PAGE_SIZE} and page_num at least 1")
+        params: dict[str, Any] = {"pageSize": page_size, "pageNum": page_num}
+        for field_name, value in (
+            ("instanceName", query.name),
+            ("resourceGroupId", query.resource_group_id),
+            ("zoneId", query.zone),
+            ("instanceStatus", query.status),
+        ):
+            if value is not None:
+                params[field_name] = value
+        if query.tags:
+            params["tags"] = [{"key": key, "value": value} for key, value in query.tags]
+        response, request_id = self._call("DescribeInstances", params)
+        rows, total = self._rows("DescribeInstances", response, request_id)
+        return InstancePage([instance_info(row) for row in rows], total if total is not None else len(rows))
 
     # --- plumbing ---------------------------------------------------------------------------------------------
 
@@ -411,6 +423,45 @@ class ZenlayerClient:
         if message is None:
             message = f"{action} failed with HTTP {status}" + ("" if payload is not None else " (reply not JSON)")
         raise cls(message, code=code, request_id=request_id, http_status=status, action=action)
+
+
+def _text(value: Any) -> str | None:
+    """Return a non-empty string field, or None."""
+    return value if isinstance(value, str) and value else None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """Return the strings of a list field (anything else is ignored)."""
+    return tuple(v for v in value if isinstance(v, str) and v) if isinstance(value, list) else ()
+
+
+def _tags(value: Any) -> tuple[tuple[str, str], ...]:
+    """Read `tags` as Zenlayer returns it (`{"tags": [{"key", "value"}]}`, the SDK's TagAssociation) or a bare list."""
+    items = value.get("tags") if isinstance(value, dict) else value
+    if not isinstance(items, list):
+        return ()
+    tags: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("key"), str) and item["key"]:
+            value = item.get("value")
+            tags.append((item["key"], value if isinstance(value, str) else ""))
+    return tuple(tags)
+
+
+def instance_info(row: dict[str, Any]) -> InstanceInfo:
+    """Turn a validated DescribeInstances row into InstanceInfo, tolerating missing or odd optional fields."""
+    return InstanceInfo(
+        instance_id=row["instanceId"],
+        name=_text(row.get("instanceName")) or "",
+        status=row["instanceStatus"],
+        zone=_text(row.get("zoneId")),
+        resource_group_id=_text(row.get("resourceGroupId")),
+        resource_group_name=_text(row.get("resourceGroupName")),
+        tags=_tags(row.get("tags")),
+        public_ips=_strings(row.get("publicIpAddresses")),
+        private_ips=_strings(row.get("privateIpAddresses")),
+        instance_type=_text(row.get("instanceType")),
+    )
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -8,6 +8,13 @@ configured key pair (verified over the raw body bytes with the received Host and
 ``max_skew_seconds``) or ``Authorization: Bearer <token>`` matching the configured token; a simulator without any
 credentials refuses to start, because an auth-less fake would hide signing bugs.
 
+``DescribeInstances`` rows carry ``instanceName``, ``zoneId``, ``resourceGroupId`` / ``resourceGroupName`` (a
+group's id is derived from its name; instances without one are in "Default Resource Group"), ``tags`` as
+``{"tags": [{"key", "value"}]}``, ``instanceType``, ``cpuCount``, ``memory`` and public/private IPs from the
+documentation ranges. It filters by ``instanceIds`` (at most 100), ``instanceName`` (exact, or a prefix when it ends
+with ``*``), ``resourceGroupId``, ``zoneId``, ``instanceStatus``, ``tagKeys`` and ``tags``, with ``pageSize`` (at most
+1000, default 20) / ``pageNum`` paging and ``totalCount``.
+
 Instances move ``STOPPED -> BOOTING -> RUNNING`` after ``StartInstances`` and ``RUNNING -> STOPPING -> STOPPED``
 after ``StopInstances``, each step taking ``boot_seconds`` (computed lazily from a monotonic clock, so reads are
 deterministic and need no timer threads). ``StartInstances`` is all-or-nothing: one missing id gives 404
@@ -20,11 +27,14 @@ another process. Error replies are ``{"error": "..."}`` with HTTP 400 or 404.
 ``GET /_simulator/health``
     ``{"ok": true}``.
 ``GET /_simulator/instances``
-    ``{"instances": [{"instanceId", "instanceName", "instanceStatus", "zoneId"}, ...]}``.
+    ``{"instances": [{"instanceId", "instanceName", "instanceStatus", "zoneId", "resourceGroupId",
+    "resourceGroupName", "tags"}, ...]}``.
 ``POST /_simulator/instances``
-    Body ``{"instanceId": "web-1", "status": "STOPPED", "name": "web-1", "zone": "SEL-A"}`` (all but
-    ``instanceId`` optional) or ``{"instances": [<such objects>]}``. Adds new instances; for existing ones sets
-    only the fields given (a status is set at once, cancelling any transition). Replies with the instances.
+    Body ``{"instanceId": "web-1", "status": "STOPPED", "name": "web-1", "zone": "SEL-A", "resourceGroup":
+    "dev-team", "tags": {"team": "web"}, "instanceType": "z2a.cpu.1"}`` (all but ``instanceId`` optional; without
+    it, ``name`` is required and a new instance gets an opaque numeric id) or ``{"instances": [<such objects>]}``.
+    Adds new instances; for existing ones sets only the fields given (tags replace all tags; a status is set at
+    once, cancelling any transition). Replies with the instances, including the id that was made up.
 ``DELETE /_simulator/instances/<id>``
     Removes an instance (404 when unknown).
 ``GET /_simulator/calls`` / ``DELETE /_simulator/calls``
@@ -42,7 +52,8 @@ another process. Error replies are ``{"error": "..."}`` with HTTP 400 or 404.
 The package splits by concern: ``state`` (instances, faults, the call log), ``api`` (the actions),
 ``auth`` (signatures and tokens), ``control`` (the routes above, as a table), ``server`` (HTTP and WSGI), ``cli``.
 
-Run it with ``vm-bot simulator --port 8089 --instance web-1 --instance db-1:RUNNING`` and the key pair (or token)
+Run it with ``vm-bot simulator --port 8089 --instance web-1 --instance db-1:RUNNING
+--instance 'name=api-1,group=dev-team,tag=team=api'`` (the last gets a generated opaque id) and the key pair (or token)
 in ``ZENLAYER_ACCESS_KEY_ID`` / ``ZENLAYER_ACCESS_KEY_SECRET`` (or ``ZENLAYER_TOKEN``).
 """
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.devtools.zenlayer_simulator.auth import authenticate
 from bot.devtools.zenlayer_simulator.replies import ApiError, Reply, json_bytes
-from bot.devtools.zenlayer_simulator.state import Fault
+from bot.devtools.zenlayer_simulator.state import Fault, Filters
 
 if TYPE_CHECKING:
     from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
@@ -20,6 +20,7 @@ SERVICE = "vm"
 SUPPORTED_VERSIONS = ("2026-04-01", "2023-03-13")
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 1000
+MAX_BATCH = 100  # instanceIds per Describe* call
 
 
 def handle_api(sim: ZenlayerSimulator, headers: Message, body: bytes) -> Reply:
@@ -69,8 +70,8 @@ def _describe_status(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str
 
 
 def _describe(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
-    """DescribeInstances: a page of full instance rows."""
-    rows, total = _page(sim, params)
+    """DescribeInstances: a page of full instance rows, filtered as the API documents."""
+    rows, total = _page(sim, params, _filters(params))
     return {"totalCount": total, "dataSet": [r.describe() for r in rows]}
 
 
@@ -82,12 +83,40 @@ ACTIONS: dict[str, Callable[[ZenlayerSimulator, dict[str, Any]], dict[str, Any]]
 }
 
 
-def _page(sim: ZenlayerSimulator, params: dict[str, Any]) -> tuple[list[Any], int]:
+def _page(sim: ZenlayerSimulator, params: dict[str, Any], where: Filters | None = None) -> tuple[list[Any], int]:
     """Return the requested page of matching instances and how many match in all."""
     ids = _id_list(params, required=False)
+    if ids is not None and len(ids) > MAX_BATCH:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"instanceIds must hold at most {MAX_BATCH} ids")
     page_size = _int_param(params, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
     page_num = _int_param(params, "pageNum", 1, 1, 1_000_000)
-    return sim.page(ids, page_size, page_num)
+    return sim.page(ids, page_size, page_num, where)
+
+
+def _filters(params: dict[str, Any]) -> Filters:
+    """Read DescribeInstances' filters: instanceName, resourceGroupId, zoneId, instanceStatus, tagKeys, tags."""
+    text: dict[str, str | None] = {}
+    for name in ("instanceName", "resourceGroupId", "zoneId", "instanceStatus"):
+        value = params.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"{name} must be a non-empty string")
+        text[name] = value
+    keys = params.get("tagKeys") or []
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "tagKeys must be a list of strings")
+    tags = params.get("tags") or []
+    if not isinstance(tags, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("key"), str) and isinstance(t.get("value", ""), str) for t in tags
+    ):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "tags must be a list of {key, value} objects")
+    return Filters(
+        name=text["instanceName"],
+        resource_group_id=text["resourceGroupId"],
+        zone=text["zoneId"],
+        status=text["instanceStatus"],
+        tag_keys=tuple(keys),
+        tags=tuple((t["key"], t.get("value", "")) for t in tags),
+    )
 
 
 def _check_headers(headers: Message, action: str | None) -> None:

@@ -11,7 +11,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
-from bot.devtools.zenlayer_simulator.state import DEFAULT_INSTANCES, KNOWN_STATUSES
+from bot.devtools.zenlayer_simulator.state import (
+    DEFAULT_INSTANCES,
+    GENERATED_ID_PREFIX,
+    KNOWN_STATUSES,
+)
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -19,18 +23,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def parse_instance_specs(specs: list[str]) -> dict[str, str]:
-    """Turn `ID[:STATUS]` command-line values into {id: status}; ValueError names a bad one."""
-    instances: dict[str, str] = {}
-    for spec in specs:
-        instance_id, _, status = spec.partition(":")
-        status = (status or "STOPPED").strip().upper()
+_SPEC_KEYS = ("name", "group", "zone", "type", "tag", "status")
+
+
+def parse_instance_specs(specs: list[str]) -> dict[str, str | dict[str, Any]]:
+    """Turn `--instance` values into the simulator's instance specs ({id: status} or {id: {...}}).
+
+    An id-less spec gets a placeholder key ("" plus a counter) that ZenlayerSimulator replaces with an opaque id.
+    ValueError names a bad value.
+    """
+    instances: dict[str, str | dict[str, Any]] = {}
+    for number, spec in enumerate(specs):
+        head, *parts = [part.strip() for part in spec.split(",")]
+        if "=" in head:
+            head, parts = "", [head, *parts]
+        instance_id, _, status = head.partition(":")
         instance_id = instance_id.strip()
-        if not instance_id:
+        fields: dict[str, Any] = {"status": status.strip() or "STOPPED", "tags": []}
+        for part in parts:
+            key, equals, value = part.partition("=")
+            key = key.strip().lower()
+            if not equals or key not in _SPEC_KEYS or not value:
+                keys = ", ".join(k + "=" for k in _SPEC_KEYS)
+                raise ValueError(f"--instance {spec!r}: {part!r} is not one of {keys}")
+            if key == "tag":
+                tag_key, tag_equals, tag_value = value.partition("=")
+                if not tag_equals or not tag_key:
+                    raise ValueError(f"--instance {spec!r}: tag={value!r} must be tag=KEY=VALUE")
+                fields["tags"].append((tag_key, tag_value))
+            else:
+                fields[key] = value
+        fields["status"] = fields["status"].upper()
+        if not instance_id and not parts:
             raise ValueError(f"--instance {spec!r}: the id is empty")
-        if status not in KNOWN_STATUSES:
-            raise ValueError(f"--instance {spec!r}: unknown status {status}; use one of {', '.join(KNOWN_STATUSES)}")
-        instances[instance_id] = status
+        if fields["status"] not in KNOWN_STATUSES:
+            raise ValueError(
+                f"--instance {spec!r}: unknown status {fields['status']}; use one of {', '.join(KNOWN_STATUSES)}"
+            )
+        if len(fields) == 2 and not fields["tags"] and instance_id:
+            instances[instance_id] = fields["status"]  # the plain ID[:STATUS] form
+        else:
+            instances[instance_id or f"{GENERATED_ID_PREFIX}{number}"] = fields
     return instances
 
 

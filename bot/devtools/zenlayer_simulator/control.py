@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from bot.devtools.zenlayer_simulator.replies import Reply, json_bytes
+from bot.devtools.zenlayer_simulator.state import DEFAULT_ZONE
 
 if TYPE_CHECKING:
     from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
@@ -140,17 +141,32 @@ PREFIX_ROUTES: dict[tuple[str, str], Handler] = {("DELETE", "instances/"): _dele
 def _upsert(sim: ZenlayerSimulator, spec: dict[str, Any]) -> dict[str, Any]:
     """Add or update one instance from a control request; return its view."""
     instance_id = spec.get("instanceId")
-    for key, value in (("instanceId", instance_id), *((k, spec.get(k)) for k in ("status", "name", "zone"))):
+    fields = ("status", "name", "zone", "resourceGroup", "instanceType")
+    for key, value in (("instanceId", instance_id), *((k, spec.get(k)) for k in fields)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ControlError(400, f"{key} must be a non-empty string")
-    if instance_id is None:
-        raise ControlError(400, "instanceId is required")
-    if not sim.has_instance(instance_id):
-        sim.add_instance(
-            instance_id, spec.get("status") or "STOPPED", name=spec.get("name"), zone=spec.get("zone") or "SEL-A"
-        )
-    else:
-        sim.rename_instance(instance_id, name=spec.get("name"), zone=spec.get("zone"))
-        if spec.get("status"):
-            sim.set_status(instance_id, spec["status"])
+    if instance_id is None and spec.get("name") is None:
+        raise ControlError(400, "instanceId (or, for a new instance with a made-up opaque id, name) is required")
+    tags = spec.get("tags")
+    if tags is not None and not isinstance(tags, dict | list):
+        raise ControlError(400, "tags must be an object {key: value} or a list of {key, value}")
+    try:
+        if instance_id is None or not sim.has_instance(instance_id):
+            instance_id = sim.add_instance(
+                instance_id,
+                spec.get("status") or "STOPPED",
+                name=spec.get("name"),
+                zone=spec.get("zone") or DEFAULT_ZONE,
+                group=spec.get("resourceGroup"),
+                tags=tags,
+                instance_type=spec.get("instanceType"),
+            )
+        else:
+            sim.rename_instance(
+                instance_id, name=spec.get("name"), zone=spec.get("zone"), group=spec.get("resourceGroup"), tags=tags
+            )
+            if spec.get("status"):
+                sim.set_status(instance_id, spec["status"])
+    except ValueError as exc:
+        raise ControlError(400, str(exc)) from None
     return next(s for s in sim.summaries() if s["instanceId"] == instance_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -31,6 +32,41 @@ KNOWN_STATUSES = (
 )
 MAX_BATCH = 100
 DEFAULT_INSTANCES: Mapping[str, str] = {"demo-web-1": "STOPPED", "demo-web-2": "STOPPED", "demo-db-1": "STOPPED"}
+DEFAULT_GROUP_NAME = "Default Resource Group"
+DEFAULT_ZONE = "SEL-A"
+# Instance types and their (cpuCount, memory GiB), as DescribeInstances reports them.
+INSTANCE_TYPES: Mapping[str, tuple[int, int]] = {"z2a.cpu.1": (2, 4), "z2a.cpu.2": (4, 8), "z2a.mem.1": (2, 16)}
+DEFAULT_INSTANCE_TYPE = "z2a.cpu.1"
+
+Tags = tuple[tuple[str, str], ...]
+# Keys of `instances` specs that stand for "generate an opaque id" (a spec that names no id).
+GENERATED_ID_PREFIX = "\x00generated-"
+
+
+def opaque_id(seed: str, digits: int = 19) -> str:
+    """Return a stable, opaque numeric id like Zenlayer's own (the provider's example is `123123xxx`)."""
+    number = int(hashlib.sha256(seed.encode("utf-8")).hexdigest(), 16)
+    low = 10 ** (digits - 1)
+    return str(low + number % (9 * low))
+
+
+def resource_group_id(name: str) -> str:
+    """Return the simulator's id for a resource group name (stable, so scripts and tests can rely on it)."""
+    return opaque_id(f"resource-group:{name}", 16)
+
+
+def as_tags(value: Mapping[str, str] | Any) -> Tags:
+    """Accept tags as {key: value}, [(key, value)] or [{"key", "value"}]; ValueError otherwise."""
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, Mapping) else value
+    tags: list[tuple[str, str]] = []
+    for item in items:
+        pair = (item.get("key"), item.get("value", "")) if isinstance(item, Mapping) else tuple(item)
+        if len(pair) != 2 or not isinstance(pair[0], str) or not pair[0] or not isinstance(pair[1], str):
+            raise ValueError(f"a tag must be a non-empty key and a string value, got {item!r}")
+        tags.append((pair[0], pair[1]))
+    return tuple(tags)
 
 
 @dataclass(frozen=True)
@@ -104,6 +140,9 @@ class Instance:
     status: str
     index: int
     pending: tuple[str, float] | None = None
+    group: str = DEFAULT_GROUP_NAME
+    tags: Tags = ()
+    instance_type: str = DEFAULT_INSTANCE_TYPE
 
     def settle(self, now: float) -> None:
         """Apply a transition whose time has come."""
@@ -118,24 +157,57 @@ class Instance:
             "instanceName": self.name,
             "instanceStatus": self.status,
             "zoneId": self.zone,
+            "resourceGroupId": resource_group_id(self.group),
+            "resourceGroupName": self.group,
+            "tags": {"tags": [{"key": k, "value": v} for k, v in self.tags]},
         }
 
     def describe(self) -> dict[str, Any]:
         """Return a DescribeInstances dataSet row."""
         octet = self.index % 250 + 2
+        cpus, memory = INSTANCE_TYPES.get(self.instance_type, (2, 4))
         return {
             **self.summary(),
-            "instanceType": "z2a.cpu.1",
-            "cpuCount": 2,
-            "memory": 4,
+            "instanceType": self.instance_type,
+            "cpuCount": cpus,
+            "memory": memory,
             "imageId": "img-ubuntu-2204",
             "imageName": "Ubuntu 22.04",
             "instanceChargeType": "POSTPAID",
             # Documentation address ranges: nothing real is ever named.
-            "publicIpAddresses": [f"198.51.100.{octet}"],
-            "privateIpAddresses": [f"10.0.0.{octet}"],
+            "publicIpAddresses": [f"198.51.{100 + self.index // 250 % 3}.{octet}"],
+            "privateIpAddresses": [f"10.0.{self.index // 250 % 256}.{octet}"],
             "createTime": "2026-01-01T00:00:00Z",
         }
+
+
+@dataclass(frozen=True)
+class Filters:
+    """DescribeInstances filters other than instanceIds, as the API documents them."""
+
+    name: str | None = None  # exact, or a prefix when it ends with `*`
+    resource_group_id: str | None = None
+    zone: str | None = None
+    status: str | None = None
+    tag_keys: tuple[str, ...] = ()
+    tags: Tags = ()
+
+    def admits(self, instance: Instance) -> bool:
+        """True when an instance passes every filter given."""
+        if self.name is not None:
+            if self.name.endswith("*"):
+                if not instance.name.startswith(self.name[:-1]):
+                    return False
+            elif instance.name != self.name:
+                return False
+        if self.resource_group_id is not None and resource_group_id(instance.group) != self.resource_group_id:
+            return False
+        if self.zone is not None and instance.zone != self.zone:
+            return False
+        if self.status is not None and instance.status != self.status:
+            return False
+        keys = {k for k, _ in instance.tags}
+        return all(k in keys for k in self.tag_keys) and all(t in instance.tags for t in self.tags)
 
 
 class SimulatedCloud:
@@ -161,10 +233,13 @@ class SimulatedCloud:
                 self.add_instance(instance_id, spec)
             else:
                 self.add_instance(
-                    instance_id,
+                    None if instance_id.startswith(GENERATED_ID_PREFIX) else instance_id,
                     spec.get("status", "STOPPED"),
                     name=spec.get("name"),
-                    zone=spec.get("zone", "SEL-A"),
+                    zone=spec.get("zone", DEFAULT_ZONE),
+                    group=spec.get("group"),
+                    tags=spec.get("tags"),
+                    instance_type=spec.get("type"),
                 )
 
     # --- instances --------------------------------------------------------------------------------------------
@@ -183,33 +258,65 @@ class SimulatedCloud:
             self._boot_seconds = float(value)
 
     def add_instance(
-        self, instance_id: str, status: str = "STOPPED", name: str | None = None, zone: str = "SEL-A"
-    ) -> None:
-        """Add an instance (replacing one with the same id)."""
-        if not isinstance(instance_id, str) or not instance_id:
+        self,
+        instance_id: str | None,
+        status: str = "STOPPED",
+        name: str | None = None,
+        zone: str = DEFAULT_ZONE,
+        *,
+        group: str | None = None,
+        tags: Mapping[str, str] | Any = None,
+        instance_type: str | None = None,
+    ) -> str:
+        """Add an instance (replacing one with the same id; None: a new opaque id); return its id."""
+        if instance_id is not None and (not isinstance(instance_id, str) or not instance_id):
             raise ValueError("instance id must be a non-empty string")
+        tag_pairs = as_tags(tags)
         with self._lock:
+            if instance_id is None:
+                instance_id = opaque_id(f"instance:{self._next_index}:{name or ''}")
             existing = self._instances.get(instance_id)
             index = existing.index if existing else self._next_index
             if existing is None:
                 self._next_index += 1
             self._instances[instance_id] = Instance(
-                instance_id=instance_id, name=name or instance_id, zone=zone, status=status.upper(), index=index
+                instance_id=instance_id,
+                name=name or instance_id,
+                zone=zone,
+                status=status.upper(),
+                index=index,
+                group=group or DEFAULT_GROUP_NAME,
+                tags=tag_pairs,
+                instance_type=instance_type or DEFAULT_INSTANCE_TYPE,
             )
+        return instance_id
 
     def has_instance(self, instance_id: str) -> bool:
         """Return True when the instance exists."""
         with self._lock:
             return instance_id in self._instances
 
-    def rename_instance(self, instance_id: str, *, name: str | None, zone: str | None) -> None:
-        """Change the name and/or zone given; KeyError when unknown."""
+    def rename_instance(
+        self,
+        instance_id: str,
+        *,
+        name: str | None,
+        zone: str | None,
+        group: str | None = None,
+        tags: Mapping[str, str] | Any = None,
+    ) -> None:
+        """Change the name, zone, resource group and/or tags given (tags replace all); KeyError when unknown."""
+        tag_pairs = as_tags(tags) if tags is not None else None
         with self._lock:
             instance = self._instances[instance_id]
             if name:
                 instance.name = name
             if zone:
                 instance.zone = zone
+            if group:
+                instance.group = group
+            if tag_pairs is not None:
+                instance.tags = tag_pairs
 
     def remove_instance(self, instance_id: str) -> None:
         """Forget an instance; KeyError when unknown."""
@@ -274,19 +381,22 @@ class SimulatedCloud:
                 instance.status = during
                 instance.pending = (target, now + self._boot_seconds)
 
-    def page(self, ids: list[str] | None, page_size: int, page_num: int) -> tuple[list[Instance], int]:
-        """Return a page of the instances listed (all when None), as copies, and how many match in all."""
+    def page(
+        self, ids: list[str] | None, page_size: int, page_num: int, where: Filters | None = None
+    ) -> tuple[list[Instance], int]:
+        """Return a page of the instances listed (all when None) that pass the filters, as copies, and the total."""
         wanted = set(ids) if ids is not None else None
         now = time.monotonic()
         with self._lock:
             if wanted is None:
-                matching = list(self._instances.values())
+                candidates = list(self._instances.values())
             else:
                 # Look the ids up rather than scan: a demo may hold thousands of instances.
                 found = (self._instances[i] for i in wanted if i in self._instances)
-                matching = sorted(found, key=lambda instance: instance.index)
-            for instance in matching:
+                candidates = sorted(found, key=lambda instance: instance.index)
+            for instance in candidates:
                 instance.settle(now)
+            matching = [i for i in candidates if where is None or where.admits(i)]
             start = (page_num - 1) * page_size
             page = [Instance(**i.__dict__) for i in matching[start : start + page_size]]
         return page, len(matching)
