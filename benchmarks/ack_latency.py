@@ -259,15 +259,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--idle-connections must be 0..500")
     logging.basicConfig(level=logging.ERROR)
 
-    key_id, key_secret = "AKIDBENCH", secrets.token_urlsafe(24)
     phases = ("a", "b", "slow")
     ids = {(p, n): [f"ack-{p}-{n}-{i:04d}" for i in range(n)] for p in phases for n in sizes}
     instances = {i: "STOPPED" for group in ids.values() for i in group}
     instances.update({"ack-warmup": "STOPPED", "ack-idle": "STOPPED"})
+    with in_process_bot(instances, "ack-*", boot_seconds=3600) as (running, driver, fake, sim, _settings):
+        assert running.http is not None
+        ok = True
+        command_burst("warm-up", driver, fake, "C0WARMUP", ["ack-warmup"], args.max_wait)
+        print(f"bot {running.http.url}; simulator {sim.url}; Slack fake {fake.url}")
+        print(
+            f"{'burst':<36} {'n':>4} {'min ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'>3s':>5} "
+            f"{'fail':>5}  {'follow-up':>10}"
+        )
+        for n in sizes:
+            burst, first = command_burst(f"/vm start x{n}", driver, fake, f"C0A{n}", ids[("a", n)], args.max_wait)
+            ok = print_row(burst) and ok
+            clicks = click_burst(f"Start click x{n}", driver, fake, first, args.max_wait)
+            ok = print_row(clicks) and ok
+            burst, second = command_burst(
+                f"/vm start x{n} (again)", driver, fake, f"C0B{n}", ids[("b", n)], args.max_wait
+            )
+            ok = print_row(burst) and ok
+            # Every lookup now takes hang_seconds; the clicks on `second` go out while those lookups run.
+            sim.fail_next("DescribeInstances", times=n, status=200, hang_seconds=args.hang_seconds)
+            slow, t0 = send_commands(
+                f"/vm start x{n}, lookup {args.hang_seconds:g}s", driver, f"C0S{n}", ids[("slow", n)]
+            )
+            clicks = click_burst(f"Start click x{n} during slow lookups", driver, fake, second, args.max_wait)
+            wait_confirmations(slow, t0, fake, f"C0S{n}", n, args.max_wait)
+            ok = print_row(slow) and ok
+            ok = print_row(clicks) and ok
+            sim.reset_faults()
+        if args.idle_connections:
+            verdict, probe_ok = idle_connection_probe(running, driver, args.idle_connections, "ack-idle")
+            print(verdict)
+            ok = ok and probe_ok
+    return 0 if ok else 1
+
+
+@contextlib.contextmanager
+def in_process_bot(
+    instances: dict[str, str], pattern: str, *, boot_seconds: float
+) -> Iterator[tuple[RunningBot, SlackDriver, FakeSlackWebApi, ZenlayerSimulator, Settings]]:
+    """Run the simulator, the Slack stand-in and the bot (granted `pattern` for USER) in process on loopback."""
+    key_id, key_secret = "AKIDBENCH", secrets.token_urlsafe(24)
     with (
         tempfile.TemporaryDirectory(prefix="vm-bot-bench-") as tmp,
         ZenlayerSimulator(
-            boot_seconds=3600, access_key_id=key_id, access_key_secret=key_secret, instances=instances
+            boot_seconds=boot_seconds, access_key_id=key_id, access_key_secret=key_secret, instances=instances
         ) as sim,
         FakeSlackWebApi() as fake,
     ):
@@ -276,48 +316,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         upgrade(database_url)
         db = Database(database_url)
         with db.session() as session:
-            grants.add_grants(session, USER, ["ack-*"], granted_by="benchmark")
+            grants.add_grants(session, USER, [pattern], granted_by="benchmark")
         db.close()
         running = RunningBot(create_app(settings), host="127.0.0.1", port=0).start()
         assert running.http is not None and settings.slack_signing_secret is not None
         driver = SlackDriver(running.http.url, fake, settings.slack_signing_secret.reveal())
         driver.http.close()
         driver.http = fresh_http()
-        ok = True
         try:
-            command_burst("warm-up", driver, fake, "C0WARMUP", ["ack-warmup"], args.max_wait)
-            print(f"bot {running.http.url}; simulator {sim.url}; Slack fake {fake.url}")
-            print(
-                f"{'burst':<36} {'n':>4} {'min ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'>3s':>5} "
-                f"{'fail':>5}  {'follow-up':>10}"
-            )
-            for n in sizes:
-                burst, first = command_burst(f"/vm start x{n}", driver, fake, f"C0A{n}", ids[("a", n)], args.max_wait)
-                ok = print_row(burst) and ok
-                clicks = click_burst(f"Start click x{n}", driver, fake, first, args.max_wait)
-                ok = print_row(clicks) and ok
-                burst, second = command_burst(
-                    f"/vm start x{n} (again)", driver, fake, f"C0B{n}", ids[("b", n)], args.max_wait
-                )
-                ok = print_row(burst) and ok
-                # Every lookup now takes hang_seconds; the clicks on `second` go out while those lookups run.
-                sim.fail_next("DescribeInstances", times=n, status=200, hang_seconds=args.hang_seconds)
-                slow, t0 = send_commands(
-                    f"/vm start x{n}, lookup {args.hang_seconds:g}s", driver, f"C0S{n}", ids[("slow", n)]
-                )
-                clicks = click_burst(f"Start click x{n} during slow lookups", driver, fake, second, args.max_wait)
-                wait_confirmations(slow, t0, fake, f"C0S{n}", n, args.max_wait)
-                ok = print_row(slow) and ok
-                ok = print_row(clicks) and ok
-                sim.reset_faults()
-            if args.idle_connections:
-                verdict, probe_ok = idle_connection_probe(running, driver, args.idle_connections, "ack-idle")
-                print(verdict)
-                ok = ok and probe_ok
+            yield running, driver, fake, sim, settings
         finally:
             driver.close()
             running.stop()
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

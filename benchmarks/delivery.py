@@ -17,26 +17,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ack_latency import bench_settings, fresh_http
+from ack_latency import in_process_bot
 
-from bot.app import create_app
-from bot.db.migrate import upgrade
-from bot.db.session import Database
 from bot.devtools.slack_driver import Confirmation, SlackDriver
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import wait_until
-from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import grants
-from bot.server import RunningBot
 from bot.slack import action_ids
 
 USER = "U0BENCH01"
@@ -117,43 +109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--sizes must be 1..200 each; --retry-after and --max-wait positive")
     logging.basicConfig(level=logging.ERROR)
 
-    key_id, key_secret = "AKIDBENCH", secrets.token_urlsafe(24)
     instances = {f"dl-C0N{n}-{i:03d}": "STOPPED" for n in sizes for i in range(n)}
     instances.update({f"dl-{side}-{tag}": "STOPPED" for side in "ab" for tag in ("quiet", "held")})
-    with (
-        tempfile.TemporaryDirectory(prefix="vm-bot-bench-") as tmp,
-        ZenlayerSimulator(
-            boot_seconds=BOOT_SECONDS, access_key_id=key_id, access_key_secret=key_secret, instances=instances
-        ) as sim,
-        FakeSlackWebApi() as fake,
-    ):
-        database_url = f"sqlite:///{Path(tmp) / 'vm-bot.db'}"
-        settings = bench_settings(database_url, fake.url, sim.url, key_id, key_secret)
-        upgrade(database_url)
-        db = Database(database_url)
-        with db.session() as session:
-            grants.add_grants(session, USER, ["dl-*"], granted_by="benchmark")
-        db.close()
-        running = RunningBot(create_app(settings), host="127.0.0.1", port=0).start()
-        assert running.http is not None and settings.slack_signing_secret is not None
-        driver = SlackDriver(running.http.url, fake, settings.slack_signing_secret.reveal())
-        driver.http.close()
-        driver.http = fresh_http()
-        try:
-            print(f"POLL_INTERVAL_SECONDS={settings.poll_interval_seconds:g}, instances boot in {BOOT_SECONDS:g} s")
-            for n in sizes:
-                print(burst(driver, fake, f"C0N{n}", n, args.max_wait))
-            quiet = isolation(driver, fake, 0, args.max_wait, "quiet")
-            held = isolation(driver, fake, args.retry_after, args.max_wait, "held")
-            target = settings.poll_interval_seconds + 1 + BOOT_SECONDS
-            print(f"final reply in B, click to reply, A quiet: {quiet:.2f} s (floor, same run)")
-            print(
-                f"final reply in B, click to reply, A held by 429 Retry-After {args.retry_after:g} s: {held:.2f} s "
-                f"(target <= {target:g} s; ratio to floor {held / quiet:.2f})"
-            )
-        finally:
-            driver.close()
-            running.stop()
+    with in_process_bot(instances, "dl-*", boot_seconds=BOOT_SECONDS) as (_running, driver, fake, _sim, settings):
+        print(f"POLL_INTERVAL_SECONDS={settings.poll_interval_seconds:g}, instances boot in {BOOT_SECONDS:g} s")
+        for n in sizes:
+            print(burst(driver, fake, f"C0N{n}", n, args.max_wait))
+        quiet = isolation(driver, fake, 0, args.max_wait, "quiet")
+        held = isolation(driver, fake, args.retry_after, args.max_wait, "held")
+        target = settings.poll_interval_seconds + 1 + BOOT_SECONDS
+        print(f"final reply in B, click to reply, A quiet: {quiet:.2f} s (floor, same run)")
+        print(
+            f"final reply in B, click to reply, A held by 429 Retry-After {args.retry_after:g} s: {held:.2f} s "
+            f"(target <= {target:g} s; ratio to floor {held / quiet:.2f})"
+        )
     return 0
 
 
