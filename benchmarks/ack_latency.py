@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import secrets
-import signal
 import socket
 import statistics
 import subprocess
@@ -372,12 +371,17 @@ def served(name: str, argv: list[str], port: int, tmp: Path, env: dict[str, str]
         wait_healthy(port, process, log)
         yield Served(name, port, process, log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process and wait for it (kill it if it hangs)."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @dataclass

@@ -92,7 +92,7 @@ def idle_cpu(tmp: Path) -> tuple[list[str], bool]:
             socket_bot = subprocess.Popen(
                 [sys.executable, "-m", "bot", "run"], env=socket_env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT
             )
-        stack.callback(stop, socket_bot)
+        stack.callback(ack_latency.stop, socket_bot)
         socket_mode.wait_connected(timeout=30)
         time.sleep(1.0)  # let start-up work (migrations, the first watcher tick) finish before measuring
         for name, pid in (
@@ -109,16 +109,6 @@ def idle_cpu(tmp: Path) -> tuple[list[str], bool]:
                 f"goal < {IDLE_GOAL * 100:g} %  {verdict}"
             )
     return lines, ok
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a process and wait for it (kill it if it hangs)."""
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -10,6 +11,7 @@ from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
 from bot.devtools.slack_driver import Confirmation
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import TEST_CREDENTIALS, free_port, wait_until
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
@@ -77,3 +79,23 @@ def ask_to_start(
 def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:
     """Return the instance ids of every StartInstances call the simulator answered."""
     return [list(c.instance_ids) for c in simulator.calls if c.action == "StartInstances"]
+
+
+def run_env(
+    fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str, port: int, **extra: str
+) -> dict[str, str]:
+    """Return the environment of a `vm-bot run` process pointed at the stand-ins."""
+    return {
+        **os.environ,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_APP_TOKEN": "",
+        "SLACK_API_URL": fake_slack.url,
+        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
+        "ZENLAYER_TOKEN": "",
+        "ZENLAYER_API_URL": simulator.url,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        **extra,
+    }

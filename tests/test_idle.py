@@ -17,7 +17,7 @@ import pytest
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from tests.fake_socket_mode import FakeSocketMode
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, SIGNING_SECRET, free_port, wait_until
+from tests.slack_support import free_port, run_env, wait_until
 
 IDLE_SECONDS = 3.0
 # A spinning loop burns about one core: ~3 s of CPU here. An idle bot (a watcher tick per second) uses a few ms.
@@ -39,7 +39,7 @@ def run_bot(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[by
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "bot", "run"],
-            env={**os.environ, **env},
+            env=env,
             cwd=tmp_path,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -54,22 +54,6 @@ def run_bot(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[by
             process.wait()
 
 
-def base_env(fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str) -> dict[str, str]:
-    """Settings for `vm-bot run` against the loopback fakes, polling once a second."""
-    return {
-        "SLACK_BOT_TOKEN": "xoxb-idle-test",
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_APP_TOKEN": "",
-        "SLACK_API_URL": fake_slack.url,
-        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-        "ZENLAYER_TOKEN": "",
-        "ZENLAYER_API_URL": simulator.url,
-        "DATABASE_URL": database_url,
-        "POLL_INTERVAL_SECONDS": "1",
-    }
-
-
 def idle_cpu(pid: int) -> float:
     """Return the CPU seconds a process uses over IDLE_SECONDS of doing nothing."""
     before = cpu_seconds(pid)
@@ -81,7 +65,7 @@ def test_idle_http_bot_uses_no_cpu(
     tmp_path: Path, fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str
 ) -> None:
     port = free_port()
-    env = {**base_env(fake_slack, simulator, database_url), "PORT": str(port)}
+    env = run_env(fake_slack, simulator, database_url, port, POLL_INTERVAL_SECONDS="1")
     with run_bot(tmp_path, env) as process:
 
         def healthy() -> bool:
@@ -100,11 +84,15 @@ def test_idle_socket_mode_bot_uses_no_cpu(
 ) -> None:
     with FakeSocketMode() as socket_mode:
         fake_slack.socket_mode_url = socket_mode.url
-        env = {
-            **base_env(fake_slack, simulator, database_url),
-            "SLACK_APP_TOKEN": "xapp-1-A0001-1234-idle",
-            "SLACK_SIGNING_SECRET": "",
-        }
+        env = run_env(
+            fake_slack,
+            simulator,
+            database_url,
+            free_port(),
+            POLL_INTERVAL_SECONDS="1",
+            SLACK_APP_TOKEN="xapp-1-A0001-1234-idle",
+            SLACK_SIGNING_SECRET="",
+        )
         with run_bot(tmp_path, env) as process:
             socket_mode.wait_connected()
             used = idle_cpu(process.pid)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -17,34 +16,14 @@ from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids
 from tests.slack_support import (
-    ACCESS_KEY_ID,
     ACCESS_KEY_SECRET,
     BOT_TOKEN,
     SIGNING_SECRET,
     free_port,
+    run_env,
     start_calls,
     wait_until,
 )
-
-
-def run_env(
-    fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str, port: int, **extra: str
-) -> dict[str, str]:
-    """Return the environment of a `vm-bot run` process pointed at the stand-ins."""
-    return {
-        **os.environ,
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_APP_TOKEN": "",
-        "SLACK_API_URL": fake_slack.url,
-        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-        "ZENLAYER_TOKEN": "",
-        "ZENLAYER_API_URL": simulator.url,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        **extra,
-    }
 
 
 def spawn(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
