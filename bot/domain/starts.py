@@ -8,9 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from bot.db.group_commit import GroupCommit
 from bot.db.models import ANY_CHANNEL, Click, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, inventory, lifecycle
@@ -169,6 +170,8 @@ class StartService:
         self.confirm_ttl_seconds = confirm_ttl_seconds
         self.approval_ttl_seconds = approval_ttl_seconds
         self.clock = clock
+        # Clicks arriving together are recorded in one transaction: each still waits for its own row's commit.
+        self._clicks: GroupCommit[dict[str, object], int] = GroupCommit(self._insert_clicks)
 
     def coverage(
         self,
@@ -368,18 +371,21 @@ class StartService:
         self, request_id: int, user_id: str, decision: Decision, *, message_ts: str | None, replica: str
     ) -> int:
         """Record a click (one quick insert) before it is acknowledged, so no crash can lose it; return its id."""
+        row: dict[str, object] = {
+            "request_id": request_id,
+            "user_id": user_id,
+            "decision": decision.value,
+            "message_ts": message_ts,
+            "replica": replica,
+            "created_at": self.clock(),
+        }
+        return self._clicks.submit(row)
+
+    def _insert_clicks(self, rows: Sequence[dict[str, object]]) -> list[int]:
+        """Insert clicks in one committed transaction; return their ids in the order of rows."""
         with self.db.session(urgent=True) as session:  # someone waits for the acknowledgement
-            click = Click(
-                request_id=request_id,
-                user_id=user_id,
-                decision=decision.value,
-                message_ts=message_ts,
-                replica=replica,
-                created_at=self.clock(),
-            )
-            session.add(click)
-            session.flush()
-            return click.id
+            statement = insert(Click).returning(Click.id, sort_by_parameter_order=True)
+            return list(session.connection().execute(statement, list(rows)).scalars())
 
     def decide_click(self, click_id: int) -> ClickResult | None:
         """Decide a recorded click; None when it was decided already (by recovery, or by another replica)."""
