@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,59 @@ def test_a_stale_allowed_never_gets_past_the_check_that_acts(db: Database) -> No
     assert starts.coverage_before_ack("U0ALICE", "C0OPS", ["web-1"]).ok  # the ack may still say "Checking…"
     with pytest.raises(NotCovered):
         starts.prepare("U0ALICE", "C0OPS", ["web-1"])  # but preparing the confirmation reads the database
+
+
+class HeldReads:
+    """A read of the grants table the test can hold open; each read returns the table as it is when it starts."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, list[str]] = {}
+        self.reads = 0
+        self.first_started = threading.Event()
+        self.release_first = threading.Event()
+
+    def __call__(self) -> dict[str, list[grants.GrantRule]]:
+        snapshot = {user: [Rule(p) for p in patterns] for user, patterns in self.table.items()}
+        self.reads += 1
+        if self.reads == 1:
+            self.first_started.set()
+            assert self.release_first.wait(10)
+        return snapshot  # type: ignore[return-value]
+
+
+class Rule:
+    """A grant rule as the coverage check reads it."""
+
+    def __init__(self, pattern: str):
+        self.action, self.kind, self.pattern = "start", "id", pattern
+        self.channel_id, self.needs_approval = "*", False
+
+
+def test_a_refusal_never_uses_a_read_that_began_before_it_was_asked(tmp_path: Path) -> None:
+    reads = HeldReads()
+    cache = GrantCache(Database(f"sqlite:///{tmp_path / 'unused.db'}"), read=reads)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        early = pool.submit(cache.fresh_rules_for, "U0BOB")
+        assert reads.first_started.wait(10)
+        reads.table["U0BOB"] = ["web-*"]  # granted (on another replica) while that read is under way
+        late = [pool.submit(cache.fresh_rules_for, "U0BOB") for _ in range(3)]
+        reads.release_first.set()
+        assert early.result(10) == []
+        assert [[r.pattern for r in f.result(10)] for f in late] == [["web-*"]] * 3
+    assert reads.reads == 2  # the three that arrived during the first read shared the second
+
+
+def test_a_refused_user_granted_on_another_replica_is_allowed_at_once(db: Database) -> None:
+    cache = GrantCache(db, max_age_seconds=3600)
+    starts = service(db, cache)
+    checked = starts.check_before_ack("U0BOB", "C0OPS", ["web-1"])
+    assert not checked.coverage.ok and not checked.usable_here
+    other = Database(db.url)  # another replica: this process's cache is not told
+    try:
+        with other.session() as session:
+            grants.add_grants(session, "U0BOB", ["db-*"], granted_by="test")
+    finally:
+        other.close()
+    checked = starts.check_before_ack("U0BOB", "C0OPS", ["web-1"])
+    assert not checked.coverage.ok and checked.usable_here  # holds a grant here now: names get looked up
+    assert starts.may_use_here("U0BOB", "C0OPS")

@@ -14,27 +14,41 @@ from bot.domain.grants import GrantRule
 
 MAX_AGE_SECONDS = 1.0
 
+Rules = dict[str, list[GrantRule]]
+
 
 class GrantCache:
     """Every grant rule, reloaded from the database when the copy is older than max_age_seconds.
 
-    Only ever used to answer "allowed" before an acknowledgement: a denial is always read from the database, and
-    everything that acts (preparing the confirmation, deciding a click) checks the database again. So a grant
-    added anywhere counts at once, and a grant revoked on another replica can at worst earn a "Checking…" ack,
-    followed within moments by the refusal, for up to max_age_seconds. Reloading everything (a small table) rather
-    than trusting a change counter keeps that bound whatever happened to the rows.
+    The copy only ever answers "allowed" before an acknowledgement: a denial comes from `fresh_rules_for`, a read
+    that began after it was asked for, and everything that acts (preparing the confirmation, deciding a click)
+    checks the database again. So a grant added anywhere counts at once, and a grant revoked on another replica can
+    at worst earn a "Checking…" ack, followed within moments by the refusal, for up to max_age_seconds. Reloading
+    everything (a small table) rather than trusting a change counter keeps that bound whatever happened to the rows.
     """
 
     def __init__(
-        self, db: Database, *, max_age_seconds: float = MAX_AGE_SECONDS, clock: Callable[[], float] = time.monotonic
+        self,
+        db: Database,
+        *,
+        max_age_seconds: float = MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        read: Callable[[], Rules] | None = None,
     ):
         self.db = db
         self.max_age_seconds = max_age_seconds
         self._clock = clock
+        self._read = read or self._read_database
         self._reloading = threading.Lock()
-        self._rules: dict[str, list[GrantRule]] = {}
+        self._rules: Rules = {}
         self._loaded_at = float("-inf")
         self._generation = 0
+        # Fresh reads: one at a time, numbered; a caller needs one numbered above those started before it came.
+        self._fresh = threading.Condition()
+        self._fresh_started = 0
+        self._fresh_done = 0
+        self._fresh_reading = False
+        self._fresh_rules: Rules = {}
 
     def invalidate(self) -> None:
         """Forget the copy (this process changed grants): the next look-up reloads."""
@@ -52,14 +66,51 @@ class GrantCache:
                 self._reloading.release()
         return self._rules.get(user_id, [])
 
+    def fresh_rules_for(self, user_id: str) -> list[GrantRule]:
+        """Return the user's grant rules from a read of every rule that began after this call.
+
+        Callers arriving together share reads: each waits for the first read that starts after it arrived (never
+        one already under way, which could miss a grant committed just before it arrived). A burst of refusals
+        costs a few reads of the table instead of one query each.
+        """
+        with self._fresh:
+            needed = self._fresh_started + 1
+            while self._fresh_done < needed:
+                if self._fresh_reading:
+                    self._fresh.wait()
+                    continue
+                self._fresh_reading = True
+                self._fresh_started += 1
+                number, generation, started = self._fresh_started, self._generation, self._clock()
+                try:
+                    self._fresh.release()
+                    try:
+                        rules = self._read()
+                    finally:
+                        self._fresh.acquire()
+                finally:
+                    self._fresh_reading = False
+                    self._fresh.notify_all()
+                self._fresh_rules, self._fresh_done = rules, number
+                self._keep(rules, generation, started)
+            return list(self._fresh_rules.get(user_id, []))
+
     def _reload(self) -> None:
-        """Read every grant rule; note the time taken before reading, so the copy's age is never understated."""
+        """Read every grant rule into the copy."""
         started, generation = self._clock(), self._generation
-        query = select(Grant.user_id, Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.needs_approval)
-        rules: dict[str, list[GrantRule]] = {}
-        with self.db.reading() as connection:
-            for row in connection.execute(query):
-                rules.setdefault(row.user_id, []).append(row)
+        self._keep(self._read(), generation, started)
+
+    def _keep(self, rules: Rules, generation: int, started: float) -> None:
+        """Make rules the copy, dated by when their read started, so the copy's age is never understated."""
         self._rules = rules
         if generation == self._generation:  # an invalidate() during the read wins
             self._loaded_at = started
+
+    def _read_database(self) -> Rules:
+        """Read every grant rule, grouped by user."""
+        query = select(Grant.user_id, Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.needs_approval)
+        rules: Rules = {}
+        with self.db.reading() as connection:
+            for row in connection.execute(query):
+                rules.setdefault(row.user_id, []).append(row)
+        return rules

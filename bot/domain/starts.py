@@ -18,7 +18,7 @@ from bot.domain import audit, inventory, lifecycle
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
 from bot.domain.grant_cache import GrantCache
-from bot.domain.grants import Coverage, check_coverage, grant_rules, list_grants, need_attributes
+from bot.domain.grants import Coverage, GrantRule, check_coverage, grant_rules, list_grants, need_attributes
 from bot.domain.inventory import LookupFailed, Resolution
 from bot.domain.lifecycle import Holder, InstancesBusy, NewInstance, State
 from bot.domain.ports import InstanceInfo, VmApi
@@ -151,6 +151,19 @@ _REFUSALS_TO_AUDIT = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class BeforeAck:
+    """What the check before an acknowledgement found: the coverage, and whether any grant is usable here."""
+
+    coverage: Coverage
+    usable_here: bool
+
+
+def _usable_here(rules: Sequence[GrantRule], channel_id: str, action: GrantAction) -> bool:
+    """True when any of rules grants action in channel_id."""
+    return any(g.action == action and g.channel_id in (ANY_CHANNEL, channel_id) for g in rules)
+
+
 class StartService:
     """Checks grants, prepares confirmations and decides clicks; the watcher does the starting."""
 
@@ -189,22 +202,42 @@ class StartService:
             )
 
     def may_use_here(self, user_id: str, channel_id: str, action: GrantAction = GrantAction.START) -> bool:
-        """True when the user holds any `action` grant usable in this channel (else nothing can be covered)."""
-        with self.db.reading() as connection:
-            return any(
-                g.action == action and g.channel_id in (ANY_CHANNEL, channel_id)
-                for g in grant_rules(connection, user_id)
-            )
+        """True when the user holds any `action` grant usable in this channel (else nothing can be covered).
+
+        "Yes" may come from the grant cache; "no" always comes from a read begun after this call.
+        """
+        if self.grant_cache is not None:
+            cached = self.grant_cache.rules_for(user_id)
+            if cached is not None and _usable_here(cached, channel_id, action):
+                return True
+        return _usable_here(self._fresh_rules(user_id), channel_id, action)
+
+    def check_before_ack(self, user_id: str, channel_id: str, ids: Sequence[str]) -> BeforeAck:
+        """Return start coverage for the ack, and whether anything could be covered here; a refusal is fresh.
+
+        "Allowed" may come from the grant cache (prepare() checks the database again before anything happens);
+        otherwise both answers come from one read of the user's rules begun after this call.
+        """
+        if self.grant_cache is not None:
+            cached = self.grant_cache.rules_for(user_id)
+            if cached is not None:
+                coverage = check_coverage(cached, ids, action=GrantAction.START, channel_id=channel_id)
+                if coverage.ok:
+                    return BeforeAck(coverage, usable_here=True)
+        rules = self._fresh_rules(user_id)
+        coverage = check_coverage(rules, ids, action=GrantAction.START, channel_id=channel_id)
+        return BeforeAck(coverage, usable_here=coverage.ok or _usable_here(rules, channel_id, GrantAction.START))
 
     def coverage_before_ack(self, user_id: str, channel_id: str, ids: Sequence[str]) -> Coverage:
         """Return start coverage for the ack: "allowed" may come from the grant cache, a refusal always is fresh."""
+        return self.check_before_ack(user_id, channel_id, ids).coverage
+
+    def _fresh_rules(self, user_id: str) -> list[GrantRule]:
+        """Return the user's grant rules as of a read begun after this call (shared with concurrent callers)."""
         if self.grant_cache is not None:
-            rules = self.grant_cache.rules_for(user_id)
-            if rules is not None:
-                cached = check_coverage(rules, ids, action=GrantAction.START, channel_id=channel_id)
-                if cached.ok:
-                    return cached  # prepare() checks the database again before anything happens
-        return self.coverage(user_id, channel_id, ids)
+            return self.grant_cache.fresh_rules_for(user_id)
+        with self.db.reading() as connection:
+            return grant_rules(connection, user_id)
 
     def record_denial(
         self, user_id: str, channel_id: str, coverage: Coverage, *, action: GrantAction = GrantAction.START

@@ -143,9 +143,10 @@ class Listeners:
                 ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
                 return "usage"
             user_id, channel_id = command["user_id"], command["channel_id"]
-            coverage = self.starts.coverage_before_ack(user_id, channel_id, parsed.ids)
-            if not coverage.ok and not self.starts.may_use_here(user_id, channel_id):
-                # Nothing could cover these (names included): refuse in the ack itself, one indexed read; the
+            checked = self.starts.check_before_ack(user_id, channel_id, parsed.ids)
+            coverage = checked.coverage
+            if not coverage.ok and not checked.usable_here:
+                # Nothing could cover these (names included): refuse in the ack itself, from a fresh read; the
                 # audit write happens after. Anyone holding a grant here has the words looked up first.
                 ack(blocks.not_covered_text(GrantAction.START, coverage))
                 self._submit(self.lookups, respond, self._record_denial, user_id, channel_id, coverage)
