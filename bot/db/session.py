@@ -182,6 +182,24 @@ class Database:
             connection.execution_options(isolation_level="AUTOCOMMIT", **{_SINGLE_STATEMENT: True})
             yield connection
 
+    @contextmanager
+    def writing(self, *, urgent: bool = False) -> Iterator[Connection]:
+        """Yield a connection for one writing statement, committed by the time the block ends.
+
+        On PostgreSQL the statement is its own transaction (autocommit): no BEGIN and COMMIT round trips. On SQLite
+        the block is one BEGIN IMMEDIATE transaction, taken in this process's write turn, because SQLAlchemy runs an
+        executemany with ordered RETURNING there row by row, and one commit must cover every row.
+        """
+        if not urgent and self.before_write is not None:
+            self.before_write()
+        if self._write_turn is None:
+            with self.engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT", **{_SINGLE_STATEMENT: True})
+                yield connection
+            return
+        with self._write_turn(urgent=urgent), self.engine.connect() as connection, connection.begin():
+            yield connection
+
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()

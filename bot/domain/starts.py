@@ -416,9 +416,10 @@ class StartService:
 
     def _insert_clicks(self, rows: Sequence[dict[str, object]]) -> list[int]:
         """Insert clicks in one committed transaction; return their ids in the order of rows."""
-        with self.db.session(urgent=True) as session:  # someone waits for the acknowledgement
+        # One statement for the whole batch (insertmanyvalues), committed when it returns; someone waits for the ack.
+        with self.db.writing(urgent=True) as connection:
             statement = insert(Click).returning(Click.id, sort_by_parameter_order=True)
-            return list(session.connection().execute(statement, list(rows)).scalars())
+            return list(connection.execute(statement, list(rows)).scalars())
 
     def decide_click(self, click_id: int) -> ClickResult | None:
         """Decide a recorded click; None when it was decided already (by recovery, or by another replica)."""
