@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from bot.slack.ack_first import AckFirst
 from bot.slack.listeners import Listeners
 from bot.slack.messages import SlackMessages
 from bot.slack.metered_client import MeteredWebClient
+from bot.workers import WorkerPool
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.metered import MeteredTransport
 
@@ -51,7 +52,7 @@ class BotApp:
     client: WebClient
     starts: StartService
     watcher: Watcher
-    executors: tuple[ThreadPoolExecutor, ...]
+    executors: tuple[Executor, ...]
     metrics: Metrics = field(default_factory=Metrics)
     health: Health | None = None
 
@@ -131,9 +132,10 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     watcher.on_tick = ticked
     watcher.on_takeover = metrics.took_over
     metrics.watch_database(lambda: database_gauges(db))
-    lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
+    # Acks hand work over to these: a submit() that never queues behind a lock (see WorkerPool).
+    lookups = WorkerPool(LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
     # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.
-    decisions = ThreadPoolExecutor(max_workers=DECISION_THREADS, thread_name_prefix="vm-bot-decide")
+    decisions = WorkerPool(DECISION_THREADS, thread_name_prefix="vm-bot-decide")
     app = App(
         client=client,
         signing_secret=settings.slack_signing_secret.reveal() if settings.slack_signing_secret else "",
