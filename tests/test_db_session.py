@@ -126,3 +126,15 @@ def test_readonly_sessions_cannot_write(db: Database) -> None:
         session.add(_grant())
         session.flush()
     assert _count(db) == 0
+
+
+def test_a_read_survives_a_dropped_connection(db: Database) -> None:
+    with db.session() as session:
+        session.add(_grant())
+    assert [r.user_id for r in db.read(select(Grant.user_id))] == ["U0001"]
+    if db.engine.dialect.name == "postgresql":
+        # A database restart, as the one pooled connection read() uses sees it: its server process is gone.
+        pid = db.read(select(func.pg_backend_pid()))[0][0]
+        with db.engine.connect() as connection:
+            assert connection.execute(select(func.pg_terminate_backend(pid, 5000))).scalar()  # waits until it is gone
+    assert [r.user_id for r in db.read(select(Grant.user_id))] == ["U0001"]  # retried once on a new connection

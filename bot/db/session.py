@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, Row, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -143,6 +144,13 @@ class Database:
         in_memory = is_sqlite(url) and make_url(url).database in (None, "", ":memory:")
         # An in-memory SQLite database exists only inside its own connections: it cannot have a second engine.
         self.read_engine: Engine = self.engine if in_memory else make_engine(url, readonly=True, **read_kwargs)
+        # read() runs one idempotent statement and retries it once on a dropped connection, so its connections
+        # need no ping before each use (a round trip, on the path of a refusal in an ack). SQLite pings nothing.
+        self._statement_engine = (
+            self.read_engine
+            if is_sqlite(url)
+            else make_engine(url, readonly=True, **{**read_kwargs, "pool_pre_ping": False})
+        )
         self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._readonly_sessions = sessionmaker(bind=self.read_engine, expire_on_commit=False)
         # Other processes on the same SQLite file still queue on busy_timeout.
@@ -200,8 +208,23 @@ class Database:
         with self._write_turn(urgent=urgent), self.engine.connect() as connection, connection.begin():
             yield connection
 
+    def read(self, statement: Executable) -> Sequence[Row[Any]]:
+        """Run one read statement in its own implicit transaction and return its rows; retried once if the
+        connection turns out to be dead (a database restart), since a read can safely run twice."""
+        for attempt in (1, 2):
+            try:
+                with self._statement_engine.connect() as connection:
+                    connection.execution_options(isolation_level="AUTOCOMMIT", **{_SINGLE_STATEMENT: True})
+                    return connection.execute(statement).all()
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
+        if self._statement_engine is not self.read_engine:
+            self._statement_engine.dispose()

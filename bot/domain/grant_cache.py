@@ -110,7 +110,6 @@ class GrantCache:
         """Read every grant rule, grouped by user."""
         query = select(Grant.user_id, Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.needs_approval)
         rules: Rules = {}
-        with self.db.reading() as connection:
-            for row in connection.execute(query):
-                rules.setdefault(row.user_id, []).append(row)
+        for row in self.db.read(query):
+            rules.setdefault(row.user_id, []).append(row)
         return rules
