@@ -17,6 +17,8 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 # (waitress's 16), so an acknowledgement never queues for a connection.
 READ_POOL_SIZE = 16
 READ_POOL_OVERFLOW = 16
+# Connections for read(): its callers (the grant cache's shared reads) run one or two statements at a time.
+STATEMENT_POOL = {"pool_size": 2, "max_overflow": 8}
 # Execution option of reading(): a single read statement, which SQLite runs in its own implicit transaction.
 _SINGLE_STATEMENT = "vm_bot_single_statement"
 
@@ -149,7 +151,7 @@ class Database:
         self._statement_engine = (
             self.read_engine
             if is_sqlite(url)
-            else make_engine(url, readonly=True, **{**read_kwargs, "pool_pre_ping": False})
+            else make_engine(url, readonly=True, **{**engine_kwargs, "pool_pre_ping": False, **STATEMENT_POOL})
         )
         self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._readonly_sessions = sessionmaker(bind=self.read_engine, expire_on_commit=False)
