@@ -29,6 +29,7 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL: commits survive power loss
     finally:
         engine.dispose()
 
