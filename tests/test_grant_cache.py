@@ -147,3 +147,16 @@ def test_a_refused_user_granted_on_another_replica_is_allowed_at_once(db: Databa
     checked = starts.check_before_ack("U0BOB", "C0OPS", ["web-1"])
     assert not checked.coverage.ok and checked.usable_here  # holds a grant here now: names get looked up
     assert starts.may_use_here("U0BOB", "C0OPS")
+
+
+def test_a_refusal_that_finds_the_copy_old_reads_the_grants_once(tmp_path: Path) -> None:
+    reads = HeldReads()
+    reads.release_first.set()
+    reads.table["U0ALICE"] = ["web-*"]
+    cache = GrantCache(Database(f"sqlite:///{tmp_path / 'unused.db'}"), max_age_seconds=3600, read=reads)
+    starts = service(cache.db, cache)
+    checked = starts.check_before_ack("U0BOB", "C0OPS", ["web-1"])  # no copy yet: one read refreshes it and refuses
+    assert not checked.coverage.ok and not checked.usable_here
+    assert reads.reads == 1
+    assert starts.check_before_ack("U0ALICE", "C0OPS", ["web-1"]).coverage.ok  # from the copy
+    assert reads.reads == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -15,6 +16,14 @@ from bot.domain.grants import GrantRule
 MAX_AGE_SECONDS = 1.0
 
 Rules = dict[str, list[GrantRule]]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A user's grant rules, and whether they come from a read begun after they were asked for."""
+
+    rules: list[GrantRule]
+    fresh: bool
 
 
 class GrantCache:
@@ -39,7 +48,6 @@ class GrantCache:
         self.max_age_seconds = max_age_seconds
         self._clock = clock
         self._read = read or self._read_database
-        self._reloading = threading.Lock()
         self._rules: Rules = {}
         self._loaded_at = float("-inf")
         self._generation = 0
@@ -55,16 +63,19 @@ class GrantCache:
         self._generation += 1
         self._loaded_at = float("-inf")
 
-    def rules_for(self, user_id: str) -> list[GrantRule] | None:
-        """Return the user's grant rules from a copy at most max_age_seconds old; None when there is none to hand."""
+    def rules_for(self, user_id: str) -> list[GrantRule]:
+        """Return the user's grant rules from the copy, or from a fresh (shared) read once it is too old."""
+        return self.lookup(user_id).rules
+
+    def lookup(self, user_id: str) -> Lookup:
+        """Return the user's grant rules from the copy while it is at most max_age_seconds old, else read afresh.
+
+        An old copy is refreshed by the same shared read refusals use, so a burst that finds it old waits for one
+        read, and a caller told `fresh` may refuse from these rules without reading again.
+        """
         if self._clock() - self._loaded_at > self.max_age_seconds:
-            if not self._reloading.acquire(blocking=False):
-                return None  # another thread is reloading: read the database this once
-            try:
-                self._reload()
-            finally:
-                self._reloading.release()
-        return self._rules.get(user_id, [])
+            return Lookup(self.fresh_rules_for(user_id), fresh=True)
+        return Lookup(self._rules.get(user_id, []), fresh=False)
 
     def fresh_rules_for(self, user_id: str) -> list[GrantRule]:
         """Return the user's grant rules from a read of every rule that began after this call.
@@ -94,11 +105,6 @@ class GrantCache:
                 self._fresh_rules, self._fresh_done = rules, number
                 self._keep(rules, generation, started)
             return list(self._fresh_rules.get(user_id, []))
-
-    def _reload(self) -> None:
-        """Read every grant rule into the copy."""
-        started, generation = self._clock(), self._generation
-        self._keep(self._read(), generation, started)
 
     def _keep(self, rules: Rules, generation: int, started: float) -> None:
         """Make rules the copy, dated by when their read started, so the copy's age is never understated."""

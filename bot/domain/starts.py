@@ -207,9 +207,11 @@ class StartService:
         "Yes" may come from the grant cache; "no" always comes from a read begun after this call.
         """
         if self.grant_cache is not None:
-            cached = self.grant_cache.rules_for(user_id)
-            if cached is not None and _usable_here(cached, channel_id, action):
+            found = self.grant_cache.lookup(user_id)
+            if _usable_here(found.rules, channel_id, action):
                 return True
+            if found.fresh:
+                return False
         return _usable_here(self._fresh_rules(user_id), channel_id, action)
 
     def check_before_ack(self, user_id: str, channel_id: str, ids: Sequence[str]) -> BeforeAck:
@@ -219,12 +221,13 @@ class StartService:
         otherwise both answers come from one read of the user's rules begun after this call.
         """
         if self.grant_cache is not None:
-            cached = self.grant_cache.rules_for(user_id)
-            if cached is not None:
-                coverage = check_coverage(cached, ids, action=GrantAction.START, channel_id=channel_id)
-                if coverage.ok:
-                    return BeforeAck(coverage, usable_here=True)
-        rules = self._fresh_rules(user_id)
+            found = self.grant_cache.lookup(user_id)
+            coverage = check_coverage(found.rules, ids, action=GrantAction.START, channel_id=channel_id)
+            if coverage.ok:
+                return BeforeAck(coverage, usable_here=True)
+            rules = found.rules if found.fresh else self.grant_cache.fresh_rules_for(user_id)
+        else:
+            rules = self._fresh_rules(user_id)
         coverage = check_coverage(rules, ids, action=GrantAction.START, channel_id=channel_id)
         return BeforeAck(coverage, usable_here=coverage.ok or _usable_here(rules, channel_id, GrantAction.START))
 
