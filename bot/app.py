@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from slack_bolt import App
@@ -19,8 +17,7 @@ from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
 from bot.domain.grant_cache import GrantCache
 from bot.domain.inventory import Inventory
-from bot.domain.lifecycle import State
-from bot.domain.ports import Notifier, StatusChange, VmApi
+from bot.domain.ports import VmApi
 from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
 from bot.health import Health, database_gauges
@@ -29,6 +26,7 @@ from bot.slack.ack_first import AckFirst
 from bot.slack.listeners import Listeners
 from bot.slack.messages import SlackMessages
 from bot.slack.metered_client import MeteredWebClient
+from bot.slack.sender import Sender
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.metered import MeteredTransport
 
@@ -36,7 +34,7 @@ from bot.zenlayer.metered import MeteredTransport
 LISTENER_THREADS = 32
 LOOKUP_THREADS = 16
 DECISION_THREADS = 8
-# Starts, reconciliation and posts of different requests run side by side on this many threads.
+# Starts and reconciliation of different requests run side by side on this many threads.
 WATCHER_THREADS = 8
 
 
@@ -51,6 +49,7 @@ class BotApp:
     client: WebClient
     starts: StartService
     watcher: Watcher
+    sender: Sender
     executors: tuple[ThreadPoolExecutor, ...]
     metrics: Metrics = field(default_factory=Metrics)
     health: Health | None = None
@@ -89,7 +88,7 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     vm = vm or ZenlayerClient.from_settings(settings, transport=MeteredTransport(httpx.HTTPTransport(), metrics))
     client = make_web_client(settings, metrics)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    messages = SlackMessages(client, approver_group=approver, broadcast_success=settings.broadcast_success)
+    messages = SlackMessages(client, approver_group=approver)
     # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
     grant_cache = GrantCache(db)
     starts = StartService(
@@ -104,16 +103,6 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     watcher = Watcher(
         db,
         vm,
-        # The watcher's pool is shared by every request: a 429 holds back its channel instead of sleeping there.
-        _TimedNotifier(
-            SlackMessages(
-                make_web_client(settings, metrics, wait_on_429=False),
-                approver_group=approver,
-                broadcast_success=settings.broadcast_success,
-                hold_on_429=True,
-            ),
-            metrics,
-        ),
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
         owner=owner,
@@ -121,6 +110,16 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         chores=[lambda: starts.decide_orphaned_clicks(replica=settings.replica_id, owner=owner)],
         lease_seconds=settings.lease_seconds,
         workers=WATCHER_THREADS,
+    )
+    # Thread replies and confirmation edits: paced per channel; a 429 holds back its channel instead of sleeping.
+    sender = Sender(
+        db,
+        make_web_client(settings, metrics, wait_on_429=False),
+        owner=owner,
+        replica=settings.replica_id,
+        approver_group=approver,
+        broadcast_success=settings.broadcast_success,
+        metrics=metrics,
     )
     health = Health(db, head_revision(), settings.poll_interval_seconds)
 
@@ -157,21 +156,4 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         owner=owner,
         ack_first=ack_first,
     ).register(app)
-    return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions), metrics, health)
-
-
-class _TimedNotifier:
-    """The watcher's Notifier, also timing each finished request from the approving click to all RUNNING."""
-
-    def __init__(self, inner: Notifier, metrics: Metrics):
-        self._inner = inner
-        self._metrics = metrics
-
-    def progress(self, request: Any, changes: Sequence[StatusChange]) -> None:
-        self._inner.progress(request, changes)
-
-    def finished(self, request: Any) -> str | None:
-        error = self._inner.finished(request)
-        if request.state == State.DONE and request.decided_at is not None and request.finished_at is not None:
-            self._metrics.click_to_running.observe((request.finished_at - request.decided_at).total_seconds())
-        return error
+    return BotApp(settings, app, db, vm, client, starts, watcher, sender, (lookups, decisions), metrics, health)

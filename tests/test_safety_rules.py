@@ -15,7 +15,6 @@ from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, grants, lifecycle
 from bot.domain.errors import NotAllowed
 from bot.domain.grant_admin import GrantArgs, GrantService, pattern_within
-from bot.domain.ports import StatusChange
 from bot.domain.starts import ClickOutcome, Decision, StartService
 from bot.domain.watcher import Watcher
 from bot.zenlayer.client import ZenlayerClient
@@ -35,19 +34,6 @@ def add(db: Database, user: str, *patterns: str, **options: object) -> None:
         grants.add_grants(session, user, list(patterns), granted_by="test", **options)  # type: ignore[arg-type]
 
 
-class SilentNotifier:
-    """A notifier for domain-level tests that only counts what would be posted."""
-
-    def __init__(self) -> None:
-        self.posts = 0
-
-    def progress(self, request: object, changes: Sequence[StatusChange]) -> None:
-        self.posts += 1
-
-    def finished(self, request: object) -> None:
-        self.posts += 1
-
-
 def watcher(
     db: Database, vm: object, owner: str = "w1", clock: Callable[[], datetime] | None = None, lease_seconds: float = 150
 ) -> Watcher:
@@ -56,7 +42,6 @@ def watcher(
     return Watcher(
         db,
         vm,  # type: ignore[arg-type]
-        SilentNotifier(),
         poll_interval_seconds=1,
         start_timeout_seconds=60,
         owner=owner,

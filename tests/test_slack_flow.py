@@ -299,7 +299,8 @@ def test_restart_while_booting_resumes_in_the_same_thread(
 ) -> None:
     from tests.slack_support import bot_settings, running_bot
 
-    simulator.boot_seconds = 1.5
+    # Long enough that the BOOTING reply is sent before RUNNING settles the request (which would drop it unsent).
+    simulator.boot_seconds = 4
     grant("U0REQUEST", "web-*")
     settings = bot_settings(database_url=database_url, slack_url=fake_slack.url, zenlayer_url=simulator.url)
     with running_bot(settings) as first:

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from bot.db.models import InstanceClaim, RequestInstance, StartRequest
-from bot.domain import audit
+from bot.domain import audit, outbox
 from bot.domain.errors import InvalidInput
 from bot.domain.ids import is_instance_id
 from bot.domain.vocabulary import SYSTEM_ACTOR
@@ -191,7 +191,22 @@ def transition(
     moved = result.rowcount == 1  # type: ignore[attr-defined]
     if moved and target in FINAL_STATES:
         release_claims(session, request_id)
+    if moved and target not in sources:
+        # What users see changes with the state: the message saying so is owed in this same transaction.
+        outbox.enqueue(session, request_id, _TOLD.get(target, ()), now=now)
     return moved
+
+
+# The messages a move to a state owes (the sender renders them from the database when it sends them).
+_TOLD: dict[State, tuple[outbox.Kind, ...]] = {
+    State.APPROVED: (outbox.Kind.REFRESH,),
+    # WATCHING: the first poll owes the first reply ("Start requested") with the statuses it saw, and an edit.
+    State.DONE: (outbox.Kind.FINAL, outbox.Kind.REFRESH),
+    State.FAILED: (outbox.Kind.FINAL, outbox.Kind.REFRESH),
+    State.TIMED_OUT: (outbox.Kind.FINAL, outbox.Kind.REFRESH),
+    State.CANCELLED: (outbox.Kind.REFRESH,),
+    State.EXPIRED: (outbox.Kind.FINAL, outbox.Kind.REFRESH),  # no reply for an expiry: FINAL only marks it told
+}
 
 
 def approve(session: Session, request_id: int, *, by: str, now: datetime) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from bot.db.models import ANY_CHANNEL, Click, StartRequest, utcnow
 from bot.db.session import Database
-from bot.domain import audit, inventory, lifecycle
+from bot.domain import audit, inventory, lifecycle, outbox
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
 from bot.domain.grant_cache import GrantCache
@@ -148,6 +148,9 @@ _REFUSALS_TO_AUDIT = frozenset(
         ClickOutcome.BUSY,
     }
 )
+
+
+_SHOWN_IN_THE_CONFIRMATION = frozenset({ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED})
 
 
 class StartService:
@@ -381,8 +384,11 @@ class StartService:
             session.flush()
             return click.id
 
-    def decide_click(self, click_id: int) -> ClickResult | None:
-        """Decide a recorded click; None when it was decided already (by recovery, or by another replica)."""
+    def decide_click(self, click_id: int, *, response_url: str | None = None) -> ClickResult | None:
+        """Decide a recorded click; None when it was decided already (by recovery, or by another replica).
+
+        `response_url` is where the clicker can be told privately if the confirmation cannot show the decision.
+        """
         with self.db.session(readonly=True) as session:
             recorded = session.get(Click, click_id)
             if recorded is None or recorded.decided_at is not None:
@@ -406,7 +412,9 @@ class StartService:
                 result = ClickResult(ClickOutcome.LOOKUP_FAILED, lifecycle.get_request(session, click.request_id))
             else:
                 decision = Decision(click.decision)
-                result = self._decide(session, click.request_id, click.user_id, decision, click.message_ts, instances)
+                result = self._decide(
+                    session, click.request_id, click.user_id, decision, click.message_ts, instances, response_url
+                )
             click.outcome = result.outcome.value
             return result
 
@@ -447,6 +455,7 @@ class StartService:
         decision: Decision,
         message_ts: str | None,
         instances: Mapping[str, InstanceInfo] | None = None,
+        response_url: str | None = None,
     ) -> ClickResult:
         """Apply a click in one transaction; grants are checked again at the click.
 
@@ -464,6 +473,11 @@ class StartService:
                 result = self._apply(session, request, user_id, decision, now, instances)
         except InstancesBusy as busy:
             result = ClickResult(ClickOutcome.BUSY, None, None, sorted(busy.holders), busy.holders)
+        if result.outcome in _SHOWN_IN_THE_CONFIRMATION:
+            # The confirmation shows the decision (sent by the outbox); the clicker hears if it cannot.
+            outbox.enqueue(
+                session, request_id, outbox.Kind.REFRESH, now=now, notify_user=user_id, response_url=response_url
+            )
         if result.outcome in _REFUSALS_TO_AUDIT:
             audit.record(
                 session,

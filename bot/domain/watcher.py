@@ -17,9 +17,9 @@ from sqlalchemy.orm import selectinload
 
 from bot.db.models import RequestInstance, StartAttempt, StartRequest, utcnow
 from bot.db.session import Database
-from bot.domain import audit, lifecycle
-from bot.domain.lifecycle import REPORTED_FINAL_STATES, State
-from bot.domain.ports import DeliveryDeferred, Notifier, StatusChange, VmApi
+from bot.domain import audit, lifecycle, outbox
+from bot.domain.lifecycle import State
+from bot.domain.ports import VmApi
 from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, Outcome
 
@@ -59,15 +59,15 @@ class Watcher:
     """Moves requests from approved to a final state; safe to run in several replicas thanks to leases.
 
     `owner` names this process in leases; `replica` is its stable identity (the owner is `replica/nonce`), so
-    a restarted replica takes over its predecessor's leases at once. With `workers`, each request's start,
-    reconciliation and posts run on a bounded pool so one slow request never delays another; without, inline.
+    a restarted replica takes over its predecessor's leases at once. With `workers`, each request's start and
+    reconciliation run on a bounded pool so one slow request never delays another; without, inline. It never
+    talks to Slack: what users must be told is written to the outbox with each change, for the sender.
     """
 
     def __init__(
         self,
         db: Database,
         vm: VmApi,
-        notifier: Notifier,
         *,
         poll_interval_seconds: float,
         start_timeout_seconds: float,
@@ -80,7 +80,6 @@ class Watcher:
     ):
         self.db = db
         self.vm = vm
-        self.notifier = notifier
         self.poll_interval = poll_interval_seconds
         self.start_timeout = timedelta(seconds=start_timeout_seconds)
         self.owner = owner
@@ -197,8 +196,6 @@ class Watcher:
         def job() -> None:
             try:
                 work(*args)
-            except DeliveryDeferred as exc:
-                log.info("request %s waits to be told in Slack: %s", request_id, exc)
             except Exception:
                 # One request's trouble must not hold up the others; it is retried on the next tick.
                 log.exception("work on request %s failed; will retry", request_id)
@@ -524,6 +521,10 @@ class Watcher:
         changed = [u for u in updates if u.changed or u.outcome is not None]
         if changed:
             addresses = self._addresses([u.instance_id for u in changed if u.status == RUNNING])
+            ended_rows = {u.row_id for u in changed if u.outcome is not None}
+            open_rows = {i.id for i in request.instances if i.to_start and i.outcome is None}
+            # The reply that settles a request is the final one; a separate progress reply would only repeat it.
+            settles = open_rows <= ended_rows
             with self.db.session() as session:
                 # One executemany by primary key instead of an UPDATE statement per row (rows that learnt their
                 # address in a second one: an executemany needs the same columns in every row).
@@ -546,36 +547,21 @@ class Watcher:
                 for batch in (rows, located):
                     if batch:
                         session.execute(update(RequestInstance).execution_options(synchronize_session=False), batch)
-                ended_rows = {u.row_id for u in changed if u.outcome is not None}
                 ended = [i.instance_id for i in request.instances if i.id in ended_rows]
                 if ended:
                     lifecycle.release_claims(session, request.id, ended)
+                if any(u.changed for u in changed):
+                    told = [outbox.Kind.REFRESH] if settles else [outbox.Kind.PROGRESS, outbox.Kind.REFRESH]
+                    outbox.enqueue(session, request.id, told, now=now)
         if changed or retry:
             request = self._load(request.id)
         settled = all(i.outcome is not None for i in request.instances if i.to_start)
-        changes = [
-            StatusChange(i.instance_id, i.name, i.reported_status, i.last_status, i.ip_address)
-            for i in request.instances
-            if i.to_start and i.skip_reason is None and i.last_status != i.reported_status
-        ]
-        # The reply that settles a request is the final one; a separate progress reply would only repeat it.
-        if changes and not settled:
-            try:
-                self.notifier.progress(request, changes)
-            except DeliveryDeferred as exc:
-                log.info("progress of request %s waits: %s", request.id, exc)
-            except Exception:
-                log.exception("could not post progress for request %s; will retry", request.id)
-            else:
-                row_ids = {i.instance_id: i.id for i in request.instances}
-                with self.db.session() as session:
-                    session.execute(
-                        update(RequestInstance).execution_options(synchronize_session=False),
-                        [{"id": row_ids[c.instance_id], "reported_status": c.new} for c in changes],
-                    )
+        if not changed and not settled and _owed(request.instances):
+            # Statuses not told yet without a change now: the first poll after the start ("Start requested").
+            with self.db.session() as session:
+                outbox.enqueue(session, request.id, [outbox.Kind.PROGRESS, outbox.Kind.REFRESH], now=now)
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
             self._finish_if_settled(request, poll_error=None)
-            self._report_one(self._load(request.id))
 
     def _reconcile(self, request: StartRequest, statuses: dict[str, str], now: datetime) -> list[RequestInstance]:
         """Confirm absences and unknown starts from the statuses; return the instances to start once more.
@@ -623,6 +609,7 @@ class Watcher:
                     )
                 if gone:
                     lifecycle.release_claims(session, request.id, gone)
+                    outbox.enqueue(session, request.id, [outbox.Kind.PROGRESS, outbox.Kind.REFRESH], now=now)
         for i in request.instances:
             if i.instance_id in gone:
                 i.outcome = Outcome.FAILED
@@ -673,38 +660,18 @@ class Watcher:
     # --- final reports ----------------------------------------------------------------------------------
 
     def _report_finished(self, request_ids: Sequence[int]) -> None:
-        """Post the final reply for every claimed request that ended but was not yet reported."""
-        for request in self._load_many(request_ids, REPORTED_FINAL_STATES):
-            if request.outcome_posted_at is None:
-                self._submit(request.id, self._report_one, request)
+        """Make sure every claimed request that ended untold has its final reply in the outbox.
 
-    def _report_one(self, request: StartRequest) -> None:
-        """Post one request's final reply, then mark it told."""
-        if request.state not in REPORTED_FINAL_STATES or request.outcome_posted_at is not None:
+        Ends are enqueued with their state change; this catches requests that ended before the outbox existed.
+        """
+        if not request_ids:
             return
-        if not self._renew_lease(request.id):
-            return
-        undeliverable = self.notifier.finished(request)
-        # Until this commits, a crash would post the reply again (at least once): keep the gap short.
-        with self.db.session(urgent=True) as session:
-            now = self.clock()
-            if lifecycle.transition(
-                session,
-                request.id,
-                from_states=[request.state],
-                to=State(request.state),
-                now=now,
-                outcome_posted_at=now,
-            ):
-                audit.record(
-                    session,
-                    "finished",
-                    actor=SYSTEM_ACTOR,
-                    request_id=request.id,
-                    outcome=request.state,
-                    instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
-                    **({"delivery_error": undeliverable} if undeliverable else {}),
-                )
+        with self.db.session(readonly=True) as session:
+            untold = outbox.untold_finals(session, request_ids)
+        if untold:
+            with self.db.session() as session:
+                for request_id in untold:
+                    outbox.enqueue(session, request_id, outbox.Kind.FINAL, now=self.clock())
 
     # --- helpers ----------------------------------------------------------------------------------------
 
@@ -745,17 +712,25 @@ def _ignore(value: float) -> None:
     """Observe nothing (the default observer)."""
 
 
+def _owed(instances: Iterable[Any]) -> bool:
+    """Tell whether some instance's status was never told in the thread (its first reply is owed)."""
+    return any(
+        i.to_start and i.skip_reason is None and i.reported_status is None and i.last_status is not None
+        for i in instances
+    )
+
+
 def _poll_is_quiet(rows: Sequence[Any], statuses: dict[str, str], now: datetime) -> bool:
     """Tell whether applying this poll to one watched request's instance rows would change, post or finish nothing."""
     deadline = rows[0].watch_deadline if rows else None
     if deadline is not None and now >= deadline:
         return False
     open_instances = 0
+    if _owed(rows):
+        return False  # the thread's first reply is owed
     for i in rows:
         if not i.to_start:
             continue
-        if i.skip_reason is None and i.last_status != i.reported_status:
-            return False  # a progress reply is still owed
         if i.outcome is not None:
             continue
         open_instances += 1

@@ -316,6 +316,16 @@ def decision_not_shown_text(outcome: str, error: str) -> str:
     return f":warning: {verb}: nothing will be started, but {problem}. Its buttons no longer do anything."
 
 
+def not_delivered_text(request: StartRequest, final: bool, error: str) -> str:
+    """Tell the requester privately that a thread reply about their request could not be posted, and where it stands."""
+    what = "the outcome of your start" if final else "progress of your start"
+    stands = progress_line(request) or _state_phrase(request)
+    return (
+        f":warning: I could not post {what} of {_count(len([i for i in request.instances if i.to_start]))} in "
+        f"<#{request.channel_id}> ({quoted(shorten(error or 'no answer', WORD_LIMIT))}). Where it stands: {stands}"
+    )
+
+
 def cannot_post_text(channel_id: str, error: str) -> str:
     """Tell the requester privately why the confirmation could not be posted and how to fix it."""
     if channel_id.startswith("D") or error == "channel_not_found":

@@ -315,27 +315,17 @@ class Listeners:
 
     def _decide(self, click_id: int, decision: Decision, respond: Respond) -> None:
         """Decide a recorded click and show the outcome (nothing, if recovery already decided it)."""
-        result = self.starts.decide_click(click_id)
+        result = self.starts.decide_click(click_id, response_url=getattr(respond, "response_url", None))
         if result is not None:
             self.metrics.clicks.labels(decision.value, result.outcome.value).inc()
             self._show_decision(result, respond)
 
     def _show_decision(self, result: ClickResult, respond: Respond) -> None:
-        """Show a decided click: the edited confirmation, or a private explanation."""
+        """Show a decided click: the confirmation's edit is in the outbox (the sender tells the clicker if it fails);
+        a refusal is explained privately."""
         if result.outcome in (ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED):
             if result.outcome == ClickOutcome.APPROVED:
                 self.wake_watcher()
-            assert result.request is not None
-            try:
-                self.messages.refresh(result.request)
-            except Exception as exc:  # the decision stands: say so, rather than "nothing more will happen"
-                reason = slack_error(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
-                log.warning("could not update the confirmation after a decision (%s)", reason)
-                respond(
-                    blocks.decision_not_shown_text(result.outcome, reason),
-                    response_type="ephemeral",
-                    replace_original=False,
-                )
             return
         links = {i: self.messages.permalink(h.channel_id, h.message_ts) for i, h in result.holders.items()}
         respond(
