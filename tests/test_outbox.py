@@ -304,3 +304,22 @@ def test_two_senders_on_one_database_share_the_pace_and_never_send_a_row_twice(
     calls = sent_to(fake_slack, "C0SHARED", since=started)
     assert len(calls) == 2 * len(requests)  # a final reply and an edit each, none repeated
     assert busiest_second(calls) <= MOST_IN_ONE_SECOND, [round(c.at - started, 2) for c in calls]
+
+
+def test_old_delivered_rows_are_pruned_and_pending_ones_kept_whatever_their_age(
+    db: Database, fake_slack: FakeSlackWebApi
+) -> None:
+    done, waiting = new_request(db, fake_slack, "C0OLD1"), new_request(db, fake_slack, "C0OLD2")
+    finish(db, done)
+    finish(db, waiting)
+    long_ago = utcnow() - timedelta(days=30)
+    with db.session() as session:
+        session.execute(update(OutboxMessage).values(created_at=long_ago))
+        session.execute(
+            update(OutboxMessage).where(OutboxMessage.request_id == done).values(pending_key=None, sent_at=long_ago)
+        )
+    with db.session() as session:
+        assert outbox.prune(session, before=utcnow() - timedelta(days=7)) == 2
+    with db.session(readonly=True) as session:
+        left = session.scalars(select(OutboxMessage.request_id)).all()
+    assert left == [waiting, waiting]

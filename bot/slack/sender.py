@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 SEND_THREADS = 8
 # With nothing woken, look again this often: rows other replicas enqueued, backoffs that come due.
 IDLE_SECONDS = 1.0
+# Delivered (or failed) rows are kept this long for inspection, then deleted, once an hour.
+KEEP_DONE = timedelta(days=7)
+PRUNE_EVERY = timedelta(hours=1)
 # Errors after which the channel no longer takes our messages (or nothing of ours is accepted at all): nobody can
 # be told there privately, so it is only logged and counted. After any other error chat.postEphemeral is tried.
 CHANNEL_GONE = frozenset(
@@ -88,6 +91,7 @@ class Sender:
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()  # channels this process is sending to
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vm-bot-send")
+        self._pruned: datetime | None = None
 
     def wake(self) -> None:
         """Look for messages to send now (called after every committed enqueue)."""
@@ -121,6 +125,10 @@ class Sender:
     def step(self) -> float:
         """Claim and start sending what is ready; return how long to wait before looking again."""
         now = self.clock()
+        if self._pruned is None or now - self._pruned >= PRUNE_EVERY:
+            self._pruned = now
+            with self.db.session() as session:
+                outbox.prune(session, before=now - KEEP_DONE)
         with self._lock:
             busy = set(self._in_flight)
         free = self.workers - len(busy)
