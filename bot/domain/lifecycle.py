@@ -200,7 +200,7 @@ def transition(
 # The messages a move to a state owes (the sender renders them from the database when it sends them).
 _TOLD: dict[State, tuple[outbox.Kind, ...]] = {
     State.APPROVED: (outbox.Kind.REFRESH,),
-    # WATCHING: the first poll owes the first reply ("Start requested") with the statuses it saw, and an edit.
+    # WATCHING: the first change a poll sees owes the first reply ("Start requested", with that status) and an edit.
     State.DONE: (outbox.Kind.FINAL, outbox.Kind.REFRESH),
     State.FAILED: (outbox.Kind.FINAL, outbox.Kind.REFRESH),
     State.TIMED_OUT: (outbox.Kind.FINAL, outbox.Kind.REFRESH),

@@ -556,10 +556,6 @@ class Watcher:
         if changed or retry:
             request = self._load(request.id)
         settled = all(i.outcome is not None for i in request.instances if i.to_start)
-        if not changed and not settled and _owed(request.instances):
-            # Statuses not told yet without a change now: the first poll after the start ("Start requested").
-            with self.db.session() as session:
-                outbox.enqueue(session, request.id, [outbox.Kind.PROGRESS, outbox.Kind.REFRESH], now=now)
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
             self._finish_if_settled(request, poll_error=None)
 
@@ -712,22 +708,12 @@ def _ignore(value: float) -> None:
     """Observe nothing (the default observer)."""
 
 
-def _owed(instances: Iterable[Any]) -> bool:
-    """Tell whether some instance's status was never told in the thread (its first reply is owed)."""
-    return any(
-        i.to_start and i.skip_reason is None and i.reported_status is None and i.last_status is not None
-        for i in instances
-    )
-
-
 def _poll_is_quiet(rows: Sequence[Any], statuses: dict[str, str], now: datetime) -> bool:
     """Tell whether applying this poll to one watched request's instance rows would change, post or finish nothing."""
     deadline = rows[0].watch_deadline if rows else None
     if deadline is not None and now >= deadline:
         return False
     open_instances = 0
-    if _owed(rows):
-        return False  # the thread's first reply is owed
     for i in rows:
         if not i.to_start:
             continue

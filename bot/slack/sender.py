@@ -210,7 +210,7 @@ class Sender:
         told = False
         with self.db.session(urgent=message.tells_outcome) as session:
             outbox.complete(session, row, owner=self.owner, now=now, error=error, sent=sent)
-            if sent and error is None:
+            if sent:  # shown, or refused for good: either way not to be tried again
                 outbox.mark_reported(session, message.shown)
             if request is not None and message.tells_outcome:
                 told = outbox.mark_told(session, request, now=now, delivery_error=error)
