@@ -197,6 +197,35 @@ def transition(
     return moved
 
 
+def transition_many(
+    session: Session, request_ids: Sequence[int], *, from_state: State, to: State, now: datetime
+) -> list[int]:
+    """Move every request among request_ids still in from_state to `to` (a final state, with finished_at) in one
+    compare-and-set UPDATE, release their claims and enqueue what their move owes Slack; return the ids moved."""
+    if not request_ids:
+        return []
+    if to not in FINAL_STATES or from_state in FINAL_STATES:
+        raise ValueError(f"transition_many moves to a final state, not {from_state.value} to {to.value}")
+    moved = list(
+        session.scalars(
+            update(StartRequest)
+            .where(StartRequest.id.in_(list(request_ids)), StartRequest.state == from_state.value)
+            .values(state=to.value, updated_at=now, finished_at=now)
+            .returning(StartRequest.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if moved:
+        _forget(session, moved)
+        session.execute(
+            delete(InstanceClaim)
+            .where(InstanceClaim.request_id.in_(moved))
+            .execution_options(synchronize_session=False)
+        )
+        outbox.enqueue_many(session, sorted(moved), _TOLD.get(to, ()), now=now)
+    return moved
+
+
 # The messages a move to a state owes (the sender renders them from the database when it sends them).
 _TOLD: dict[State, tuple[outbox.Kind, ...]] = {
     State.APPROVED: (outbox.Kind.REFRESH,),

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Float, String, Text, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import Float, String, Text, and_, case, cast, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -75,20 +75,37 @@ def enqueue(
     response_url: str | None = None,
 ) -> None:
     """Record, in the caller's transaction, that a request's channel must be told (coalesced with pending rows)."""
+    enqueue_many(session, [request_id], kinds, now=now, notify_user=notify_user, response_url=response_url)
+
+
+def enqueue_many(
+    session: Session,
+    request_ids: Sequence[int],
+    kinds: Kind | Iterable[Kind],
+    *,
+    now: datetime,
+    notify_user: str | None = None,
+    response_url: str | None = None,
+) -> None:
+    """Enqueue kinds for every request in request_ids: one INSERT … SELECT per kind, whatever their number."""
     kinds = [kinds] if isinstance(kinds, Kind) else list(kinds)
-    if not kinds:
+    if not kinds or not request_ids:
         return
     for kind in kinds:
-        source = select(
-            StartRequest.id,
-            StartRequest.channel_id,
-            literal(kind.value, String()),
-            literal(pending_key(kind, request_id), String()),
-            literal(notify_user, String()),
-            literal(response_url, Text()),
-            literal(now, UtcDateTime()),
-            literal(now, UtcDateTime()),
-        ).where(StartRequest.id == request_id)
+        source = (
+            select(
+                StartRequest.id,
+                StartRequest.channel_id,
+                literal(kind.value, String()),
+                literal(f"{kind.value}:", String()) + cast(StartRequest.id, String()),  # pending_key()
+                literal(notify_user, String()),
+                literal(response_url, Text()),
+                literal(now, UtcDateTime()),
+                literal(now, UtcDateTime()),
+            )
+            .where(StartRequest.id.in_(list(request_ids)))
+            .order_by(StartRequest.id)
+        )
         columns = [
             "request_id",
             "channel_id",

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import selectinload
 
-from bot.db.models import RequestInstance, StartAttempt, StartRequest, utcnow
+from bot.db.models import InstanceClaim, RequestInstance, StartAttempt, StartRequest, utcnow
 from bot.db.session import Database
 from bot.domain import audit, lifecycle, outbox
 from bot.domain.lifecycle import State
@@ -463,11 +463,81 @@ class Watcher:
         now = self.clock()
         # A quiet poll would write, post and finish nothing (claim_work renewed the lease): no load and no job for it.
         busy = [r for r, rows in watching.items() if statuses is None or not _poll_is_quiet(rows, statuses, now)]
-        for request in self._load_many(busy, [State.WATCHING]):
+        # Requests whose poll needs no reconciliation (every open instance returned, its start accepted, nothing
+        # missing, time not up) are applied together here: one write transaction for all. The rest get a job each.
+        plain: list[StartRequest] = []
+        for request in self._load_many(self._idle(busy), [State.WATCHING]):
             if statuses is None:
                 self._submit(request.id, self._finish_if_settled, request, poll_error)
+            elif _is_plain(request, statuses, now):
+                plain.append(request)
             else:
                 self._submit(request.id, self._apply_poll, request, statuses)
+        if plain:
+            self._apply_polls(plain, statuses or {}, now)
+
+    def _apply_polls(self, requests: Sequence[StartRequest], statuses: dict[str, str], now: datetime) -> None:
+        """Apply one poll to many requests in one transaction: statuses, claims, what Slack is owed, and the
+        requests it settles; the lease check is folded into it (only requests still leased to us are written)."""
+        updates: dict[int, list[InstanceUpdate]] = {}
+        for request in requests:
+            seen = [
+                _classify(i, statuses[i.instance_id]) for i in request.instances if i.to_start and i.outcome is None
+            ]
+            changed = [u for u in seen if u.changed or u.outcome is not None]
+            if changed:
+                updates[request.id] = changed
+        if not updates:
+            return
+        addresses = self._addresses([u.instance_id for us in updates.values() for u in us if u.status == RUNNING])
+        with self.db.session() as session:
+            mine = set(
+                session.scalars(
+                    update(StartRequest)
+                    .where(
+                        StartRequest.id.in_(list(updates)),
+                        StartRequest.lease_owner == self.owner,
+                        StartRequest.state == State.WATCHING.value,
+                    )
+                    .values(lease_until=now + self.lease)
+                    .returning(StartRequest.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            changed = [u for request_id in mine for u in updates[request_id]]
+            for located in (False, True):
+                rows = [
+                    {"id": u.row_id, "last_status": u.status, "outcome": u.outcome, "status_changed_at": now}
+                    | ({"ip_address": addresses[u.instance_id]} if located else {})
+                    for u in changed
+                    if (u.instance_id in addresses) == located
+                ]
+                if rows:
+                    session.execute(update(RequestInstance).execution_options(synchronize_session=False), rows)
+            ended = [u.instance_id for u in changed if u.outcome is not None]
+            if ended:
+                session.execute(
+                    delete(InstanceClaim)
+                    .where(InstanceClaim.request_id.in_(list(mine)), InstanceClaim.instance_id.in_(ended))
+                    .execution_options(synchronize_session=False)
+                )
+            finals: dict[State, list[int]] = {State.DONE: [], State.FAILED: []}
+            moving: list[int] = []
+            for request in requests:
+                if request.id not in mine:
+                    continue
+                outcome = {u.row_id: u.outcome for u in updates[request.id] if u.outcome is not None}
+                started = [outcome.get(i.id, i.outcome) for i in request.instances if i.to_start]
+                if all(o is not None for o in started):
+                    finals[
+                        State.DONE if started and all(o == Outcome.RUNNING for o in started) else State.FAILED
+                    ].append(request.id)
+                elif any(u.changed for u in updates[request.id]):
+                    moving.append(request.id)
+            # The reply that settles a request is the final one; a separate progress reply would only repeat it.
+            outbox.enqueue_many(session, moving, [outbox.Kind.PROGRESS, outbox.Kind.REFRESH], now=now)
+            for final, request_ids in finals.items():
+                lifecycle.transition_many(session, request_ids, from_state=State.WATCHING, to=final, now=now)
 
     def _watched_rows(self, request_ids: Sequence[int]) -> dict[int, list[Any]]:
         """Read the instance rows of the watching requests among request_ids leased to us, as plain rows by request."""
@@ -706,6 +776,18 @@ class Watcher:
 
 def _ignore(value: float) -> None:
     """Observe nothing (the default observer)."""
+
+
+def _is_plain(request: StartRequest, statuses: dict[str, str], now: datetime) -> bool:
+    """Tell whether a poll applies to a request without reconciliation: every open instance returned with its start
+    accepted and none missing before, and its time not up (else _apply_poll and _finish_if_settled decide)."""
+    if request.watch_deadline is not None and now >= request.watch_deadline:
+        return False
+    return all(
+        i.instance_id in statuses and i.start_result == ACCEPTED and not i.missing_polls
+        for i in request.instances
+        if i.to_start and i.outcome is None
+    )
 
 
 def _poll_is_quiet(rows: Sequence[Any], statuses: dict[str, str], now: datetime) -> bool:
