@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from bot.db.models import AuditEvent, InstanceClaim, OutboxMessage, StartAttempt
+from bot.db.models import AuditEvent, InstanceClaim, OutboxMessage, RequestInstance, StartAttempt, StartRequest
 from bot.db.session import Database
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants, lifecycle
@@ -387,3 +387,26 @@ def test_a_slow_start_does_not_hold_up_other_requests(
         finally:
             api.release.set()
         wait_until(lambda: state(db, slow) == "done", timeout=15, what="the slow request to finish")
+
+
+def test_a_poll_applied_in_one_batch_writes_nothing_for_a_request_another_replica_took_over(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    add(db, "U0AAA", "web-*")
+    simulator.boot_seconds = 60
+    request_id = approved(db, service(db, vm), "U0AAA", ["web-1"])
+    mine = watcher(db, vm, owner="r1/a")
+    mine.tick()
+    assert state(db, request_id) == "watching"
+    polled = mine._load(request_id)  # what this replica read before another took the lease over
+    with db.session() as session:
+        session.execute(update(StartRequest).where(StartRequest.id == request_id).values(lease_owner="r2/b"))
+
+    mine._apply_polls([polled], {"web-1": "RUNNING"}, datetime.now(UTC))
+
+    assert state(db, request_id) == "watching"
+    with db.session(readonly=True) as session:
+        assert session.scalar(select(RequestInstance.last_status).where(RequestInstance.request_id == request_id)) != (
+            "RUNNING"
+        )
+    assert "final" not in owed(db, request_id)
