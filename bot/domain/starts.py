@@ -123,6 +123,7 @@ class ClickOutcome(enum.StrEnum):
     BUSY = "busy"  # another request is starting some of the ids
     EXPIRED = "expired"
     ALREADY_DECIDED = "already_decided"
+    WITHDRAWN = "withdrawn"  # its confirmation was not known to be posted, so the request was withdrawn unclicked
     LOOKUP_FAILED = "lookup_failed"  # grants by name, group or tag need Zenlayer, which did not answer
     UNKNOWN = "unknown"
 
@@ -359,10 +360,11 @@ class StartService:
         with self.db.session() as session:
             _attach_message(session, request_id, message_ts)
 
-    def abandon(self, request_id: int, reason: str) -> None:
-        """Cancel a request whose confirmation could not be posted."""
+    def abandon(self, request_id: int, reason: str) -> bool:
+        """Withdraw a pending request whose confirmation could not be posted (or may not have been); True iff this
+        call withdrew it (False: a click on the confirmation decided it first)."""
         with self.db.session() as session:
-            _abandon(session, request_id, reason, self.clock())
+            return _abandon(session, request_id, reason, self.clock())
 
     def record_click(
         self, request_id: int, user_id: str, decision: Decision, *, message_ts: str | None, replica: str
@@ -524,9 +526,11 @@ class StartService:
     ) -> ClickResult:
         """Decide one click inside a transaction; the state change itself is a compare-and-set."""
         if request.state != State.PENDING:
-            return ClickResult(
-                ClickOutcome.EXPIRED if request.state == State.EXPIRED else ClickOutcome.ALREADY_DECIDED, None
-            )
+            if request.state == State.EXPIRED:
+                return ClickResult(ClickOutcome.EXPIRED, None)
+            if is_withdrawn(request):
+                return ClickResult(ClickOutcome.WITHDRAWN, None)
+            return ClickResult(ClickOutcome.ALREADY_DECIDED, None)
         is_requester = user_id == request.requester_id
         if decision == Decision.CANCEL or (decision == Decision.START and not request.needs_approval):
             if not is_requester:
@@ -612,6 +616,11 @@ class StartService:
         return ClickOutcome.ALREADY_DECIDED
 
 
+def is_withdrawn(request: StartRequest) -> bool:
+    """True for a request withdrawn because its confirmation was not known to be posted (nobody decided it)."""
+    return request.state == State.CANCELLED and request.decided_by is None
+
+
 def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
     """Record where a request's confirmation was posted, unless already known."""
     session.execute(
@@ -622,8 +631,9 @@ def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
     )
 
 
-def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> None:
-    """Cancel a pending request nobody can click (its confirmation is not in Slack), and audit why."""
+def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> bool:
+    """Cancel a pending request nobody should click (its confirmation is not known to be in Slack), and audit why;
+    True iff this call did it."""
     if lifecycle.transition(
         session,
         request_id,
@@ -634,6 +644,8 @@ def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> N
         error=reason,
     ):
         audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
+        return True
+    return False
 
 
 def _pending_same_ids(

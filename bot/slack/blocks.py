@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -316,6 +317,23 @@ def decision_not_shown_text(outcome: str, error: str) -> str:
     return f":warning: {verb}: nothing will be started, but {problem}. Its buttons no longer do anything."
 
 
+def post_unconfirmed_text(channel_id: str) -> str:
+    """Tell the requester privately that Slack never confirmed the confirmation's post, so it was withdrawn."""
+    return (
+        f":warning: Slack did not confirm that it posted your confirmation in <#{channel_id}>, so I withdrew the "
+        "request. If a confirmation shows up there anyway, its buttons do nothing. Nothing was started: run "
+        "`/vm start` again."
+    )
+
+
+def rate_limited_text(channel_id: str, seconds: float) -> str:
+    """Tell the requester privately that Slack is holding the channel back (429), and when to try again."""
+    return (
+        f":snail: Slack is rate-limiting messages in <#{channel_id}> right now, so I could not post the confirmation. "
+        f"Nothing was started: try again in {max(1, math.ceil(seconds))} s."
+    )
+
+
 def cannot_post_text(channel_id: str, error: str) -> str:
     """Tell the requester privately why the confirmation could not be posted and how to fix it."""
     if channel_id.startswith("D") or error == "channel_not_found":
@@ -383,6 +401,11 @@ def click_refusal_text(
         )
     if outcome == ClickOutcome.EXPIRED:
         return "This confirmation has expired; nothing was started. Run `/vm start` again if you still need it."
+    if outcome == ClickOutcome.WITHDRAWN:
+        return (
+            "This confirmation was withdrawn: Slack did not confirm that it was posted, so its buttons do nothing. "
+            "Nothing was started. Run `/vm start` again if you still need it."
+        )
     if outcome == ClickOutcome.ALREADY_DECIDED and request is not None:
         return f"This request was already {_state_phrase(request)}; nothing more to do."
     return "This request no longer exists."
@@ -497,8 +520,11 @@ def _decision_line(request: StartRequest) -> str:
     if state == State.EXPIRED:
         return f":hourglass: Expired {slack_date(request.expires_at)} — nothing was started."
     if state == State.CANCELLED:
-        if request.error and not request.decided_by:
-            return f":x: Not posted: {outside(request.error, REASON_LIMIT)}"
+        if not request.decided_by:  # withdrawn: shown as such once a click finds the message
+            return (
+                f":no_entry_sign: Withdrawn ({outside(request.error or 'not posted', REASON_LIMIT)}) — these buttons "
+                "do nothing and nothing was started. Run `/vm start` again if you still need it."
+            )
         verb = "Rejected" if request.needs_approval and request.decided_by != request.requester_id else "Cancelled"
         return f":x: {verb} by {who} {when} — nothing was started."
     verb = "Approved" if request.needs_approval else "Confirmed"

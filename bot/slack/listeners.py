@@ -34,7 +34,7 @@ from bot.logging_setup import log_context
 from bot.metrics import Metrics
 from bot.slack import action_ids, blocks
 from bot.slack.ack_first import AckFirst
-from bot.slack.messages import CANNOT_POST, SlackMessages, slack_error
+from bot.slack.messages import CANNOT_POST, ChannelHeld, SlackMessages, slack_error
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,8 @@ class Listeners:
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Resolve names, ask which namesake was meant if need be, else post the confirmation in the channel."""
         user_id, channel_id = command["user_id"], command["channel_id"]
+        if self._channel_held(channel_id, respond):
+            return
         resolution = self.starts.resolve(user_id, channel_id, parsed.ids)
         if resolution.ambiguous:
             respond(blocks.choice_message(resolution.ambiguous, list(resolution.instances.values())))
@@ -194,6 +196,8 @@ class Listeners:
         known: dict[str, InstanceInfo] | None = None,
     ) -> bool:
         """Check, look up and post the confirmation in the channel; return True once it is posted."""
+        if self._channel_held(channel_id, respond):
+            return False
         prepared = self.starts.open_request(
             self.messages.with_links(self.starts.look_up(user_id, channel_id, ids, known))
         )
@@ -201,14 +205,37 @@ class Listeners:
         assert request is not None
         try:
             message_ts = self.messages.post_confirmation(request, prepared.approvers)
+        except ChannelHeld:
+            self.starts.abandon(request.id, "Slack was rate-limiting the channel")
+            self._channel_held(channel_id, respond)
+            return False
         except SlackApiError as exc:
             error = slack_error(exc)
             self.starts.abandon(request.id, f"could not post the confirmation: {error}")
+            if self._channel_held(channel_id, respond):  # a 429: the channel is held for its Retry-After
+                return False
             if error in CANNOT_POST:
                 respond(blocks.cannot_post_text(channel_id, error))
                 return False
             raise
+        except Exception as exc:  # a timeout or a lost connection: Slack may have posted it all the same
+            reason = f"Slack did not confirm the post ({type(exc).__name__})"
+            if not self.starts.abandon(request.id, reason):
+                # A click on the posted confirmation decided it first (and noted its ts): it was posted after all.
+                log.warning("posting the confirmation of request %s timed out, but it was clicked", request.id)
+                return True
+            log.warning("withdrew request %s: %s", request.id, reason)
+            respond(blocks.post_unconfirmed_text(channel_id), response_type="ephemeral", replace_original=False)
+            return False
         self.starts.attach_message(request.id, message_ts)
+        return True
+
+    def _channel_held(self, channel_id: str, respond: Respond) -> bool:
+        """Tell the user privately when Slack is holding this channel back (429), without calling Slack."""
+        seconds = self.messages.held_for(channel_id)
+        if seconds <= 0:
+            return False
+        respond(blocks.rate_limited_text(channel_id, seconds), response_type="ephemeral", replace_original=False)
         return True
 
     def _list(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
@@ -337,6 +364,12 @@ class Listeners:
                     replace_original=False,
                 )
             return
+        if result.outcome == ClickOutcome.WITHDRAWN and result.request is not None:
+            # Found after all (the click carries its ts, now noted): show it withdrawn rather than leave it live.
+            try:
+                self.messages.refresh(result.request)
+            except Exception as exc:
+                log.warning("could not show the withdrawn confirmation of request %s (%s)", result.request.id, exc)
         links = {i: self.messages.permalink(h.channel_id, h.message_ts) for i, h in result.holders.items()}
         respond(
             blocks.click_refusal_text(result.outcome, result.request, result.coverage, result.busy, links),

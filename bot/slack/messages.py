@@ -75,8 +75,15 @@ class SlackMessages:
     def post_confirmation(self, request: StartRequest, approvers: Sequence[str]) -> str:
         """Post a request's confirmation (with its buttons) in its channel; return the message ts."""
         text, message_blocks = blocks.request_message(request, blocks.approver_phrase(approvers, self.approver_group))
-        posted = self.client.chat_postMessage(channel=request.channel_id, text=text, blocks=message_blocks)
+        with self._channel(request.channel_id):
+            posted = self.client.chat_postMessage(channel=request.channel_id, text=text, blocks=message_blocks)
         return str(posted["ts"])
+
+    def held_for(self, channel_id: str) -> float:
+        """Return the seconds Slack still wants a channel left alone after a 429 (0 when it is not held)."""
+        with self._held_lock:
+            until = self._held.get(channel_id, 0.0)
+        return max(0.0, until - self._clock())
 
     def permalink(self, channel_id: str, message_ts: str | None) -> str | None:
         """Return a link to a message, or None when Slack cannot give one."""
@@ -110,10 +117,9 @@ class SlackMessages:
         if not self.hold_on_429:
             yield
             return
-        with self._held_lock:
-            until = self._held.get(channel_id, 0.0)
-        if self._clock() < until:
-            raise ChannelHeld(f"{channel_id} is rate limited for another {until - self._clock():.1f} s")
+        left = self.held_for(channel_id)
+        if left > 0:
+            raise ChannelHeld(f"{channel_id} is rate limited for another {left:.1f} s")
         try:
             yield
         except SlackApiError as exc:
