@@ -355,6 +355,15 @@ class StartService:
         for request in stale:
             _abandon(session, request.id, "its confirmation was never posted; replaced by a new command", now)
 
+    def instances_of(self, request_id: int) -> list[str]:
+        """Return the instance ids of a start request, in its order (`/vm status --request N`); grants are checked
+        by whoever shows them."""
+        with self.db.session(readonly=True) as session:
+            request = lifecycle.get_request(session, request_id)
+            if request is None:
+                raise UserError(f"There is no start request {request_id}.")
+            return [i.instance_id for i in request.instances]
+
     def attach_message(self, request_id: int, message_ts: str) -> None:
         """Remember the confirmation message, which is also the thread everything else is posted under."""
         with self.db.session() as session:

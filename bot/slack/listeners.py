@@ -135,11 +135,14 @@ class Listeners:
                 )
             )
             return "usage"
+        if parsed.option_problem:
+            ack(blocks.usage_text(f":warning: {parsed.option_problem}"))
+            return "usage"
         if parsed.verb in ("start", "status"):
             if parsed.invalid:
                 ack(blocks.invalid_ids_text(parsed.invalid))
                 return "invalid_ids"
-            if not parsed.ids:
+            if not parsed.ids and parsed.request_id is None:
                 ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
                 return "usage"
             user_id, channel_id = command["user_id"], command["channel_id"]
@@ -242,7 +245,7 @@ class Listeners:
         """`/vm list [PATTERN]`: what the caller may start here, privately, with the STOPPED ones to tick."""
         pattern = parsed.args[0] if parsed.args else None
         listing = self.inventory.startable(command["user_id"], command["channel_id"], pattern)
-        respond(**blocks.list_message(command["channel_id"], pattern, listing))
+        respond(**blocks.list_message(command["channel_id"], pattern, listing, page=parsed.page))
 
     def _record_denial(self, user_id: str, channel_id: str, coverage: Coverage, respond: Respond) -> None:
         """Audit a refusal already given in the ack."""
@@ -271,13 +274,19 @@ class Listeners:
     def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Answer `/vm status` privately for the names and ids the user holds a grant on (every namesake shown)."""
         user_id, channel_id = command["user_id"], command["channel_id"]
-        resolution = self.starts.resolve(user_id, channel_id, parsed.ids)
+        words = list(parsed.ids)
+        typed = "/vm status " + " ".join(parsed.args)
+        if parsed.request_id is not None:
+            of_request = self.starts.instances_of(parsed.request_id)
+            words = [*of_request, *(w for w in parsed.ids if w not in of_request)]
+            typed += f" --request {parsed.request_id}"
+        resolution = self.starts.resolve(user_id, channel_id, words)
         found = dict(resolution.instances)
         ids = list(resolution.ids)
         for group in resolution.ambiguous.values():
             found.update((c.instance_id, c) for c in group)
             ids.extend(c.instance_id for c in group if c.instance_id not in ids)
-        text, status_blocks = blocks.status_message(ids, found)
+        text, status_blocks = blocks.status_message(ids, found, page=parsed.page, command=" ".join(typed.split()))
         respond(text=text, blocks=status_blocks)
 
     # --- the instance picker -------------------------------------------------------------------------------
