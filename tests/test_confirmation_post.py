@@ -141,3 +141,17 @@ def test_a_429_on_a_confirmation_holds_back_only_its_channel_and_the_user_is_tol
     slack.click(quiet, action_ids.START)
     slack.wait_thread(quiet, "All 1 instance RUNNING")
     assert start_calls(simulator) == [["web-20"]]
+
+
+def test_a_429_on_a_permalink_just_leaves_out_the_link(
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
+) -> None:
+    grant("U0REQUEST", "web-*")
+    slack.command("start web-1")
+    slack.wait_confirmation()
+    fake_slack.rate_limit(20, method="chat.getPermalink")
+
+    _, key = slack.command("start web-1")  # the same again: pointed at the pending confirmation, without a link
+
+    told = slack.wait_private(key, "You already asked", timeout=5)  # not after sleeping out the Retry-After
+    assert "your pending confirmation in this channel" in told
