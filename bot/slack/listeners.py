@@ -227,7 +227,8 @@ class Listeners:
                 # A click on the posted confirmation decided it first (and noted its ts): it was posted after all.
                 log.warning("posting the confirmation of request %s timed out, but it was clicked", request.id)
                 return True
-            log.warning("withdrew request %s: %s", request.id, reason)
+            # A timeout or a lost connection is Slack's or the network's; anything else is ours, so keep its trace.
+            log.warning("withdrew request %s: %s", request.id, reason, exc_info=not isinstance(exc, OSError))
             respond(blocks.post_unconfirmed_text(channel_id), response_type="ephemeral", replace_original=False)
             return False
         self.starts.attach_message(request.id, message_ts)
