@@ -36,6 +36,8 @@ LOOKUP_THREADS = 16
 DECISION_THREADS = 8
 # Starts and reconciliation of different requests run side by side on this many threads.
 WATCHER_THREADS = 8
+# How long a Slack Web API call may take before the client gives up (its outcome then unknown).
+SLACK_TIMEOUT_SECONDS = 10
 
 
 @dataclass
@@ -64,7 +66,13 @@ class BotApp:
         self.db.close()
 
 
-def make_web_client(settings: Settings, metrics: Metrics | None = None, *, wait_on_429: bool = True) -> WebClient:
+def make_web_client(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    *,
+    wait_on_429: bool = True,
+    timeout: int = SLACK_TIMEOUT_SECONDS,
+) -> WebClient:
     """Return a Web API client that retries connection errors and (with wait_on_429) Slack's 429 after its
     Retry-After, sleeping in the calling thread; without it a 429 raises for the caller to hold back."""
     assert settings.slack_bot_token is not None
@@ -72,14 +80,21 @@ def make_web_client(settings: Settings, metrics: Metrics | None = None, *, wait_
         metrics=metrics or Metrics(),
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
-        timeout=10,
+        timeout=timeout,
         retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=2)]
         + ([RateLimitErrorRetryHandler(max_retry_count=3)] if wait_on_429 else []),
     )
 
 
-def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | None = None) -> BotApp:
-    """Build the bolt app and the services behind it; nothing starts running here."""
+def create_app(
+    settings: Settings,
+    *,
+    vm: VmApi | None = None,
+    db: Database | None = None,
+    slack_timeout: int = SLACK_TIMEOUT_SECONDS,
+) -> BotApp:
+    """Build the bolt app and the services behind it; nothing starts running here (`slack_timeout`: seconds a
+    Slack call from the listeners may take; tests shorten it)."""
     metrics = Metrics()
     # Acknowledgements first: work after an ack, the watcher included, waits to write while other acks are answered.
     ack_first = AckFirst()
@@ -88,7 +103,13 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     vm = vm or ZenlayerClient.from_settings(settings, transport=MeteredTransport(httpx.HTTPTransport(), metrics))
     client = make_web_client(settings, metrics)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    messages = SlackMessages(client, approver_group=approver)
+    # Commands and clicks run on pools every channel shares: a 429 holds back its channel (the user is told when to
+    # try again) instead of sleeping out its Retry-After there.
+    messages = SlackMessages(
+        make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
+        approver_group=approver,
+        hold_on_429=True,
+    )
     # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
     grant_cache = GrantCache(db)
     starts = StartService(

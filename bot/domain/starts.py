@@ -123,6 +123,7 @@ class ClickOutcome(enum.StrEnum):
     BUSY = "busy"  # another request is starting some of the ids
     EXPIRED = "expired"
     ALREADY_DECIDED = "already_decided"
+    WITHDRAWN = "withdrawn"  # its confirmation was not known to be posted, so the request was withdrawn unclicked
     LOOKUP_FAILED = "lookup_failed"  # grants by name, group or tag need Zenlayer, which did not answer
     UNKNOWN = "unknown"
 
@@ -357,15 +358,25 @@ class StartService:
         for request in stale:
             _abandon(session, request.id, "its confirmation was never posted; replaced by a new command", now)
 
+    def instances_of(self, request_id: int) -> list[str]:
+        """Return the instance ids of a start request, in its order (`/vm status --request N`); grants are checked
+        by whoever shows them."""
+        with self.db.session(readonly=True) as session:
+            request = lifecycle.get_request(session, request_id)
+            if request is None:
+                raise UserError(f"There is no start request {request_id}.")
+            return [i.instance_id for i in request.instances]
+
     def attach_message(self, request_id: int, message_ts: str) -> None:
         """Remember the confirmation message, which is also the thread everything else is posted under."""
         with self.db.session() as session:
             _attach_message(session, request_id, message_ts)
 
-    def abandon(self, request_id: int, reason: str) -> None:
-        """Cancel a request whose confirmation could not be posted."""
+    def abandon(self, request_id: int, reason: str) -> bool:
+        """Withdraw a pending request whose confirmation could not be posted (or may not have been); True iff this
+        call withdrew it (False: a click on the confirmation decided it first)."""
         with self.db.session() as session:
-            _abandon(session, request_id, reason, self.clock())
+            return _abandon(session, request_id, reason, self.clock())
 
     def record_click(
         self, request_id: int, user_id: str, decision: Decision, *, message_ts: str | None, replica: str
@@ -478,6 +489,9 @@ class StartService:
             outbox.enqueue(
                 session, request_id, outbox.Kind.REFRESH, now=now, notify_user=user_id, response_url=response_url
             )
+        elif result.outcome == ClickOutcome.WITHDRAWN:
+            # Found after all (the click carries its ts, now noted): show it withdrawn rather than leave it live.
+            outbox.enqueue(session, request_id, outbox.Kind.REFRESH, now=now)
         if result.outcome in _REFUSALS_TO_AUDIT:
             audit.record(
                 session,
@@ -538,9 +552,11 @@ class StartService:
     ) -> ClickResult:
         """Decide one click inside a transaction; the state change itself is a compare-and-set."""
         if request.state != State.PENDING:
-            return ClickResult(
-                ClickOutcome.EXPIRED if request.state == State.EXPIRED else ClickOutcome.ALREADY_DECIDED, None
-            )
+            if request.state == State.EXPIRED:
+                return ClickResult(ClickOutcome.EXPIRED, None)
+            if is_withdrawn(request):
+                return ClickResult(ClickOutcome.WITHDRAWN, None)
+            return ClickResult(ClickOutcome.ALREADY_DECIDED, None)
         is_requester = user_id == request.requester_id
         if decision == Decision.CANCEL or (decision == Decision.START and not request.needs_approval):
             if not is_requester:
@@ -626,6 +642,11 @@ class StartService:
         return ClickOutcome.ALREADY_DECIDED
 
 
+def is_withdrawn(request: StartRequest) -> bool:
+    """True for a request withdrawn because its confirmation was not known to be posted (nobody decided it)."""
+    return request.state == State.CANCELLED and request.decided_by is None
+
+
 def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
     """Record where a request's confirmation was posted, unless already known."""
     session.execute(
@@ -636,8 +657,9 @@ def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
     )
 
 
-def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> None:
-    """Cancel a pending request nobody can click (its confirmation is not in Slack), and audit why."""
+def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> bool:
+    """Cancel a pending request nobody should click (its confirmation is not known to be in Slack), and audit why;
+    True iff this call did it."""
     if lifecycle.transition(
         session,
         request_id,
@@ -648,6 +670,8 @@ def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> N
         error=reason,
     ):
         audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
+        return True
+    return False
 
 
 def _pending_same_ids(

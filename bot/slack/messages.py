@@ -3,9 +3,12 @@ edits of the confirmation go through the outbox: bot/slack/sender.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -42,18 +45,42 @@ PERMANENT_ERRORS = frozenset(
 CANNOT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 
 
+class ChannelHeld(Exception):
+    """Slack asked us (429) to leave a channel alone for a while (the listeners tell the user when to try again)."""
+
+
 class SlackMessages:
     """Posts confirmations and finds links to other requests' messages."""
 
-    def __init__(self, client: WebClient, approver_group: str | None = None):
+    def __init__(
+        self,
+        client: WebClient,
+        approver_group: str | None = None,
+        *,
+        hold_on_429: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.client = client
         self.approver_group = approver_group  # a <!subteam^…> mention, when one is configured
+        # With hold_on_429 (for a client that does not sleep on 429), a 429 holds back only its channel until its
+        # Retry-After has passed: calls to it raise ChannelHeld without reaching Slack, other channels go on.
+        self.hold_on_429 = hold_on_429
+        self._clock = clock
+        self._held: dict[str, float] = {}
+        self._held_lock = threading.Lock()
 
     def post_confirmation(self, request: StartRequest, approvers: Sequence[str]) -> str:
         """Post a request's confirmation (with its buttons) in its channel; return the message ts."""
         text, message_blocks = blocks.request_message(request, blocks.approver_phrase(approvers, self.approver_group))
-        posted = self.client.chat_postMessage(channel=request.channel_id, text=text, blocks=message_blocks)
+        with self._channel(request.channel_id):
+            posted = self.client.chat_postMessage(channel=request.channel_id, text=text, blocks=message_blocks)
         return str(posted["ts"])
+
+    def held_for(self, channel_id: str) -> float:
+        """Return the seconds Slack still wants a channel left alone after a 429 (0 when it is not held)."""
+        with self._held_lock:
+            until = self._held.get(channel_id, 0.0)
+        return max(0.0, until - self._clock())
 
     def permalink(self, channel_id: str, message_ts: str | None) -> str | None:
         """Return a link to a message, or None when Slack cannot give one."""
@@ -72,6 +99,35 @@ class SlackMessages:
                 if link:
                     prepared.skipped[index] = dataclasses.replace(skipped, reason=f"already being started: {link}")
         return prepared
+
+    @contextlib.contextmanager
+    def _channel(self, channel_id: str) -> Iterator[None]:
+        """Refuse a call to a channel Slack told us to leave alone; start holding one back on its 429."""
+        if not self.hold_on_429:
+            yield
+            return
+        left = self.held_for(channel_id)
+        if left > 0:
+            raise ChannelHeld(f"{channel_id} is rate limited for another {left:.1f} s")
+        try:
+            yield
+        except SlackApiError as exc:
+            if exc.response is not None and exc.response.status_code == 429:
+                retry_after = _seconds({k.lower(): v for k, v in exc.response.headers.items()}.get("retry-after"))
+                with self._held_lock:
+                    self._held[channel_id] = max(self._held.get(channel_id, 0.0), self._clock() + retry_after)
+                log.warning("Slack rate-limited channel %s; holding it back for %.0f s", channel_id, retry_after)
+            raise
+
+
+def _seconds(header: object) -> float:
+    """Read a Retry-After header (seconds); Slack always sends one with a 429, but never hold for less than 1 s."""
+    if isinstance(header, list | tuple) and header:
+        header = header[0]
+    try:
+        return max(1.0, float(str(header)))
+    except ValueError:
+        return 1.0
 
 
 def slack_error(exc: SlackApiError) -> str:
