@@ -1,6 +1,6 @@
 """Measure how vm-bot's Slack traffic behaves per channel: pacing under a burst, and isolation from a 429.
 
-Run: ``python benchmarks/delivery.py [--sizes 10,50] [--retry-after 20] [--max-wait 120]``.
+Run: ``python benchmarks/delivery.py [--sizes 10,50] [--retry-after 20] [--max-wait 400]``.
 
 Everything runs in this process on 127.0.0.1 (Zenlayer simulator, the Slack stand-in, a temporary SQLite database,
 the bot served over real HTTP), with POLL_INTERVAL_SECONDS=1 and instances that boot in 2 s.
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,50", help="comma-separated burst sizes (default 10,50)")
     parser.add_argument("--retry-after", type=float, default=20.0, help="Retry-After of channel A's 429 (s)")
-    parser.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait for any outcome at most")
+    parser.add_argument("--max-wait", type=float, default=400.0, help="seconds to wait for any outcome at most")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) < 1 or max(sizes) > 200 or args.retry_after <= 0 or args.max_wait <= 0:

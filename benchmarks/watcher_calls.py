@@ -42,7 +42,6 @@ from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import grants
 from bot.domain.starts import ClickOutcome, Decision, StartService
 from bot.domain.watcher import Watcher
-from bot.slack.messages import SlackMessages
 from bot.zenlayer.client import ZenlayerClient
 
 USER = "U0BENCH01"
@@ -155,7 +154,6 @@ def build(
     watcher = Watcher(
         db,
         client,
-        SlackMessages(web),
         poll_interval_seconds=5,
         start_timeout_seconds=3600,
         owner=f"bench-{prefix}",

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from slack_bolt import App
@@ -19,8 +17,7 @@ from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
 from bot.domain.grant_cache import GrantCache
 from bot.domain.inventory import Inventory
-from bot.domain.lifecycle import State
-from bot.domain.ports import Notifier, StatusChange, VmApi
+from bot.domain.ports import VmApi
 from bot.domain.starts import StartService
 from bot.domain.watcher import Watcher
 from bot.health import Health, database_gauges
@@ -29,6 +26,7 @@ from bot.slack.ack_first import AckFirst
 from bot.slack.listeners import Listeners
 from bot.slack.messages import SlackMessages
 from bot.slack.metered_client import MeteredWebClient
+from bot.slack.sender import Sender
 from bot.workers import WorkerPool
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.metered import MeteredTransport
@@ -37,8 +35,10 @@ from bot.zenlayer.metered import MeteredTransport
 LISTENER_THREADS = 32
 LOOKUP_THREADS = 16
 DECISION_THREADS = 8
-# Starts, reconciliation and posts of different requests run side by side on this many threads.
+# Starts and reconciliation of different requests run side by side on this many threads.
 WATCHER_THREADS = 8
+# How long a Slack Web API call may take before the client gives up (its outcome then unknown).
+SLACK_TIMEOUT_SECONDS = 10
 
 
 @dataclass
@@ -52,6 +52,7 @@ class BotApp:
     client: WebClient
     starts: StartService
     watcher: Watcher
+    sender: Sender
     executors: tuple[Executor, ...]
     metrics: Metrics = field(default_factory=Metrics)
     health: Health | None = None
@@ -66,7 +67,13 @@ class BotApp:
         self.db.close()
 
 
-def make_web_client(settings: Settings, metrics: Metrics | None = None, *, wait_on_429: bool = True) -> WebClient:
+def make_web_client(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    *,
+    wait_on_429: bool = True,
+    timeout: int = SLACK_TIMEOUT_SECONDS,
+) -> WebClient:
     """Return a Web API client that retries connection errors and (with wait_on_429) Slack's 429 after its
     Retry-After, sleeping in the calling thread; without it a 429 raises for the caller to hold back."""
     assert settings.slack_bot_token is not None
@@ -74,14 +81,21 @@ def make_web_client(settings: Settings, metrics: Metrics | None = None, *, wait_
         metrics=metrics or Metrics(),
         token=settings.slack_bot_token.reveal(),
         base_url=settings.slack_api_url,
-        timeout=10,
+        timeout=timeout,
         retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=2)]
         + ([RateLimitErrorRetryHandler(max_retry_count=3)] if wait_on_429 else []),
     )
 
 
-def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | None = None) -> BotApp:
-    """Build the bolt app and the services behind it; nothing starts running here."""
+def create_app(
+    settings: Settings,
+    *,
+    vm: VmApi | None = None,
+    db: Database | None = None,
+    slack_timeout: int = SLACK_TIMEOUT_SECONDS,
+) -> BotApp:
+    """Build the bolt app and the services behind it; nothing starts running here (`slack_timeout`: seconds a
+    Slack call from the listeners may take; tests shorten it)."""
     metrics = Metrics()
     # Acknowledgements first: work after an ack, the watcher included, waits to write while other acks are answered.
     ack_first = AckFirst()
@@ -90,7 +104,13 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     vm = vm or ZenlayerClient.from_settings(settings, transport=MeteredTransport(httpx.HTTPTransport(), metrics))
     client = make_web_client(settings, metrics)
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    messages = SlackMessages(client, approver_group=approver, broadcast_success=settings.broadcast_success)
+    # Commands and clicks run on pools every channel shares: a 429 holds back its channel (the user is told when to
+    # try again) instead of sleeping out its Retry-After there.
+    messages = SlackMessages(
+        make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
+        approver_group=approver,
+        hold_on_429=True,
+    )
     # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
     grant_cache = GrantCache(db)
     starts = StartService(
@@ -105,16 +125,6 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
     watcher = Watcher(
         db,
         vm,
-        # The watcher's pool is shared by every request: a 429 holds back its channel instead of sleeping there.
-        _TimedNotifier(
-            SlackMessages(
-                make_web_client(settings, metrics, wait_on_429=False),
-                approver_group=approver,
-                broadcast_success=settings.broadcast_success,
-                hold_on_429=True,
-            ),
-            metrics,
-        ),
         poll_interval_seconds=settings.poll_interval_seconds,
         start_timeout_seconds=settings.start_timeout_seconds,
         owner=owner,
@@ -122,6 +132,16 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         chores=[lambda: starts.decide_orphaned_clicks(replica=settings.replica_id, owner=owner)],
         lease_seconds=settings.lease_seconds,
         workers=WATCHER_THREADS,
+    )
+    # Thread replies and confirmation edits: paced per channel; a 429 holds back its channel instead of sleeping.
+    sender = Sender(
+        db,
+        make_web_client(settings, metrics, wait_on_429=False),
+        owner=owner,
+        replica=settings.replica_id,
+        approver_group=approver,
+        broadcast_success=settings.broadcast_success,
+        metrics=metrics,
     )
     health = Health(db, head_revision(), settings.poll_interval_seconds)
 
@@ -159,21 +179,4 @@ def create_app(settings: Settings, *, vm: VmApi | None = None, db: Database | No
         owner=owner,
         ack_first=ack_first,
     ).register(app)
-    return BotApp(settings, app, db, vm, client, starts, watcher, (lookups, decisions), metrics, health)
-
-
-class _TimedNotifier:
-    """The watcher's Notifier, also timing each finished request from the approving click to all RUNNING."""
-
-    def __init__(self, inner: Notifier, metrics: Metrics):
-        self._inner = inner
-        self._metrics = metrics
-
-    def progress(self, request: Any, changes: Sequence[StatusChange]) -> None:
-        self._inner.progress(request, changes)
-
-    def finished(self, request: Any) -> str | None:
-        error = self._inner.finished(request)
-        if request.state == State.DONE and request.decided_at is not None and request.finished_at is not None:
-            self._metrics.click_to_running.observe((request.finished_at - request.decided_at).total_seconds())
-        return error
+    return BotApp(settings, app, db, vm, client, starts, watcher, sender, (lookups, decisions), metrics, health)

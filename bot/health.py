@@ -11,10 +11,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.db.models import RequestInstance, StartRequest
 from bot.db.session import Database
+from bot.domain import outbox
 from bot.domain.lifecycle import State
 
 ACTIVE_STATES = (State.APPROVED, State.STARTING, State.WATCHING)
-REPORTED_FINAL_STATES = (State.DONE, State.FAILED, State.TIMED_OUT, State.EXPIRED)
 MIN_TICK_AGE_SECONDS = 60.0
 
 
@@ -75,7 +75,7 @@ def database_problem(db: Database, head: str | None) -> str | None:
 
 
 def database_gauges(db: Database) -> dict[str, float]:
-    """Return the gauges that live in the database: instances being watched, outcomes not yet told in Slack."""
+    """Return the gauges that live in the database: instances being watched, messages not yet delivered to Slack."""
     with db.session(readonly=True) as session:
         watched = session.scalar(
             select(func.count(RequestInstance.id))
@@ -86,11 +86,5 @@ def database_gauges(db: Database) -> dict[str, float]:
                 RequestInstance.outcome.is_(None),
             )
         )
-        pending = session.scalar(
-            select(func.count(StartRequest.id)).where(
-                StartRequest.state.in_([s.value for s in REPORTED_FINAL_STATES]),
-                StartRequest.outcome_posted_at.is_(None),
-                StartRequest.message_ts.is_not(None),
-            )
-        )
+        pending = outbox.pending_count(session)
     return {"vmbot_watched_instances": float(watched or 0), "vmbot_messages_pending": float(pending or 0)}

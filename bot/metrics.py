@@ -58,6 +58,13 @@ class Metrics:
             ["method", "error"],
             registry=r,
         )
+        self.slack_messages = Counter(
+            "vmbot_slack_messages",
+            "outbox messages by kind (progress, final, refresh) and result (sent, dropped: nothing left to say, "
+            "failed: refused for good or given up, untold: its failure could not be told to anyone)",
+            ["kind", "result"],
+            registry=r,
+        )
         self.click_to_running = Histogram(
             "vmbot_click_to_running_seconds",
             "time from the approving click to every instance RUNNING",
@@ -101,7 +108,7 @@ class _DatabaseGauges(Collector):
 
     DOCS = {
         "vmbot_watched_instances": "instances of active start requests not yet settled",
-        "vmbot_messages_pending": "outcomes recorded but not yet delivered to Slack",
+        "vmbot_messages_pending": "messages owed to Slack (outbox rows) not yet delivered",
     }
 
     def __init__(self, read: Callable[[], dict[str, float]]):

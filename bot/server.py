@@ -108,6 +108,7 @@ class RunningBot:
         port = bot.settings.port if port is None else port
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=bot.watcher.run, args=(self._stop,), name="watcher", daemon=True)
+        self._sender = threading.Thread(target=bot.sender.run, args=(self._stop,), name="sender", daemon=True)
         self.http: HttpServer | None = None
         self._socket_mode: GaplessSocketModeHandler | None = None
         if bot.settings.socket_mode:
@@ -117,7 +118,8 @@ class RunningBot:
         self.http = HttpServer(bot, host=host, port=port)
 
     def start(self) -> RunningBot:
-        """Start serving Slack and watching requests."""
+        """Start serving Slack, watching requests and sending what they owe Slack."""
+        self._sender.start()
         self._watcher.start()
         if self.http is not None:
             self.http.start()
@@ -142,7 +144,9 @@ class RunningBot:
             self._socket_mode.close()  # prompt: the client wakes its readers instead of waiting out their reads
         self._stop.set()
         self.bot.watcher.wake()
+        self.bot.sender.wake()
         self._watcher.join(timeout=30)
+        self._sender.join(timeout=30)
         self.bot.close()
 
 

@@ -49,10 +49,11 @@ def bot_settings(
 
 
 @contextmanager
-def running_bot(settings: Settings) -> Iterator[RunningBot]:
-    """Migrate the database, serve the bot on a free loopback port, and stop it afterwards."""
+def running_bot(settings: Settings, **app_options: Any) -> Iterator[RunningBot]:
+    """Migrate the database, serve the bot on a free loopback port, and stop it afterwards (`app_options` go to
+    create_app, e.g. a short `slack_timeout`)."""
     upgrade(settings.database_url)
-    running = RunningBot(create_app(settings), host="127.0.0.1", port=0).start()
+    running = RunningBot(create_app(settings, **app_options), host="127.0.0.1", port=0).start()
     try:
         yield running
     finally:

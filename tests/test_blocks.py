@@ -12,6 +12,7 @@ import pytest
 from bot.db.models import RequestInstance, StartRequest
 from bot.devtools.slack_web_api import message_error
 from bot.domain.grants import Coverage
+from bot.domain.inventory import Listing
 from bot.domain.lifecycle import State
 from bot.domain.ports import InstanceInfo, StatusChange
 from bot.domain.starts import ClickOutcome, Prepared, Skipped
@@ -77,7 +78,7 @@ def test_every_confirmation_state_fits(state: State) -> None:
     text, message_blocks = blocks.request_message(request(state), approvers="<!subteam^S0APPROVE>")
     assert_accepted(text, message_blocks)
     shown = "\n".join(b["text"]["text"] for b in message_blocks if b["type"] == "section")
-    assert "more — `/vm status` for all" in shown
+    assert "more — `/vm status --request 1` for all" in shown
 
 
 @pytest.mark.parametrize("outcome", ["running", "failed", "timed_out", None])
@@ -92,13 +93,87 @@ def test_progress_replies_fit() -> None:
     changes = [StatusChange(i, NASTY[:255], None, NASTY[:32]) for i in ids(200)]
     reply = blocks.progress_reply(request(State.WATCHING), changes)
     assert_accepted(reply)
-    assert "more — `/vm status` for all" in reply
+    assert "more — `/vm status --request 1` for all" in reply
 
 
 def test_status_answers_fit_for_as_many_ids_as_a_command_takes() -> None:
     found = {i: InstanceInfo(i, NASTY, NASTY, NASTY) for i in ids(200)}
     text, message_blocks = blocks.status_message(ids(200), found)
     assert_accepted(text, message_blocks)
+
+
+def shown_ids(message_blocks: list[blocks.Block], among: list[str]) -> list[str]:
+    """Return which of `among` a message shows, in order."""
+    shown = "\n".join(str(b) for b in message_blocks)
+    return [i for i in among if f"`{i}`" in shown]
+
+
+def test_status_is_paged_fifty_instances_a_page_and_every_page_points_at_the_next() -> None:
+    asked = [f"web-{n:03d}" for n in range(120)]
+    found = {i: InstanceInfo(i, NASTY, NASTY, NASTY) for i in asked}
+    pages = [blocks.status_message(asked, found, page=p, command="/vm status web-*") for p in (1, 2, 3)]
+
+    for text, message_blocks in pages:
+        assert_accepted(text, message_blocks)
+    assert [len(shown_ids(b, asked)) for _, b in pages] == [50, 50, 20]
+    assert [i for _, b in pages for i in shown_ids(b, asked)] == asked  # every instance, once, in order
+    footers = [b[-1]["elements"][0]["text"] for _, b in pages]
+    assert footers == [
+        "Page 1 of 3 — `/vm status web-* --page 2` for more.",
+        "Page 2 of 3 — `/vm status web-* --page 3` for more.",
+        "Page 3 of 3.",
+    ]
+    assert pages[0][0] == "Instance status of 120 instances (page 1 of 3)"
+
+
+def test_a_page_past_the_last_is_a_clear_error() -> None:
+    asked = [f"web-{n:03d}" for n in range(60)]
+    text, message_blocks = blocks.status_message(asked, {}, page=3, command="/vm status --request 7")
+    assert_accepted(text, message_blocks)
+    assert text == (
+        ":warning: There is no page 3: this answer has 2 pages, the last is `/vm status --request 7 --page 2`."
+    )
+
+
+def test_a_short_status_has_no_page_footer() -> None:
+    text, message_blocks = blocks.status_message(["web-1"], {})
+    assert "page" not in text.lower() and all(b["type"] == "section" for b in message_blocks)
+
+
+def test_a_long_command_is_not_repeated_in_the_footer() -> None:
+    command = "/vm status " + " ".join(ids(40))
+    assert blocks.page_footer(1, 2, command) == "Page 1 of 2 — add `--page 2` to the same command for more."
+
+
+def test_list_is_paged_and_every_instance_is_reachable() -> None:
+    instances = [InstanceInfo(f"vm-{n:03d}", NASTY, "STOPPED" if n % 3 else "RUNNING", NASTY) for n in range(130)]
+    listing = Listing(instances=instances, scanned=130, total=130)
+    every = [i.instance_id for i in instances]
+
+    bodies = [blocks.list_message("C0CHANNEL", "vm-*", listing, page=p) for p in (1, 2, 3)]
+
+    for body in bodies:
+        assert_accepted(body["text"], body["blocks"])
+    seen = [
+        i
+        for body in bodies
+        for i in every
+        if f"'value': '{i}'" in str(body["blocks"]) or f"`{i}`" in str(body["blocks"])
+    ]
+    assert seen == every
+    assert "Page 1 of 3 — `/vm list vm-* --page 2` for more." in str(bodies[0]["blocks"][-1])
+    assert "There is no page 4" in blocks.list_message("C0CHANNEL", None, listing, page=4)["text"]
+
+
+def test_a_withdrawn_confirmation_says_its_buttons_do_nothing() -> None:
+    withdrawn = request(State.CANCELLED, 2, error="Slack did not confirm the post (TimeoutError)")
+    withdrawn.decided_by = None
+    text, message_blocks = blocks.request_message(withdrawn)
+    assert_accepted(text, message_blocks)
+    shown = str(message_blocks)
+    assert "Withdrawn (Slack did not confirm the post (TimeoutError))" in shown
+    assert "these buttons do nothing and nothing was started" in shown
+    assert not [b for b in message_blocks if b["type"] == "actions"]
 
 
 def test_refusals_and_explanations_fit() -> None:
@@ -135,7 +210,7 @@ def test_outside_text_cannot_format_ping_or_overflow(name: str, shown: str) -> N
 
 def test_listing_summarises_what_does_not_fit() -> None:
     lines = [f"• line {n:03d} " + "y" * 50 for n in range(100)]
-    kept = blocks._listing(lines, budget=1000, hint=blocks.STATUS_HINT)
+    kept = blocks._listing(lines, budget=1000, hint=blocks.status_hint(request(State.WATCHING, 1)))
     assert sum(len(line) + 1 for line in kept) <= 1000
-    assert kept[-1] == f"…and {100 - (len(kept) - 1)} more — `/vm status` for all"
+    assert kept[-1] == f"…and {100 - (len(kept) - 1)} more — `/vm status --request 1` for all"
     assert blocks._listing(lines[:3]) == lines[:3]  # nothing to summarise

@@ -66,3 +66,30 @@ def test_slacks_entities_are_decoded_once_before_splitting(sent_by_slack: str, t
     command = parse(f"start web-1 {sent_by_slack}")
     assert command.ids == ["web-1"]
     assert command.invalid == [typed]
+
+
+@pytest.mark.parametrize(
+    ("typed", "page", "ids", "args"),
+    [
+        ("status web-1 web-2 --page 2", 2, ["web-1", "web-2"], ["web-1", "web-2"]),
+        ("status --page=3 web-1", 3, ["web-1"], ["web-1"]),
+        ("status web-1 \u2014page 2", 2, ["web-1"], ["web-1"]),  # a phone's dash for "--"
+        ("list web-* --page 4", 4, [], ["web-*"]),
+        ("status web-1", 1, ["web-1"], ["web-1"]),
+    ],
+)
+def test_page_option_is_taken_out_of_status_and_list(typed: str, page: int, ids: list[str], args: list[str]) -> None:
+    command = parse(typed)
+    assert (command.page, command.ids, command.args, command.option_problem) == (page, ids, args, None)
+
+
+@pytest.mark.parametrize("typed", ["status web-1 --page", "status web-1 --page 0", "list --page x", "status --page=-1"])
+def test_a_bad_page_number_is_a_problem_to_show(typed: str) -> None:
+    assert parse(typed).option_problem == "`--page` takes a page number from 1 to 1000, like `--page 2`."
+
+
+def test_status_of_a_request_by_number() -> None:
+    command = parse("status --request 42 --page 2")
+    assert (command.request_id, command.page, command.ids, command.option_problem) == (42, 2, [], None)
+    assert parse("status --request web-1").option_problem == "`--request` takes a request number, like `--request 42`."
+    assert parse("start web-1 --page 2").invalid == ["--page"]  # start takes no options

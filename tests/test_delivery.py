@@ -132,7 +132,8 @@ def test_a_429_on_one_channel_holds_back_only_that_channel(
     fake_slack.rate_limit(20, channel="C0HELD", method="chat.postMessage")  # thread replies there: 429 for 20 s
     for confirmation in held:
         slack.click(confirmation, action_ids.START)
-    wait_until(fake_slack.rejections, what="the held channel's first 429")
+    # The channel is paced (~1 message/s): its thread replies come after the ten decisions are shown.
+    wait_until(fake_slack.rejections, timeout=30, what="the held channel's first 429")
 
     slack.click(quiet, action_ids.START)
 

@@ -16,7 +16,7 @@ from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
 from bot.slack import action_ids, blocks
-from tests.slack_support import start_calls
+from tests.slack_support import ask_to_start, start_calls
 
 HOSTILE = "*bold* _it_ ~s~ `code` :fire: <!channel> & more"
 
@@ -46,16 +46,52 @@ def test_a_hundred_instances_with_long_names_fit_every_message(
     thread = slack.wait_thread(confirmation, "All 100 instances RUNNING", timeout=30)
 
     assert fake_slack.rejections() == [], fake_slack.summary()
-    assert all(f"`big-{n}`" in status for n in range(100))  # the status answer lists everyone asked about
+    # A page of the status answer lists 50 of those asked about, and says how to see the rest.
+    assert [n for n in range(100) if f"`big-{n}`" in status] == list(range(50))
+    assert "Page 1 of 2 — add `--page 2` to the same command for more." in status  # too long to repeat
     parent = slack.message(confirmation)
     # How many lines fit depends on each line's length (zone, status and, once RUNNING, the address).
-    assert re.search(r"…and \d+ more — `/vm status` for all", message_text(parent))
+    hint = f"more — `/vm status --request {confirmation.request_id}` for all"
+    assert re.search(rf"…and \d+ {re.escape(hint)}", message_text(parent))
     progress = next(t for t in thread if "Start requested" in t)
-    assert re.search(r"…and \d+ more — `/vm status` for all", progress)
+    assert re.search(rf"…and \d+ {re.escape(hint)}", progress)
     for text in [progress, status, message_text(parent)]:
         assert "server number" in text and "x" * 100 not in text  # names are shortened…
         assert "x…`)" in text  # …with an ellipsis, inside the inline code that keeps `*bold*` from rendering
     assert max(len(t) for t in thread) <= blocks.REPLY_BUDGET + 200  # short, far below Slack's 40,000
+
+    # The command the summaries point at really shows every instance of the request, page by page.
+    command = f"status --request {confirmation.request_id}"
+    _, first = slack.command(command)
+    page_1 = slack.wait_private(first, "Instance status")
+    assert f"Page 1 of 2 — `/vm {command} --page 2` for more." in page_1
+    _, second = slack.command(f"{command} --page 2")
+    page_2 = slack.wait_private(second, "Instance status")
+    assert "Page 2 of 2." in page_2
+    assert [i for i in ids if f"`{i}`" in page_1 + page_2] == ids
+    assert "RUNNING" in page_2
+    _, past = slack.command(f"{command} --page 3")
+    assert "There is no page 3: this answer has 2 pages" in slack.wait_private(past, "no page")
+    assert fake_slack.rejections() == [], fake_slack.summary()
+
+
+def test_a_bad_page_number_is_a_clear_private_error(slack: SlackDriver, grant: Callable[..., None]) -> None:
+    grant("U0REQUEST", "web-*")
+    for typed in ("status web-1 --page two", "status web-1 --page 0", "list --page", "status --request x"):
+        ack, _ = slack.command(typed)
+        shown = slack.ack_text(ack)
+        assert ":warning: `--" in shown and "takes a" in shown, (typed, shown)
+
+
+def test_status_of_a_request_someone_may_not_see_is_refused(slack: SlackDriver, grant: Callable[..., None]) -> None:
+    confirmation = ask_to_start(slack, grant)
+    grant("U0OTHER", "db-*")
+
+    _, key = slack.command(f"status --request {confirmation.request_id}", user="U0OTHER")
+    refused = slack.wait_private(key, "You may not")
+    assert "web-1" in refused
+    _, missing = slack.command("status --request 999999", user="U0REQUEST")
+    assert "There is no start request 999999" in slack.wait_private(missing, "no start request")
 
 
 def test_a_3100_character_name_still_gets_a_confirmation(

@@ -15,7 +15,6 @@ from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, grants, lifecycle
 from bot.domain.errors import NotAllowed
 from bot.domain.grant_admin import GrantArgs, GrantService, pattern_within
-from bot.domain.ports import StatusChange
 from bot.domain.starts import ClickOutcome, Decision, StartService
 from bot.domain.watcher import Watcher
 from bot.zenlayer.client import ZenlayerClient
@@ -35,19 +34,6 @@ def add(db: Database, user: str, *patterns: str, **options: object) -> None:
         grants.add_grants(session, user, list(patterns), granted_by="test", **options)  # type: ignore[arg-type]
 
 
-class SilentNotifier:
-    """A notifier for domain-level tests that only counts what would be posted."""
-
-    def __init__(self) -> None:
-        self.posts = 0
-
-    def progress(self, request: object, changes: Sequence[StatusChange]) -> None:
-        self.posts += 1
-
-    def finished(self, request: object) -> None:
-        self.posts += 1
-
-
 def watcher(
     db: Database, vm: object, owner: str = "w1", clock: Callable[[], datetime] | None = None, lease_seconds: float = 150
 ) -> Watcher:
@@ -56,7 +42,6 @@ def watcher(
     return Watcher(
         db,
         vm,  # type: ignore[arg-type]
-        SilentNotifier(),
         poll_interval_seconds=1,
         start_timeout_seconds=60,
         owner=owner,
@@ -149,6 +134,33 @@ def test_start_is_refused_when_the_grant_now_needs_a_second_person(db: Database,
     add(db, "U0REQ", "web-*", needs_approval=True)  # an admin tightened the grant meanwhile
 
     assert starts.decide(request.id, "U0REQ", Decision.START).outcome == ClickOutcome.NEEDS_APPROVAL
+
+
+def test_a_withdrawn_request_is_never_started_by_a_click_on_it(db: Database, starts: StartService) -> None:
+    add(db, "U0REQ", "web-*")
+    request = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
+    assert request is not None
+
+    assert starts.abandon(request.id, "Slack did not confirm the post (TimeoutError)")  # the post timed out
+    assert not starts.abandon(request.id, "again")  # a compare-and-set: once
+    result = starts.decide(request.id, "U0REQ", Decision.START, message_ts="1700000001.000002")
+
+    assert result.outcome == ClickOutcome.WITHDRAWN
+    assert result.request is not None and result.request.state == "cancelled"
+    assert result.request.message_ts == "1700000001.000002"  # found: its message can now be shown withdrawn
+    with db.session(readonly=True) as session:
+        assert lifecycle.holders(session, ["web-1"]) == {}
+
+
+def test_a_click_that_came_first_keeps_the_request_from_being_withdrawn(db: Database, starts: StartService) -> None:
+    add(db, "U0REQ", "web-*")
+    request = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
+    assert request is not None
+
+    assert starts.decide(request.id, "U0REQ", Decision.START, message_ts="1.2").outcome == ClickOutcome.APPROVED
+    assert not starts.abandon(request.id, "Slack did not confirm the post (TimeoutError)")
+    with db.session(readonly=True) as session:
+        assert lifecycle.get_request(session, request.id).state == "approved"  # type: ignore[union-attr]
 
 
 def test_approve_and_reject_do_not_apply_to_a_plain_confirmation(db: Database, starts: StartService) -> None:

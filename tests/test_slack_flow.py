@@ -225,16 +225,23 @@ def test_bot_not_in_channel_tells_the_user_how_to_invite_it(
     assert "/invite @vm-bot" in slack.wait_private(key, "invite")
 
 
-def test_slack_rate_limit_is_retried(
-    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
+def test_slack_rate_limit_on_the_confirmation_is_told_not_slept_on(
+    slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator
 ) -> None:
     grant("U0REQUEST", "web-*")
     fake_slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    _, key = slack.command("start web-1")
+    told = slack.wait_private(key, "rate-limiting")
+    assert "try again in 1 s" in told and "Nothing was started" in told
+    time.sleep(1.1)  # what Slack asked for (Retry-After: 1); after it the channel takes messages again
     slack.command("start web-1")
-    confirmation = slack.wait_confirmation(timeout=15)
+    confirmation = slack.wait_confirmation()
     assert confirmation.request_id > 0
     statuses = [c.status for c in fake_slack.calls_to("chat.postMessage")]
-    assert statuses[:2] == [429, 200]
+    assert statuses == [429, 200]
+    slack.click(confirmation, action_ids.START)
+    slack.wait_thread(confirmation, "All 1 instance RUNNING")
+    assert start_calls(simulator) == [["web-1"]]
 
 
 def test_zenlayer_refusing_the_start_is_reported_with_request_id(
@@ -299,7 +306,8 @@ def test_restart_while_booting_resumes_in_the_same_thread(
 ) -> None:
     from tests.slack_support import bot_settings, running_bot
 
-    simulator.boot_seconds = 1.5
+    # Long enough that the BOOTING reply is sent before RUNNING settles the request (which would drop it unsent).
+    simulator.boot_seconds = 4
     grant("U0REQUEST", "web-*")
     settings = bot_settings(database_url=database_url, slack_url=fake_slack.url, zenlayer_url=simulator.url)
     with running_bot(settings) as first:

@@ -170,6 +170,17 @@ def test_a_fault_can_target_one_channel(client: WebClient, fake_slack: FakeSlack
     assert caught.value.response["error"] == "is_archived"
 
 
+def test_a_delayed_call_takes_effect_before_its_late_answer(fake_slack: FakeSlackWebApi) -> None:
+    impatient = WebClient(token="xoxb-test", base_url=fake_slack.url, retry_handlers=[], timeout=1)
+    fake_slack.delay_next("chat.postMessage", 2, channel="C0SLOW")
+
+    with pytest.raises(TimeoutError):
+        impatient.chat_postMessage(channel="C0SLOW", text="posted all the same")
+
+    assert [m.text for m in fake_slack.channel_messages("C0SLOW")] == ["posted all the same"]
+    assert impatient.chat_postMessage(channel="C0SLOW", text="next one")["ok"]  # only the next call was late
+
+
 def test_acknowledgements_are_checked_in_both_modes() -> None:
     too_long = {"text": "x" * 40_001}
     assert SlackDriver.refusal(httpx.Response(200, json=too_long)) == "msg_too_long"

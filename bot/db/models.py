@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -195,3 +196,43 @@ class Click(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None, index=True)
     outcome: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class OutboxMessage(Base):
+    """A message owed to Slack, written with the change it reports and sent by the sender (bot/slack/sender.py).
+
+    Its content is rendered from the database when it is sent, so one pending row per kind and request says it all:
+    `pending_key` ("{kind}:{request_id}") is unique while the row is pending and NULL once it is sent or failed.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_channel_id_due_at", "channel_id", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("start_requests.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # progress | final | refresh (re-render the confirmation)
+    pending_key: Mapped[str | None] = mapped_column(String(48), unique=True, default=None)
+    # Bumped when the row is enqueued again while pending: a send of an older version leaves the row pending.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    notify_user: Mapped[str | None] = mapped_column(String(32), default=None)  # told privately if it fails
+    response_url: Mapped[str | None] = mapped_column(Text, default=None)  # the clicker's, cleared once done
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    claim_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class SlackChannel(Base):
+    """A channel's send slot, shared by every replica: a GCRA "theoretical arrival time" and who is sending now."""
+
+    __tablename__ = "slack_channels"
+
+    channel_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Unix seconds (a float, so one UPDATE can do the arithmetic on SQLite and PostgreSQL alike).
+    tat: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    claim_until: Mapped[float | None] = mapped_column(Float, default=None)  # Unix seconds

@@ -161,6 +161,8 @@ class Database:
         self._readonly_sessions = sessionmaker(bind=self.read_engine, expire_on_commit=False)
         # Other processes on the same SQLite file still queue on busy_timeout.
         self._write_turn = _WriteTurn() if is_sqlite(url) else None
+        # Called after a transaction that named their topic in Session.info["topics"] commits (e.g. "outbox").
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -185,8 +187,22 @@ class Database:
                 yield session
                 session.commit()
             except BaseException:
+                session.info.pop("topics", None)
                 session.rollback()
                 raise
+        for topic in session.info.pop("topics", ()):
+            for callback in list(self._listeners.get(topic, ())):
+                callback()
+
+    def listen(self, topic: str, callback: Callable[[], None]) -> None:
+        """Call callback after every committed transaction that names topic (domain code marks it in the session)."""
+        self._listeners.setdefault(topic, []).append(callback)
+
+    def unlisten(self, topic: str, callback: Callable[[], None]) -> None:
+        """Stop calling callback for topic."""
+        callbacks = self._listeners.get(topic, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -9,7 +9,8 @@ an error, HTTP 429 with Retry-After, or a channel the bot is not a member of.
 Like Slack, it rejects what Slack rejects: every posted message (chat.postMessage, chat.update,
 chat.postEphemeral, response_url) is checked against Slack's documented limits — its blocks parsed with
 slack_sdk's models and validated, plus explicit length checks — and answered `msg_too_long` or `invalid_blocks`.
-It can also hold a channel or a method behind HTTP 429 for a Retry-After, or answer every call with a permanent
+It can also answer a call late after carrying it out (`delay_next`: a post the client timed out on that Slack did
+make), hold a channel or a method behind HTTP 429 for a Retry-After, or answer every call with a permanent
 error (`invalid_auth`, `token_revoked`, `account_inactive`), as an uninstalled app gets.
 """
 
@@ -88,6 +89,16 @@ class _Fault:
 
 
 @dataclass
+class _Delay:
+    """The next `times` calls of `method` (to `channel`, if given) are answered `seconds` late, after taking effect."""
+
+    method: str
+    seconds: float
+    times: int
+    channel: str | None = None
+
+
+@dataclass
 class _RateLimit:
     """Calls matching channel and/or method answer 429 until `until` (time.monotonic())."""
 
@@ -109,6 +120,7 @@ class FakeSlackWebApi(LoopbackServer):
         self._faults: list[_Fault] = []
         self._not_member: set[str] = set()
         self._rate_limits: list[_RateLimit] = []
+        self._delays: list[_Delay] = []
         self._auth_error: str | None = None
         # The ws:// URL apps.connections.open hands out (see tests/fake_socket_mode.py); None: Socket Mode is off.
         self.socket_mode_url: str | None = None
@@ -143,6 +155,12 @@ class FakeSlackWebApi(LoopbackServer):
         status (429 + Retry-After)."""
         with self._lock:
             self._faults.append(_Fault(method, times, error, status, retry_after, channel))
+
+    def delay_next(self, method: str, seconds: float, *, times: int = 1, channel: str | None = None) -> None:
+        """Carry out the next `times` calls of `method` (to `channel`, if given) at once but answer them only after
+        `seconds`: a client that gives up sooner does not know that, say, its message was posted."""
+        with self._lock:
+            self._delays.append(_Delay(method, seconds, times, channel))
 
     def rate_limit(self, retry_after: float, *, channel: str | None = None, method: str | None = None) -> None:
         """Answer HTTP 429 to calls to `channel` and/or of `method` for `retry_after` seconds, as Slack does: each
@@ -287,6 +305,14 @@ class FakeSlackWebApi(LoopbackServer):
             )
         return 200, {"ok": False, "error": "unknown_method"}, {}
 
+    def _take_delay(self, method: str, channel: str) -> float:
+        """Return how late to answer this call (0: at once), using up one scripted delay; call with the lock held."""
+        for delay in self._delays:
+            if delay.method == method and delay.times > 0 and delay.channel in (None, channel):
+                delay.times -= 1
+                return delay.seconds
+        return 0.0
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -317,7 +343,10 @@ class FakeSlackWebApi(LoopbackServer):
                     status, body, headers = fake._answer(method, args)
                     scripted = bool(body.pop("_scripted", False))
                     fake.calls.append(Call(method, args, status=status, response=body, scripted=scripted))
+                    delay = fake._take_delay(method, str(args.get("channel", "")))
                     fake._lock.notify_all()
+                if delay:
+                    time.sleep(delay)  # the call has taken effect; only its answer is late
                 self._send(status, json.dumps(body).encode(), "application/json", headers)
 
             def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:

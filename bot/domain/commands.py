@@ -9,6 +9,9 @@ from bot.domain.ids import is_instance_id
 
 MAX_TEXT_LENGTH = 4000
 MAX_IDS = 200
+MAX_PAGE = 1000  # more pages than any answer has (a page number beyond the last is answered as such)
+PAGE_OPTION = "--page"
+REQUEST_OPTION = "--request"
 
 VERBS = ("start", "status", "list", "help", "grants", "grant", "revoke")
 
@@ -47,6 +50,9 @@ class Command:
     invalid: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)  # raw words after the verb, for grant/revoke
     too_long: bool = False
+    page: int = 1  # `--page N` of a long `/vm status` or `/vm list` answer
+    request_id: int | None = None  # `/vm status --request N`: the instances of start request N
+    option_problem: str | None = None  # a bad `--page` or `--request`, said as the user should read it
 
 
 def normalise(text: str) -> str:
@@ -77,8 +83,21 @@ def parse(text: str) -> Command:
     rest = words[1:]
     if verb not in VERBS:
         return Command(verb="help", args=words)
+    page, request_id, problem = 1, None, None
+    if verb in ("status", "list"):
+        rest, page_word = _take_option(rest, PAGE_OPTION)
+        if page_word is not None:
+            page = _positive(page_word, MAX_PAGE) or 1
+            if not _positive(page_word, MAX_PAGE):
+                problem = f"`{PAGE_OPTION}` takes a page number from 1 to {MAX_PAGE}, like `{PAGE_OPTION} 2`."
+    if verb == "status":
+        rest, request_word = _take_option(rest, REQUEST_OPTION)
+        if request_word is not None:
+            request_id = _positive(request_word)
+            if request_id is None:
+                problem = f"`{REQUEST_OPTION}` takes a request number, like `{REQUEST_OPTION} 42`."
     if verb not in ("start", "status"):
-        return Command(verb=verb, args=rest)
+        return Command(verb=verb, args=rest, page=page, option_problem=problem)
     ids: list[str] = []
     invalid: list[str] = []
     for word in rest:
@@ -87,4 +106,40 @@ def parse(text: str) -> Command:
                 invalid.append(word)
         elif word not in ids:
             ids.append(word)
-    return Command(verb=verb, ids=ids, invalid=invalid, args=rest, too_long=len(ids) > MAX_IDS)
+    return Command(
+        verb=verb,
+        ids=ids,
+        invalid=invalid,
+        args=rest,
+        too_long=len(ids) > MAX_IDS,
+        page=page,
+        request_id=request_id,
+        option_problem=problem,
+    )
+
+
+def _take_option(words: list[str], name: str) -> tuple[list[str], str | None]:
+    """Remove `name VALUE` or `name=VALUE` (the last one given) from words; return the rest and the value, which
+    is "" when the option has none."""
+    bare = name.lstrip("-")
+    rest: list[str] = []
+    value: str | None = None
+    index = 0
+    while index < len(words):
+        word = words[index]
+        # A phone turns "--" into a dash, which normalise() makes "-": accept one dash too.
+        option, equals, given = word.partition("=")
+        if not option.startswith("-") or option.lstrip("-").lower() != bare:
+            rest.append(word)
+        elif equals:
+            value = given
+        else:
+            value = words[index + 1] if index + 1 < len(words) else ""
+            index += 1
+        index += 1
+    return rest, value
+
+
+def _positive(word: str, limit: int = 2**31 - 1) -> int | None:
+    """Return word as a whole number from 1 to limit, or None."""
+    return int(word) if word.isascii() and word.isdigit() and 1 <= int(word) <= limit else None

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from bot.db.models import InstanceClaim, RequestInstance, StartRequest
-from bot.domain import audit
+from bot.domain import audit, outbox
 from bot.domain.errors import InvalidInput
 from bot.domain.ids import is_instance_id
 from bot.domain.vocabulary import SYSTEM_ACTOR
@@ -191,7 +191,51 @@ def transition(
     moved = result.rowcount == 1  # type: ignore[attr-defined]
     if moved and target in FINAL_STATES:
         release_claims(session, request_id)
+    if moved and target not in sources:
+        # What users see changes with the state: the message saying so is owed in this same transaction.
+        outbox.enqueue(session, request_id, _TOLD.get(target, ()), now=now)
     return moved
+
+
+def transition_many(
+    session: Session, request_ids: Sequence[int], *, from_state: State, to: State, now: datetime
+) -> list[int]:
+    """Move every request among request_ids still in from_state to `to` (a final state, with finished_at) in one
+    compare-and-set UPDATE, release their claims and enqueue what their move owes Slack; return the ids moved."""
+    if not request_ids:
+        return []
+    if to not in FINAL_STATES or from_state in FINAL_STATES:
+        raise ValueError(f"transition_many moves to a final state, not {from_state.value} to {to.value}")
+    moved = list(
+        session.scalars(
+            update(StartRequest)
+            .where(StartRequest.id.in_(list(request_ids)), StartRequest.state == from_state.value)
+            .values(state=to.value, updated_at=now, finished_at=now)
+            .returning(StartRequest.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if moved:
+        _forget(session, moved)
+        session.execute(
+            delete(InstanceClaim)
+            .where(InstanceClaim.request_id.in_(moved))
+            .execution_options(synchronize_session=False)
+        )
+        outbox.enqueue_many(session, sorted(moved), _TOLD.get(to, ()), now=now)
+    return moved
+
+
+# The messages a move to a state owes (the sender renders them from the database when it sends them).
+_TOLD: dict[State, tuple[outbox.Kind, ...]] = {
+    State.APPROVED: (outbox.Kind.REFRESH,),
+    # WATCHING: the first change a poll sees owes the first reply ("Start requested", with that status) and an edit.
+    State.DONE: (outbox.Kind.FINAL, outbox.Kind.REFRESH),
+    State.FAILED: (outbox.Kind.FINAL, outbox.Kind.REFRESH),
+    State.TIMED_OUT: (outbox.Kind.FINAL, outbox.Kind.REFRESH),
+    State.CANCELLED: (outbox.Kind.REFRESH,),
+    State.EXPIRED: (outbox.Kind.FINAL, outbox.Kind.REFRESH),  # no reply for an expiry: FINAL only marks it told
+}
 
 
 def approve(session: Session, request_id: int, *, by: str, now: datetime) -> bool:

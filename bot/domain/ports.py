@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,6 @@ class VmApi(Protocol):
         ...
 
 
-class DeliveryDeferred(Exception):
-    """A message could not be sent now but will be later (e.g. Slack holds its channel back); not a failure."""
-
-
 @dataclass(frozen=True)
 class StatusChange:
     """An instance whose status moved since the thread was last told."""
@@ -81,18 +77,3 @@ class StatusChange:
     old: str | None
     new: str | None  # None: the instance is no longer returned by Zenlayer
     ip: str | None = None  # its address, once known (learnt when it reaches RUNNING)
-
-
-class Notifier(Protocol):
-    """Tells people what happens to a start request; raises when the message could not be delivered."""
-
-    def progress(self, request: Any, changes: Sequence[StatusChange]) -> None:
-        """Reply in the request's thread with what changed and refresh the confirmation's progress line."""
-        ...
-
-    def finished(self, request: Any) -> str | None:
-        """Post the final outcome (done, failed, timed out, expired) and update the confirmation.
-
-        Returns the error that keeps the outcome from ever being posted (retrying cannot help), else None.
-        """
-        ...

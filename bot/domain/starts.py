@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from bot.db.group_commit import GroupCommit
 from bot.db.models import ANY_CHANNEL, Click, StartRequest, utcnow
 from bot.db.session import Database
-from bot.domain import audit, inventory, lifecycle
+from bot.domain import audit, inventory, lifecycle, outbox
 from bot.domain.errors import NotAllowed, UserError
 from bot.domain.grant_admin import approvers_for
 from bot.domain.grant_cache import GrantCache
@@ -124,6 +124,7 @@ class ClickOutcome(enum.StrEnum):
     BUSY = "busy"  # another request is starting some of the ids
     EXPIRED = "expired"
     ALREADY_DECIDED = "already_decided"
+    WITHDRAWN = "withdrawn"  # its confirmation was not known to be posted, so the request was withdrawn unclicked
     LOOKUP_FAILED = "lookup_failed"  # grants by name, group or tag need Zenlayer, which did not answer
     UNKNOWN = "unknown"
 
@@ -162,6 +163,9 @@ class BeforeAck:
 def _usable_here(rules: Sequence[GrantRule], channel_id: str, action: GrantAction) -> bool:
     """True when any of rules grants action in channel_id."""
     return any(g.action == action and g.channel_id in (ANY_CHANNEL, channel_id) for g in rules)
+
+
+_SHOWN_IN_THE_CONFIRMATION = frozenset({ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED})
 
 
 class StartService:
@@ -393,15 +397,25 @@ class StartService:
         for request in stale:
             _abandon(session, request.id, "its confirmation was never posted; replaced by a new command", now)
 
+    def instances_of(self, request_id: int) -> list[str]:
+        """Return the instance ids of a start request, in its order (`/vm status --request N`); grants are checked
+        by whoever shows them."""
+        with self.db.session(readonly=True) as session:
+            request = lifecycle.get_request(session, request_id)
+            if request is None:
+                raise UserError(f"There is no start request {request_id}.")
+            return [i.instance_id for i in request.instances]
+
     def attach_message(self, request_id: int, message_ts: str) -> None:
         """Remember the confirmation message, which is also the thread everything else is posted under."""
         with self.db.session() as session:
             _attach_message(session, request_id, message_ts)
 
-    def abandon(self, request_id: int, reason: str) -> None:
-        """Cancel a request whose confirmation could not be posted."""
+    def abandon(self, request_id: int, reason: str) -> bool:
+        """Withdraw a pending request whose confirmation could not be posted (or may not have been); True iff this
+        call withdrew it (False: a click on the confirmation decided it first)."""
         with self.db.session() as session:
-            _abandon(session, request_id, reason, self.clock())
+            return _abandon(session, request_id, reason, self.clock())
 
     def record_click(
         self, request_id: int, user_id: str, decision: Decision, *, message_ts: str | None, replica: str
@@ -424,8 +438,11 @@ class StartService:
             statement = insert(Click).returning(Click.id, sort_by_parameter_order=True)
             return list(connection.execute(statement, list(rows)).scalars())
 
-    def decide_click(self, click_id: int) -> ClickResult | None:
-        """Decide a recorded click; None when it was decided already (by recovery, or by another replica)."""
+    def decide_click(self, click_id: int, *, response_url: str | None = None) -> ClickResult | None:
+        """Decide a recorded click; None when it was decided already (by recovery, or by another replica).
+
+        `response_url` is where the clicker can be told privately if the confirmation cannot show the decision.
+        """
         with self.db.session(readonly=True) as session:
             recorded = session.get(Click, click_id)
             if recorded is None or recorded.decided_at is not None:
@@ -449,7 +466,9 @@ class StartService:
                 result = ClickResult(ClickOutcome.LOOKUP_FAILED, lifecycle.get_request(session, click.request_id))
             else:
                 decision = Decision(click.decision)
-                result = self._decide(session, click.request_id, click.user_id, decision, click.message_ts, instances)
+                result = self._decide(
+                    session, click.request_id, click.user_id, decision, click.message_ts, instances, response_url
+                )
             click.outcome = result.outcome.value
             return result
 
@@ -490,6 +509,7 @@ class StartService:
         decision: Decision,
         message_ts: str | None,
         instances: Mapping[str, InstanceInfo] | None = None,
+        response_url: str | None = None,
     ) -> ClickResult:
         """Apply a click in one transaction; grants are checked again at the click.
 
@@ -507,6 +527,14 @@ class StartService:
                 result = self._apply(session, request, user_id, decision, now, instances)
         except InstancesBusy as busy:
             result = ClickResult(ClickOutcome.BUSY, None, None, sorted(busy.holders), busy.holders)
+        if result.outcome in _SHOWN_IN_THE_CONFIRMATION:
+            # The confirmation shows the decision (sent by the outbox); the clicker hears if it cannot.
+            outbox.enqueue(
+                session, request_id, outbox.Kind.REFRESH, now=now, notify_user=user_id, response_url=response_url
+            )
+        elif result.outcome == ClickOutcome.WITHDRAWN:
+            # Found after all (the click carries its ts, now noted): show it withdrawn rather than leave it live.
+            outbox.enqueue(session, request_id, outbox.Kind.REFRESH, now=now)
         if result.outcome in _REFUSALS_TO_AUDIT:
             audit.record(
                 session,
@@ -567,9 +595,11 @@ class StartService:
     ) -> ClickResult:
         """Decide one click inside a transaction; the state change itself is a compare-and-set."""
         if request.state != State.PENDING:
-            return ClickResult(
-                ClickOutcome.EXPIRED if request.state == State.EXPIRED else ClickOutcome.ALREADY_DECIDED, None
-            )
+            if request.state == State.EXPIRED:
+                return ClickResult(ClickOutcome.EXPIRED, None)
+            if is_withdrawn(request):
+                return ClickResult(ClickOutcome.WITHDRAWN, None)
+            return ClickResult(ClickOutcome.ALREADY_DECIDED, None)
         is_requester = user_id == request.requester_id
         if decision == Decision.CANCEL or (decision == Decision.START and not request.needs_approval):
             if not is_requester:
@@ -655,6 +685,11 @@ class StartService:
         return ClickOutcome.ALREADY_DECIDED
 
 
+def is_withdrawn(request: StartRequest) -> bool:
+    """True for a request withdrawn because its confirmation was not known to be posted (nobody decided it)."""
+    return request.state == State.CANCELLED and request.decided_by is None
+
+
 def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
     """Record where a request's confirmation was posted, unless already known."""
     session.execute(
@@ -665,8 +700,9 @@ def _attach_message(session: Session, request_id: int, message_ts: str) -> None:
     )
 
 
-def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> None:
-    """Cancel a pending request nobody can click (its confirmation is not in Slack), and audit why."""
+def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> bool:
+    """Cancel a pending request nobody should click (its confirmation is not known to be in Slack), and audit why;
+    True iff this call did it."""
     if lifecycle.transition(
         session,
         request_id,
@@ -677,6 +713,8 @@ def _abandon(session: Session, request_id: int, reason: str, now: datetime) -> N
         error=reason,
     ):
         audit.record(session, "abandoned", actor=SYSTEM_ACTOR, request_id=request_id, reason=reason)
+        return True
+    return False
 
 
 def _pending_same_ids(

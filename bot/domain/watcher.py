@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import selectinload
 
-from bot.db.models import RequestInstance, StartAttempt, StartRequest, utcnow
+from bot.db.models import InstanceClaim, RequestInstance, StartAttempt, StartRequest, utcnow
 from bot.db.session import Database
-from bot.domain import audit, lifecycle
-from bot.domain.lifecycle import REPORTED_FINAL_STATES, State
-from bot.domain.ports import DeliveryDeferred, Notifier, StatusChange, VmApi
+from bot.domain import audit, lifecycle, outbox
+from bot.domain.lifecycle import State
+from bot.domain.ports import VmApi
 from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, Outcome
 
@@ -59,15 +59,15 @@ class Watcher:
     """Moves requests from approved to a final state; safe to run in several replicas thanks to leases.
 
     `owner` names this process in leases; `replica` is its stable identity (the owner is `replica/nonce`), so
-    a restarted replica takes over its predecessor's leases at once. With `workers`, each request's start,
-    reconciliation and posts run on a bounded pool so one slow request never delays another; without, inline.
+    a restarted replica takes over its predecessor's leases at once. With `workers`, each request's start and
+    reconciliation run on a bounded pool so one slow request never delays another; without, inline. It never
+    talks to Slack: what users must be told is written to the outbox with each change, for the sender.
     """
 
     def __init__(
         self,
         db: Database,
         vm: VmApi,
-        notifier: Notifier,
         *,
         poll_interval_seconds: float,
         start_timeout_seconds: float,
@@ -80,7 +80,6 @@ class Watcher:
     ):
         self.db = db
         self.vm = vm
-        self.notifier = notifier
         self.poll_interval = poll_interval_seconds
         self.start_timeout = timedelta(seconds=start_timeout_seconds)
         self.owner = owner
@@ -197,8 +196,6 @@ class Watcher:
         def job() -> None:
             try:
                 work(*args)
-            except DeliveryDeferred as exc:
-                log.info("request %s waits to be told in Slack: %s", request_id, exc)
             except Exception:
                 # One request's trouble must not hold up the others; it is retried on the next tick.
                 log.exception("work on request %s failed; will retry", request_id)
@@ -466,11 +463,81 @@ class Watcher:
         now = self.clock()
         # A quiet poll would write, post and finish nothing (claim_work renewed the lease): no load and no job for it.
         busy = [r for r, rows in watching.items() if statuses is None or not _poll_is_quiet(rows, statuses, now)]
-        for request in self._load_many(busy, [State.WATCHING]):
+        # Requests whose poll needs no reconciliation (every open instance returned, its start accepted, nothing
+        # missing, time not up) are applied together here: one write transaction for all. The rest get a job each.
+        plain: list[StartRequest] = []
+        for request in self._load_many(self._idle(busy), [State.WATCHING]):
             if statuses is None:
                 self._submit(request.id, self._finish_if_settled, request, poll_error)
+            elif _is_plain(request, statuses, now):
+                plain.append(request)
             else:
                 self._submit(request.id, self._apply_poll, request, statuses)
+        if plain:
+            self._apply_polls(plain, statuses or {}, now)
+
+    def _apply_polls(self, requests: Sequence[StartRequest], statuses: dict[str, str], now: datetime) -> None:
+        """Apply one poll to many requests in one transaction: statuses, claims, what Slack is owed, and the
+        requests it settles; the lease check is folded into it (only requests still leased to us are written)."""
+        updates: dict[int, list[InstanceUpdate]] = {}
+        for request in requests:
+            seen = [
+                _classify(i, statuses[i.instance_id]) for i in request.instances if i.to_start and i.outcome is None
+            ]
+            changed = [u for u in seen if u.changed or u.outcome is not None]
+            if changed:
+                updates[request.id] = changed
+        if not updates:
+            return
+        addresses = self._addresses([u.instance_id for us in updates.values() for u in us if u.status == RUNNING])
+        with self.db.session() as session:
+            mine = set(
+                session.scalars(
+                    update(StartRequest)
+                    .where(
+                        StartRequest.id.in_(list(updates)),
+                        StartRequest.lease_owner == self.owner,
+                        StartRequest.state == State.WATCHING.value,
+                    )
+                    .values(lease_until=now + self.lease)
+                    .returning(StartRequest.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            changed = [u for request_id in mine for u in updates[request_id]]
+            for located in (False, True):
+                rows = [
+                    {"id": u.row_id, "last_status": u.status, "outcome": u.outcome, "status_changed_at": now}
+                    | ({"ip_address": addresses[u.instance_id]} if located else {})
+                    for u in changed
+                    if (u.instance_id in addresses) == located
+                ]
+                if rows:
+                    session.execute(update(RequestInstance).execution_options(synchronize_session=False), rows)
+            ended = [u.instance_id for u in changed if u.outcome is not None]
+            if ended:
+                session.execute(
+                    delete(InstanceClaim)
+                    .where(InstanceClaim.request_id.in_(list(mine)), InstanceClaim.instance_id.in_(ended))
+                    .execution_options(synchronize_session=False)
+                )
+            finals: dict[State, list[int]] = {State.DONE: [], State.FAILED: []}
+            moving: list[int] = []
+            for request in requests:
+                if request.id not in mine:
+                    continue
+                outcome = {u.row_id: u.outcome for u in updates[request.id] if u.outcome is not None}
+                started = [outcome.get(i.id, i.outcome) for i in request.instances if i.to_start]
+                if all(o is not None for o in started):
+                    finals[
+                        State.DONE if started and all(o == Outcome.RUNNING for o in started) else State.FAILED
+                    ].append(request.id)
+                elif any(u.changed for u in updates[request.id]):
+                    moving.append(request.id)
+            # The reply that settles a request is the final one; a separate progress reply would only repeat it.
+            outbox.enqueue_many(session, moving, [outbox.Kind.PROGRESS, outbox.Kind.REFRESH], now=now)
+            for final, request_ids in finals.items():
+                lifecycle.transition_many(session, request_ids, from_state=State.WATCHING, to=final, now=now)
 
     def _watched_rows(self, request_ids: Sequence[int]) -> dict[int, list[Any]]:
         """Read the instance rows of the watching requests among request_ids leased to us, as plain rows by request."""
@@ -524,6 +591,10 @@ class Watcher:
         changed = [u for u in updates if u.changed or u.outcome is not None]
         if changed:
             addresses = self._addresses([u.instance_id for u in changed if u.status == RUNNING])
+            ended_rows = {u.row_id for u in changed if u.outcome is not None}
+            open_rows = {i.id for i in request.instances if i.to_start and i.outcome is None}
+            # The reply that settles a request is the final one; a separate progress reply would only repeat it.
+            settles = open_rows <= ended_rows
             with self.db.session() as session:
                 # One executemany by primary key instead of an UPDATE statement per row (rows that learnt their
                 # address in a second one: an executemany needs the same columns in every row).
@@ -546,36 +617,17 @@ class Watcher:
                 for batch in (rows, located):
                     if batch:
                         session.execute(update(RequestInstance).execution_options(synchronize_session=False), batch)
-                ended_rows = {u.row_id for u in changed if u.outcome is not None}
                 ended = [i.instance_id for i in request.instances if i.id in ended_rows]
                 if ended:
                     lifecycle.release_claims(session, request.id, ended)
+                if any(u.changed for u in changed):
+                    told = [outbox.Kind.REFRESH] if settles else [outbox.Kind.PROGRESS, outbox.Kind.REFRESH]
+                    outbox.enqueue(session, request.id, told, now=now)
         if changed or retry:
             request = self._load(request.id)
         settled = all(i.outcome is not None for i in request.instances if i.to_start)
-        changes = [
-            StatusChange(i.instance_id, i.name, i.reported_status, i.last_status, i.ip_address)
-            for i in request.instances
-            if i.to_start and i.skip_reason is None and i.last_status != i.reported_status
-        ]
-        # The reply that settles a request is the final one; a separate progress reply would only repeat it.
-        if changes and not settled:
-            try:
-                self.notifier.progress(request, changes)
-            except DeliveryDeferred as exc:
-                log.info("progress of request %s waits: %s", request.id, exc)
-            except Exception:
-                log.exception("could not post progress for request %s; will retry", request.id)
-            else:
-                row_ids = {i.instance_id: i.id for i in request.instances}
-                with self.db.session() as session:
-                    session.execute(
-                        update(RequestInstance).execution_options(synchronize_session=False),
-                        [{"id": row_ids[c.instance_id], "reported_status": c.new} for c in changes],
-                    )
         if settled or (request.watch_deadline is not None and now >= request.watch_deadline):
             self._finish_if_settled(request, poll_error=None)
-            self._report_one(self._load(request.id))
 
     def _reconcile(self, request: StartRequest, statuses: dict[str, str], now: datetime) -> list[RequestInstance]:
         """Confirm absences and unknown starts from the statuses; return the instances to start once more.
@@ -623,6 +675,7 @@ class Watcher:
                     )
                 if gone:
                     lifecycle.release_claims(session, request.id, gone)
+                    outbox.enqueue(session, request.id, [outbox.Kind.PROGRESS, outbox.Kind.REFRESH], now=now)
         for i in request.instances:
             if i.instance_id in gone:
                 i.outcome = Outcome.FAILED
@@ -673,38 +726,18 @@ class Watcher:
     # --- final reports ----------------------------------------------------------------------------------
 
     def _report_finished(self, request_ids: Sequence[int]) -> None:
-        """Post the final reply for every claimed request that ended but was not yet reported."""
-        for request in self._load_many(request_ids, REPORTED_FINAL_STATES):
-            if request.outcome_posted_at is None:
-                self._submit(request.id, self._report_one, request)
+        """Make sure every claimed request that ended untold has its final reply in the outbox.
 
-    def _report_one(self, request: StartRequest) -> None:
-        """Post one request's final reply, then mark it told."""
-        if request.state not in REPORTED_FINAL_STATES or request.outcome_posted_at is not None:
+        Ends are enqueued with their state change; this catches requests that ended before the outbox existed.
+        """
+        if not request_ids:
             return
-        if not self._renew_lease(request.id):
-            return
-        undeliverable = self.notifier.finished(request)
-        # Until this commits, a crash would post the reply again (at least once): keep the gap short.
-        with self.db.session(urgent=True) as session:
-            now = self.clock()
-            if lifecycle.transition(
-                session,
-                request.id,
-                from_states=[request.state],
-                to=State(request.state),
-                now=now,
-                outcome_posted_at=now,
-            ):
-                audit.record(
-                    session,
-                    "finished",
-                    actor=SYSTEM_ACTOR,
-                    request_id=request.id,
-                    outcome=request.state,
-                    instances={i.instance_id: i.outcome or i.skip_reason for i in request.instances},
-                    **({"delivery_error": undeliverable} if undeliverable else {}),
-                )
+        with self.db.session(readonly=True) as session:
+            untold = outbox.untold_finals(session, request_ids)
+        if untold:
+            with self.db.session() as session:
+                for request_id in untold:
+                    outbox.enqueue(session, request_id, outbox.Kind.FINAL, now=self.clock())
 
     # --- helpers ----------------------------------------------------------------------------------------
 
@@ -745,6 +778,18 @@ def _ignore(value: float) -> None:
     """Observe nothing (the default observer)."""
 
 
+def _is_plain(request: StartRequest, statuses: dict[str, str], now: datetime) -> bool:
+    """Tell whether a poll applies to a request without reconciliation: every open instance returned with its start
+    accepted and none missing before, and its time not up (else _apply_poll and _finish_if_settled decide)."""
+    if request.watch_deadline is not None and now >= request.watch_deadline:
+        return False
+    return all(
+        i.instance_id in statuses and i.start_result == ACCEPTED and not i.missing_polls
+        for i in request.instances
+        if i.to_start and i.outcome is None
+    )
+
+
 def _poll_is_quiet(rows: Sequence[Any], statuses: dict[str, str], now: datetime) -> bool:
     """Tell whether applying this poll to one watched request's instance rows would change, post or finish nothing."""
     deadline = rows[0].watch_deadline if rows else None
@@ -754,8 +799,6 @@ def _poll_is_quiet(rows: Sequence[Any], statuses: dict[str, str], now: datetime)
     for i in rows:
         if not i.to_start:
             continue
-        if i.skip_reason is None and i.last_status != i.reported_status:
-            return False  # a progress reply is still owed
         if i.outcome is not None:
             continue
         open_instances += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -38,7 +39,8 @@ REASON_LIMIT = 300  # reasons and errors, which may quote Zenlayer
 WORD_LIMIT = 40  # statuses and zones
 ELLIPSIS = "…"
 BACKTICK_STAND_IN = "\u02cb"  # a modifier letter grave accent: looks like ` but cannot end a code span
-STATUS_HINT = " — `/vm status` for all"
+PAGE_LINES = 50  # instances on one page of `/vm status` or `/vm list`: well inside Slack's limits, and readable
+REPEAT_LIMIT = 200  # a command longer than this is not repeated in a page footer
 # Text that mrkdwn would turn into bold, italics, strike-through, code or an emoji.
 _FORMATTING_RE = re.compile(r"[*_~`]|:[\w+-]+:")
 _WHITESPACE_RE = re.compile(r"\s+")
@@ -152,6 +154,40 @@ def _sections(lines: Iterable[str], max_sections: int = MAX_BLOCKS - 5) -> list[
     return blocks
 
 
+def status_hint(request: StartRequest) -> str:
+    """Point from a summarised list at the command that shows every instance of the request (page by page)."""
+    return f" — `/vm status --request {request.id}` for all"
+
+
+def pages_of(count: int) -> int:
+    """Return how many pages of PAGE_LINES a list of `count` items takes (at least 1)."""
+    return max(1, math.ceil(count / PAGE_LINES))
+
+
+def page_footer(page: int, pages: int, command: str) -> str:
+    """Say which page this is and how to get the next one (`command` is what the user typed, options aside)."""
+    if page >= pages:
+        return f"Page {page} of {pages}."
+    if len(command) <= REPEAT_LIMIT:
+        return f"Page {page} of {pages} — `{_typed(command)} --page {page + 1}` for more."
+    return f"Page {page} of {pages} — add `--page {page + 1}` to the same command for more."
+
+
+def no_such_page_text(page: int, pages: int, command: str) -> str:
+    """Answer a page number beyond the last page."""
+    last = f"`{_typed(command)} --page {pages}`" if len(command) <= REPEAT_LIMIT else f"page {pages}"
+    return f":warning: There is no page {page}: this answer has {_count_of(pages, 'page')}, the last is {last}."
+
+
+def _typed(command: str) -> str:
+    """Show a command the user typed inside inline code (ids and patterns are validated; escaped all the same)."""
+    return escape(command.replace("`", BACKTICK_STAND_IN))
+
+
+def _count_of(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def _section(text: str) -> Block:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
@@ -166,8 +202,10 @@ USAGE = (
     "*vm-bot* starts Zenlayer VMs you are allowed to start.\n"
     "• `/vm start NAME_OR_ID [...]` — ask to start instances by name or id (separated by spaces, commas or "
     "newlines); you confirm before anything happens\n"
-    "• `/vm status NAME_OR_ID [...]` — show instances' current status\n"
-    "• `/vm list [PATTERN]` — the instances you may start here; tick the stopped ones and press *Start selected*\n"
+    "• `/vm status NAME_OR_ID [...] [--page N]` — show instances' current status, 50 a page\n"
+    "• `/vm status --request N` — every instance of start request N (the number its thread points at)\n"
+    "• `/vm list [PATTERN] [--page N]` — the instances you may start here, 50 a page; tick the stopped ones and "
+    "press *Start selected*\n"
     "• `/vm grants` — show what you may do\n"
     "• `/vm help` — what you can do here"
 )
@@ -225,8 +263,9 @@ def help_text(grants: Sequence[Grant], channel_id: str) -> str:
     if GrantAction.START in actions:
         lines.append(
             "• `/vm start NAME_OR_ID [...]` — ask to start instances; you confirm before anything happens\n"
-            "• `/vm status NAME_OR_ID [...]` — show instances' current status\n"
-            "• `/vm list [PATTERN]` — the instances you may start here, to tick and start"
+            "• `/vm status NAME_OR_ID [...] [--page N]` — show instances' current status, 50 a page\n"
+            "• `/vm status --request N` — every instance of start request N (the number its thread points at)\n"
+            "• `/vm list [PATTERN] [--page N]` — the instances you may start here, 50 a page, to tick and start"
         )
     if GrantAction.APPROVE in actions:
         lines.append("• press *Approve* or *Reject* on others' requests that need a second person")
@@ -316,6 +355,33 @@ def decision_not_shown_text(outcome: str, error: str) -> str:
     return f":warning: {verb}: nothing will be started, but {problem}. Its buttons no longer do anything."
 
 
+def not_delivered_text(request: StartRequest, final: bool, error: str) -> str:
+    """Tell the requester privately that a thread reply about their request could not be posted, and where it stands."""
+    what = "the outcome of your start" if final else "progress of your start"
+    stands = progress_line(request) or _state_phrase(request)
+    return (
+        f":warning: I could not post {what} of {_count(len([i for i in request.instances if i.to_start]))} in "
+        f"<#{request.channel_id}> ({quoted(shorten(error or 'no answer', WORD_LIMIT))}). Where it stands: {stands}"
+    )
+
+
+def post_unconfirmed_text(channel_id: str) -> str:
+    """Tell the requester privately that Slack never confirmed the confirmation's post, so it was withdrawn."""
+    return (
+        f":warning: Slack did not confirm that it posted your confirmation in <#{channel_id}>, so I withdrew the "
+        "request. If a confirmation shows up there anyway, its buttons do nothing. Nothing was started: run "
+        "`/vm start` again."
+    )
+
+
+def rate_limited_text(channel_id: str, seconds: float) -> str:
+    """Tell the requester privately that Slack is holding the channel back (429), and when to try again."""
+    return (
+        f":snail: Slack is rate-limiting messages in <#{channel_id}> right now, so I could not post the confirmation. "
+        f"Nothing was started: try again in {max(1, math.ceil(seconds))} s."
+    )
+
+
 def cannot_post_text(channel_id: str, error: str) -> str:
     """Tell the requester privately why the confirmation could not be posted and how to fix it."""
     if channel_id.startswith("D") or error == "channel_not_found":
@@ -329,10 +395,18 @@ def cannot_post_text(channel_id: str, error: str) -> str:
     )
 
 
-def status_message(ids: Sequence[str], found: Mapping[str, InstanceInfo]) -> tuple[str, list[Block]]:
-    """Render `/vm status` for the given ids: a short text and the list in as many sections as it takes."""
+def status_message(
+    ids: Sequence[str], found: Mapping[str, InstanceInfo], *, page: int = 1, command: str = "/vm status"
+) -> tuple[str, list[Block]]:
+    """Render one page of `/vm status` for the given ids: a short text and at most PAGE_LINES instances, with a
+    footer saying how to see the next page (`command` is the user's command without `--page`)."""
+    pages = pages_of(len(ids))
+    if page > pages:
+        text = no_such_page_text(page, pages, command)
+        return text, [_section(text)]
+    first = (page - 1) * PAGE_LINES
     lines = []
-    for instance_id in ids:
+    for instance_id in ids[first : first + PAGE_LINES]:
         info = found.get(instance_id)
         if info is None:
             lines.append(f"• {code(instance_id)} — not found")
@@ -342,9 +416,12 @@ def status_message(ids: Sequence[str], found: Mapping[str, InstanceInfo]) -> tup
             lines.append(
                 f"• {label(instance_id, info.name, info.zone)} — {emoji} {status}{_address(info.ip, info.status)}"
             )
-    # Everyone asked for is listed (at most MAX_IDS), so no line points at /vm status itself.
     text = f"Instance status of {_count(len(ids))}"
-    return text, [_section("*Instance status*"), *_sections(lines)]
+    status_blocks = [_section("*Instance status*"), *_sections(lines)]
+    if pages > 1:
+        text += f" (page {page} of {pages})"
+        status_blocks.append(_context(page_footer(page, pages, command)))
+    return text, status_blocks
 
 
 def click_refusal_text(
@@ -383,6 +460,11 @@ def click_refusal_text(
         )
     if outcome == ClickOutcome.EXPIRED:
         return "This confirmation has expired; nothing was started. Run `/vm start` again if you still need it."
+    if outcome == ClickOutcome.WITHDRAWN:
+        return (
+            "This confirmation was withdrawn: Slack did not confirm that it was posted, so its buttons do nothing. "
+            "Nothing was started. Run `/vm start` again if you still need it."
+        )
     if outcome == ClickOutcome.ALREADY_DECIDED and request is not None:
         return f"This request was already {_state_phrase(request)}; nothing more to do."
     return "This request no longer exists."
@@ -446,7 +528,7 @@ def request_message(request: StartRequest, approvers: str | None = None) -> tupl
         headline += " — *needs approval*"
     blocks: list[Block] = [_section(f":rocket: {headline}")]
     lines = [_instance_line(i) for i in request.instances]
-    blocks.extend(_sections(_listing(lines, budget=CONFIRMATION_BUDGET, hint=STATUS_HINT)))
+    blocks.extend(_sections(_listing(lines, budget=CONFIRMATION_BUDGET, hint=status_hint(request))))
     if state == State.PENDING:
         if request.needs_approval:
             who = approvers or "someone with an approve grant"
@@ -497,8 +579,11 @@ def _decision_line(request: StartRequest) -> str:
     if state == State.EXPIRED:
         return f":hourglass: Expired {slack_date(request.expires_at)} — nothing was started."
     if state == State.CANCELLED:
-        if request.error and not request.decided_by:
-            return f":x: Not posted: {outside(request.error, REASON_LIMIT)}"
+        if not request.decided_by:  # withdrawn: shown as such once a click finds the message
+            return (
+                f":no_entry_sign: Withdrawn ({outside(request.error or 'not posted', REASON_LIMIT)}) — these buttons "
+                "do nothing and nothing was started. Run `/vm start` again if you still need it."
+            )
         verb = "Rejected" if request.needs_approval and request.decided_by != request.requester_id else "Cancelled"
         return f":x: {verb} by {who} {when} — nothing was started."
     verb = "Approved" if request.needs_approval else "Confirmed"
@@ -560,7 +645,7 @@ def progress_reply(request: StartRequest, changes: Sequence[StatusChange]) -> st
         old = f"{outside(change.old, WORD_LIMIT)} → " if change.old else ""
         address = _address(change.ip, change.new)
         lines.append(f"• {label(change.instance_id, change.name)}: {old}{emoji} {new}{address}")
-    return _reply(head, lines, [])
+    return _reply(head, lines, [], status_hint(request))
 
 
 def final_reply(request: StartRequest) -> str:
@@ -571,7 +656,7 @@ def final_reply(request: StartRequest) -> str:
     if state == State.DONE:
         done = f"{who} :white_check_mark: All {_count(len(starting))} RUNNING{_took(request)}."
         reach = [f"• {label(i.instance_id, i.name)}{_address(i.ip_address, RUNNING)}" for i in starting if i.ip_address]
-        return _reply([done], reach, [])
+        return _reply([done], reach, [], status_hint(request))
     lines = []
     if state == State.TIMED_OUT:
         head = [f"{who} :alarm_clock: Stopped watching{_took(request)}; not RUNNING yet:"]
@@ -595,21 +680,20 @@ def final_reply(request: StartRequest) -> str:
         tail.append(f"RUNNING: {', '.join(_listing(shown, budget=REPLY_BUDGET // 4))}")
     if request.error:
         tail.append(f"Details: {outside(request.error, REASON_LIMIT)}")
-    return _reply(head, lines, tail)
+    return _reply(head, lines, tail, status_hint(request))
 
 
-def _reply(head: Sequence[str], lines: Sequence[str], tail: Sequence[str]) -> str:
+def _reply(head: Sequence[str], lines: Sequence[str], tail: Sequence[str], hint: str) -> str:
     """Join a reply's fixed lines around its list, summarising the list so the whole stays within budget."""
     fixed = sum(len(line) + 1 for line in (*head, *tail))
-    return "\n".join([*head, *_listing(lines, budget=max(REPLY_BUDGET - fixed, 200), hint=STATUS_HINT), *tail])
+    return "\n".join([*head, *_listing(lines, budget=max(REPLY_BUDGET - fixed, 200), hint=hint), *tail])
 
 
 # --- picking instances: /vm list, and a name several instances share ----------------------------------
 
 
 PICK_PER_BLOCK = 10  # Slack's limit of options in one checkboxes element
-MAX_PICKABLE = 80  # eight checkbox groups; beyond this people narrow the list with a pattern
-MAX_OTHERS = 40  # instances shown (not selectable) because they are not STOPPED
+MAX_PICKABLE = 80  # eight checkbox groups; namesakes beyond this are narrowed by typing an id
 OPTION_TEXT_LIMIT = 75  # Slack's limit for an option's text and description
 
 
@@ -665,27 +749,31 @@ def picker_blocks(
     return blocks
 
 
-def list_message(channel_id: str, pattern: str | None, listing: Listing) -> dict[str, Any]:
-    """Render `/vm list`: what the caller may start here, the STOPPED ones to tick, within Slack's limits."""
+def list_message(channel_id: str, pattern: str | None, listing: Listing, *, page: int = 1) -> dict[str, Any]:
+    """Render one page of `/vm list`: what the caller may start here, the STOPPED ones to tick, PAGE_LINES at most."""
     matching = f" matching {quoted(pattern)}" if pattern else ""
     if not listing.instances:
         text = f":information_source: There are no instances you may start in <#{channel_id}>{matching}."
         return {"text": text}
-    stopped = [i for i in listing.instances if i.status == "STOPPED"]
-    others = [i for i in listing.instances if i.status != "STOPPED"]
-    selectable, shown_others = stopped[:MAX_PICKABLE], others[:MAX_OTHERS]
-    more = len(listing.instances) - len(selectable) - len(shown_others)
+    command = f"/vm list {pattern}" if pattern else "/vm list"
+    pages = pages_of(len(listing.instances))
+    if page > pages:
+        return {"text": no_such_page_text(page, pages, command)}
+    shown = listing.instances[(page - 1) * PAGE_LINES : page * PAGE_LINES]
+    selectable = [i for i in shown if i.status == "STOPPED"]
+    others = [i for i in shown if i.status != "STOPPED"]
     count = _count(len(listing.instances))
     heading = f"*Instances you may start in <#{channel_id}>*{matching} — {count}"
     if selectable:
         heading += ", tick the STOPPED ones to start:"
     notes = []
-    if more:
-        notes.append(f"…and {more} more — narrow it with a pattern: `/vm list web-*`")
+    if pages > 1:
+        notes.append(page_footer(page, pages, command))
     if listing.truncated:
         notes.append(f"I stopped reading after {listing.scanned} of {listing.total} instances.")
-    blocks = picker_blocks(heading, selectable, others=shown_others, footer=" ".join(notes) or None)
-    return {"text": f"Instances you may start here: {count}", "blocks": blocks}
+    blocks = picker_blocks(heading, selectable, others=others, footer=" ".join(notes) or None)
+    text = f"Instances you may start here: {count}" + (f" (page {page} of {pages})" if pages > 1 else "")
+    return {"text": text, "blocks": blocks}
 
 
 def choice_message(ambiguous: Mapping[str, Sequence[InstanceInfo]], resolved: Sequence[InstanceInfo]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from bot.logging_setup import log_context
 from bot.metrics import Metrics
 from bot.slack import action_ids, blocks
 from bot.slack.ack_first import AckFirst
-from bot.slack.messages import CANNOT_POST, SlackMessages, slack_error
+from bot.slack.messages import CANNOT_POST, ChannelHeld, SlackMessages, slack_error
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,14 @@ class Listeners:
                 )
             )
             return "usage"
+        if parsed.option_problem:
+            ack(blocks.usage_text(f":warning: {parsed.option_problem}"))
+            return "usage"
         if parsed.verb in ("start", "status"):
             if parsed.invalid:
                 ack(blocks.invalid_ids_text(parsed.invalid))
                 return "invalid_ids"
-            if not parsed.ids:
+            if not parsed.ids and parsed.request_id is None:
                 ack(blocks.usage_text(f":warning: Name at least one instance: `/vm {parsed.verb} ID [ID ...]`"))
                 return "usage"
             user_id, channel_id = command["user_id"], command["channel_id"]
@@ -180,6 +183,8 @@ class Listeners:
     def _start(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Resolve names, ask which namesake was meant if need be, else post the confirmation in the channel."""
         user_id, channel_id = command["user_id"], command["channel_id"]
+        if self._channel_held(channel_id, respond):
+            return
         resolution = self.starts.resolve(user_id, channel_id, parsed.ids)
         if resolution.ambiguous:
             respond(blocks.choice_message(resolution.ambiguous, list(resolution.instances.values())))
@@ -195,6 +200,8 @@ class Listeners:
         known: dict[str, InstanceInfo] | None = None,
     ) -> bool:
         """Check, look up and post the confirmation in the channel; return True once it is posted."""
+        if self._channel_held(channel_id, respond):
+            return False
         prepared = self.starts.open_request(
             self.messages.with_links(self.starts.look_up(user_id, channel_id, ids, known))
         )
@@ -202,21 +209,45 @@ class Listeners:
         assert request is not None
         try:
             message_ts = self.messages.post_confirmation(request, prepared.approvers)
+        except ChannelHeld:
+            self.starts.abandon(request.id, "Slack was rate-limiting the channel")
+            self._channel_held(channel_id, respond)
+            return False
         except SlackApiError as exc:
             error = slack_error(exc)
             self.starts.abandon(request.id, f"could not post the confirmation: {error}")
+            if self._channel_held(channel_id, respond):  # a 429: the channel is held for its Retry-After
+                return False
             if error in CANNOT_POST:
                 respond(blocks.cannot_post_text(channel_id, error))
                 return False
             raise
+        except Exception as exc:  # a timeout or a lost connection: Slack may have posted it all the same
+            reason = f"Slack did not confirm the post ({type(exc).__name__})"
+            if not self.starts.abandon(request.id, reason):
+                # A click on the posted confirmation decided it first (and noted its ts): it was posted after all.
+                log.warning("posting the confirmation of request %s timed out, but it was clicked", request.id)
+                return True
+            # A timeout or a lost connection is Slack's or the network's; anything else is ours, so keep its trace.
+            log.warning("withdrew request %s: %s", request.id, reason, exc_info=not isinstance(exc, OSError))
+            respond(blocks.post_unconfirmed_text(channel_id), response_type="ephemeral", replace_original=False)
+            return False
         self.starts.attach_message(request.id, message_ts)
+        return True
+
+    def _channel_held(self, channel_id: str, respond: Respond) -> bool:
+        """Tell the user privately when Slack is holding this channel back (429), without calling Slack."""
+        seconds = self.messages.held_for(channel_id)
+        if seconds <= 0:
+            return False
+        respond(blocks.rate_limited_text(channel_id, seconds), response_type="ephemeral", replace_original=False)
         return True
 
     def _list(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """`/vm list [PATTERN]`: what the caller may start here, privately, with the STOPPED ones to tick."""
         pattern = parsed.args[0] if parsed.args else None
         listing = self.inventory.startable(command["user_id"], command["channel_id"], pattern)
-        respond(**blocks.list_message(command["channel_id"], pattern, listing))
+        respond(**blocks.list_message(command["channel_id"], pattern, listing, page=parsed.page))
 
     def _record_denial(self, user_id: str, channel_id: str, coverage: Coverage, respond: Respond) -> None:
         """Audit a refusal already given in the ack."""
@@ -245,13 +276,19 @@ class Listeners:
     def _status(self, command: dict[str, Any], parsed: Command, respond: Respond) -> None:
         """Answer `/vm status` privately for the names and ids the user holds a grant on (every namesake shown)."""
         user_id, channel_id = command["user_id"], command["channel_id"]
-        resolution = self.starts.resolve(user_id, channel_id, parsed.ids)
+        words = list(parsed.ids)
+        typed = "/vm status " + " ".join(parsed.args)
+        if parsed.request_id is not None:
+            of_request = self.starts.instances_of(parsed.request_id)
+            words = [*of_request, *(w for w in parsed.ids if w not in of_request)]
+            typed += f" --request {parsed.request_id}"
+        resolution = self.starts.resolve(user_id, channel_id, words)
         found = dict(resolution.instances)
         ids = list(resolution.ids)
         for group in resolution.ambiguous.values():
             found.update((c.instance_id, c) for c in group)
             ids.extend(c.instance_id for c in group if c.instance_id not in ids)
-        text, status_blocks = blocks.status_message(ids, found)
+        text, status_blocks = blocks.status_message(ids, found, page=parsed.page, command=" ".join(typed.split()))
         respond(text=text, blocks=status_blocks)
 
     # --- the instance picker -------------------------------------------------------------------------------
@@ -316,27 +353,17 @@ class Listeners:
 
     def _decide(self, click_id: int, decision: Decision, respond: Respond) -> None:
         """Decide a recorded click and show the outcome (nothing, if recovery already decided it)."""
-        result = self.starts.decide_click(click_id)
+        result = self.starts.decide_click(click_id, response_url=getattr(respond, "response_url", None))
         if result is not None:
             self.metrics.clicks.labels(decision.value, result.outcome.value).inc()
             self._show_decision(result, respond)
 
     def _show_decision(self, result: ClickResult, respond: Respond) -> None:
-        """Show a decided click: the edited confirmation, or a private explanation."""
+        """Show a decided click: the confirmation's edit is in the outbox (the sender tells the clicker if it fails);
+        a refusal is explained privately."""
         if result.outcome in (ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED):
             if result.outcome == ClickOutcome.APPROVED:
                 self.wake_watcher()
-            assert result.request is not None
-            try:
-                self.messages.refresh(result.request)
-            except Exception as exc:  # the decision stands: say so, rather than "nothing more will happen"
-                reason = slack_error(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
-                log.warning("could not update the confirmation after a decision (%s)", reason)
-                respond(
-                    blocks.decision_not_shown_text(result.outcome, reason),
-                    response_type="ephemeral",
-                    replace_original=False,
-                )
             return
         links = {i: self.messages.permalink(h.channel_id, h.message_ts) for i, h in result.holders.items()}
         respond(

@@ -1,4 +1,5 @@
-"""Every message vm-bot posts or edits in Slack: the confirmation, its thread, and links to other requests."""
+"""What the listeners post in Slack themselves: the confirmation and links to other requests (thread replies and
+edits of the confirmation go through the outbox: bot/slack/sender.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.db.models import StartRequest
-from bot.domain.lifecycle import State
-from bot.domain.ports import DeliveryDeferred, StatusChange
 from bot.domain.starts import Prepared
 from bot.slack import blocks
 
@@ -46,25 +45,23 @@ PERMANENT_ERRORS = frozenset(
 CANNOT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 
 
-class ChannelHeld(DeliveryDeferred):
-    """Slack asked us (429) to leave a channel alone for a while; the message is retried after that."""
+class ChannelHeld(Exception):
+    """Slack asked us (429) to leave a channel alone for a while (the listeners tell the user when to try again)."""
 
 
 class SlackMessages:
-    """Posts and edits vm-bot's messages; the domain's Notifier (thread replies, confirmation edits)."""
+    """Posts confirmations and finds links to other requests' messages."""
 
     def __init__(
         self,
         client: WebClient,
         approver_group: str | None = None,
         *,
-        broadcast_success: bool = False,
         hold_on_429: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.client = client
         self.approver_group = approver_group  # a <!subteam^…> mention, when one is configured
-        self.broadcast_success = broadcast_success
         # With hold_on_429 (for a client that does not sleep on 429), a 429 holds back only its channel until its
         # Retry-After has passed: calls to it raise ChannelHeld without reaching Slack, other channels go on.
         self.hold_on_429 = hold_on_429
@@ -75,8 +72,15 @@ class SlackMessages:
     def post_confirmation(self, request: StartRequest, approvers: Sequence[str]) -> str:
         """Post a request's confirmation (with its buttons) in its channel; return the message ts."""
         text, message_blocks = blocks.request_message(request, blocks.approver_phrase(approvers, self.approver_group))
-        posted = self.client.chat_postMessage(channel=request.channel_id, text=text, blocks=message_blocks)
+        with self._channel(request.channel_id):
+            posted = self.client.chat_postMessage(channel=request.channel_id, text=text, blocks=message_blocks)
         return str(posted["ts"])
+
+    def held_for(self, channel_id: str) -> float:
+        """Return the seconds Slack still wants a channel left alone after a 429 (0 when it is not held)."""
+        with self._held_lock:
+            until = self._held.get(channel_id, 0.0)
+        return max(0.0, until - self._clock())
 
     def permalink(self, channel_id: str, message_ts: str | None) -> str | None:
         """Return a link to a message, or None when Slack cannot give one."""
@@ -96,24 +100,15 @@ class SlackMessages:
                     prepared.skipped[index] = dataclasses.replace(skipped, reason=f"already being started: {link}")
         return prepared
 
-    def refresh(self, request: StartRequest) -> None:
-        """Re-render the confirmation message from the request's current state."""
-        if request.message_ts is None:
-            return
-        text, message_blocks = blocks.request_message(request, blocks.approver_phrase([], self.approver_group))
-        with self._channel(request.channel_id):
-            self.client.chat_update(channel=request.channel_id, ts=request.message_ts, text=text, blocks=message_blocks)
-
     @contextlib.contextmanager
     def _channel(self, channel_id: str) -> Iterator[None]:
         """Refuse a call to a channel Slack told us to leave alone; start holding one back on its 429."""
         if not self.hold_on_429:
             yield
             return
-        with self._held_lock:
-            until = self._held.get(channel_id, 0.0)
-        if self._clock() < until:
-            raise ChannelHeld(f"{channel_id} is rate limited for another {until - self._clock():.1f} s")
+        left = self.held_for(channel_id)
+        if left > 0:
+            raise ChannelHeld(f"{channel_id} is rate limited for another {left:.1f} s")
         try:
             yield
         except SlackApiError as exc:
@@ -123,54 +118,6 @@ class SlackMessages:
                     self._held[channel_id] = max(self._held.get(channel_id, 0.0), self._clock() + retry_after)
                 log.warning("Slack rate-limited channel %s; holding it back for %.0f s", channel_id, retry_after)
             raise
-
-    def progress(self, request: StartRequest, changes: Sequence[StatusChange]) -> None:
-        """Reply in the thread with what changed, then refresh the parent's progress line."""
-        if request.message_ts is None:
-            return
-        self._reply(request, blocks.progress_reply(request, changes))
-        self._refresh_best_effort(request)
-
-    def finished(self, request: StartRequest) -> str | None:
-        """Post the final reply (none for an expired confirmation) and refresh the parent.
-
-        Failures and timeouts are also shown in the channel, so they are not missed in a thread; success too
-        when BROADCAST_SUCCESS is set.
-        """
-        if request.message_ts is None:
-            return None
-        error = None
-        if request.state != State.EXPIRED:
-            broadcast = request.state != State.DONE or self.broadcast_success
-            error = self._reply(request, blocks.final_reply(request), broadcast=broadcast)
-        self._refresh_best_effort(request)
-        return error
-
-    def _reply(self, request: StartRequest, text: str, *, broadcast: bool = False) -> str | None:
-        """Post in the request's thread; a permanent failure is logged and returned (not raised), so the request
-        can end instead of retrying what Slack will never take."""
-        assert request.message_ts is not None
-        try:
-            with self._channel(request.channel_id):
-                self.client.chat_postMessage(
-                    channel=request.channel_id, thread_ts=request.message_ts, text=text, reply_broadcast=broadcast
-                )
-        except SlackApiError as exc:
-            error = slack_error(exc)
-            if error not in PERMANENT_ERRORS:
-                raise
-            log.warning("cannot reply in the thread of request %s (%s); going on without it", request.id, error)
-            return error
-        return None
-
-    def _refresh_best_effort(self, request: StartRequest) -> None:
-        """Update the parent after a reply went out; never let it undo or repeat the reply."""
-        try:
-            self.refresh(request)
-        except SlackApiError as exc:
-            log.warning("could not update the confirmation of request %s (%s)", request.id, slack_error(exc))
-        except ChannelHeld as exc:
-            log.warning("could not update the confirmation of request %s (%s)", request.id, exc)
 
 
 def _seconds(header: object) -> float:
