@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from slack_sdk import WebClient
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from bot.db.models import OutboxMessage, RequestInstance, SlackChannel, StartRequest, utcnow
 from bot.db.session import Database
@@ -20,7 +20,7 @@ from bot.devtools.slack_web_api import Call, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import lifecycle, outbox
 from bot.domain.lifecycle import NewInstance, State
-from bot.slack import action_ids
+from bot.slack import action_ids, blocks
 from bot.slack.sender import Sender
 from tests.slack_support import BOT_TOKEN, wait_until
 
@@ -325,3 +325,66 @@ def test_old_delivered_rows_are_pruned_and_pending_ones_kept_whatever_their_age(
     with db.session(readonly=True) as session:
         left = session.scalars(select(OutboxMessage.request_id)).all()
     assert left == [waiting, waiting]
+
+
+def test_a_backlog_in_one_held_channel_does_not_hide_another_channels_messages(
+    db: Database, fake_slack: FakeSlackWebApi
+) -> None:
+    held = new_request(db, fake_slack, "C0BACKLOG")
+    quiet = new_request(db, fake_slack, "C0QUIET")
+    now = utcnow()
+    with db.session() as session:  # 1,000 older rows owed to a channel a 429 holds back: none can go now
+        session.execute(
+            insert(OutboxMessage),
+            [
+                {
+                    "request_id": held,
+                    "channel_id": "C0BACKLOG",
+                    "kind": "progress",
+                    "pending_key": f"bulk:{i}",
+                    "created_at": now,
+                    "due_at": now,
+                }
+                for i in range(1000)
+            ],
+        )
+        session.add(SlackChannel(channel_id="C0BACKLOG", tat=now.timestamp() + 600.0))
+    finish(db, quiet)  # the quiet channel's final reply, owed after the backlog
+    with db.session(readonly=True) as session:
+        found = outbox.ready(session, now=utcnow())
+    assert [channel for _row, channel in found.rows] == ["C0QUIET"]
+
+
+def test_an_unexpected_failure_is_given_up_after_the_last_try_and_the_requester_told(
+    db: Database, fake_slack: FakeSlackWebApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_id = new_request(db, fake_slack, "C0BROKEN")
+    finish(db, request_id)
+
+    def broken(*_args: Any, **_kwargs: Any) -> str:
+        raise ValueError("stands for any bug between the claim and the send")
+
+    monkeypatch.setattr(blocks, "final_reply", broken)
+    with db.session() as session:  # the row has already failed all but its last try
+        session.execute(
+            update(OutboxMessage).where(OutboxMessage.kind == "final").values(attempts=outbox.MAX_ATTEMPTS - 1)
+        )
+    with sending(db, fake_slack):
+        wait_until(lambda: told(db, request_id), what="the outcome recorded as told, with why")
+    with db.session(readonly=True) as session:
+        row = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "final")).one()
+        assert row.pending_key is None and row.error is not None
+    assert [c.args.get("user") for c in fake_slack.calls_to("chat.postEphemeral")] == [REQUESTER]
+
+
+def test_a_send_slower_than_its_claim_is_not_taken_over_and_sent_again_meanwhile(
+    db: Database, fake_slack: FakeSlackWebApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "CLAIM_SECONDS", 1.5)  # a short claim, so a slow send outlives it in a test
+    request_id = new_request(db, fake_slack, "C0SLOWACK")
+    thread = thread_of(db, request_id)
+    fake_slack.delay_next("chat.postMessage", 4, channel="C0SLOWACK")  # carried out at once, answered late
+    with sending(db, fake_slack, owner="r1/a"), sending(db, fake_slack, owner="r2/b"):
+        finish(db, request_id)
+        wait_until(lambda: told(db, request_id), timeout=15, what="the outcome told")
+    assert len(finals_in(fake_slack, "C0SLOWACK", thread)) == 1

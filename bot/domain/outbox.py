@@ -158,13 +158,19 @@ def ready(session: Session, *, now: datetime, busy: Iterable[str] = (), limit: i
     """Find each channel's oldest pending row that is due, in channels free to send now (not in `busy`)."""
     epoch = now.timestamp()
     skip = set(busy)
-    rows = session.execute(
-        select(OutboxMessage.id, OutboxMessage.channel_id, OutboxMessage.due_at)
+    is_due = OutboxMessage.due_at <= now
+    # One row per channel (not the oldest `limit` rows overall): a backlog in one channel never hides another's.
+    heads = session.execute(
+        select(
+            OutboxMessage.channel_id,
+            func.min(case((is_due, OutboxMessage.id))).label("first_due"),
+            func.min(OutboxMessage.due_at).label("due_at"),
+        )
         .where(OutboxMessage.pending_key.is_not(None))
-        .order_by(OutboxMessage.id)
+        .group_by(OutboxMessage.channel_id)
         .limit(limit)
     ).all()
-    channels = {r.channel_id for r in rows}
+    channels = {h.channel_id for h in heads}
     slots = {
         c.channel_id: c
         for c in session.execute(
@@ -175,17 +181,17 @@ def ready(session: Session, *, now: datetime, busy: Iterable[str] = (), limit: i
     }
     first: dict[str, int] = {}
     next_at: float | None = None
-    for row in rows:
-        if row.channel_id in first or row.channel_id in skip:
+    for head in heads:
+        if head.channel_id in skip:
             continue
-        due = row.due_at.timestamp()
-        slot = slots.get(row.channel_id)
+        slot = slots.get(head.channel_id)
         if slot is not None and slot.claim_until is not None and slot.claim_until > epoch:
             continue  # a send is in flight there: its completion wakes the sender
         free = epoch if slot is None else slot.tat - _tolerance()
+        due = epoch if head.first_due is not None else head.due_at.timestamp()
         at = max(due, free)
         if at <= epoch:
-            first[row.channel_id] = row.id
+            first[head.channel_id] = head.first_due
         else:
             next_at = at if next_at is None else min(next_at, at)
     return Ready(
@@ -302,11 +308,44 @@ def complete(
     return False
 
 
+def renew(session: Session, channel_ids: Iterable[str], *, owner: str, now: datetime) -> set[str]:
+    """Extend this sender's claims on channels it is sending to; return the channels it still holds.
+
+    Called before each send and by the sender's heartbeat, so a slow send is never taken over by another replica
+    while it is in flight; a sender that lost a claim (paused past it) must not send.
+    """
+    channels = list(channel_ids)
+    if not channels:
+        return set()
+    epoch = now.timestamp()
+    held = set(
+        session.scalars(
+            update(SlackChannel)
+            .where(
+                SlackChannel.channel_id.in_(channels),
+                SlackChannel.claimed_by == owner,
+                SlackChannel.claim_until >= epoch,
+            )
+            .values(claim_until=epoch + CLAIM_SECONDS)
+            .returning(SlackChannel.channel_id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if held:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.channel_id.in_(list(held)), OutboxMessage.claimed_by == owner)
+            .values(claim_until=now + timedelta(seconds=CLAIM_SECONDS))
+            .execution_options(synchronize_session=False)
+        )
+    return held
+
+
 def retry(session: Session, row: Claimed, *, owner: str, now: datetime, error: str) -> None:
     """A transient failure: free the channel and try the row again after an exponential backoff (2, 4, 8 … s)."""
     attempts = row.attempts + 1
     _release_channel(session, row.channel_id, owner)
-    delay = min(MAX_BACKOFF_SECONDS, 2.0**attempts)
+    delay = min(MAX_BACKOFF_SECONDS, 2.0 ** min(attempts, 30))
     session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == row.id)

@@ -92,6 +92,7 @@ class Sender:
         self._in_flight: set[str] = set()  # channels this process is sending to
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vm-bot-send")
         self._pruned: datetime | None = None
+        self._renewed = utcnow()
 
     def wake(self) -> None:
         """Look for messages to send now (called after every committed enqueue)."""
@@ -131,6 +132,11 @@ class Sender:
                 outbox.prune(session, before=now - KEEP_DONE)
         with self._lock:
             busy = set(self._in_flight)
+        if busy and (now - self._renewed).total_seconds() >= outbox.CLAIM_SECONDS / 3:
+            # A heartbeat: a send slower than the claim (timeouts, retries) is not taken over while in flight.
+            self._renewed = now
+            with self.db.session() as session:
+                outbox.renew(session, busy, owner=self.owner, now=now)
         free = self.workers - len(busy)
         if free <= 0:
             return IDLE_SECONDS  # a finishing send wakes us
@@ -163,8 +169,16 @@ class Sender:
         except Exception:
             log.exception("could not deliver message %s (%s of request %s); retrying", row.id, row.kind, row.request_id)
             try:
-                with self.db.session() as session:
-                    outbox.retry(session, row, owner=self.owner, now=self.clock(), error="internal error")
+                if row.attempts + 1 >= outbox.MAX_ATTEMPTS:  # the same cap as a transient Slack error
+                    with self.db.session(readonly=True) as session:
+                        request = lifecycle.get_request(session, row.request_id)
+                    final = Message(tells_outcome=row.kind == outbox.Kind.FINAL)
+                    self._finish(row, request, final, sent=True, error="gave up: internal error")
+                    if request is not None:
+                        self._tell(row, request, "internal error")
+                else:
+                    with self.db.session() as session:
+                        outbox.retry(session, row, owner=self.owner, now=self.clock(), error="internal error")
             except Exception:
                 log.exception("could not record the failure of message %s; its claim lapses", row.id)
         finally:
@@ -183,6 +197,10 @@ class Sender:
         if message.method is None:
             self._finish(row, request, message, sent=False)
             return
+        with self.db.session() as session:
+            if not outbox.renew(session, [row.channel_id], owner=self.owner, now=self.clock()):
+                log.warning("message %s was not sent: this sender's claim on %s lapsed", row.id, row.channel_id)
+                return  # another sender may have it now; the row stays pending
         try:
             if message.method == "chat.update":
                 self.client.chat_update(**message.args)  # type: ignore[arg-type]
