@@ -16,14 +16,13 @@ from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import lifecycle
 from bot.slack import action_ids
 from tests.slack_support import (
-    ACCESS_KEY_ID,
-    ACCESS_KEY_SECRET,
     SIGNING_SECRET,
     bot_settings,
     running_bot,
     start_calls,
     wait_until,
 )
+from tests.zenlayer_support import stopped_simulator
 
 SLACK_TIMEOUT = 1  # seconds the bot's Slack client waits for an answer here (10 in production)
 
@@ -31,10 +30,7 @@ SLACK_TIMEOUT = 1  # seconds the bot's Slack client waits for an answer here (10
 @pytest.fixture
 def simulator() -> Iterator[ZenlayerSimulator]:
     """The simulator with enough stopped instances for many separate requests."""
-    instances = {f"web-{i}": "STOPPED" for i in range(1, 21)}
-    with ZenlayerSimulator(
-        boot_seconds=0.3, access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, instances=instances
-    ) as sim:
+    with stopped_simulator(20) as sim:
         yield sim
 
 

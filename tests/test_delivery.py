@@ -13,7 +13,8 @@ from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain import audit, lifecycle
 from bot.slack import action_ids
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, ask_to_start, start_calls, wait_until
+from tests.slack_support import ask_to_start, start_calls, wait_until
+from tests.zenlayer_support import stopped_simulator
 
 
 def finished_event(database_url: str, request_id: int) -> dict[str, object] | None:
@@ -108,10 +109,7 @@ def test_a_failed_edit_after_cancel_says_it_is_cancelled(
 @pytest.fixture
 def simulator() -> Iterator[ZenlayerSimulator]:
     """The simulator with enough stopped instances for one request each in a busy channel."""
-    instances = {f"web-{i}": "STOPPED" for i in range(1, 13)}
-    with ZenlayerSimulator(
-        boot_seconds=0.3, access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, instances=instances
-    ) as sim:
+    with stopped_simulator(12) as sim:
         yield sim
 
 

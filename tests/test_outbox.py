@@ -23,6 +23,7 @@ from bot.domain.lifecycle import NewInstance, State
 from bot.slack import action_ids, blocks
 from bot.slack.sender import Sender
 from tests.slack_support import BOT_TOKEN, wait_until
+from tests.zenlayer_support import stopped_simulator
 
 REQUESTER = "U0REQUEST"
 FINAL = "instance RUNNING"
@@ -130,15 +131,8 @@ def told(db: Database, request_id: int) -> datetime | None:
 @pytest.fixture
 def simulator() -> Iterator[ZenlayerSimulator]:
     """The simulator with ten stopped instances for a burst and a few for two other channels."""
-    instances = {f"web-{i}": "STOPPED" for i in range(1, 14)}
-    with ZenlayerSimulator(boot_seconds=0.3, instances=instances, **_credentials()) as sim:
+    with stopped_simulator(13) as sim:
         yield sim
-
-
-def _credentials() -> dict[str, str]:
-    from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET
-
-    return {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET}
 
 
 def ask(slack: SlackDriver, channel: str, ids: Sequence[str]) -> list[Confirmation]:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from bot.devtools.support import TEST_CREDENTIALS, free_port, wait_until
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.zenlayer import signing
 
 __all__ = ["wait_until"]
@@ -17,6 +18,16 @@ __all__ = ["wait_until"]
 ACCESS_KEY_ID = TEST_CREDENTIALS.zenlayer_access_key_id
 ACCESS_KEY_SECRET = TEST_CREDENTIALS.zenlayer_access_key_secret
 TOKEN = TEST_CREDENTIALS.zenlayer_token
+
+
+def stopped_simulator(count: int) -> ZenlayerSimulator:
+    """Return the simulator (verifying signatures, quick to boot) with stopped instances web-1 … web-COUNT."""
+    return ZenlayerSimulator(
+        boot_seconds=0.3,
+        access_key_id=ACCESS_KEY_ID,
+        access_key_secret=ACCESS_KEY_SECRET,
+        instances={f"web-{i}": "STOPPED" for i in range(1, count + 1)},
+    )
 
 
 def closed_port_url() -> str:
