@@ -193,17 +193,26 @@ def print_row(burst: Burst) -> bool:
     return over == 0 and burst.failures == 0
 
 
+def stand_in_env(
+    signing_secret: str, slack_url: str, zenlayer_url: str, key_id: str, key_secret: str, database_url: str
+) -> dict[str, str]:
+    """Return the settings that point vm-bot at the loopback fakes and a database."""
+    return {
+        "SLACK_BOT_TOKEN": "xoxb-benchmark",
+        "SLACK_SIGNING_SECRET": signing_secret,
+        "SLACK_API_URL": slack_url,
+        "ZENLAYER_ACCESS_KEY_ID": key_id,
+        "ZENLAYER_ACCESS_KEY_SECRET": key_secret,
+        "ZENLAYER_API_URL": zenlayer_url,
+        "DATABASE_URL": database_url,
+    }
+
+
 def bench_settings(database_url: str, slack_url: str, zenlayer_url: str, key_id: str, key_secret: str) -> Settings:
     """Return settings pointing the bot at the loopback fakes."""
     return load_settings(
         {
-            "SLACK_BOT_TOKEN": "xoxb-benchmark",
-            "SLACK_SIGNING_SECRET": secrets.token_urlsafe(16),
-            "SLACK_API_URL": slack_url,
-            "ZENLAYER_ACCESS_KEY_ID": key_id,
-            "ZENLAYER_ACCESS_KEY_SECRET": key_secret,
-            "ZENLAYER_API_URL": zenlayer_url,
-            "DATABASE_URL": database_url,
+            **stand_in_env(secrets.token_urlsafe(16), slack_url, zenlayer_url, key_id, key_secret, database_url),
             "POLL_INTERVAL_SECONDS": "1",
             "START_TIMEOUT_SECONDS": "900",
             "CONFIRM_TTL_SECONDS": "600",
@@ -502,13 +511,7 @@ def compare_with_floor(
         ExitStack() as stack,
     ):
         settings_env = {
-            "SLACK_BOT_TOKEN": "xoxb-benchmark",
-            "SLACK_SIGNING_SECRET": secret,
-            "SLACK_API_URL": fake.url,
-            "ZENLAYER_ACCESS_KEY_ID": key_id,
-            "ZENLAYER_ACCESS_KEY_SECRET": key_secret,
-            "ZENLAYER_API_URL": sim.url,
-            "DATABASE_URL": database_url,
+            **stand_in_env(secret, fake.url, sim.url, key_id, key_secret, database_url),
             "POLL_INTERVAL_SECONDS": str(poll_interval),
             "COMMANDS_PER_MINUTE": "0",  # the bursts come from one user on purpose
         }

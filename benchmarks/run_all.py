@@ -64,13 +64,7 @@ def idle_cpu(tmp: Path) -> tuple[list[str], bool]:
     ):
         fake.socket_mode_url = socket_mode.url
         env = {
-            "SLACK_BOT_TOKEN": "xoxb-benchmark",
-            "SLACK_SIGNING_SECRET": secret,
-            "SLACK_API_URL": fake.url,
-            "ZENLAYER_ACCESS_KEY_ID": key_id,
-            "ZENLAYER_ACCESS_KEY_SECRET": key_secret,
-            "ZENLAYER_API_URL": sim.url,
-            "DATABASE_URL": database_url,
+            **ack_latency.stand_in_env(secret, fake.url, sim.url, key_id, key_secret, database_url),
             "POLL_INTERVAL_SECONDS": "5",
         }
         port = ack_latency.free_port()
