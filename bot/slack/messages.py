@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -113,19 +113,22 @@ class SlackMessages:
             yield
         except SlackApiError as exc:
             if exc.response is not None and exc.response.status_code == 429:
-                retry_after = _seconds({k.lower(): v for k, v in exc.response.headers.items()}.get("retry-after"))
+                seconds = retry_after(exc.response.headers)
                 with self._held_lock:
-                    self._held[channel_id] = max(self._held.get(channel_id, 0.0), self._clock() + retry_after)
-                log.warning("Slack rate-limited channel %s; holding it back for %.0f s", channel_id, retry_after)
+                    self._held[channel_id] = max(self._held.get(channel_id, 0.0), self._clock() + seconds)
+                log.warning("Slack rate-limited channel %s; holding it back for %.0f s", channel_id, seconds)
             raise
 
 
-def _seconds(header: object) -> float:
-    """Read a Retry-After header (seconds); Slack always sends one with a 429, but never hold for less than 1 s."""
-    if isinstance(header, list | tuple) and header:
-        header = header[0]
+def retry_after(headers: object) -> float:
+    """Read a 429's Retry-After (seconds); Slack always sends one, but never hold for less than 1 s."""
+    value: object = None
+    if isinstance(headers, Mapping):
+        value = {str(k).lower(): v for k, v in headers.items()}.get("retry-after")
+    if isinstance(value, list | tuple) and value:
+        value = value[0]
     try:
-        return max(1.0, float(str(header)))
+        return max(1.0, float(str(value)))
     except ValueError:
         return 1.0
 

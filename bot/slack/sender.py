@@ -27,7 +27,7 @@ from bot.domain.lifecycle import ACTIVE_STATES, REPORTED_FINAL_STATES, State
 from bot.domain.ports import StatusChange
 from bot.metrics import Metrics
 from bot.slack import blocks
-from bot.slack.messages import PERMANENT_ERRORS, slack_error
+from bot.slack.messages import PERMANENT_ERRORS, retry_after, slack_error
 
 log = logging.getLogger(__name__)
 
@@ -371,16 +371,3 @@ def _decision_outcome(request: StartRequest) -> str:
         return "approved"
     rejected = request.needs_approval and request.decided_by not in (None, request.requester_id)
     return "rejected" if rejected else "cancelled"
-
-
-def retry_after(headers: object) -> float:
-    """Read a 429's Retry-After (seconds); Slack always sends one, but never hold for less than 1 s."""
-    value: object = None
-    if isinstance(headers, dict):
-        value = {str(k).lower(): v for k, v in headers.items()}.get("retry-after")
-    if isinstance(value, list | tuple) and value:
-        value = value[0]
-    try:
-        return max(1.0, float(str(value)))
-    except ValueError:
-        return 1.0
