@@ -262,6 +262,38 @@ def test_admin_grants_and_revokes_from_slack_and_nobody_else_can(
     wait_until(lambda: ("denied", "U0NEW") in audit_events(database_url), what="the refusal audited")
 
 
+def grants_of(database_url: str, user: str) -> list[tuple[str, str, str]]:
+    """Return (action, pattern, channel) of a user's grants."""
+    from bot.domain import grants
+
+    db = Database(database_url)
+    try:
+        with db.session(readonly=True) as session:
+            return [(g.action, g.pattern, g.channel_id) for g in grants.list_grants(session, user)]
+    finally:
+        db.close()
+
+
+def test_a_channel_scoped_admin_can_neither_grant_nor_revoke_any_channel_grants(
+    slack: SlackDriver, grant: Callable[..., None], database_url: str
+) -> None:
+    grant("U0ADMIN", "web-*", action="admin", channels=["C0OPS"])
+    grant("U0VICTIM", "web-*")  # an any-channel grant someone else made
+
+    _, sneaky = slack.command("grant <@U0MAL> web-* --channel <#C0OPS> --channel *", user="U0ADMIN", channel="C0OPS")
+    _, escalate = slack.command("grant <@U0MAL> web-* --channel * --action admin", user="U0ADMIN", channel="C0OPS")
+    _, delete = slack.command(
+        "revoke <@U0VICTIM> web-* --channel <#C0OPS> --channel *", user="U0ADMIN", channel="C0OPS"
+    )
+
+    for key in (sneaky, escalate, delete):
+        assert "You need an admin grant" in slack.wait_private(key, "admin grant")
+    assert grants_of(database_url, "U0MAL") == []
+    assert grants_of(database_url, "U0VICTIM") == [("start", "web-*", "*")]
+    refused, _ = slack.command("start web-1", user="U0MAL", channel="C0PROD")
+    assert "You may not start" in slack.ack_text(refused)
+
+
 def test_the_same_command_sent_twice_at_once_gives_one_confirmation(
     slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator
 ) -> None:

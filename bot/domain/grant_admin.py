@@ -114,7 +114,7 @@ def can_administer(
     """
     usable = [g for g in admin_grants if g.action == GrantAction.ADMIN and g.channel_id in (ANY_CHANNEL, channel_id)]
     wanted = grants.as_selectors(list(selectors)) or [Selector(SelectorKind.ID, "*")]
-    targets = [t for t in target_channels if t != ANY_CHANNEL] or [ANY_CHANNEL]
+    targets = list(target_channels) or [ANY_CHANNEL]
     # A channel-scoped admin may only manage grants scoped to that same channel; "any channel" needs an unscoped one.
     return all(
         any(within(s, grants.selector_of(g)) and g.channel_id in (ANY_CHANNEL, t) for g in usable)
