@@ -55,7 +55,7 @@ from bot.devtools.slack_driver import Confirmation, SlackConversation, SlackDriv
 from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
 from bot.devtools.support import free_port
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import grants
+from bot.grants import rules as grants
 from bot.server import RunningBot
 from bot.slack import action_ids
 

@@ -17,7 +17,7 @@ runs until all work is done, and these are counted (a violation makes the exit c
 * approved requests not final, final outcomes not posted, final replies posted more than once or not in their
   own thread (a second one is counted apart, not as a violation, when a replica was killed between the two posts:
   posting and recording it are two steps, and delivery is at least once);
-* StartInstances calls without a completed start_attempts row, and open rows;
+* StartInstances calls without a completed zenlayer_calls row, and open rows;
 * requests left without an owner (active with a lapsed lease at the end);
 * the longest takeover after a kill, by a restarted replica and by another replica.
 """
@@ -49,12 +49,12 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from bot.db.migrate import upgrade
-from bot.db.models import Click, StartAttempt, StartRequest
+from bot.db.models import Click, Operation, ZenlayerCall
 from bot.db.session import Database
 from bot.devtools.slack_driver import Confirmation, SlackDriver, _button_values
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import Credentials, free_port, wait_until
-from bot.domain import grants
+from bot.grants import rules as grants
 from bot.slack import action_ids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -377,11 +377,11 @@ def _held_by(db: Database, owner_prefix: str) -> list[int]:
     with db.session(readonly=True) as session:
         return list(
             session.scalars(
-                select(StartRequest.id).where(
-                    StartRequest.lease_owner.startswith(owner_prefix),
-                    (StartRequest.state.in_(ACTIVE)) | StartRequest.outcome_posted_at.is_(None),
-                    StartRequest.state != "pending",
-                    StartRequest.state != "cancelled",
+                select(Operation.id).where(
+                    Operation.lease_owner.startswith(owner_prefix),
+                    (Operation.state.in_(ACTIVE)) | Operation.outcome_posted_at.is_(None),
+                    Operation.state != "pending",
+                    Operation.state.not_in(["cancelled", "rejected", "withdrawn"]),
                 )
             )
         )
@@ -395,8 +395,8 @@ def _wait_takeover(db: Database, held: list[int], owner_prefix: str, timeout: fl
     while time.monotonic() < deadline:
         with db.session(readonly=True) as session:
             rows = session.execute(
-                select(StartRequest.lease_owner, StartRequest.outcome_posted_at, StartRequest.state).where(
-                    StartRequest.id.in_(held)
+                select(Operation.lease_owner, Operation.outcome_posted_at, Operation.state).where(
+                    Operation.id.in_(held)
                 )
             ).all()
         if all(owner is None or not owner.startswith(owner_prefix) or posted is not None for owner, posted, _ in rows):
@@ -410,12 +410,12 @@ def _settled(db: Database) -> bool:
     with db.session(readonly=True) as session:
         if session.scalar(select(Click.id).where(Click.decided_at.is_(None)).limit(1)) is not None:
             return False
-        active = session.scalar(select(StartRequest.id).where(StartRequest.state.in_(ACTIVE)).limit(1))
+        active = session.scalar(select(Operation.id).where(Operation.state.in_(ACTIVE)).limit(1))
         untold = session.scalar(
-            select(StartRequest.id)
+            select(Operation.id)
             .where(
-                StartRequest.state.in_(["done", "failed", "timed_out"]),
-                StartRequest.outcome_posted_at.is_(None),
+                Operation.state.in_(["done", "failed", "timed_out"]),
+                Operation.outcome_posted_at.is_(None),
             )
             .limit(1)
         )
@@ -431,8 +431,8 @@ def _check(db: Database, fake: FakeSlackWebApi, calls: list[dict[str, Any]], tal
         if count > 1:
             violations.append(f"{instance}: {count} accepted StartInstances")
     with db.session(readonly=True) as session:
-        requests = {r.id: r for r in session.scalars(select(StartRequest))}
-        attempts = list(session.scalars(select(StartAttempt)))
+        requests = {r.id: r for r in session.scalars(select(Operation))}
+        attempts = list(session.scalars(select(ZenlayerCall)))
         refused = {
             (rid, actor)
             for rid, actor in session.execute(
@@ -444,7 +444,7 @@ def _check(db: Database, fake: FakeSlackWebApi, calls: list[dict[str, Any]], tal
         if request is not None and request.state == "pending" and (request_id, user) not in refused:
             violations.append(f"request {request_id}: {action} click by {user} acknowledged but not taken")
     for request in requests.values():
-        if request.decided_by is None or request.state == "cancelled":
+        if request.decided_by is None or request.state in ("cancelled", "rejected", "withdrawn"):
             continue
         if request.state in ACTIVE:
             violations.append(f"request {request.id}: approved but still {request.state}")
@@ -482,7 +482,7 @@ def _check(db: Database, fake: FakeSlackWebApi, calls: list[dict[str, Any]], tal
     return violations
 
 
-def _killed_between_posts(fake: FakeSlackWebApi, request: StartRequest, kill_times: list[float]) -> bool:
+def _killed_between_posts(fake: FakeSlackWebApi, request: Operation, kill_times: list[float]) -> bool:
     """True when a replica was killed between the first and the second final reply of a request."""
     posts = sorted(
         c.at
@@ -503,8 +503,8 @@ def _print_counts(
 ) -> None:
     """Print the counts of one scenario."""
     with db.session(readonly=True) as session:
-        states = Counter(session.scalars(select(StartRequest.state)))
-        attempts = Counter(a.outcome for a in session.scalars(select(StartAttempt)))
+        states = Counter(session.scalars(select(Operation.state)))
+        attempts = Counter(a.outcome for a in session.scalars(select(ZenlayerCall)))
     starts = [c for c in calls if c["action"] == "StartInstances"]
     accepted = Counter(i for c in starts if c["httpStatus"] == 200 for i in c["instanceIds"])
     report = {

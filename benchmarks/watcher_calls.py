@@ -4,9 +4,10 @@ Run: ``python benchmarks/watcher_calls.py [--sizes 1,10,100,250,1000] [--steady-
 
 Everything runs in this process on 127.0.0.1: the Zenlayer simulator (boot_seconds=3600, so started instances stay
 BOOTING while we measure), the Slack Web API fake, and a temporary SQLite database per scenario. Requests are made
-by the real `StartService` (prepare, then a Start decision by the requester), each with a real thread parent in
-the fake, and the real `Watcher` drives the real `ZenlayerClient` and `SlackMessages`; `watcher.tick()` is called
-directly, so every tick is measured on its own:
+by the real `Opening` and `Clicks` (open, then a Start click by the requester, recorded and decided), each with a
+real thread parent in the fake, and the real `Engine` drives the real `ZenlayerClient`; `engine.step()` is called
+directly, so every tick is measured on its own (what Slack is told goes through the outbox, delivered by the
+sender after each tick):
 
 * ``start``   — the first tick: StartInstances, then the first poll (STOPPED -> BOOTING is news: one reply each);
 * ``steady``  — nothing changed at Zenlayer: one poll, no Slack message at all;
@@ -39,9 +40,13 @@ from bot.db.migrate import upgrade
 from bot.db.session import Database
 from bot.devtools.slack_web_api import Call, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import grants
-from bot.domain.starts import ClickOutcome, Decision, StartService
-from bot.domain.watcher import Watcher
+from bot.domain.actions import START
+from bot.grants import rules as grants
+from bot.grants.authority import Authority
+from bot.operations.clicks import ClickOutcome, ClickRow, Clicks, Decision
+from bot.operations.engine import Engine
+from bot.operations.opening import Opening
+from bot.runtime.lease import Lease, Owner
 from bot.zenlayer.client import ZenlayerClient
 
 USER = "U0BENCH01"
@@ -73,12 +78,12 @@ class Scenario:
     name: str
     sizes: list[int]
     ids: list[str]
-    watcher: Watcher
+    watcher: Engine
     db: Database
 
 
 def measure(
-    label: str, watcher: Watcher, sim: ZenlayerSimulator, fake: FakeSlackWebApi, before: Callable[[], None] | None
+    label: str, watcher: Engine, sim: ZenlayerSimulator, fake: FakeSlackWebApi, before: Callable[[], None] | None
 ) -> Tick:
     """Run one tick (after `before`, if given) and return what it cost."""
     if before is not None:
@@ -86,7 +91,7 @@ def measure(
     sim.clear_calls()
     first_call = len(fake.calls)
     started, cpu_started = time.perf_counter(), time.thread_time()
-    watcher.tick()
+    watcher.step()
     elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
     zenlayer = Counter(str(c.action) for c in sim.calls)
     slack = fake.calls[first_call:]
@@ -139,25 +144,22 @@ def build(
     db = Database(database_url)
     with db.session() as session:
         grants.add_grants(session, USER, [f"{prefix}-*"], granted_by="benchmark")
-    starts = StartService(db, client, confirm_ttl_seconds=600, approval_ttl_seconds=3600)
+    authority = Authority(db)
+    opening = Opening(db, client, authority, confirm_ttl_seconds=600, approval_ttl_seconds=3600)
+    owner, lease = Owner(f"bench-{prefix}"), Lease(15)
+    clicks = Clicks(db, client, authority, owner=owner, lease=lease)
     all_ids: list[str] = []
     for r, size in enumerate(sizes):
         ids = [f"{prefix}-{r:04d}-{i:04d}" for i in range(size)]
         for instance_id in ids:
             sim.add_instance(instance_id, "STOPPED")
-        request = starts.prepare(USER, CHANNEL, ids).request
-        assert request is not None
-        starts.attach_message(request.id, str(web.chat_postMessage(channel=CHANNEL, text="confirmation")["ts"]))
-        outcome = starts.decide(request.id, USER, Decision.START).outcome
-        assert outcome == ClickOutcome.APPROVED, outcome
+        request_id = opening.open(opening.look_up(USER, CHANNEL, START, ids)).request_id
+        assert request_id is not None
+        ts = str(web.chat_postMessage(channel=CHANNEL, text="confirmation")["ts"])
+        result = clicks.decide(clicks.record(ClickRow(request_id, USER, Decision.CONFIRM, CHANNEL, ts)))
+        assert result is not None and result.outcome == ClickOutcome.APPROVED, result
         all_ids.extend(ids)
-    watcher = Watcher(
-        db,
-        client,
-        poll_interval_seconds=5,
-        start_timeout_seconds=3600,
-        owner=f"bench-{prefix}",
-    )
+    watcher = Engine(db, client, owner=owner, lease=lease, poll_interval_seconds=5, watch_seconds=3600)
     return Scenario(name, sizes, all_ids, watcher, db)
 
 

@@ -13,14 +13,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.config import Settings
+from bot.db import audit as audit_log
 from bot.db import migrate
-from bot.db.models import ANY_CHANNEL, Grant
 from bot.db.session import Database
-from bot.domain import audit as audit_log
 from bot.domain.errors import InvalidInput
-from bot.domain.grant_admin import GrantArgs, add_audited, revoke_audited
-from bot.domain.grants import list_grants
-from bot.domain.selectors import OPTION_OF_KIND, problem
+from bot.domain.vocabulary import ANY_CHANNEL
+from bot.grants.admin import GrantArgs, add_audited, revoke_audited
+from bot.grants.rules import GrantRecord, list_grants
+from bot.grants.selectors import OPTION_OF_KIND, problem
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _grants_table(grants: Sequence[Grant]) -> str:
+def _grants_table(grants: Sequence[GrantRecord]) -> str:
     """Format grants with every field."""
     headers = ("USER", "ACTION", "KIND", "PATTERN", "CHANNEL", "NEEDS APPROVAL", "GRANTED BY", "WHEN")
     rows = [

@@ -1,8 +1,7 @@
-"""Wiring only: build the Slack app, the domain services and the watcher from settings."""
+"""Wiring only: build the Slack app, the services behind it, the engine and the sender from settings."""
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -14,29 +13,36 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from bot.config import Settings
 from bot.db.migrate import head_revision
 from bot.db.session import Database
-from bot.domain.grant_admin import GrantService
-from bot.domain.grant_cache import GrantCache
-from bot.domain.inventory import Inventory
+from bot.delivery.sender import Sender
 from bot.domain.ports import VmApi
-from bot.domain.starts import StartService
-from bot.domain.watcher import Watcher
+from bot.grants.admin import GrantService
+from bot.grants.authority import Authority
+from bot.grants.cache import GrantCache
 from bot.health import Health, database_gauges
 from bot.metrics import Metrics
-from bot.slack.ack_first import AckFirst
-from bot.slack.listeners import Listeners
-from bot.slack.messages import SlackMessages
+from bot.operations.clicks import Clicks
+from bot.operations.engine import Engine
+from bot.operations.inventory import Inventory
+from bot.operations.opening import Opening
+from bot.runtime.ack_first import AckFirst
+from bot.runtime.lease import Lease, Owner
+from bot.runtime.workers import WorkerPool
+from bot.slack import listeners
+from bot.slack.courier import SlackCourier
+from bot.slack.links import Links
+from bot.slack.listeners.context import Context
+from bot.slack.listeners.rate_limit import CommandLimiter
 from bot.slack.metered_client import MeteredWebClient
-from bot.slack.sender import Sender
-from bot.workers import WorkerPool
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.metered import MeteredTransport
 
-# bolt runs every ack on one pool; ours only parses and submits, so a modest pool is plenty.
-LISTENER_THREADS = 32
+# Only lazy listeners run on bolt's listener_executor (vm-bot has none): with process_before_response=True every
+# listener runs in the request's own thread and hands its work to the pools below. Kept small for that reason.
+LISTENER_THREADS = 4
 LOOKUP_THREADS = 16
 DECISION_THREADS = 8
-# Starts and reconciliation of different requests run side by side on this many threads.
-WATCHER_THREADS = 8
+# Calls and reconciliation of different operations run side by side on this many threads.
+ENGINE_THREADS = 8
 # How long a Slack Web API call may take before the client gives up (its outcome then unknown).
 SLACK_TIMEOUT_SECONDS = 10
 
@@ -50,8 +56,7 @@ class BotApp:
     db: Database
     vm: VmApi
     client: WebClient
-    starts: StartService
-    watcher: Watcher
+    engine: Engine
     sender: Sender
     executors: tuple[Executor, ...]
     metrics: Metrics = field(default_factory=Metrics)
@@ -87,6 +92,7 @@ def make_web_client(
     )
 
 
+# Long on purpose: the wiring, every part built once in the order the parts need each other.
 def create_app(
     settings: Settings,
     *,
@@ -95,67 +101,63 @@ def create_app(
     slack_timeout: int = SLACK_TIMEOUT_SECONDS,
 ) -> BotApp:
     """Build the bolt app and the services behind it; nothing starts running here (`slack_timeout`: seconds a
-    Slack call from the listeners may take; tests shorten it)."""
+    call to Slack may take before its outcome counts as unknown; tests shorten it)."""
     metrics = Metrics()
-    # Acknowledgements first: work after an ack, the watcher included, waits to write while other acks are answered.
+    # Acknowledgements first: work after an ack, the engine's included, waits to write while other acks are answered.
     ack_first = AckFirst()
     if db is None:
         db = Database(settings.database_url, before_write=ack_first.wait_turn)
     vm = vm or ZenlayerClient.from_settings(settings, transport=MeteredTransport(httpx.HTTPTransport(), metrics))
-    client = make_web_client(settings, metrics)
-    approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    # Commands and clicks run on pools every channel shares: a 429 holds back its channel (the user is told when to
-    # try again) instead of sleeping out its Retry-After there.
-    messages = SlackMessages(
-        make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
-        approver_group=approver,
-        hold_on_429=True,
-    )
+    # A stable identity plus a nonce: a restarted replica tells its predecessor's leases (and clicks) from its own.
+    owner = Owner(settings.replica_id)
+    lease = Lease(settings.lease_seconds)
     # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
-    grant_cache = GrantCache(db)
-    starts = StartService(
+    authority = Authority(db, GrantCache(db))
+    opening = Opening(
         db,
         vm,
+        authority,
         confirm_ttl_seconds=settings.confirm_ttl_seconds,
         approval_ttl_seconds=settings.approval_ttl_seconds,
-        grant_cache=grant_cache,
     )
-    # A stable identity plus a nonce: a restarted replica tells its predecessor's leases (and clicks) from its own.
-    owner = f"{settings.replica_id}/{uuid.uuid4().hex[:12]}"
-    watcher = Watcher(
+    clicks = Clicks(db, vm, authority, owner=owner, lease=lease)
+    engine = Engine(
         db,
         vm,
+        owner=owner,
+        lease=lease,
         poll_interval_seconds=settings.poll_interval_seconds,
-        start_timeout_seconds=settings.start_timeout_seconds,
-        owner=owner,
-        replica=settings.replica_id,
-        chores=[lambda: starts.decide_orphaned_clicks(replica=settings.replica_id, owner=owner)],
-        lease_seconds=settings.lease_seconds,
-        workers=WATCHER_THREADS,
+        watch_seconds=settings.start_timeout_seconds,
+        workers=ENGINE_THREADS,
+        chores=[clicks.decide_orphans],
     )
-    # Thread replies and confirmation edits: paced per channel; a 429 holds back its channel instead of sleeping.
-    sender = Sender(
+    approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
+    # Every message to a channel — the confirmation included — is paced by the channel's gate; a 429 holds back
+    # its channel instead of sleeping.
+    courier = SlackCourier(
         db,
-        make_web_client(settings, metrics, wait_on_429=False),
+        make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
         owner=owner,
-        replica=settings.replica_id,
+        lease=lease,
         approver_group=approver,
         broadcast_success=settings.broadcast_success,
         metrics=metrics,
     )
+    sender = Sender(db, courier, owner=owner, lease=lease)
     health = Health(db, head_revision(), settings.poll_interval_seconds)
 
     def ticked(seconds: float) -> None:
         metrics.ticked(seconds)
         health.ticked(seconds)
 
-    watcher.on_tick = ticked
-    watcher.on_takeover = metrics.took_over
+    engine.on_tick = ticked
+    engine.on_takeover = metrics.took_over
     metrics.watch_database(lambda: database_gauges(db))
     # Acks hand work over to these: a submit() that never queues behind a lock (see WorkerPool).
     lookups = WorkerPool(LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
     # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.
     decisions = WorkerPool(DECISION_THREADS, thread_name_prefix="vm-bot-decide")
+    client = make_web_client(settings, metrics)
     app = App(
         client=client,
         signing_secret=settings.slack_signing_secret.reveal() if settings.slack_signing_secret else "",
@@ -165,18 +167,19 @@ def create_app(
         process_before_response=True,
         listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="bolt-listener"),
     )
-    Listeners(
-        starts=starts,
-        grants=GrantService(db, on_change=grant_cache.invalidate),
+    context = Context(
+        opening=opening,
+        clicks=clicks,
+        authority=authority,
+        grants=GrantService(db, on_change=authority.cache.invalidate if authority.cache else lambda: None),
         inventory=Inventory(db, vm),
-        vm=vm,
-        messages=messages,
+        links=Links(make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout)),
+        limiter=CommandLimiter(db, settings.commands_per_minute),
         lookups=lookups,
         decisions=decisions,
-        wake_watcher=watcher.wake,
+        wake_engine=engine.wake,
         metrics=metrics,
-        commands_per_minute=settings.commands_per_minute,
-        owner=owner,
         ack_first=ack_first,
-    ).register(app)
-    return BotApp(settings, app, db, vm, client, starts, watcher, sender, (lookups, decisions), metrics, health)
+    )
+    listeners.register(app, context)
+    return BotApp(settings, app, db, vm, client, engine, sender, (lookups, decisions), metrics, health)

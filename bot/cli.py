@@ -14,6 +14,7 @@ from bot.domain.vocabulary import GrantAction
 from bot.logging_setup import configure_logging, secrets_of
 
 
+# Long on purpose: the whole command line in one declaration reads (and diffs) best as one piece.
 def _build_parser() -> argparse.ArgumentParser:
     """Return the parser for every `vm-bot` command."""
     parser = argparse.ArgumentParser(

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.db.models import RequestInstance, StartRequest
+from bot.db.models import Operation, OperationInstance
 from bot.db.session import Database
-from bot.domain import outbox
-from bot.domain.lifecycle import State
+from bot.delivery import outbox
+from bot.operations.states import ACTIVE_STATES
 
-ACTIVE_STATES = (State.APPROVED, State.STARTING, State.WATCHING)
 MIN_TICK_AGE_SECONDS = 60.0
 
 
@@ -27,7 +26,7 @@ class Readiness:
 
 
 class Health:
-    """Tracks the watcher's ticks and probes the database for /readyz."""
+    """Tracks the watcher's ticks (the engine's loop) and probes the database for /readyz."""
 
     def __init__(self, db: Database, head_revision: str | None, poll_interval_seconds: float):
         self.db = db
@@ -78,12 +77,12 @@ def database_gauges(db: Database) -> dict[str, float]:
     """Return the gauges that live in the database: instances being watched, messages not yet delivered to Slack."""
     with db.session(readonly=True) as session:
         watched = session.scalar(
-            select(func.count(RequestInstance.id))
-            .join(StartRequest, RequestInstance.request_id == StartRequest.id)
+            select(func.count(OperationInstance.id))
+            .join(Operation, OperationInstance.request_id == Operation.id)
             .where(
-                StartRequest.state.in_([s.value for s in ACTIVE_STATES]),
-                RequestInstance.to_start.is_(True),
-                RequestInstance.outcome.is_(None),
+                Operation.state.in_([s.value for s in ACTIVE_STATES]),
+                OperationInstance.included.is_(True),
+                OperationInstance.outcome.is_(None),
             )
         )
         pending = outbox.pending_count(session)

@@ -37,11 +37,6 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def current_context() -> dict[str, Any]:
-    """Return the fields log_context() has set here."""
-    return dict(_context.get())
-
-
 def secrets_of(settings: Settings) -> list[str]:
     """Return every secret value in settings, for redaction."""
     values = [

@@ -1,4 +1,4 @@
-"""Serving: HTTP under waitress (or Socket Mode), the watcher thread, and a clean stop on SIGTERM."""
+"""Serving: HTTP under waitress (or Socket Mode), the engine and sender threads, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -100,14 +100,14 @@ class HttpServer:
 
 
 class RunningBot:
-    """A started bot: its Slack transport and its watcher; `stop()` shuts both down cleanly."""
+    """A started bot: its Slack transport, its engine and its sender; `stop()` shuts them down cleanly."""
 
     def __init__(self, bot: BotApp, *, host: str | None = None, port: int | None = None):
         self.bot = bot
         host = bot.settings.host if host is None else host
         port = bot.settings.port if port is None else port
         self._stop = threading.Event()
-        self._watcher = threading.Thread(target=bot.watcher.run, args=(self._stop,), name="watcher", daemon=True)
+        self._engine = threading.Thread(target=bot.engine.run, args=(self._stop,), name="engine", daemon=True)
         self._sender = threading.Thread(target=bot.sender.run, args=(self._stop,), name="sender", daemon=True)
         self.http: HttpServer | None = None
         self._socket_mode: GaplessSocketModeHandler | None = None
@@ -118,9 +118,9 @@ class RunningBot:
         self.http = HttpServer(bot, host=host, port=port)
 
     def start(self) -> RunningBot:
-        """Start serving Slack, watching requests and sending what they owe Slack."""
+        """Start serving Slack, moving operations along and sending what they owe Slack."""
         self._sender.start()
-        self._watcher.start()
+        self._engine.start()
         if self.http is not None:
             self.http.start()
             if self._socket_mode is None:
@@ -143,9 +143,9 @@ class RunningBot:
         if self._socket_mode is not None:
             self._socket_mode.close()  # prompt: the client wakes its readers instead of waiting out their reads
         self._stop.set()
-        self.bot.watcher.wake()
+        self.bot.engine.wake()
         self.bot.sender.wake()
-        self._watcher.join(timeout=30)
+        self._engine.join(timeout=30)
         self._sender.join(timeout=30)
         self.bot.close()
 

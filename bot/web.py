@@ -48,6 +48,7 @@ def _read_capped(stream: Any, limit: int) -> bytes | None:
         parts.append(chunk)
 
 
+# Long on purpose: the closures share the settings and metrics they are built from; apart they would pass them.
 def make_wsgi_app(bot: BotApp) -> WsgiApp:
     """Return the WSGI app; /slack/events exists in HTTP mode only, health and metrics in both modes."""
     slack = SlackRequestHandler(bot.app, path=EVENTS_PATH)

@@ -13,7 +13,7 @@ from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver
 from bot.devtools.slack_web_api import MALFORMED, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import grants
+from bot.grants import rules as grants
 from bot.server import RunningBot
 from bot.zenlayer.client import ZenlayerClient
 from tests.db_support import BACKENDS, migrated_database

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from bot.db.session import Database
-from bot.slack.ack_first import AckFirst
+from bot.runtime.ack_first import AckFirst
 
 
 def test_background_work_waits_until_acks_have_been_quiet_for_a_moment() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.config import Secret
+from bot.db import audit
 from bot.db.models import AuditEvent
 from bot.db.session import Database
-from bot.domain import audit
 from tests.db_support import migrated_database
 
 

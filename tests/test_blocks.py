@@ -5,18 +5,22 @@ Pure functions, checked with the same rules the Slack stand-in applies to every 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.db.models import RequestInstance, StartRequest
 from bot.devtools.slack_web_api import message_error
-from bot.domain.grants import Coverage
-from bot.domain.inventory import Listing
-from bot.domain.lifecycle import State
-from bot.domain.ports import InstanceInfo, StatusChange
-from bot.domain.starts import ClickOutcome, Prepared, Skipped
-from bot.slack import blocks
+from bot.domain.actions import START, Outcome
+from bot.domain.ports import InstanceInfo
+from bot.grants.rules import Coverage
+from bot.operations.clicks import ClickOutcome
+from bot.operations.inventory import Listing
+from bot.operations.opening import Prepared, Skipped
+from bot.operations.records import InstanceRecord, OperationRecord
+from bot.operations.states import State
+from bot.slack.views import confirmation, help, picker, refusals, thread
+from bot.slack.views import format as blocks
 
 T0 = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
 # What a hostile or careless cloud could return: every character mrkdwn cares about, entities that grow when
@@ -29,14 +33,17 @@ def ids(n: int) -> list[str]:
     return [f"{MAX_ID[:60]}{k:04d}" for k in range(n)]
 
 
-def request(state: State, n: int = 200, *, outcome: str | None = None, error: str | None = NASTY) -> StartRequest:
+def request(
+    state: State, n: int = 200, *, outcome: Outcome | None = None, error: str | None = NASTY
+) -> OperationRecord:
     """A request as big and as strange as the database can hold."""
-    instances = [
-        RequestInstance(
+    instances = tuple(
+        InstanceRecord(
+            row_id=k,
             instance_id=i,
             name=NASTY[:255],
             zone=NASTY[:64],
-            to_start=k % 4 != 0,
+            included=k % 4 != 0,
             skip_reason=NASTY[:255],
             initial_status="STOPPED",
             last_status=NASTY[:32],
@@ -44,17 +51,18 @@ def request(state: State, n: int = 200, *, outcome: str | None = None, error: st
             zenlayer_request_id="r" * 128,
         )
         for k, i in enumerate(ids(n))
-    ]
-    return StartRequest(
+    )
+    return OperationRecord(
         id=1,
+        action=START,
         requester_id="U0REQUEST",
         channel_id="C0CHANNEL",
         message_ts="1.2",
-        state=state.value,
+        state=state,
         needs_approval=False,
         created_at=T0,
-        updated_at=T0,
         expires_at=T0 + timedelta(minutes=10),
+        as_of=T0 + timedelta(seconds=90),
         decided_by="U0REQUEST",
         decided_at=T0,
         started_at=T0,
@@ -75,31 +83,32 @@ def assert_accepted(text: str, message_blocks: list[blocks.Block] | None = None)
 
 @pytest.mark.parametrize("state", list(State))
 def test_every_confirmation_state_fits(state: State) -> None:
-    text, message_blocks = blocks.request_message(request(state), approvers="<!subteam^S0APPROVE>")
+    message = confirmation.confirmation(request(state), "<!subteam^S0APPROVE>")
+    text, message_blocks = message.text, message.blocks
     assert_accepted(text, message_blocks)
     shown = "\n".join(b["text"]["text"] for b in message_blocks if b["type"] == "section")
     assert "more — `/vm status --request 1` for all" in shown
 
 
-@pytest.mark.parametrize("outcome", ["running", "failed", "timed_out", None])
+@pytest.mark.parametrize("outcome", [Outcome.REACHED, Outcome.FAILED, Outcome.TIMED_OUT, None])
 @pytest.mark.parametrize("state", [State.DONE, State.FAILED, State.TIMED_OUT])
-def test_every_final_reply_fits(state: State, outcome: str | None) -> None:
-    reply = blocks.final_reply(request(state, outcome=outcome))
+def test_every_final_reply_fits(state: State, outcome: Outcome | None) -> None:
+    reply = thread.final(request(state, outcome=outcome)).text
     assert_accepted(reply)
     assert reply.startswith("<@U0REQUEST> ")
 
 
 def test_progress_replies_fit() -> None:
-    changes = [StatusChange(i, NASTY[:255], None, NASTY[:32]) for i in ids(200)]
-    reply = blocks.progress_reply(request(State.WATCHING), changes)
+    watching = request(State.WATCHING)
+    reply = thread.progress(watching, list(watching.instances)).text
     assert_accepted(reply)
     assert "more — `/vm status --request 1` for all" in reply
 
 
 def test_status_answers_fit_for_as_many_ids_as_a_command_takes() -> None:
     found = {i: InstanceInfo(i, NASTY, NASTY, NASTY) for i in ids(200)}
-    text, message_blocks = blocks.status_message(ids(200), found)
-    assert_accepted(text, message_blocks)
+    message = picker.status_message(ids(200), found)
+    assert_accepted(message.text, message.blocks)
 
 
 def shown_ids(message_blocks: list[blocks.Block], among: list[str]) -> list[str]:
@@ -111,7 +120,10 @@ def shown_ids(message_blocks: list[blocks.Block], among: list[str]) -> list[str]
 def test_status_is_paged_fifty_instances_a_page_and_every_page_points_at_the_next() -> None:
     asked = [f"web-{n:03d}" for n in range(120)]
     found = {i: InstanceInfo(i, NASTY, NASTY, NASTY) for i in asked}
-    pages = [blocks.status_message(asked, found, page=p, command="/vm status web-*") for p in (1, 2, 3)]
+    pages = [
+        (m.text, m.blocks)
+        for m in (picker.status_message(asked, found, page=p, command="/vm status web-*") for p in (1, 2, 3))
+    ]
 
     for text, message_blocks in pages:
         assert_accepted(text, message_blocks)
@@ -128,16 +140,17 @@ def test_status_is_paged_fifty_instances_a_page_and_every_page_points_at_the_nex
 
 def test_a_page_past_the_last_is_a_clear_error() -> None:
     asked = [f"web-{n:03d}" for n in range(60)]
-    text, message_blocks = blocks.status_message(asked, {}, page=3, command="/vm status --request 7")
-    assert_accepted(text, message_blocks)
+    message = picker.status_message(asked, {}, page=3, command="/vm status --request 7")
+    text = message.text
+    assert_accepted(text, message.blocks)
     assert text == (
         ":warning: There is no page 3: this answer has 2 pages, the last is `/vm status --request 7 --page 2`."
     )
 
 
 def test_a_short_status_has_no_page_footer() -> None:
-    text, message_blocks = blocks.status_message(["web-1"], {})
-    assert "page" not in text.lower() and all(b["type"] == "section" for b in message_blocks)
+    message = picker.status_message(["web-1"], {})
+    assert "page" not in message.text.lower() and all(b["type"] == "section" for b in message.blocks)
 
 
 def test_a_long_command_is_not_repeated_in_the_footer() -> None:
@@ -150,25 +163,24 @@ def test_list_is_paged_and_every_instance_is_reachable() -> None:
     listing = Listing(instances=instances, scanned=130, total=130)
     every = [i.instance_id for i in instances]
 
-    bodies = [blocks.list_message("C0CHANNEL", "vm-*", listing, page=p) for p in (1, 2, 3)]
+    bodies = [picker.list_message("C0CHANNEL", "vm-*", listing, page=p) for p in (1, 2, 3)]
 
     for body in bodies:
-        assert_accepted(body["text"], body["blocks"])
+        assert_accepted(body.text, body.blocks)
     seen = [
-        i
-        for body in bodies
-        for i in every
-        if f"'value': '{i}'" in str(body["blocks"]) or f"`{i}`" in str(body["blocks"])
+        i for body in bodies for i in every if f"'value': '{i}'" in str(body.blocks) or f"`{i}`" in str(body.blocks)
     ]
     assert seen == every
-    assert "Page 1 of 3 — `/vm list vm-* --page 2` for more." in str(bodies[0]["blocks"][-1])
-    assert "There is no page 4" in blocks.list_message("C0CHANNEL", None, listing, page=4)["text"]
+    assert "Page 1 of 3 — `/vm list vm-* --page 2` for more." in str(bodies[0].blocks[-1])
+    assert "There is no page 4" in picker.list_message("C0CHANNEL", None, listing, page=4).text
 
 
 def test_a_withdrawn_confirmation_says_its_buttons_do_nothing() -> None:
-    withdrawn = request(State.CANCELLED, 2, error="Slack did not confirm the post (TimeoutError)")
-    withdrawn.decided_by = None
-    text, message_blocks = blocks.request_message(withdrawn)
+    withdrawn = replace(
+        request(State.WITHDRAWN, 2, error="Slack did not confirm the post (TimeoutError)"), decided_by=None
+    )
+    message = confirmation.confirmation(withdrawn)
+    text, message_blocks = message.text, message.blocks
     assert_accepted(text, message_blocks)
     shown = str(message_blocks)
     assert "Withdrawn (Slack did not confirm the post (TimeoutError))" in shown
@@ -179,13 +191,13 @@ def test_a_withdrawn_confirmation_says_its_buttons_do_nothing() -> None:
 def test_refusals_and_explanations_fit() -> None:
     many = ids(200)
     coverage = Coverage(uncovered=many, channels_elsewhere={i: [f"C{k:010d}" for k in range(30)] for i in many})
-    prepared = Prepared(skipped=[Skipped(i, NASTY, NASTY, NASTY) for i in many])
+    prepared = Prepared(START, "U0REQUEST", "C0CHANNEL", skipped=[Skipped(i, NASTY, NASTY, NASTY) for i in many])
     texts = [
-        blocks.not_covered_text("start", coverage),
-        blocks.nothing_to_start_text(prepared),
-        blocks.invalid_ids_text([NASTY] * 200),
-        blocks.checking_text(many),
-        *(blocks.click_refusal_text(o, request(State.PENDING), coverage, many) for o in ClickOutcome),
+        refusals.not_covered("start", coverage).text,
+        refusals.nothing_to_do(prepared).text,
+        help.invalid_ids([NASTY] * 200).text,
+        help.checking(many).text,
+        *(refusals.click_refusal(o, request(State.PENDING), coverage, many).text for o in ClickOutcome),
     ]
     for text in texts:
         assert_accepted(text)
@@ -210,7 +222,7 @@ def test_outside_text_cannot_format_ping_or_overflow(name: str, shown: str) -> N
 
 def test_listing_summarises_what_does_not_fit() -> None:
     lines = [f"• line {n:03d} " + "y" * 50 for n in range(100)]
-    kept = blocks._listing(lines, budget=1000, hint=blocks.status_hint(request(State.WATCHING, 1)))
+    kept = blocks.listing(lines, budget=1000, hint=confirmation.status_hint(request(State.WATCHING, 1)))
     assert sum(len(line) + 1 for line in kept) <= 1000
     assert kept[-1] == f"…and {100 - (len(kept) - 1)} more — `/vm status --request 1` for all"
-    assert blocks._listing(lines[:3]) == lines[:3]  # nothing to summarise
+    assert blocks.listing(lines[:3]) == lines[:3]  # nothing to summarise

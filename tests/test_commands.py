@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.domain.commands import MAX_IDS, parse
+from bot.slack.listeners.commands.parse import MAX_IDS, parse
 
 
 @pytest.mark.parametrize(

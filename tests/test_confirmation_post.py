@@ -13,7 +13,7 @@ from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver, has_buttons
 from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import lifecycle
+from bot.operations import repository
 from bot.slack import action_ids
 from tests.slack_support import (
     SIGNING_SECRET,
@@ -51,7 +51,7 @@ def request_state(database_url: str, request_id: int) -> str:
     db = Database(database_url)
     try:
         with db.session(readonly=True) as session:
-            request = lifecycle.get_request(session, request_id)
+            request = repository.record(session, request_id)
             assert request is not None
             return str(request.state)
     finally:
@@ -74,7 +74,7 @@ def test_a_confirmation_whose_post_timed_out_is_withdrawn_and_its_buttons_do_not
     assert "did not confirm" in told and "Nothing was started" in told and "its buttons do nothing" in told
     assert "Something went wrong" not in " ".join(slack.private_replies(key))
     confirmation = slack.wait_confirmation()  # …and yet it is in the channel, with live-looking buttons
-    assert request_state(database_url, confirmation.request_id) == "cancelled"
+    assert request_state(database_url, confirmation.request_id) == "withdrawn"
 
     _, click_key = slack.click(confirmation, action_ids.START)
 
@@ -83,7 +83,7 @@ def test_a_confirmation_whose_post_timed_out_is_withdrawn_and_its_buttons_do_not
     shown = wait_until(lambda: not has_buttons(slack.message(confirmation)), what="the message shown withdrawn")
     assert shown
     assert "Withdrawn" in message_text(slack.message(confirmation))
-    assert request_state(database_url, confirmation.request_id) == "cancelled"  # decided: never approved
+    assert request_state(database_url, confirmation.request_id) == "withdrawn"  # decided: never approved
     assert start_calls(simulator) == []
 
 
@@ -109,34 +109,35 @@ def test_a_confirmation_clicked_before_its_post_answered_is_not_withdrawn(
     assert slack.wait_thread(confirmation, "All 1 instance RUNNING")
 
 
-def test_a_429_on_a_confirmation_holds_back_only_its_channel_and_the_user_is_told_when_to_retry(
+def test_a_429_on_a_confirmation_holds_back_only_its_channel_and_delays_the_confirmations_without_losing_them(
     slack: SlackDriver,
     grant: Callable[..., None],
     fake_slack: FakeSlackWebApi,
     simulator: ZenlayerSimulator,
 ) -> None:
     grant("U0REQUEST", "web-*")
-    fake_slack.rate_limit(20, channel="C0HELD", method="chat.postMessage")
+    fake_slack.rate_limit(3, channel="C0HELD", method="chat.postMessage")
 
     _, first = slack.command("start web-1", channel="C0HELD")
     told = slack.wait_private(first, "rate-limiting", timeout=5)  # at once, not after sleeping out Retry-After
-    assert "try again in 20 s" in told and "Nothing was started" in told
-    # More commands there than the bot has threads for them: none sleeps, none reaches Slack.
-    keys = [slack.command(f"start web-{i}", channel="C0HELD")[1] for i in range(2, 19)]
+    assert "your confirmation will appear there in about 3 s" in told
+    # More commands there: each is told its confirmation is coming, none sleeps, none reaches Slack while held.
+    keys = [slack.command(f"start web-{i}", channel="C0HELD")[1] for i in range(2, 9)]
     begun = time.monotonic()
     slack.command("start web-20", channel="C0QUIET")
 
     quiet = slack.wait_confirmation("C0QUIET", timeout=5)
     took = time.monotonic() - begun
     for key in keys:
-        assert "try again in" in slack.wait_private(key, "rate-limiting", timeout=5)
+        assert "will appear there in about" in slack.wait_private(key, "rate-limiting", timeout=5)
     held_posts = [c for c in fake_slack.calls_to("chat.postMessage") if c.args.get("channel") == "C0HELD"]
-    assert len(held_posts) == 1, len(held_posts)  # only the first asked Slack; the rest knew the channel was held
-    assert fake_slack.channel_messages("C0HELD") == []
+    assert len(held_posts) == 1, len(held_posts)  # only the first asked Slack; the rest waited for the channel
     assert took < 5
     slack.click(quiet, action_ids.START)
     slack.wait_thread(quiet, "All 1 instance RUNNING")
     assert start_calls(simulator) == [["web-20"]]
+    # Once Slack's Retry-After has passed, every held confirmation is posted, paced, none lost.
+    wait_until(lambda: len(fake_slack.channel_messages("C0HELD")) == 8, timeout=30, what="8 held confirmations")
 
 
 def test_a_429_on_a_permalink_just_leaves_out_the_link(

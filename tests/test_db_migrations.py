@@ -17,7 +17,7 @@ from bot.db.models import Base
 from bot.db.session import make_engine
 from tests.db_support import BACKENDS, empty_database_url, run_together
 
-TABLES = {"grants", "start_requests", "request_instances", "audit_events"}
+TABLES = {"grants", "operations", "operation_instances", "audit_events"}
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -68,13 +68,13 @@ def test_constraint_names_follow_the_convention(empty_url: str) -> None:
     try:
         inspector = inspect(engine)
         uniques = {u["name"] for u in inspector.get_unique_constraints("grants")}
-        foreign = {f["name"] for f in inspector.get_foreign_keys("request_instances")}
-        indexes = {i["name"] for i in inspector.get_indexes("start_requests")}
+        foreign = {f["name"] for f in inspector.get_foreign_keys("operation_instances")}
+        indexes = {i["name"] for i in inspector.get_indexes("operations") if not i.get("duplicates_constraint")}
     finally:
         engine.dispose()
     assert uniques == {"uq_grants_user_id_action_kind_pattern_channel_id"}
-    assert foreign == {"fk_request_instances_request_id_start_requests"}
-    assert indexes == {"ix_start_requests_requester_id", "ix_start_requests_state_expires_at"}
+    assert foreign == {"fk_operation_instances_request_id_operations"}
+    assert indexes == {"ix_operations_requester_id", "ix_operations_state_expires_at"}
 
 
 def test_concurrent_upgrades_from_several_processes_all_succeed(empty_url: str) -> None:

@@ -69,7 +69,7 @@ def test_savepoints_roll_back_alone(db: Database) -> None:
 def test_foreign_keys_are_enforced(db: Database) -> None:
     with pytest.raises(Exception, match=r"(?i)foreign key"), db.session() as session:
         session.execute(
-            text("INSERT INTO request_instances (request_id, instance_id, to_start) VALUES (999, 'x', :t)"),
+            text("INSERT INTO operation_instances (request_id, instance_id, included) VALUES (999, 'x', :t)"),
             {"t": True},
         )
 

@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from bot.db import audit
 from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import audit, lifecycle
+from bot.operations import repository
 from bot.slack import action_ids
 from tests.slack_support import ask_to_start, start_calls, wait_until
 from tests.zenlayer_support import stopped_simulator
@@ -22,7 +23,7 @@ def finished_event(database_url: str, request_id: int) -> dict[str, object] | No
     db = Database(database_url)
     try:
         with db.session(readonly=True) as session:
-            request = lifecycle.get_request(session, request_id)
+            request = repository.record(session, request_id)
             if request is None or request.outcome_posted_at is None:
                 return None
             for event in audit.latest(session, limit=200):

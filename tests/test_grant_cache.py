@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from bot.db.session import Database
-from bot.domain import grants
-from bot.domain.grant_cache import GrantCache
-from bot.domain.starts import NotCovered, StartService
+from bot.domain.actions import START
+from bot.grants import rules as grants
+from bot.grants.authority import Authority, NotCovered, Question
+from bot.grants.cache import GrantCache
+from bot.grants.rules import Coverage
+from bot.operations.opening import Opening
 from tests.db_support import BACKENDS, migrated_database
 
 
@@ -47,50 +50,50 @@ def revoke_elsewhere(db: Database, user: str) -> None:
         other.close()
 
 
-def service(db: Database, cache: GrantCache) -> StartService:
-    return StartService(db, vm=None, confirm_ttl_seconds=600, approval_ttl_seconds=3600, grant_cache=cache)  # type: ignore[arg-type]
+def before_ack(authority: Authority, user: str, ids: list[str]) -> Coverage:
+    """Ask what the check before an acknowledgement asks (a "yes" may come from memory)."""
+    return authority.check(Question(user, START.grant, ids, "C0OPS"), quick=True)
 
 
 def test_the_copy_is_reloaded_once_older_than_its_max_age(db: Database) -> None:
     clock = Clock()
     cache = GrantCache(db, max_age_seconds=1.0, clock=clock)
     add(db, "U0ALICE", "web-*")
-    assert [r.pattern for r in cache.rules_for("U0ALICE") or []] == ["web-*"]
+    assert [r.pattern for r in cache.lookup("U0ALICE").rules or []] == ["web-*"]
 
     revoke_elsewhere(db, "U0ALICE")
     clock.now += 0.5
-    assert [r.pattern for r in cache.rules_for("U0ALICE") or []] == ["web-*"]  # the copy, not the database
+    assert [r.pattern for r in cache.lookup("U0ALICE").rules or []] == ["web-*"]  # the copy, not the database
     clock.now += 0.6
-    assert cache.rules_for("U0ALICE") == []
+    assert cache.lookup("U0ALICE").rules == []
 
 
 def test_invalidate_reloads_at_once(db: Database) -> None:
     cache = GrantCache(db, max_age_seconds=3600)
     add(db, "U0ALICE", "web-*")
-    assert cache.rules_for("U0ALICE")
+    assert cache.lookup("U0ALICE").rules
     revoke_elsewhere(db, "U0ALICE")
     cache.invalidate()
-    assert cache.rules_for("U0ALICE") == []
+    assert cache.lookup("U0ALICE").rules == []
 
 
 def test_a_grant_added_after_the_copy_counts_at_once(db: Database) -> None:
-    cache = GrantCache(db, max_age_seconds=3600)
-    starts = service(db, cache)
-    assert not starts.coverage_before_ack("U0BOB", "C0OPS", ["web-1"]).ok  # loads the copy, without Bob's grant
+    authority = Authority(db, GrantCache(db, max_age_seconds=3600))
+    assert not before_ack(authority, "U0BOB", ["web-1"]).ok  # loads the copy, without Bob's grant
     add(db, "U0BOB", "web-*")
-    assert starts.coverage_before_ack("U0BOB", "C0OPS", ["web-1"]).ok  # a refusal is always read afresh
+    assert before_ack(authority, "U0BOB", ["web-1"]).ok  # a refusal is always read afresh
 
 
 def test_a_stale_allowed_never_gets_past_the_check_that_acts(db: Database) -> None:
-    cache = GrantCache(db, max_age_seconds=3600)
-    starts = service(db, cache)
+    authority = Authority(db, GrantCache(db, max_age_seconds=3600))
+    opening = Opening(db, None, authority, confirm_ttl_seconds=600, approval_ttl_seconds=3600)  # type: ignore[arg-type]
     add(db, "U0ALICE", "web-*")
-    assert starts.coverage_before_ack("U0ALICE", "C0OPS", ["web-1"]).ok
+    assert before_ack(authority, "U0ALICE", ["web-1"]).ok
     revoke_elsewhere(db, "U0ALICE")
 
-    assert starts.coverage_before_ack("U0ALICE", "C0OPS", ["web-1"]).ok  # the ack may still say "Checking…"
+    assert before_ack(authority, "U0ALICE", ["web-1"]).ok  # the ack may still say "Checking…"
     with pytest.raises(NotCovered):
-        starts.prepare("U0ALICE", "C0OPS", ["web-1"])  # but preparing the confirmation reads the database
+        opening.look_up("U0ALICE", "C0OPS", START, ["web-1"])  # but preparing the confirmation reads the database
 
 
 class HeldReads:
@@ -134,19 +137,18 @@ def test_a_refusal_never_uses_a_read_that_began_before_it_was_asked(tmp_path: Pa
 
 
 def test_a_refused_user_granted_on_another_replica_is_allowed_at_once(db: Database) -> None:
-    cache = GrantCache(db, max_age_seconds=3600)
-    starts = service(db, cache)
-    checked = starts.check_before_ack("U0BOB", "C0OPS", ["web-1"])
-    assert not checked.coverage.ok and not checked.usable_here
+    authority = Authority(db, GrantCache(db, max_age_seconds=3600))
+    checked = before_ack(authority, "U0BOB", ["web-1"])
+    assert not checked.ok and not checked.usable_here
     other = Database(db.url)  # another replica: this process's cache is not told
     try:
         with other.session() as session:
             grants.add_grants(session, "U0BOB", ["db-*"], granted_by="test")
     finally:
         other.close()
-    checked = starts.check_before_ack("U0BOB", "C0OPS", ["web-1"])
-    assert not checked.coverage.ok and checked.usable_here  # holds a grant here now: names get looked up
-    assert starts.may_use_here("U0BOB", "C0OPS")
+    checked = before_ack(authority, "U0BOB", ["web-1"])
+    assert not checked.ok and checked.usable_here  # holds a grant here now: names get looked up
+    assert before_ack(authority, "U0BOB", []).usable_here
 
 
 def test_a_refusal_that_finds_the_copy_old_reads_the_grants_once(tmp_path: Path) -> None:
@@ -154,9 +156,9 @@ def test_a_refusal_that_finds_the_copy_old_reads_the_grants_once(tmp_path: Path)
     reads.release_first.set()
     reads.table["U0ALICE"] = ["web-*"]
     cache = GrantCache(Database(f"sqlite:///{tmp_path / 'unused.db'}"), max_age_seconds=3600, read=reads)
-    starts = service(cache.db, cache)
-    checked = starts.check_before_ack("U0BOB", "C0OPS", ["web-1"])  # no copy yet: one read refreshes it and refuses
-    assert not checked.coverage.ok and not checked.usable_here
+    authority = Authority(cache.db, cache)
+    checked = before_ack(authority, "U0BOB", ["web-1"])  # no copy yet: one read refreshes it and refuses
+    assert not checked.ok and not checked.usable_here
     assert reads.reads == 1
-    assert starts.check_before_ack("U0ALICE", "C0OPS", ["web-1"]).coverage.ok  # from the copy
+    assert before_ack(authority, "U0ALICE", ["web-1"]).ok  # from the copy
     assert reads.reads == 1

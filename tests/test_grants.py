@@ -9,7 +9,7 @@ import pytest
 from bot.db.models import Grant
 from bot.db.session import Database
 from bot.domain.errors import InvalidInput
-from bot.domain.grants import Coverage, add_grants, check_coverage, list_grants, revoke_grants
+from bot.grants.rules import Coverage, add_grants, check_coverage, list_grants, revoke_grants
 from tests.db_support import migrated_database
 
 CHAN = "C0HERE"

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot.db.group_commit import GroupCommit
 from bot.db.models import Click
 from bot.db.session import Database
-from bot.domain.starts import Decision, StartService
+from bot.operations.clicks import ClickRow, Clicks, Decision
+from bot.runtime.group_commit import GroupCommit
+from bot.runtime.lease import Lease, Owner
 from tests.db_support import BACKENDS, migrated_database
+from tests.slack_support import wait_until
 
 DEADLINE = 10.0
 
@@ -46,8 +48,7 @@ def test_writes_queued_while_a_batch_is_written_go_together_in_the_next_one() ->
         first = pool.submit(group.submit, "a")
         assert writer.first_entered.wait(DEADLINE)
         rest = {item: pool.submit(group.submit, item) for item in ("b", "c", "d", "e")}
-        while sum(1 for _ in group._queue) < 4:  # all four are queued behind the batch being written
-            threading.Event().wait(0.001)
+        wait_until(lambda: group.queued == 4, what="all four queued behind the batch being written")
         assert not any(f.done() for f in rest.values())  # nobody returns before their own write committed
         writer.release_first.set()
         assert first.result(DEADLINE) == "id-a"
@@ -65,8 +66,7 @@ def test_a_failing_item_fails_only_its_own_caller() -> None:
         assert writer.first_entered.wait(DEADLINE)
         good = pool.submit(group.submit, "good")
         bad = pool.submit(group.submit, "bad")
-        while len(group._queue) < 2:
-            threading.Event().wait(0.001)
+        wait_until(lambda: group.queued == 2, what="both queued behind the batch being written")
         writer.release_first.set()
         assert first.result(DEADLINE) == "id-a"
         assert good.result(DEADLINE) == "id-good"
@@ -84,14 +84,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 
 def test_clicks_recorded_at_once_each_get_their_own_committed_row(db: Database) -> None:
-    starts = StartService(db, vm=None, confirm_ttl_seconds=600, approval_ttl_seconds=3600)  # type: ignore[arg-type]
+    clicks = Clicks(db, vm=None, authority=None, owner=Owner("r1"), lease=Lease(15))  # type: ignore[arg-type]
     users = [f"U0USER{i:03d}" for i in range(40)]
     barrier = threading.Barrier(len(users))
 
     def click(user: str) -> tuple[str, int]:
         barrier.wait(DEADLINE)
-        click_id = starts.record_click(7, user, Decision.START, message_ts="1.1", replica="r1/x")
-        # The row is committed when record_click returns: another connection sees it.
+        click_id = clicks.record(ClickRow(7, user, Decision.CONFIRM, "C0OPS", "1.1"))
+        # The row is committed when record returns: another connection sees it.
         other = Database(db.url)
         try:
             with other.session(readonly=True) as session:

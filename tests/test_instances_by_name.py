@@ -18,8 +18,8 @@ from bot.devtools.slack_driver import SlackDriver, has_buttons
 from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.devtools.zenlayer_simulator.state import resource_group_id
-from bot.domain import grants as grant_rules
-from bot.domain.selectors import Selector, SelectorKind
+from bot.grants import rules as grant_rules
+from bot.grants.selectors import Selector, SelectorKind
 from bot.slack import action_ids
 from tests.slack_support import start_calls, wait_until
 from tests.transports import HttpSlack, SocketSlack

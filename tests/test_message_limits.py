@@ -15,7 +15,8 @@ from bot.devtools.slack_driver import SlackDriver
 from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
-from bot.slack import action_ids, blocks
+from bot.slack import action_ids
+from bot.slack.views import format as blocks
 from tests.slack_support import ask_to_start, start_calls
 
 HOSTILE = "*bold* _it_ ~s~ `code` :fire: <!channel> & more"

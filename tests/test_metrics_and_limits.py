@@ -11,12 +11,12 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import Secret, Settings
+from bot.db import audit
 from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import wait_until
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import audit
 from bot.logging_setup import JsonFormatter, TextFormatter, log_context, secrets_of
 from bot.server import RunningBot
 from bot.slack import action_ids

@@ -4,24 +4,31 @@ across crashes and shared by replicas (the Slack stand-in over loopback, databas
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
 from slack_sdk import WebClient
 from sqlalchemy import insert, select, update
 
-from bot.db.models import OutboxMessage, RequestInstance, SlackChannel, StartRequest, utcnow
+from bot.db.models import Operation, OperationInstance, OutboxMessage, SlackChannel
 from bot.db.session import Database
+from bot.delivery import outbox
+from bot.delivery.sender import Sender
 from bot.devtools.slack_driver import Confirmation, SlackDriver
 from bot.devtools.slack_web_api import Call, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import lifecycle, outbox
-from bot.domain.lifecycle import NewInstance, State
-from bot.slack import action_ids, blocks
-from bot.slack.sender import Sender
+from bot.domain.actions import START
+from bot.operations import repository
+from bot.operations.repository import NewInstance
+from bot.operations.states import State
+from bot.runtime.lease import Lease, Owner
+from bot.slack import action_ids
+from bot.slack.courier import SlackCourier
+from tests.db_support import travel
 from tests.slack_support import BOT_TOKEN, wait_until
 from tests.zenlayer_support import stopped_simulator
 
@@ -63,10 +70,18 @@ def pending(db: Database) -> int:
 
 
 @contextmanager
-def sending(db: Database, fake: FakeSlackWebApi, owner: str = "r1/a", **options: Any) -> Iterator[Sender]:
-    """Run a sender (a client that raises on 429, as in production) in a thread until the block ends."""
-    client = WebClient(token=BOT_TOKEN, base_url=fake.url, timeout=10)
-    sender = Sender(db, client, owner=owner, replica=owner.split("/")[0], **options)
+def sending(
+    db: Database,
+    fake: FakeSlackWebApi,
+    owner: str = "r1/a",
+    *,
+    lease_seconds: float = 15,
+    client: WebClient | None = None,
+) -> Iterator[Sender]:
+    """Run a sender (with a client that raises on 429, as in production) in a thread until the block ends."""
+    client = client or WebClient(token=BOT_TOKEN, base_url=fake.url, timeout=10)
+    me, lease = Owner(*owner.split("/")), Lease(lease_seconds)
+    sender = Sender(db, SlackCourier(db, client, owner=me, lease=lease), owner=me, lease=lease)
     stop = threading.Event()
     thread = threading.Thread(target=sender.run, args=(stop,), daemon=True)
     thread.start()
@@ -83,29 +98,28 @@ def new_request(db: Database, fake: FakeSlackWebApi, channel: str, name: str = "
     """Record a pending request whose confirmation is posted in channel; return its id."""
     posted = WebClient(token=BOT_TOKEN, base_url=fake.url).chat_postMessage(channel=channel, text="confirmation")
     with db.session() as session:
-        request = lifecycle.create_request(
+        request_id = repository.create(
             session,
+            action=START,
             requester_id=REQUESTER,
             channel_id=channel,
             instances=[NewInstance(name, name=name, status="STOPPED")],
             needs_approval=False,
             ttl_seconds=600,
-            now=utcnow(),
         )
-        request.message_ts = str(posted["ts"])
-        return request.id
+        assert repository.attach_message(session, request_id, str(posted["ts"]))
+        return request_id
 
 
 def finish(db: Database, request_id: int, to: State = State.DONE) -> None:
-    """End a request as the watcher would (every instance RUNNING), which owes its final reply and an edit."""
+    """End a request as the engine would (every instance RUNNING), which owes its final reply and an edit."""
     with db.session() as session:
         session.execute(
-            update(RequestInstance)
-            .where(RequestInstance.request_id == request_id)
-            .values(last_status="RUNNING", outcome="running")
+            update(OperationInstance)
+            .where(OperationInstance.request_id == request_id)
+            .values(last_status="RUNNING", outcome="reached")
         )
-        now = utcnow()
-        assert lifecycle.transition(session, request_id, from_states=[State.PENDING], to=to, now=now, finished_at=now)
+        assert repository.transition(session, request_id, from_states=[State.PENDING], to=to)
 
 
 def finals_in(fake: FakeSlackWebApi, channel: str, thread_ts: str) -> list[str]:
@@ -115,14 +129,14 @@ def finals_in(fake: FakeSlackWebApi, channel: str, thread_ts: str) -> list[str]:
 
 def thread_of(db: Database, request_id: int) -> str:
     with db.session(readonly=True) as session:
-        ts = session.scalar(select(StartRequest.message_ts).where(StartRequest.id == request_id))
+        ts = session.scalar(select(Operation.message_ts).where(Operation.id == request_id))
         assert ts is not None
         return ts
 
 
 def told(db: Database, request_id: int) -> datetime | None:
     with db.session(readonly=True) as session:
-        return session.scalar(select(StartRequest.outcome_posted_at).where(StartRequest.id == request_id))
+        return session.scalar(select(Operation.outcome_posted_at).where(Operation.id == request_id))
 
 
 # --- end to end: a burst in one channel, and a 429 in another ----------------------------------------------------
@@ -202,11 +216,11 @@ def test_edits_made_while_a_channel_is_held_are_sent_once_in_their_latest_versio
         for step in range(1, 6):
             with db.session() as session:
                 session.execute(
-                    update(RequestInstance)
-                    .where(RequestInstance.request_id == request_id)
+                    update(OperationInstance)
+                    .where(OperationInstance.request_id == request_id)
                     .values(last_status=f"STEP{step}")
                 )
-                outbox.enqueue(session, request_id, outbox.Kind.REFRESH, now=utcnow())
+                outbox.enqueue(session, request_id, outbox.Kind.REFRESH)
             wait_until(fake_slack.rejections, what="the first edit refused with 429")
         wait_until(lambda: pending(db) == 0, timeout=15, what="the edits delivered")
 
@@ -221,13 +235,12 @@ def test_a_slow_channel_delays_only_itself(db: Database, fake_slack: FakeSlackWe
     release = threading.Event()
 
     class SlowChannel(WebClient):
-        def chat_postMessage(self, **kwargs: Any) -> Any:  # type: ignore[override]
-            if kwargs.get("channel") == "C0SLOW":
+        def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            if (kwargs.get("json") or {}).get("channel") == "C0SLOW":
                 assert release.wait(30)
-            return super().chat_postMessage(**kwargs)
+            return super().api_call(api_method, *args, **kwargs)
 
-    with sending(db, fake_slack) as sender:
-        sender.client = SlowChannel(token=BOT_TOKEN, base_url=fake_slack.url)
+    with sending(db, fake_slack, client=SlowChannel(token=BOT_TOKEN, base_url=fake_slack.url)):
         finish(db, slow)
         finish(db, fast)
         try:
@@ -262,24 +275,25 @@ def test_messages_a_killed_process_left_are_sent_by_the_next_one(db: Database, f
     queued, in_flight, elsewhere = (new_request(db, fake_slack, f"C0CRASH{i}") for i in range(3))
     for request_id in (queued, in_flight, elsewhere):
         finish(db, request_id)  # the outcome and its intent commit together; then the process dies
-    later = utcnow() + timedelta(seconds=outbox.CLAIM_SECONDS / 2)
+    lease = 15.0
+    later = time.time() + lease / 2  # the database's clock is this host's (SQLite) or a local server's
     with db.session() as session:  # two sends were under way: one by this replica's last process, one by r2's
         for request_id, owner in ((in_flight, "r1/dead"), (elsewhere, "r2/dead")):
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.request_id == request_id)
-                .values(claimed_by=owner, claim_until=later)
+                .values(claimed_by=owner, claim_until=datetime.fromtimestamp(later).astimezone())
             )
             channel = f"C0CRASH{(in_flight, elsewhere).index(request_id) + 1}"
-            session.add(SlackChannel(channel_id=channel, tat=0.0, claimed_by=owner, claim_until=later.timestamp()))
+            session.add(SlackChannel(channel_id=channel, tat=0.0, claimed_by=owner, claim_until=later))
 
-    with sending(db, fake_slack, owner="r1/new"):
+    with sending(db, fake_slack, owner="r1/new", lease_seconds=lease):
         for request_id in (queued, in_flight):  # r1's own are resumed at once
             wait_until(lambda r=request_id: told(db, r), what="the outcome told by the next process")
         assert told(db, elsewhere) is None  # r2's is left until its claim lapses
 
-    clock = lambda: utcnow() + timedelta(seconds=outbox.CLAIM_SECONDS)  # noqa: E731 — r2's claim has lapsed
-    with sending(db, fake_slack, owner="r3/x", clock=clock):
+    travel(db, lease)  # r2's claim has lapsed
+    with sending(db, fake_slack, owner="r3/x", lease_seconds=lease):
         wait_until(lambda: told(db, elsewhere), what="a lapsed claim taken over by another replica")
     for request_id, channel in zip((queued, in_flight, elsewhere), ("C0CRASH0", "C0CRASH1", "C0CRASH2"), strict=True):
         assert len(finals_in(fake_slack, channel, thread_of(db, request_id))) == 1
@@ -308,14 +322,11 @@ def test_old_delivered_rows_are_pruned_and_pending_ones_kept_whatever_their_age(
     done, waiting = new_request(db, fake_slack, "C0OLD1"), new_request(db, fake_slack, "C0OLD2")
     finish(db, done)
     finish(db, waiting)
-    long_ago = utcnow() - timedelta(days=30)
     with db.session() as session:
-        session.execute(update(OutboxMessage).values(created_at=long_ago))
-        session.execute(
-            update(OutboxMessage).where(OutboxMessage.request_id == done).values(pending_key=None, sent_at=long_ago)
-        )
+        session.execute(update(OutboxMessage).where(OutboxMessage.request_id == done).values(pending_key=None))
+    travel(db, 30 * 24 * 3600)
     with db.session() as session:
-        assert outbox.prune(session, before=utcnow() - timedelta(days=7)) == 2
+        assert outbox.prune(session, older_than_seconds=7 * 24 * 3600) == 2
     with db.session(readonly=True) as session:
         left = session.scalars(select(OutboxMessage.request_id)).all()
     assert left == [waiting, waiting]
@@ -326,7 +337,7 @@ def test_a_backlog_in_one_held_channel_does_not_hide_another_channels_messages(
 ) -> None:
     held = new_request(db, fake_slack, "C0BACKLOG")
     quiet = new_request(db, fake_slack, "C0QUIET")
-    now = utcnow()
+    now = datetime.now().astimezone()
     with db.session() as session:  # 1,000 older rows owed to a channel a 429 holds back: none can go now
         session.execute(
             insert(OutboxMessage),
@@ -345,25 +356,27 @@ def test_a_backlog_in_one_held_channel_does_not_hide_another_channels_messages(
         session.add(SlackChannel(channel_id="C0BACKLOG", tat=now.timestamp() + 600.0))
     finish(db, quiet)  # the quiet channel's final reply, owed after the backlog
     with db.session(readonly=True) as session:
-        found = outbox.ready(session, now=utcnow())
-    assert [channel for _row, channel in found.rows] == ["C0QUIET"]
+        found = outbox.ready(session)
+    assert found.channels == ["C0QUIET"]
 
 
 def test_an_unexpected_failure_is_given_up_after_the_last_try_and_the_requester_told(
-    db: Database, fake_slack: FakeSlackWebApi, monkeypatch: pytest.MonkeyPatch
+    db: Database, fake_slack: FakeSlackWebApi
 ) -> None:
     request_id = new_request(db, fake_slack, "C0BROKEN")
     finish(db, request_id)
 
-    def broken(*_args: Any, **_kwargs: Any) -> str:
-        raise ValueError("stands for any bug between the claim and the send")
+    class Broken(WebClient):
+        def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            if api_method == "chat.postMessage" and (kwargs.get("json") or {}).get("thread_ts"):
+                raise ValueError("stands for any bug between the claim and the send")
+            return super().api_call(api_method, *args, **kwargs)
 
-    monkeypatch.setattr(blocks, "final_reply", broken)
     with db.session() as session:  # the row has already failed all but its last try
         session.execute(
             update(OutboxMessage).where(OutboxMessage.kind == "final").values(attempts=outbox.MAX_ATTEMPTS - 1)
         )
-    with sending(db, fake_slack):
+    with sending(db, fake_slack, client=Broken(token=BOT_TOKEN, base_url=fake_slack.url)):
         wait_until(lambda: told(db, request_id), what="the outcome recorded as told, with why")
     with db.session(readonly=True) as session:
         row = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "final")).one()
@@ -372,13 +385,16 @@ def test_an_unexpected_failure_is_given_up_after_the_last_try_and_the_requester_
 
 
 def test_a_send_slower_than_its_claim_is_not_taken_over_and_sent_again_meanwhile(
-    db: Database, fake_slack: FakeSlackWebApi, monkeypatch: pytest.MonkeyPatch
+    db: Database, fake_slack: FakeSlackWebApi
 ) -> None:
-    monkeypatch.setattr(outbox, "CLAIM_SECONDS", 1.5)  # a short claim, so a slow send outlives it in a test
     request_id = new_request(db, fake_slack, "C0SLOWACK")
     thread = thread_of(db, request_id)
     fake_slack.delay_next("chat.postMessage", 4, channel="C0SLOWACK")  # carried out at once, answered late
-    with sending(db, fake_slack, owner="r1/a"), sending(db, fake_slack, owner="r2/b"):
+    # A short lease, so a slow send outlives it in a test: the heartbeat must keep it.
+    with (
+        sending(db, fake_slack, owner="r1/a", lease_seconds=1.5),
+        sending(db, fake_slack, owner="r2/b", lease_seconds=1.5),
+    ):
         finish(db, request_id)
         wait_until(lambda: told(db, request_id), timeout=15, what="the outcome told")
     assert len(finals_in(fake_slack, "C0SLOWACK", thread)) == 1

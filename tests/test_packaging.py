@@ -17,18 +17,30 @@ from bot.db import migrate
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_migrations_live_inside_the_package_and_are_declared_as_package_data() -> None:
-    assert migrate.MIGRATIONS_DIR == ROOT / "bot" / "migrations"
-    assert not (ROOT / "migrations").exists(), "migrations belong in bot/migrations so the wheel carries them"
-    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bot"]
+def test_migrations_live_at_the_top_level_and_ship_inside_the_package() -> None:
+    assert migrate.MIGRATIONS_DIR == ROOT / "migrations"
+    assert not (ROOT / "bot" / "migrations").exists(), "the migrations live at the top level of the repository"
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"]["bot.migrations"] == "migrations"  # installed as bot/migrations
+    globs = setuptools["package-data"]["bot.migrations"]
     files = [
-        p.relative_to(ROOT / "bot").as_posix()
-        for p in (ROOT / "bot" / "migrations").rglob("*")
+        p.relative_to(ROOT / "migrations").as_posix()
+        for p in (ROOT / "migrations").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     ]
-    assert "migrations/env.py" in files and any(f.startswith("migrations/versions/0001") for f in files)
+    assert "env.py" in files and any(f.startswith("versions/0001") for f in files)
     for file in files:
         assert any(fnmatch(file, g) for g in globs), f"{file} would be missing from the wheel"
+
+
+def test_every_package_under_bot_is_listed_for_the_wheel() -> None:
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "bot").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert listed == found | {"bot.migrations"}
 
 
 def test_ci_runs_the_wheel_check_which_builds_installs_and_runs_from_elsewhere() -> None:
@@ -38,13 +50,26 @@ def test_ci_runs_the_wheel_check_which_builds_installs_and_runs_from_elsewhere()
         assert step in script
 
 
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """Return the Dockerfile's instructions as (keyword, arguments), continuation lines joined, comments dropped."""
+    lines = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")]
+    joined = "\n".join(lines).replace("\\\n", " ")
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in joined.splitlines() if line.strip()]
+
+
 def test_the_dockerfile_installs_the_wheel_as_a_non_root_user_with_a_health_check() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "FROM python:3.12-slim" in dockerfile
-    assert "pip wheel" in dockerfile and "vm_bot-*.whl)[postgres]" in dockerfile
-    assert "\nUSER vmbot\n" in dockerfile
-    assert "HEALTHCHECK" in dockerfile and "/readyz" in dockerfile
-    assert ".ci/wheel-check.sh" in dockerfile  # the comment tying its steps to what CI proves
+    steps = dockerfile_instructions()
+    froms = [args for keyword, args in steps if keyword == "FROM"]
+    runs = " ".join(args for keyword, args in steps if keyword == "RUN")
+    copies = [args for keyword, args in steps if keyword == "COPY"]
+    assert froms and all(f.startswith("python:3.12-slim") for f in froms)
+    assert "bot ./bot" in copies and "migrations ./migrations" in copies  # the wheel is built with its migrations
+    assert "pip wheel" in runs and "vm_bot-*.whl)[postgres]" in runs
+    assert [args for keyword, args in steps if keyword == "USER"] == ["vmbot"]
+    assert "useradd" in runs and "vmbot" in runs
+    healthcheck = next(args for keyword, args in steps if keyword == "HEALTHCHECK")
+    assert "/readyz" in healthcheck
+    assert [args for keyword, args in steps if keyword == "CMD"] == ['["vm-bot", "run"]']
 
 
 def test_compose_runs_postgresql_and_two_replicas_sharing_it() -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import migrate
+from bot.db import audit, migrate
 from bot.db.session import Database
-from bot.domain import audit
-from bot.domain.grants import list_grants
+from bot.grants.rules import list_grants
 
 USER = "U0ALICE1"
 

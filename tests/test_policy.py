@@ -5,11 +5,12 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Callable
 
+from bot.db import audit
 from bot.db.session import Database
 from bot.devtools.slack_driver import Confirmation, SlackDriver, has_buttons
 from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import audit, lifecycle
+from bot.operations import repository
 from bot.slack import action_ids
 from tests.slack_support import ask_to_start, start_calls, wait_until
 
@@ -35,7 +36,7 @@ def stored_message_ts(database_url: str, request_id: int) -> str | None:
     db = Database(database_url)
     try:
         with db.session(readonly=True) as session:
-            request = lifecycle.get_request(session, request_id)
+            request = repository.record(session, request_id)
             return request.message_ts if request else None
     finally:
         db.close()
@@ -264,7 +265,7 @@ def test_admin_grants_and_revokes_from_slack_and_nobody_else_can(
 
 def grants_of(database_url: str, user: str) -> list[tuple[str, str, str]]:
     """Return (action, pattern, channel) of a user's grants."""
-    from bot.domain import grants
+    from bot.grants import rules as grants
 
     db = Database(database_url)
     try:

@@ -4,52 +4,33 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from bot.db.models import AuditEvent, InstanceClaim, OutboxMessage, RequestInstance, StartAttempt, StartRequest
+from bot.db.models import AuditEvent, InstanceClaim, Operation, OperationInstance, OutboxMessage, ZenlayerCall
 from bot.db.session import Database
+from bot.delivery import outbox
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import grants, lifecycle
-from bot.domain.starts import ClickOutcome, Decision, DuplicatePending, StartService
-from bot.domain.watcher import CONFIRM_POLLS, MISSING_POLLS, Watcher
+from bot.execution.polling import CONFIRM_POLLS, MISSING_POLLS
+from bot.grants import rules as grants
+from bot.operations import repository
+from bot.operations.clicks import ClickOutcome, ClickRow, Decision
+from bot.operations.engine import Engine
+from bot.operations.opening import DuplicatePending
 from bot.zenlayer.client import ZenlayerClient
-from tests.db_support import run_together
+from tests.db_support import run_together, travel
+from tests.engine_support import Services, engine, services
 from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, start_calls, wait_until
 from tests.zenlayer_support import VmProxy
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def add(db: Database, user: str, *patterns: str) -> None:
     with db.session() as session:
         grants.add_grants(session, user, list(patterns), granted_by="test")
-
-
-def service(db: Database, vm: object, clock: Callable[[], datetime] | None = None) -> StartService:
-    extra = {"clock": clock} if clock else {}
-    return StartService(db, vm, confirm_ttl_seconds=600, approval_ttl_seconds=3600, **extra)  # type: ignore[arg-type]
-
-
-def watcher(db: Database, vm: object, owner: str = "r1/a", **options: object) -> Watcher:
-    options.setdefault("lease_seconds", 150)
-    return Watcher(db, vm, poll_interval_seconds=1, start_timeout_seconds=600, owner=owner, **options)  # type: ignore[arg-type]
 
 
 def owed(db: Database, request_id: int) -> list[str]:
@@ -66,16 +47,15 @@ def owed(db: Database, request_id: int) -> list[str]:
 
 def state(db: Database, request_id: int) -> str:
     with db.session(readonly=True) as session:
-        request = lifecycle.get_request(session, request_id)
+        request = repository.record(session, request_id)
         assert request is not None
         return request.state
 
 
-def approved(db: Database, starts: StartService, user: str, ids: list[str]) -> int:
-    request = starts.prepare(user, "C0OPS", ids).request
-    assert request is not None
-    assert starts.decide(request.id, user, Decision.START).outcome == ClickOutcome.APPROVED
-    return request.id
+def approved(svc: Services, user: str, ids: list[str]) -> int:
+    request_id = svc.open(user, ids)
+    assert svc.click(request_id, user, Decision.CONFIRM).outcome == ClickOutcome.APPROVED
+    return request_id
 
 
 # --- exclusivity -----------------------------------------------------------------------------------------------
@@ -86,16 +66,15 @@ def test_overlapping_requests_clicked_at_once_never_both_win(
 ) -> None:
     add(db, "U0AAA", "*")
     add(db, "U0BBB", "*")
-    starts = service(db, vm)
+    svc = services(db, vm)
     for n in range(8):
         simulator.add_instance(f"a{n}")
         simulator.add_instance(f"b{n}")
-        first = starts.prepare("U0AAA", "C0OPS", [f"a{n}"]).request
-        second = starts.prepare("U0BBB", "C0OPS", [f"a{n}", f"b{n}"]).request
-        assert first is not None and second is not None
-        clicks = [(first.id, "U0AAA"), (second.id, "U0BBB")]
+        first = svc.open("U0AAA", [f"a{n}"])
+        second = svc.open("U0BBB", [f"a{n}", f"b{n}"])
+        clicks = [(first, "U0AAA"), (second, "U0BBB")]
 
-        results = run_together(2, lambda i, clicks=clicks: starts.decide(clicks[i][0], clicks[i][1], Decision.START))
+        results = run_together(2, lambda i, clicks=clicks: svc.click(clicks[i][0], clicks[i][1], Decision.CONFIRM))
 
         outcomes = sorted(r.outcome for r in results)
         assert outcomes == [ClickOutcome.APPROVED, ClickOutcome.BUSY], f"round {n}: {outcomes}"
@@ -109,11 +88,11 @@ def test_overlapping_requests_clicked_at_once_never_both_win(
 
 def test_identical_commands_at_once_give_one_confirmation(db: Database, vm: ZenlayerClient) -> None:
     add(db, "U0AAA", "web-*")
-    starts = service(db, vm)
+    svc = services(db, vm)
 
     def command(_: int) -> object:
         try:
-            return starts.prepare("U0AAA", "C0OPS", ["web-1", "web-2"]).request
+            return svc.open("U0AAA", ["web-1", "web-2"])
         except DuplicatePending as exc:
             return exc
 
@@ -122,22 +101,22 @@ def test_identical_commands_at_once_give_one_confirmation(db: Database, vm: Zenl
     assert sum(not isinstance(r, DuplicatePending) for r in results) == 1
 
 
-def test_a_command_whose_confirmation_was_never_posted_does_not_block_the_next(
+def test_a_confirmation_whose_process_died_before_posting_it_is_still_owed_and_blocks_a_duplicate(
     db: Database, vm: ZenlayerClient
 ) -> None:
     add(db, "U0AAA", "web-*")
-    clock = Clock()
-    starts = service(db, vm, clock)
-    lost = starts.prepare("U0AAA", "C0OPS", ["web-1"]).request  # the process died before posting it
-    assert lost is not None
-    with pytest.raises(DuplicatePending):  # within seconds it may still be on its way
-        starts.prepare("U0AAA", "C0OPS", ["web-1"])
+    svc = services(db, vm)
+    lost = svc.open("U0AAA", ["web-1"])  # the process died before its sender posted the confirmation
+    with pytest.raises(DuplicatePending):  # within seconds it is on its way
+        svc.open("U0AAA", ["web-1"])
 
-    clock.advance(20)
-    again = starts.prepare("U0AAA", "C0OPS", ["web-1"]).request
+    travel(db, 20)
 
-    assert again is not None and again.id != lost.id
-    assert state(db, lost.id) == "cancelled"
+    with pytest.raises(DuplicatePending):  # and later too: the confirmation is owed until a sender posts it
+        svc.open("U0AAA", ["web-1"])
+    with db.session(readonly=True) as session:
+        assert outbox.is_pending(session, lost, outbox.Kind.CONFIRM)
+    assert state(db, lost) == "pending"
 
 
 def test_a_recorded_click_is_decided_once_and_a_lost_one_is_recovered(
@@ -145,24 +124,22 @@ def test_a_recorded_click_is_decided_once_and_a_lost_one_is_recovered(
 ) -> None:
     simulator.add_instance("web-3")
     add(db, "U0AAA", "web-*")
-    clock = Clock()
-    starts = service(db, vm, clock)
-    live, lost, elsewhere = (starts.prepare("U0AAA", "C0OPS", [f"web-{n}"]).request for n in (1, 2, 3))
-    assert live is not None and lost is not None and elsewhere is not None
-    click = starts.record_click(live.id, "U0AAA", Decision.START, message_ts="1.1", replica="r1/old")
-    result = starts.decide_click(click)
+    old, dead, new = services(db, vm), services(db, vm, replica="r2"), services(db, vm)
+    live, lost, elsewhere = (old.open("U0AAA", [f"web-{n}"]) for n in (1, 2, 3))
+    click = old.clicks.record(ClickRow(live, "U0AAA", Decision.CONFIRM, "C0OPS", None))
+    result = old.clicks.decide(click)
     assert result is not None and result.outcome == ClickOutcome.APPROVED
-    assert starts.decide_click(click) is None  # decided once, whoever comes second
-    # Two clicks acknowledged by processes killed before deciding them:
-    starts.record_click(lost.id, "U0AAA", Decision.START, message_ts="1.2", replica="r1/old")
-    starts.record_click(elsewhere.id, "U0AAA", Decision.CANCEL, message_ts="1.3", replica="r2/dead")
+    assert old.clicks.decide(click) is None  # decided once, whoever comes second
+    # Two clicks acknowledged by processes killed before deciding them (r1's previous process, and r2):
+    old.clicks.record(ClickRow(lost, "U0AAA", Decision.CONFIRM, "C0OPS", None))
+    dead.clicks.record(ClickRow(elsewhere, "U0AAA", Decision.CANCEL, "C0OPS", None))
 
     # The restarted r1 decides its predecessor's click at once; r2's waits until it is clearly orphaned.
-    assert [r.outcome for r in starts.decide_orphaned_clicks(replica="r1", owner="r1/new")] == [ClickOutcome.APPROVED]
-    assert state(db, elsewhere.id) == "pending"
-    clock.advance(30)
-    assert [r.outcome for r in starts.decide_orphaned_clicks(replica="r1", owner="r1/new")] == [ClickOutcome.CANCELLED]
-    assert [state(db, r.id) for r in (live, lost, elsewhere)] == ["approved", "approved", "cancelled"]
+    assert [r.outcome for r in new.clicks.decide_orphans()] == [ClickOutcome.APPROVED]
+    assert state(db, elsewhere) == "pending"
+    travel(db, 30)  # longer than a lease
+    assert [r.outcome for r in new.clicks.decide_orphans()] == [ClickOutcome.CANCELLED]
+    assert [state(db, r) for r in (live, lost, elsewhere)] == ["approved", "approved", "cancelled"]
 
 
 # --- takeover ----------------------------------------------------------------------------------------------------
@@ -173,16 +150,16 @@ def test_a_restarted_replica_resumes_at_once_and_others_wait_for_the_lease(
 ) -> None:
     add(db, "U0AAA", "web-*")
     simulator.boot_seconds = 60
-    request_id = approved(db, service(db, vm), "U0AAA", ["web-1"])
-    watcher(db, vm, owner="r1/old").tick()  # started, then the process is killed
+    request_id = approved(services(db, vm), "U0AAA", ["web-1"])
+    engine(db, vm, owner="r1/old").step()  # started, then the process is killed
     assert state(db, request_id) == "watching"
 
-    other = watcher(db, vm, owner="r2/x")
-    other.tick()
-    restarted = watcher(db, vm, owner="r1/new", replica="r1")
+    other = engine(db, vm, owner="r2/x")
+    other.step()
+    restarted = engine(db, vm, owner="r1/new")
     assert restarted.take_over_predecessor() == 1
     simulator.set_status("web-1", "RUNNING")
-    restarted.tick()
+    restarted.step()
 
     assert state(db, request_id) == "done"
     assert owed(db, request_id).count("final") == 1  # the outcome is owed to the thread, once
@@ -207,28 +184,28 @@ def test_a_crash_during_start_instances_leaves_an_open_attempt_that_recovery_set
     db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
 ) -> None:
     add(db, "U0AAA", "web-*")
-    request_id = approved(db, service(db, vm), "U0AAA", ["web-1", "web-2"])
+    request_id = approved(services(db, vm), "U0AAA", ["web-1", "web-2"])
     with pytest.raises(Crash):
-        watcher(db, CrashAfterStart(vm), owner="r1/old").tick()
+        engine(db, CrashAfterStart(vm), owner="r1/old").step()
     with db.session(readonly=True) as session:
-        attempt = session.scalars(select(StartAttempt)).one()
+        attempt = session.scalars(select(ZenlayerCall)).one()
     assert (json.loads(attempt.instance_ids), attempt.replica, attempt.completed_at) == (
         ["web-1", "web-2"],
         "r1/old",
         None,
     )
 
-    restarted = watcher(db, vm, owner="r1/new", replica="r1")
+    restarted = engine(db, vm, owner="r1/new")
     restarted.take_over_predecessor()
-    restarted.tick()
+    restarted.step()
     simulator.set_status("web-1", "RUNNING")
     simulator.set_status("web-2", "RUNNING")
-    restarted.tick()
+    restarted.step()
 
     assert state(db, request_id) == "done"
     assert len(start_calls(simulator)) == 1  # the start that went through was not repeated
     with db.session(readonly=True) as session:
-        attempt = session.scalars(select(StartAttempt)).one()
+        attempt = session.scalars(select(ZenlayerCall)).one()
         audited = session.scalars(select(AuditEvent).where(AuditEvent.event == "zenlayer_start_instances")).all()
     assert attempt.completed_at is not None and attempt.outcome == "unknown"
     assert [json.loads(e.detail)["outcome"] for e in audited] == ["unknown"]
@@ -242,12 +219,12 @@ def test_an_unknown_start_that_was_applied_is_watched_not_repeated(db: Database,
     with ZenlayerClient(
         simulator.url, access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, timeout=0.3, max_retries=0
     ) as vm:
-        request_id = approved(db, service(db, vm), "U0AAA", ["web-1"])
+        request_id = approved(services(db, vm), "U0AAA", ["web-1"])
         simulator.fail_next("StartInstances", status=200, hang_seconds=1)  # applied, but the reply never comes
-        w = watcher(db, vm)
-        w.tick()
+        w = engine(db, vm)
+        w.step()
         wait_until(lambda: simulator.status("web-1") == "RUNNING", what="web-1 running")
-        w.tick()
+        w.step()
 
     assert state(db, request_id) == "done"
     assert len(start_calls(simulator)) == 1
@@ -257,14 +234,14 @@ def test_an_unknown_start_that_was_not_applied_is_made_again_after_a_few_polls(
     db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
 ) -> None:
     add(db, "U0AAA", "web-*")
-    request_id = approved(db, service(db, vm), "U0AAA", ["web-1"])
+    request_id = approved(services(db, vm), "U0AAA", ["web-1"])
     simulator.fail_next("StartInstances", status=500)
-    w = watcher(db, vm)
-    w.tick()  # unknown outcome, still STOPPED
+    w = engine(db, vm)
+    w.step()  # unknown outcome, still STOPPED
     for _ in range(CONFIRM_POLLS):
-        w.tick()
+        w.step()
     wait_until(lambda: simulator.status("web-1") == "RUNNING", what="web-1 running")
-    w.tick()
+    w.step()
 
     assert state(db, request_id) == "done"
     assert [c.http_status for c in simulator.calls if c.action == "StartInstances"] == [500, 200]
@@ -274,15 +251,15 @@ def test_an_unknown_start_that_never_takes_effect_fails_plainly_without_waiting_
     db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
 ) -> None:
     add(db, "U0AAA", "web-*")
-    request_id = approved(db, service(db, vm), "U0AAA", ["web-1"])
+    request_id = approved(services(db, vm), "U0AAA", ["web-1"])
     simulator.fail_next("StartInstances", status=500, times=2)
-    w = watcher(db, vm)
+    w = engine(db, vm)
     for _ in range(2 * CONFIRM_POLLS + 1):
-        w.tick()
+        w.step()
 
     assert state(db, request_id) == "failed"
     with db.session(readonly=True) as session:
-        request = lifecycle.get_request(session, request_id)
+        request = repository.record(session, request_id)
         assert request is not None
         assert request.instances[0].skip_reason == "StartInstances did not take effect"
         assert session.scalars(select(InstanceClaim)).all() == []
@@ -311,14 +288,14 @@ def test_one_empty_status_page_does_not_fail_a_request(
     db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
 ) -> None:
     add(db, "U0AAA", "web-*")
-    request_id = approved(db, service(db, vm), "U0AAA", ["web-1"])
-    w = watcher(db, Gaps(vm, empty=MISSING_POLLS - 1))
-    w.tick()  # started; the poll in this tick is the first empty page
+    request_id = approved(services(db, vm), "U0AAA", ["web-1"])
+    w = engine(db, Gaps(vm, empty=MISSING_POLLS - 1))
+    w.step()  # started; the poll in this step is the first empty page
     for _ in range(MISSING_POLLS - 2):
-        w.tick()
+        w.step()
     assert state(db, request_id) == "watching"
     wait_until(lambda: simulator.status("web-1") == "RUNNING", what="web-1 running")
-    w.tick()
+    w.step()
     assert state(db, request_id) == "done"
 
 
@@ -327,26 +304,26 @@ def test_an_instance_gone_from_several_polls_in_a_row_is_declared_gone(
 ) -> None:
     add(db, "U0AAA", "web-*")
     simulator.boot_seconds = 60
-    request_id = approved(db, service(db, vm), "U0AAA", ["web-1"])
-    w = watcher(db, vm)
-    w.tick()
+    request_id = approved(services(db, vm), "U0AAA", ["web-1"])
+    w = engine(db, vm)
+    w.step()
     simulator.remove_instance("web-1")
     for _ in range(MISSING_POLLS - 1):
-        w.tick()
+        w.step()
     assert state(db, request_id) == "watching"
-    w.tick()
+    w.step()
     assert state(db, request_id) == "failed"
 
 
 # --- independence -----------------------------------------------------------------------------------------------------
 
 
-POOLED: dict[str, Any] = {"poll_interval_seconds": 0.05, "start_timeout_seconds": 60, "owner": "r1/a", "workers": 4}
+POOLED: dict[str, Any] = {"poll_interval_seconds": 0.05, "watch_seconds": 60, "workers": 4}
 
 
 @contextmanager
-def running(w: Watcher) -> Iterator[Watcher]:
-    """Run a watcher's loop (heartbeat, pool and all) in a thread, as `vm-bot run` does; stop it afterwards."""
+def running(w: Engine) -> Iterator[Engine]:
+    """Run an engine's loop (heartbeat, pool and all) in a thread, as `vm-bot run` does; stop it afterwards."""
     stop = threading.Event()
     runner = threading.Thread(target=w.run, args=(stop,), daemon=True)
     runner.start()
@@ -376,11 +353,11 @@ def test_a_slow_start_does_not_hold_up_other_requests(
     db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
 ) -> None:
     add(db, "U0AAA", "web-*")
-    starts = service(db, vm)
-    slow = approved(db, starts, "U0AAA", ["web-1"])
-    fast = approved(db, starts, "U0AAA", ["web-2"])
+    svc = services(db, vm)
+    slow = approved(svc, "U0AAA", ["web-1"])
+    fast = approved(svc, "U0AAA", ["web-2"])
     api = SlowFor(vm, "web-1")
-    with running(Watcher(db, api, **POOLED)):  # type: ignore[arg-type]
+    with running(engine(db, api, **POOLED)):
         try:
             wait_until(lambda: state(db, fast) == "done", timeout=15, what="the other request to finish")
             assert state(db, slow) == "starting"
@@ -394,19 +371,21 @@ def test_a_poll_applied_in_one_batch_writes_nothing_for_a_request_another_replic
 ) -> None:
     add(db, "U0AAA", "web-*")
     simulator.boot_seconds = 60
-    request_id = approved(db, service(db, vm), "U0AAA", ["web-1"])
-    mine = watcher(db, vm, owner="r1/a")
-    mine.tick()
+    request_id = approved(services(db, vm), "U0AAA", ["web-1"])
+    mine = engine(db, vm, owner="r1/a")
+    mine.step()
     assert state(db, request_id) == "watching"
-    polled = mine._load(request_id)  # what this replica read before another took the lease over
+    simulator.set_status("web-1", "RUNNING")
+    plans = mine.poller.poll(mine.journal.watched([request_id]))  # what this replica saw before it lost the lease
+    assert plans[0].ending is not None
     with db.session() as session:
-        session.execute(update(StartRequest).where(StartRequest.id == request_id).values(lease_owner="r2/b"))
+        session.execute(update(Operation).where(Operation.id == request_id).values(lease_owner="r2/b"))
 
-    mine._apply_polls([polled], {"web-1": "RUNNING"}, datetime.now(UTC))
+    assert mine.journal.apply(plans, {}) == set()
 
     assert state(db, request_id) == "watching"
     with db.session(readonly=True) as session:
-        assert session.scalar(select(RequestInstance.last_status).where(RequestInstance.request_id == request_id)) != (
-            "RUNNING"
-        )
+        assert session.scalar(
+            select(OperationInstance.last_status).where(OperationInstance.request_id == request_id)
+        ) != ("RUNNING")
     assert "final" not in owed(db, request_id)

@@ -6,26 +6,31 @@ Each test here failed against an earlier version (found in review); they run on 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
+from bot.db import audit
+from bot.db.models import Operation
 from bot.db.session import Database
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from bot.domain import audit, grants, lifecycle
 from bot.domain.errors import NotAllowed
-from bot.domain.grant_admin import GrantArgs, GrantService, pattern_within
-from bot.domain.starts import ClickOutcome, Decision, StartService
-from bot.domain.watcher import Watcher
+from bot.grants import rules as grants
+from bot.grants.admin import GrantArgs, GrantService, pattern_within
+from bot.operations import repository
+from bot.operations.clicks import ClickOutcome, Decision
+from bot.operations.records import OperationRecord
 from bot.zenlayer.client import ZenlayerClient
+from tests.db_support import travel
+from tests.engine_support import Services, engine, services
 from tests.slack_support import start_calls
 from tests.zenlayer_support import VmProxy
 
 
 @pytest.fixture
-def starts(db: Database, vm: ZenlayerClient) -> StartService:
-    """The start-request service over the real database and client."""
-    return StartService(db, vm, confirm_ttl_seconds=600, approval_ttl_seconds=3600)
+def starts(db: Database, vm: ZenlayerClient) -> Services:
+    """The operation services over the real database and client."""
+    return services(db, vm)
 
 
 def add(db: Database, user: str, *patterns: str, **options: object) -> None:
@@ -34,20 +39,17 @@ def add(db: Database, user: str, *patterns: str, **options: object) -> None:
         grants.add_grants(session, user, list(patterns), granted_by="test", **options)  # type: ignore[arg-type]
 
 
-def watcher(
-    db: Database, vm: object, owner: str = "w1", clock: Callable[[], datetime] | None = None, lease_seconds: float = 150
-) -> Watcher:
-    """A watcher ticked by hand."""
-    extra = {"clock": clock} if clock else {}
-    return Watcher(
-        db,
-        vm,  # type: ignore[arg-type]
-        poll_interval_seconds=1,
-        start_timeout_seconds=60,
-        owner=owner,
-        lease_seconds=lease_seconds,
-        **extra,  # type: ignore[arg-type]
-    )
+def read(db: Database, request_id: int) -> OperationRecord:
+    with db.session(readonly=True) as session:
+        found = repository.record(session, request_id)
+        assert found is not None
+        return found
+
+
+def withdraw(db: Database, request_id: int, reason: str) -> bool:
+    """What the courier does when Slack never confirmed a confirmation's post."""
+    with db.session() as session:
+        return repository.withdraw(session, request_id, reason)
 
 
 # --- grants managed from chat ---------------------------------------------------------------------------------
@@ -111,92 +113,84 @@ def test_a_channel_scoped_admin_manages_grants_only_in_that_channel(db: Database
 
 
 def test_approval_is_refused_once_the_requester_lost_their_grant(
-    db: Database, starts: StartService, vm: ZenlayerClient, simulator: ZenlayerSimulator
+    db: Database, starts: Services, vm: ZenlayerClient, simulator: ZenlayerSimulator
 ) -> None:
     add(db, "U0REQ", "web-*", needs_approval=True)
     add(db, "U0APP", "web-*", action="approve")
-    request = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
-    assert request is not None
+    request = starts.open("U0REQ", ["web-1"])
     with db.session() as session:
         grants.revoke_grants(session, "U0REQ")
 
-    result = starts.decide(request.id, "U0APP", Decision.APPROVE)
+    result = starts.click(request, "U0APP", Decision.APPROVE)
 
     assert result.outcome == ClickOutcome.REQUESTER_NOT_ALLOWED
-    watcher(db, vm).tick()
+    engine(db, vm).step()
     assert start_calls(simulator) == []
 
 
-def test_start_is_refused_when_the_grant_now_needs_a_second_person(db: Database, starts: StartService) -> None:
+def test_start_is_refused_when_the_grant_now_needs_a_second_person(db: Database, starts: Services) -> None:
     add(db, "U0REQ", "web-*")
-    request = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
-    assert request is not None
+    request = starts.open("U0REQ", ["web-1"])
     add(db, "U0REQ", "web-*", needs_approval=True)  # an admin tightened the grant meanwhile
 
-    assert starts.decide(request.id, "U0REQ", Decision.START).outcome == ClickOutcome.NEEDS_APPROVAL
+    assert starts.click(request, "U0REQ", Decision.CONFIRM).outcome == ClickOutcome.NEEDS_APPROVAL
 
 
-def test_a_withdrawn_request_is_never_started_by_a_click_on_it(db: Database, starts: StartService) -> None:
+def test_a_withdrawn_request_is_never_started_by_a_click_on_it(db: Database, starts: Services) -> None:
     add(db, "U0REQ", "web-*")
-    request = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
-    assert request is not None
+    request = starts.open("U0REQ", ["web-1"])
 
-    assert starts.abandon(request.id, "Slack did not confirm the post (TimeoutError)")  # the post timed out
-    assert not starts.abandon(request.id, "again")  # a compare-and-set: once
-    result = starts.decide(request.id, "U0REQ", Decision.START, message_ts="1700000001.000002")
+    assert withdraw(db, request, "Slack did not confirm the post (TimeoutError)")  # the post timed out
+    assert not withdraw(db, request, "again")  # a compare-and-set: once
+    result = starts.click(request, "U0REQ", Decision.CONFIRM, message_ts="1700000001.000002")
 
     assert result.outcome == ClickOutcome.WITHDRAWN
-    assert result.request is not None and result.request.state == "cancelled"
+    assert result.request is not None and result.request.state == "withdrawn"
     assert result.request.message_ts == "1700000001.000002"  # found: its message can now be shown withdrawn
     with db.session(readonly=True) as session:
-        assert lifecycle.holders(session, ["web-1"]) == {}
+        assert repository.holders(session, ["web-1"]) == {}
 
 
-def test_a_click_that_came_first_keeps_the_request_from_being_withdrawn(db: Database, starts: StartService) -> None:
+def test_a_click_that_came_first_keeps_the_request_from_being_withdrawn(db: Database, starts: Services) -> None:
     add(db, "U0REQ", "web-*")
-    request = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
-    assert request is not None
+    request = starts.open("U0REQ", ["web-1"])
 
-    assert starts.decide(request.id, "U0REQ", Decision.START, message_ts="1.2").outcome == ClickOutcome.APPROVED
-    assert not starts.abandon(request.id, "Slack did not confirm the post (TimeoutError)")
-    with db.session(readonly=True) as session:
-        assert lifecycle.get_request(session, request.id).state == "approved"  # type: ignore[union-attr]
+    assert starts.click(request, "U0REQ", Decision.CONFIRM, message_ts="1.2").outcome == ClickOutcome.APPROVED
+    assert not withdraw(db, request, "Slack did not confirm the post (TimeoutError)")
+    assert read(db, request).state == "approved"
 
 
-def test_approve_and_reject_do_not_apply_to_a_plain_confirmation(db: Database, starts: StartService) -> None:
+def test_approve_and_reject_do_not_apply_to_a_plain_confirmation(db: Database, starts: Services) -> None:
     add(db, "U0REQ", "web-*")
     add(db, "U0OTHER", "web-*", action="approve")
-    request = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
-    assert request is not None and not request.needs_approval
+    request = starts.open("U0REQ", ["web-1"])
+    assert not read(db, request).needs_approval
 
-    assert starts.decide(request.id, "U0OTHER", Decision.APPROVE).outcome == ClickOutcome.NOT_REQUESTER
-    assert starts.decide(request.id, "U0OTHER", Decision.REJECT).outcome == ClickOutcome.NOT_REQUESTER
-    with db.session(readonly=True) as session:
-        assert lifecycle.get_request(session, request.id).state == "pending"  # type: ignore[union-attr]
+    assert starts.click(request, "U0OTHER", Decision.APPROVE).outcome == ClickOutcome.NOT_REQUESTER
+    assert starts.click(request, "U0OTHER", Decision.REJECT).outcome == ClickOutcome.NOT_REQUESTER
+    assert read(db, request).state == "pending"
 
 
-def test_an_approver_cannot_approve_with_a_forged_start(db: Database, starts: StartService) -> None:
+def test_an_approver_cannot_approve_with_a_forged_start(db: Database, starts: Services) -> None:
     add(db, "U0REQ", "web-*", needs_approval=True)
     add(db, "U0APP", "web-*", action="approve")
-    request = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
-    assert request is not None
-    assert starts.decide(request.id, "U0APP", Decision.START).outcome == ClickOutcome.NOT_REQUESTER
+    request = starts.open("U0REQ", ["web-1"])
+    assert starts.click(request, "U0APP", Decision.CONFIRM).outcome == ClickOutcome.NOT_REQUESTER
 
 
 def test_two_pending_requests_for_one_instance_start_it_once(
-    db: Database, starts: StartService, vm: ZenlayerClient, simulator: ZenlayerSimulator
+    db: Database, starts: Services, vm: ZenlayerClient, simulator: ZenlayerSimulator
 ) -> None:
     add(db, "U0AAA", "web-*")
     add(db, "U0BBB", "web-*")
-    first = starts.prepare("U0AAA", "C0OPS", ["web-1"]).request
-    second = starts.prepare("U0BBB", "C0OPS", ["web-1"]).request
-    assert first is not None and second is not None
+    first = starts.open("U0AAA", ["web-1"])
+    second = starts.open("U0BBB", ["web-1"])
 
-    assert starts.decide(first.id, "U0AAA", Decision.START).outcome == ClickOutcome.APPROVED
-    refused = starts.decide(second.id, "U0BBB", Decision.START)
+    assert starts.click(first, "U0AAA", Decision.CONFIRM).outcome == ClickOutcome.APPROVED
+    refused = starts.click(second, "U0BBB", Decision.CONFIRM)
 
     assert (refused.outcome, refused.busy) == (ClickOutcome.BUSY, ["web-1"])
-    watcher(db, vm).tick()
+    engine(db, vm).step()
     assert start_calls(simulator) == [["web-1"]]
 
 
@@ -204,24 +198,22 @@ def test_two_pending_requests_for_one_instance_start_it_once(
 
 
 def test_a_status_too_long_to_store_does_not_stall_other_requests(
-    db: Database, starts: StartService, vm: ZenlayerClient, simulator: ZenlayerSimulator
+    db: Database, starts: Services, vm: ZenlayerClient, simulator: ZenlayerSimulator
 ) -> None:
     add(db, "U0REQ", "web-*")
-    odd = starts.prepare("U0REQ", "C0OPS", ["web-1"]).request
-    fine = starts.prepare("U0REQ", "C0OPS", ["web-2"]).request
-    assert odd is not None and fine is not None
-    starts.decide(odd.id, "U0REQ", Decision.START)
-    starts.decide(fine.id, "U0REQ", Decision.START)
-    w = watcher(db, vm)
-    w.tick()  # both started
+    odd = starts.open("U0REQ", ["web-1"])
+    fine = starts.open("U0REQ", ["web-2"])
+    starts.click(odd, "U0REQ", Decision.CONFIRM)
+    starts.click(fine, "U0REQ", Decision.CONFIRM)
+    w = engine(db, vm)
+    w.step()  # both started
     simulator.set_status("web-1", "MAINTENANCE_IN_PROGRESS_BY_OPERATOR_X")  # unknown and 37 characters
     simulator.set_status("web-2", "RUNNING")
 
-    w.tick()
+    w.step()
 
-    with db.session(readonly=True) as session:
-        assert lifecycle.get_request(session, fine.id).state == "done"  # type: ignore[union-attr]
-        stored = lifecycle.get_request(session, odd.id).instances[0].last_status  # type: ignore[union-attr]
+    assert read(db, fine).state == "done"
+    stored = read(db, odd).instances[0].last_status
     assert stored == "MAINTENANCE_IN_PROGRESS_BY_OPERA"  # shown verbatim, cut to the column's 32 characters
 
 
@@ -246,23 +238,21 @@ def test_the_lease_is_renewed_between_start_batches(
     for instance_id in ids:
         simulator.add_instance(instance_id)
     add(db, "U0REQ", "web-*")
-    starts = StartService(db, vm, confirm_ttl_seconds=600, approval_ttl_seconds=3600)
-    request = starts.prepare("U0REQ", "C0OPS", ids).request
-    assert request is not None
-    starts.decide(request.id, "U0REQ", Decision.START)
-    now = [datetime.now(UTC)]
-    other = watcher(db, vm, owner="w2", clock=lambda: now[0])
+    svc = services(db, vm)
+    request = svc.open("U0REQ", ids)
+    svc.click(request, "U0REQ", Decision.CONFIRM)
+    other = engine(db, vm, owner="w2/b")
 
     def slow_batch(call: int) -> None:
-        now[0] += timedelta(seconds=100)  # each batch takes long; together longer than one lease
-        other.tick()  # another replica looks for work meanwhile
+        travel(db, 100)  # each batch takes long; together longer than one lease (150 s)
+        other.step()  # another replica looks for work meanwhile
 
-    first = watcher(db, SlowStart(vm, slow_batch), owner="w1", clock=lambda: now[0])
-    first.tick()
+    first = engine(db, SlowStart(vm, slow_batch), owner="w1/a")
+    first.step()
 
+    current = read(db, request)
+    assert current.state == "watching"
     with db.session(readonly=True) as session:
-        current = lifecycle.get_request(session, request.id)
-    assert current is not None
-    assert current.state == "watching" and current.lease_owner == "w1"
-    assert not (current.error or "").startswith("vm-bot restarted")
+        owner = session.scalar(select(Operation.lease_owner).where(Operation.id == request))
+    assert owner == "w1/a"
     assert [len(batch) for batch in start_calls(simulator)] == [100, 50]

@@ -14,10 +14,10 @@ from bot.db.session import Database
 from bot.devtools.zenlayer_simulator import parse_instance_specs
 from bot.devtools.zenlayer_simulator.state import GENERATED_ID_PREFIX
 from bot.domain.errors import InvalidInput
-from bot.domain.grant_admin import can_administer, parse_grant_args
-from bot.domain.grants import add_grants, check_coverage, list_grants, revoke_grants
 from bot.domain.ports import InstanceInfo
-from bot.domain.selectors import Selector, SelectorKind, problem, within
+from bot.grants.admin import can_administer, parse_grant_args
+from bot.grants.rules import add_grants, check_coverage, list_grants, revoke_grants
+from bot.grants.selectors import Selector, SelectorKind, problem, within
 from tests.db_support import BACKENDS, empty_database_url, migrated_database
 
 ID, NAME, GROUP, TAG = SelectorKind.ID, SelectorKind.NAME, SelectorKind.GROUP, SelectorKind.TAG

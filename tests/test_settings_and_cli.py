@@ -14,7 +14,7 @@ from bot.config import SETTING_NAMES, SETTINGS, load_settings
 from bot.db import migrate
 from bot.db.session import Database
 from bot.devtools import demo
-from bot.domain import grants
+from bot.grants import rules as grants
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from bot.workers import WorkerPool
+from bot.runtime.workers import WorkerPool
 
 
 def test_work_runs_on_the_pool_and_its_result_or_failure_reaches_the_future() -> None:

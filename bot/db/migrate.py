@@ -1,4 +1,4 @@
-"""Run the Alembic migrations in bot/migrations/ (shipped in the wheel) with a configuration built in code."""
+"""Run the Alembic migrations (top-level migrations/ in a checkout, bot/migrations/ in the wheel) from code."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ from bot.db.session import make_engine
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS_DIR = Path(bot.__file__).resolve().parent / "migrations"
+_PACKAGE = Path(bot.__file__).resolve().parent
+# The wheel maps the top-level migrations/ folder into the package (pyproject.toml); a checkout has it beside bot/.
+MIGRATIONS_DIR = next(
+    (d for d in (_PACKAGE / "migrations", _PACKAGE.parent / "migrations") if (d / "env.py").is_file()),
+    _PACKAGE.parent / "migrations",
+)
 
 # Alembic logs one INFO line per built-in plugin on import; that is noise on every `vm-bot` command. Alembic is
 # imported inside the functions below so that this runs first.
 logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 # Alembic runs env.py through module-level proxies (alembic.context, alembic.op), so one process may run only one
-# migration command at a time; other processes are kept out by the database (see bot/migrations/env.py).
+# migration command at a time; other processes are kept out by the database (see migrations/env.py).
 _ALEMBIC_LOCK = threading.Lock()
 
 
@@ -37,7 +42,7 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision() -> str | None:
-    """Return the newest revision in bot/migrations/."""
+    """Return the newest revision of the migrations."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

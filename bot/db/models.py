@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 models: grants, start requests and their instances, claims, start attempts, the audit trail."""
+"""SQLAlchemy 2.0 models: grants, operations and their instances, claims, Zenlayer calls, clicks, the outbox, audit."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from bot.domain.vocabulary import ANY_CHANNEL
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -26,8 +28,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-ANY_CHANNEL = "*"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -78,18 +78,25 @@ class Grant(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class StartRequest(Base):
-    """One `/vm start`: moves pending → approved → starting → watching → done | failed | timed_out."""
+class Operation(Base):
+    """One requested power action (start, stop, reboot) on some instances: pending → approved → starting →
+    watching → done | failed | timed_out, or cancelled, rejected, withdrawn, expired (bot.operations.states)."""
 
-    __tablename__ = "start_requests"
-    __table_args__ = (Index("ix_start_requests_state_expires_at", "state", "expires_at"),)
+    __tablename__ = "operations"
+    __table_args__ = (
+        Index("ix_operations_state_expires_at", "state", "expires_at"),
+        # A confirmation message belongs to one operation: a click can never repoint another one at it.
+        UniqueConstraint("channel_id", "message_ts"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str] = mapped_column(String(16), default="start", server_default="start")  # bot.operations.actions
     requester_id: Mapped[str] = mapped_column(String(32), index=True)
     channel_id: Mapped[str] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32), default=None)  # the confirmation; thread parent
     state: Mapped[str] = mapped_column(String(16))
     needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    approvers: Mapped[str | None] = mapped_column(Text, default=None)  # JSON list of who may approve it
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -103,40 +110,40 @@ class StartRequest(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
-    instances: Mapped[list[RequestInstance]] = relationship(
-        back_populates="request", cascade="all, delete-orphan", order_by="RequestInstance.id"
+    instances: Mapped[list[OperationInstance]] = relationship(
+        back_populates="operation", cascade="all, delete-orphan", order_by="OperationInstance.id"
     )
 
 
-class RequestInstance(Base):
-    """One instance named in a start request, with its last seen status and outcome."""
+class OperationInstance(Base):
+    """One instance named in an operation, with its last seen status and outcome."""
 
-    __tablename__ = "request_instances"
+    __tablename__ = "operation_instances"
     __table_args__ = (UniqueConstraint("request_id", "instance_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("start_requests.id", ondelete="CASCADE"), index=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), index=True)
     instance_id: Mapped[str] = mapped_column(String(128), index=True)
     name: Mapped[str | None] = mapped_column(String(255), default=None)
     zone: Mapped[str | None] = mapped_column(String(64), default=None)
     ip_address: Mapped[str | None] = mapped_column(String(64), default=None)  # learnt once RUNNING
-    to_start: Mapped[bool] = mapped_column(Boolean, default=True)  # false: skipped at confirmation
+    included: Mapped[bool] = mapped_column(Boolean, default=True)  # false: skipped at confirmation
     skip_reason: Mapped[str | None] = mapped_column(String(255), default=None)
     initial_status: Mapped[str | None] = mapped_column(String(32), default=None)
     last_status: Mapped[str | None] = mapped_column(String(32), default=None)
     status_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     reported_status: Mapped[str | None] = mapped_column(String(32), default=None)  # last status told in thread
-    outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # running|failed|timed_out|...
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # bot.operations.states.Outcome
     zenlayer_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
     # accepted | unknown (the call may or may not have been applied) | None (not called yet, or refused)
-    start_result: Mapped[str | None] = mapped_column(String(16), default=None)
-    # StartInstances calls naming it (at most 2); polls that saw it STOPPED since a call of unknown outcome;
+    call_result: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Zenlayer calls naming it (at most 2); polls that saw it unchanged since a call of unknown outcome;
     # consecutive polls that did not return it.
-    start_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    stopped_polls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unchanged_polls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     missing_polls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
-    request: Mapped[StartRequest] = relationship(back_populates="instances")
+    operation: Mapped[Operation] = relationship(back_populates="instances")
 
 
 class AuditEvent(Base):
@@ -149,7 +156,7 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(64), index=True)  # Slack user id, or "system"
     event: Mapped[str] = mapped_column(String(64), index=True)
     request_id: Mapped[int | None] = mapped_column(
-        ForeignKey("start_requests.id", ondelete="SET NULL"), default=None, index=True
+        ForeignKey("operations.id", ondelete="SET NULL"), default=None, index=True
     )
     subject: Mapped[str | None] = mapped_column(String(64), default=None, index=True)  # user acted upon
     zenlayer_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
@@ -157,22 +164,24 @@ class AuditEvent(Base):
 
 
 class InstanceClaim(Base):
-    """An instance held by the one active request that may start it: the primary key is the exclusivity rule."""
+    """An instance held by the one active operation that may act on it: the primary key is the exclusivity rule."""
 
     __tablename__ = "active_instance_claims"
 
     instance_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("start_requests.id", ondelete="CASCADE"), index=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), index=True)
     claimed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class StartAttempt(Base):
-    """One StartInstances call: written before the call, completed after it; an open row is an unknown outcome."""
+class ZenlayerCall(Base):
+    """One Zenlayer call that acts on instances: written before the call (fenced by the operation's lease), completed
+    after it; a row still open is a call whose outcome is unknown."""
 
-    __tablename__ = "start_attempts"
+    __tablename__ = "zenlayer_calls"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("start_requests.id", ondelete="CASCADE"), index=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(32), default="StartInstances", server_default="StartInstances")
     instance_ids: Mapped[str] = mapped_column(Text)  # JSON list
     replica: Mapped[str] = mapped_column(String(128))  # the lease owner that made the call
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -190,7 +199,8 @@ class Click(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     request_id: Mapped[int] = mapped_column(Integer)  # as the button said: it may name no request
     user_id: Mapped[str] = mapped_column(String(32))
-    decision: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(String(16))  # bot.operations.clicks.Decision
+    channel_id: Mapped[str | None] = mapped_column(String(32), default=None)  # where the clicked message is
     message_ts: Mapped[str | None] = mapped_column(String(32), default=None)
     replica: Mapped[str] = mapped_column(String(128))  # the lease owner of the process that acknowledged it
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -199,7 +209,7 @@ class Click(Base):
 
 
 class OutboxMessage(Base):
-    """A message owed to Slack, written with the change it reports and sent by the sender (bot/slack/sender.py).
+    """A message owed to Slack, written with the change it reports and sent by the sender (bot/delivery/sender.py).
 
     Its content is rendered from the database when it is sent, so one pending row per kind and request says it all:
     `pending_key` ("{kind}:{request_id}") is unique while the row is pending and NULL once it is sent or failed.
@@ -209,9 +219,9 @@ class OutboxMessage(Base):
     __table_args__ = (Index("ix_outbox_channel_id_due_at", "channel_id", "due_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("start_requests.id", ondelete="CASCADE"), index=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), index=True)
     channel_id: Mapped[str] = mapped_column(String(32))
-    kind: Mapped[str] = mapped_column(String(16))  # progress | final | refresh (re-render the confirmation)
+    kind: Mapped[str] = mapped_column(String(16))  # bot.delivery.outbox.Kind
     pending_key: Mapped[str | None] = mapped_column(String(48), unique=True, default=None)
     # Bumped when the row is enqueued again while pending: a send of an older version leaves the row pending.
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -28,6 +28,7 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+# Long on purpose: the engine and the connection hooks it needs, which must be registered where it is made.
 def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, **engine_kwargs: Any) -> Engine:
     """Create an engine for url; on SQLite enable WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE.
 

@@ -7,7 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
-from typing import Any, Self
+from typing import Self, TypeVar
+
+T = TypeVar("T")
 
 
 class LoopbackServer:
@@ -42,7 +44,7 @@ class LoopbackServer:
         self._close_connections()
         self._server.server_close()
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    def wait_for(self, predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
         """Wait until predicate() returns something truthy (re-checked when notified), or raise TimeoutError."""
         deadline = time.monotonic() + timeout
         with self._lock:

@@ -458,9 +458,8 @@ def _blocks(value: Any) -> list[dict[str, Any]]:
     """Decode blocks sent either as a JSON list or a JSON string (form encoding)."""
     if not value:
         return []
-    if isinstance(value, str):
-        return json.loads(value)
-    return list(value)
+    decoded = json.loads(value) if isinstance(value, str) else value
+    return list(decoded)
 
 
 def _short(args: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """The failures of the `VmApi` port, grouped by what the domain does about them.
 
-`StartRefused`: the cloud refused the start because of the instances (nothing happened, a re-check may help).
+`StateRefused`: the cloud refused the call because of the instances (nothing happened, a re-check may help).
 `OutcomeUnknown`: the call may or may not have been carried out (never retry a start; look instead).
 The rest are refusals of the call itself. Adapters raise these (or subclasses); no transport detail leaks in.
 """
@@ -18,7 +18,7 @@ __all__ = [
     "NetworkError",
     "OutcomeUnknown",
     "ServerError",
-    "StartRefused",
+    "StateRefused",
     "Throttled",
     "VmError",
 ]
@@ -53,19 +53,19 @@ class VmError(Exception):
         return " — ".join(parts) if len(parts) == 1 else f"{parts[0]} ({', '.join(parts[1:])})"
 
 
-class StartRefused(VmError):
-    """The start was refused because of the instances' state: nothing was started."""
+class StateRefused(VmError):
+    """The call was refused because of the instances' state: nothing was done; a re-check may help."""
 
 
-class InstanceNotFound(StartRefused):
+class InstanceNotFound(StateRefused):
     """An id does not exist (Zenlayer: 404 INVALID_INSTANCE_NOT_FOUND)."""
 
 
-class InstanceNotStopped(StartRefused):
+class InstanceNotStopped(StateRefused):
     """An id is not STOPPED (Zenlayer: 403 OPERATION_DENIED_INSTANCE_NOT_STOPPED)."""
 
 
-class InstanceRecycled(StartRefused):
+class InstanceRecycled(StateRefused):
     """An id is in the recycle bin (Zenlayer: 403 OPERATION_DENIED_INSTANCE_RECYCLED)."""
 
 

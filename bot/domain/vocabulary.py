@@ -6,15 +6,6 @@ from enum import StrEnum
 from typing import Final
 
 
-class Outcome(StrEnum):
-    """How the start of one instance ended."""
-
-    RUNNING = "running"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    SKIPPED = "skipped"
-
-
 class GrantAction(StrEnum):
     """What a grant lets its holder do with the instances it covers."""
 
@@ -22,6 +13,9 @@ class GrantAction(StrEnum):
     APPROVE = "approve"
     ADMIN = "admin"
 
+
+# A grant's channel that means every channel.
+ANY_CHANNEL: Final = "*"
 
 # The audit trail's actor for what vm-bot does on its own (expiry, recovery); otherwise a Slack user id.
 SYSTEM_ACTOR: Final = "system"

@@ -174,6 +174,14 @@ class GaplessSocketModeHandler(BaseSocketModeHandler):
         )
         self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
 
+    def connect(self) -> None:
+        """Open the connection to Slack (bolt's method, with a signature the type checker can hold us to)."""
+        self.client.connect()
+
+    def close(self) -> None:
+        """Let go of the connection and everything it holds."""
+        self.client.close()
+
     def handle(self, client: GaplessSocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
         """Run the bolt app for one envelope and send its ack."""
         start = time.time()

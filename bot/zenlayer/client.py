@@ -474,6 +474,5 @@ def _json_or_none(response: httpx.Response) -> Any:
 
 def _envelope_request_id(payload: Any) -> str | None:
     """Return the envelope's top-level requestId, or None when the body is not the envelope."""
-    if isinstance(payload, dict) and isinstance(payload.get("requestId"), str):
-        return payload["requestId"]
-    return None
+    request_id = payload.get("requestId") if isinstance(payload, dict) else None
+    return request_id if isinstance(request_id, str) else None

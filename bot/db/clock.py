@@ -1,0 +1,68 @@
+"""The database's clock, in SQL: every deadline is computed and compared by the database, never by a replica.
+
+Replicas' own clocks drift and skew; the database server has one clock for all of them. On PostgreSQL that is
+`statement_timestamp()`: the server's time when the statement began, the same for every use within it (so a row's
+created_at and its deadline are exactly the TTL apart), and new for every statement. SQLite has no server: every
+process reads the host's clock, which all processes sharing one SQLite file share (SQLite is one host by
+construction), so the same SQL is right there too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, cast, literal
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from bot.db.models import UtcDateTime
+
+# The text format SQLAlchemy stores datetimes in on SQLite (microseconds; SQLite's clock gives milliseconds).
+_SQLITE_FORMAT = "'%Y-%m-%d %H:%M:%f000'"
+
+
+class db_time(FunctionElement[datetime]):
+    """The database's current time plus `offset` seconds (a number or an SQL expression), as a UTC datetime."""
+
+    type = UtcDateTime()
+    inherit_cache = True
+
+    def __init__(self, offset: float | ColumnElement[Any] = 0.0):
+        amount = offset if isinstance(offset, ColumnElement) else literal(float(offset), Float())
+        super().__init__(cast(amount, Float()))
+
+
+class db_epoch(FunctionElement[float]):
+    """The database's current time in Unix seconds (a float), for slots kept as numbers."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(db_time, "postgresql")
+def _postgres_time(element: db_time, compiler: SQLCompiler, **kw: Any) -> str:
+    offset = compiler.process(element.clauses, **kw)
+    return f"(statement_timestamp() + make_interval(secs => {offset}))"
+
+
+@compiles(db_time, "sqlite")
+def _sqlite_time(element: db_time, compiler: SQLCompiler, **kw: Any) -> str:
+    offset = compiler.process(element.clauses, **kw)
+    return f"strftime({_SQLITE_FORMAT}, 'now', printf('%+.6f seconds', {offset}))"
+
+
+@compiles(db_epoch, "postgresql")
+def _postgres_epoch(element: db_epoch, compiler: SQLCompiler, **kw: Any) -> str:
+    return "extract(epoch from statement_timestamp())::float8"
+
+
+@compiles(db_epoch, "sqlite")
+def _sqlite_epoch(element: db_epoch, compiler: SQLCompiler, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Return moment as an aware UTC datetime (what a database clock read gives back)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

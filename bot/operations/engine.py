@@ -1,0 +1,161 @@
+"""The engine: one loop that moves every leased operation along — calls made, instances polled, timers fired.
+
+Safe in several replicas: each works only on the operations it holds a lease on (bot.operations.leases), renewed by
+a heartbeat however slow the work under it, and every write is fenced by that lease. One slow operation never
+delays another: calls and reconciliation run on a keyed executor, one job per operation at a time, while status
+polling stays one batched call per 100 watched instances for everyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from bot.db.session import Database
+from bot.domain.ports import VmApi
+from bot.execution.calls import Caller, LeaseLost
+from bot.execution.polling import Poller
+from bot.execution.ports import Job
+from bot.operations import leases, repository
+from bot.operations.journal import SqlJournal
+from bot.operations.states import State
+from bot.runtime.keyed import KeyedExecutor
+from bot.runtime.lease import Lease, Owner
+from bot.runtime.loop import RunLoop
+
+log = logging.getLogger(__name__)
+
+
+def _ignore(value: float) -> None:
+    """Observe nothing (the default observer)."""
+
+
+class Engine:
+    """Moves operations from approved to a final state; never talks to Slack (what users are owed goes through the
+    outbox, written with each change)."""
+
+    def __init__(
+        self,
+        db: Database,
+        vm: VmApi,
+        *,
+        owner: Owner,
+        lease: Lease,
+        poll_interval_seconds: float,
+        watch_seconds: float,
+        workers: int = 0,
+        chores: Sequence[Callable[[], object]] = (),
+    ):
+        self.db = db
+        self.owner = owner
+        self.lease = lease
+        self.poll_interval = poll_interval_seconds
+        self.chores = list(chores)  # run first in every step, e.g. deciding clicks a crashed process left
+        self.journal = SqlJournal(db, owner=owner, lease=lease, watch_seconds=watch_seconds)
+        self.caller = Caller(vm, self.journal)
+        self.poller = Poller(vm)
+        self.jobs: KeyedExecutor[int] = KeyedExecutor(workers, name="vm-bot-work")
+        # Observers for metrics and readiness (set by app.py): a finished step's duration, leases taken over.
+        self.on_tick: Callable[[float], None] = _ignore
+        self.on_takeover: Callable[[int], None] = _ignore
+        self.loop = RunLoop("the engine", self.step, retry_seconds=poll_interval_seconds, on_step=self._ticked)
+        self.heartbeat = RunLoop("the lease heartbeat", self._renew, retry_seconds=lease.heartbeat_seconds)
+
+    def wake(self) -> None:
+        """Ask for a step now, e.g. right after an operation was approved."""
+        self.loop.wake()
+
+    def run(self, stop: threading.Event) -> None:
+        """Step every poll interval (or when woken) until stop is set, renewing leases beside it; then hand the
+        unfinished operations over at once instead of making the next process wait out the lease."""
+        log.info(
+            "engine %s started (poll every %ss, lease %ss)", self.owner.name, self.poll_interval, self.lease.seconds
+        )
+        try:
+            self.take_over_predecessor()
+        except Exception:
+            log.exception("could not take over the leases of this replica's previous process; they lapse anyway")
+        heartbeat = threading.Thread(target=self.heartbeat.run, args=(stop,), name="lease-heartbeat", daemon=True)
+        heartbeat.start()
+        self.loop.run(stop)
+        self.heartbeat.wake()
+        self.jobs.shutdown(cancel_pending=True)
+        heartbeat.join(timeout=5)
+        try:
+            with self.db.session() as session:
+                leases.release(session, owner=self.owner)
+        except Exception:
+            log.exception("could not release leases; they lapse by themselves")
+        log.info("engine %s stopped", self.owner.name)
+
+    def take_over_predecessor(self) -> int:
+        """Take the leases an earlier process of this replica left behind; return how many."""
+        with self.db.session() as session:
+            taken = leases.take_over_predecessor(session, owner=self.owner, lease=self.lease)
+        self.on_takeover(taken)
+        if taken:
+            log.info("resuming %d operation(s) left by this replica's previous process", taken)
+        return taken
+
+    def step(self) -> float:
+        """One round: chores, expiries, claims; calls for new operations, recovery of interrupted ones, one poll."""
+        for chore in self.chores:
+            try:
+                chore()
+            except Exception:
+                log.exception("an engine chore failed; retrying on the next step")
+        with self.db.session() as session:
+            repository.expire_due(session)
+        with self.db.session() as session:
+            taken_over = leases.count_lapsed_foreign(session, owner=self.owner, lease=self.lease)
+            claimed = leases.claim_work(session, owner=self.owner, lease=self.lease)
+        self.on_takeover(taken_over)
+        idle = self.jobs.idle(claimed)
+        for job in self.journal.jobs(idle, State.APPROVED):
+            self.jobs.submit(job.operation_id, self._call, job)
+        for job in self.journal.jobs(idle, State.STARTING):
+            self.jobs.submit(job.operation_id, self._recover, job)
+        self._poll(self.jobs.idle(idle))
+        return self.poll_interval
+
+    def _ticked(self, seconds: float) -> None:
+        """Tell the observer a step finished."""
+        self.on_tick(seconds)
+
+    def _renew(self) -> float:
+        """Heartbeat: renew every lease this process holds, a few times per lease."""
+        with self.db.session() as session:
+            leases.renew_all(session, owner=self.owner, lease=self.lease)
+        return self.lease.heartbeat_seconds
+
+    def _call(self, job: Job) -> None:
+        """Make an approved operation's calls (at most once per instance), then watch it."""
+        if self.journal.begin(job.operation_id):
+            self.caller.call_all(job)
+            self.wake()
+
+    def _recover(self, job: Job) -> None:
+        """An operation left starting by a crash: settle its open calls as unknown, make the calls never made."""
+        self.journal.settle_interrupted(job)
+        self.caller.call_all(job)
+        self.wake()
+
+    def _poll(self, operation_ids: Sequence[int]) -> None:
+        """Poll every watched operation at once and write what changed in one transaction; repeat unconfirmed calls."""
+        watched = self.journal.watched(operation_ids)
+        if not watched:
+            return
+        plans = self.poller.poll(watched)
+        mine = self.journal.apply(plans, self.poller.addresses([p for p in plans if not p.empty]))
+        by_id = {w.operation_id: w for w in watched}
+        for plan in plans:
+            if plan.retry and plan.ending is None and plan.operation_id in mine:
+                self.jobs.submit(plan.operation_id, self._retry, by_id[plan.operation_id].job(plan.retry))
+
+    def _retry(self, job: Job) -> None:
+        """Call once more for instances a call of unknown outcome did not change."""
+        try:
+            self.caller.call(job, job.targets, reconciling=True)
+        except LeaseLost:
+            log.warning("lost the lease on operation %s before calling again", job.operation_id)

@@ -1,0 +1,205 @@
+"""Opening an operation: resolve what the user typed, check grants, look the instances up, record the pending
+operation and owe Slack its confirmation — all before anyone clicks anything."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bot.db.session import Database
+from bot.delivery import gate, outbox
+from bot.domain.actions import Action
+from bot.domain.errors import UserError
+from bot.domain.ports import InstanceInfo, VmApi
+from bot.domain.vm_errors import VmError
+from bot.domain.vocabulary import GrantAction
+from bot.grants.authority import Authority, NotCovered, Question
+from bot.grants.rules import Coverage
+from bot.operations import inventory, repository
+from bot.operations.inventory import LookupFailed, Resolution
+from bot.operations.records import Holder
+
+
+class NothingToDo(UserError):
+    """Every requested id was skipped; carries the lookup so the reply can say why."""
+
+    def __init__(self, prepared: Prepared):
+        self.prepared = prepared
+        super().__init__(f"None of these instances can be {prepared.action.words.done}")
+
+
+class DuplicatePending(UserError):
+    """The same user already has a pending confirmation for exactly these ids (posted, or on its way)."""
+
+    def __init__(self, request_id: int, channel_id: str, message_ts: str | None):
+        self.request_id = request_id
+        self.channel_id = channel_id
+        self.message_ts = message_ts
+        super().__init__("You already have a pending confirmation for these instances")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An id that will not be acted on, and why; `busy_with` names the operation already holding it."""
+
+    instance_id: str
+    reason: str
+    status: str | None = None
+    name: str | None = None
+    busy_with: Holder | None = None
+
+
+@dataclass
+class Prepared:
+    """The outcome of looking up an operation: what can be acted on, what is skipped, and the pending operation."""
+
+    action: Action
+    user_id: str
+    channel_id: str
+    ids: list[str] = field(default_factory=list)
+    needs_approval: bool = False
+    ready: list[InstanceInfo] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    request_id: int | None = None
+    wait_seconds: float = 0.0  # how long Slack makes the confirmation wait in this channel (429, pacing)
+
+
+class Opening:
+    """Resolves, checks and opens operations; the engine does the calling once someone confirms."""
+
+    def __init__(
+        self, db: Database, vm: VmApi, authority: Authority, *, confirm_ttl_seconds: float, approval_ttl_seconds: float
+    ):
+        self.db = db
+        self.vm = vm
+        self.authority = authority
+        self.confirm_ttl_seconds = confirm_ttl_seconds
+        self.approval_ttl_seconds = approval_ttl_seconds
+
+    def resolve(self, user_id: str, channel_id: str, action: Action, words: Sequence[str]) -> Resolution:
+        """Resolve typed ids and names, refusing (NotCovered) anything the user may not act on here.
+
+        Namesakes are narrowed to those the user may act on; a name with none left is refused like any uncovered
+        word, so a reply never shows an instance its reader may not act on.
+        """
+        resolution = inventory.resolve(self.vm, words)
+        question = Question(user_id, action.grant, resolution.ids, channel_id, resolution.instances)
+        self.authority.require(question)
+        if resolution.ambiguous:
+            candidates = {c.instance_id: c for group in resolution.ambiguous.values() for c in group}
+            allowed = set(
+                self.authority.check(Question(user_id, action.grant, list(candidates), channel_id, candidates)).allowed
+            )
+            kept = {
+                name: [c for c in group if c.instance_id in allowed] for name, group in resolution.ambiguous.items()
+            }
+            refused = [name for name, group in kept.items() if not group]
+            if refused:
+                coverage = Coverage(uncovered=refused)
+                self.authority.record_denial(question, coverage)
+                raise NotCovered(action.grant, coverage)
+            resolution.ambiguous = kept
+        return resolution
+
+    def look_up(
+        self,
+        user_id: str,
+        channel_id: str,
+        action: Action,
+        ids: Sequence[str],
+        known: Mapping[str, InstanceInfo] | None = None,
+    ) -> Prepared:
+        """Check grants and duplicates, look the ids up, and decide what can be acted on; nothing is written yet.
+
+        `known` is what a name lookup already learnt (ids absent from it do not exist). Grants by name, group or tag
+        are matched against those attributes, so the lookup comes first for a user who holds any; a user with id
+        grants only is refused before Zenlayer is asked. Ids another operation holds are skipped with `busy_with`
+        set, so the chat layer can point at that operation (by rewriting the reason) before `open` stores it.
+        """
+        if known is None and not self.authority.needs_lookup([user_id], [action.grant]):
+            self.authority.require(Question(user_id, action.grant, ids, channel_id))
+        found = known if known is not None else self._describe(ids)
+        coverage = self.authority.require(Question(user_id, action.grant, ids, channel_id, found))
+        with self.db.session(readonly=True) as session:
+            self._refuse_duplicate(session, user_id, channel_id, action, ids)
+            busy = repository.holders(session, ids)
+        prepared = Prepared(action, user_id, channel_id, list(ids))
+        for instance_id in ids:
+            info = found.get(instance_id)
+            if info is None:
+                prepared.skipped.append(Skipped(instance_id, "not found"))
+            elif instance_id in busy:
+                reason = f"already being {action.words.done} by another request"
+                prepared.skipped.append(Skipped(instance_id, reason, info.status, info.name, busy[instance_id]))
+            elif info.status != action.needs:
+                prepared.skipped.append(Skipped(instance_id, f"is {info.status}", info.status, info.name))
+            else:
+                prepared.ready.append(info)
+        if not prepared.ready:
+            raise NothingToDo(prepared)
+        prepared.needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.ready)
+        return prepared
+
+    def _describe(self, ids: Sequence[str]) -> dict[str, InstanceInfo]:
+        """Ask Zenlayer about ids; LookupFailed when it cannot answer."""
+        try:
+            return self.vm.describe_instances(ids)
+        except VmError as exc:
+            raise LookupFailed(exc) from exc
+
+    @staticmethod
+    def _refuse_duplicate(session: object, user_id: str, channel_id: str, action: Action, ids: Sequence[str]) -> None:
+        """Raise DuplicatePending when the user already has this very operation pending here."""
+        earlier = repository.pending_same(session, user_id, channel_id, action, ids)  # type: ignore[arg-type]
+        if earlier:
+            raise DuplicatePending(earlier[0].id, earlier[0].channel_id, earlier[0].message_ts)
+
+    def open(self, prepared: Prepared, *, response_url: str | None = None) -> Prepared:
+        """Record the pending operation a look-up allows and owe Slack its confirmation, in one transaction
+        (DuplicatePending when an identical one got there first). The confirmation is then posted by the sender,
+        through the channel's gate: a rate-limited channel delays it, never drops it."""
+        instances = [
+            repository.NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.ready
+        ] + [
+            repository.NewInstance(s.instance_id, name=s.name, status=s.status, included=False, skip_reason=s.reason)
+            for s in prepared.skipped
+        ]
+        approvers: list[str] = []
+        if prepared.needs_approval:
+            ready = {i.instance_id: i for i in prepared.ready}
+            question = Question(prepared.user_id, GrantAction.APPROVE, list(ready), prepared.channel_id)
+            approvers = self.authority.approvers(question, requester_id=prepared.user_id, instances=ready)
+        with self.db.session() as session:
+            # One new operation per user at a time: two identical commands arriving together queue here, and the
+            # second finds the first below.
+            repository.lock_requester(session, prepared.user_id)
+            self._refuse_duplicate(session, prepared.user_id, prepared.channel_id, prepared.action, prepared.ids)
+            needs_approval = prepared.needs_approval
+            prepared.request_id = repository.create(
+                session,
+                action=prepared.action,
+                requester_id=prepared.user_id,
+                channel_id=prepared.channel_id,
+                instances=instances,
+                needs_approval=needs_approval,
+                ttl_seconds=self.approval_ttl_seconds if needs_approval else self.confirm_ttl_seconds,
+                approvers=approvers,
+            )
+            outbox.enqueue(
+                session,
+                prepared.request_id,
+                outbox.Kind.CONFIRM,
+                notify_user=prepared.user_id,
+                response_url=response_url,
+            )
+            prepared.wait_seconds = gate.wait_seconds(session, prepared.channel_id)
+        return prepared
+
+    def instances_of(self, request_id: int) -> list[str]:
+        """Return the instance ids of an operation, in its order (`/vm status --request N`); grants are checked by
+        whoever shows them."""
+        with self.db.session(readonly=True) as session:
+            record = repository.record(session, request_id)
+        if record is None:
+            raise UserError(f"There is no start request {request_id}.")
+        return [i.instance_id for i in record.instances]

@@ -1,0 +1,62 @@
+"""The instance picker (`/vm list`, or a name several instances share): checkboxes, then Start selected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, Respond
+
+from bot.domain.actions import START
+from bot.domain.ids import is_instance_id
+from bot.slack import action_ids
+from bot.slack.listeners.commands.parse import MAX_IDS
+from bot.slack.listeners.commands.start import ask
+from bot.slack.listeners.context import Context, part, reply
+from bot.slack.views import picker
+
+
+def picked_ids(body: dict[str, Any]) -> list[str]:
+    """Return the instance ids ticked in a picker's checkboxes (valid ids only, in order, at most MAX_IDS)."""
+    state = body.get("state")
+    values = state.get("values", {}) if isinstance(state, dict) else {}
+    ids: list[str] = []
+    if not isinstance(values, dict):
+        return ids
+    for block_id, actions in values.items():
+        if not str(block_id).startswith(action_ids.PICK_BLOCK_PREFIX) or not isinstance(actions, dict):
+            continue
+        ticked = actions.get(action_ids.PICK)
+        selected = (ticked.get("selected_options") if isinstance(ticked, dict) else None) or []
+        for option in selected if isinstance(selected, list) else []:
+            value = str(option.get("value", "")) if isinstance(option, dict) else ""
+            if is_instance_id(value) and value not in ids:
+                ids.append(value)
+    return ids[:MAX_IDS]
+
+
+class Picker:
+    """Ticks need only an ack; Start selected treats the ticked instances as a `/vm start` of their ids."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def on_tick(self, ack: Ack) -> None:
+        """A checkbox was ticked or cleared: Slack tells us, but only Start selected acts on it."""
+        ack()
+
+    def on_start_selected(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        """Acknowledge Start selected, then run the ticked ids through the same checks as `/vm start`."""
+        ack()
+        user = part(body, "user")
+        channel = part(body, "channel")
+        container = part(body, "container")
+        channel_id = str(channel.get("id") or container.get("channel_id") or "")
+        self.ctx.later(self.ctx.lookups, respond, self._start, str(user.get("id", "")), channel_id, picked_ids(body))
+
+    def _start(self, user_id: str, channel_id: str, ids: list[str], respond: Respond) -> None:
+        """Ask for the usual confirmation in the channel, then replace the picker with a pointer to it."""
+        if not ids:
+            reply(respond, picker.nothing_picked())
+            return
+        ask(self.ctx, user_id, channel_id, START, ids, respond)
+        reply(respond, picker.picked(len(ids), channel_id), replace_original=True)
