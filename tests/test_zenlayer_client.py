@@ -29,7 +29,7 @@ from bot.zenlayer.errors import (
     NetworkError,
     OutcomeUnknown,
     ServerError,
-    StartRefused,
+    StateRefused,
     Throttled,
     ZenlayerError,
 )
@@ -273,7 +273,7 @@ def test_start_refusals_become_typed_errors_with_request_id(
     assert caught.value.code == code
     assert caught.value.http_status == status
     assert caught.value.action == "StartInstances"
-    assert isinstance(caught.value, StartRefused)  # the group the watcher re-checks after
+    assert isinstance(caught.value, StateRefused)  # the group the watcher re-checks after
     assert not isinstance(caught.value, OutcomeUnknown)
     assert caught.value.request_id == sim.calls[-1].request_id
     assert caught.value.request_id in str(caught.value)
@@ -310,7 +310,7 @@ def test_start_replies_map_to_typed_errors_without_retry(
     assert type(caught.value) is error
     # The group the watcher must not retry a start after: only a reply that may hide a carried-out start.
     assert isinstance(caught.value, OutcomeUnknown) == (error in (ServerError, MalformedResponse))
-    assert not isinstance(caught.value, StartRefused)
+    assert not isinstance(caught.value, StateRefused)
     assert caught.value.http_status == fault["status"]
     assert caught.value.action == "StartInstances"
     assert actions(sim) == ["StartInstances"]

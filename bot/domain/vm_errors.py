@@ -1,7 +1,7 @@
 """The failures of the `VmApi` port, grouped by what the domain does about them.
 
-`StartRefused`: the cloud refused the start because of the instances (nothing happened, a re-check may help).
-`OutcomeUnknown`: the call may or may not have been carried out (never retry a start; look instead).
+`StateRefused`: the cloud refused the call because of the instances' state (nothing was done; a re-check may help).
+`OutcomeUnknown`: the call may or may not have been carried out (never repeat a start, stop or reboot; look instead).
 The rest are refusals of the call itself. Adapters raise these (or subclasses); no transport detail leaks in.
 """
 
@@ -11,14 +11,16 @@ __all__ = [
     "AccessBlocked",
     "AuthenticationFailed",
     "InstanceNotFound",
+    "InstanceNotRunning",
     "InstanceNotStopped",
     "InstanceRecycled",
+    "InstanceStatusRefused",
     "InvalidRequest",
     "MalformedResponse",
     "NetworkError",
     "OutcomeUnknown",
     "ServerError",
-    "StartRefused",
+    "StateRefused",
     "Throttled",
     "VmError",
 ]
@@ -53,24 +55,32 @@ class VmError(Exception):
         return " — ".join(parts) if len(parts) == 1 else f"{parts[0]} ({', '.join(parts[1:])})"
 
 
-class StartRefused(VmError):
-    """The start was refused because of the instances' state: nothing was started."""
+class StateRefused(VmError):
+    """The call was refused because of the instances' state: nothing was done; a re-check may help."""
 
 
-class InstanceNotFound(StartRefused):
+class InstanceNotFound(StateRefused):
     """An id does not exist (Zenlayer: 404 INVALID_INSTANCE_NOT_FOUND)."""
 
 
-class InstanceNotStopped(StartRefused):
-    """An id is not STOPPED (Zenlayer: 403 OPERATION_DENIED_INSTANCE_NOT_STOPPED)."""
+class InstanceNotStopped(StateRefused):
+    """A start named an id that is not STOPPED (Zenlayer: 403 OPERATION_DENIED_INSTANCE_NOT_STOPPED)."""
 
 
-class InstanceRecycled(StartRefused):
+class InstanceNotRunning(StateRefused):
+    """A stop named an id that is not RUNNING (Zenlayer: 403 OPERATION_DENIED_INSTANCE_NOT_RUNNING)."""
+
+
+class InstanceStatusRefused(StateRefused):
+    """A reboot named an id whose status does not allow it (Zenlayer: 403 OPERATION_DENIED_INSTANCE_STATUS)."""
+
+
+class InstanceRecycled(StateRefused):
     """An id is in the recycle bin (Zenlayer: 403 OPERATION_DENIED_INSTANCE_RECYCLED)."""
 
 
 class OutcomeUnknown(VmError):
-    """No usable answer came back: the call may have been carried out, so a start must not be repeated."""
+    """No usable answer came back: the call may have been carried out, so it must not be repeated."""
 
 
 class NetworkError(OutcomeUnknown):

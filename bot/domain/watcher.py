@@ -20,7 +20,7 @@ from bot.db.session import Database
 from bot.domain import audit, lifecycle, outbox
 from bot.domain.lifecycle import State
 from bot.domain.ports import VmApi
-from bot.domain.vm_errors import OutcomeUnknown, StartRefused, VmError
+from bot.domain.vm_errors import OutcomeUnknown, StateRefused, VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR, Outcome
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ class Watcher:
         attempt_id = self._begin_attempt(request, batch)
         try:
             zenlayer_request_id = self.vm.start_instances(ids)
-        except StartRefused as exc:
+        except StateRefused as exc:
             if reconciling:
                 # Left STOPPED since, or started late by the first call: the next polls tell which.
                 self._complete_attempt(request, attempt_id, ids, "refused", exc)
@@ -350,7 +350,7 @@ class Watcher:
         return []
 
     def _restart_after_state_change(
-        self, request: StartRequest, batch: Sequence[RequestInstance], refusal: StartRefused
+        self, request: StartRequest, batch: Sequence[RequestInstance], refusal: StateRefused
     ) -> list[str]:
         """After an all-or-nothing refusal, skip the ids that changed state and start the ones still STOPPED."""
         try:
