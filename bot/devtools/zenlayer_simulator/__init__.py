@@ -58,8 +58,9 @@ in ``ZENLAYER_ACCESS_KEY_ID`` / ``ZENLAYER_ACCESS_KEY_SECRET`` (or ``ZENLAYER_TO
 """
 
 from bot.devtools.zenlayer_simulator.cli import main, parse_instance_specs
+from bot.devtools.zenlayer_simulator.instances import DEFAULT_INSTANCES, KNOWN_STATUSES
+from bot.devtools.zenlayer_simulator.script import Fault, SimulatedCall
 from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
-from bot.devtools.zenlayer_simulator.state import DEFAULT_INSTANCES, KNOWN_STATUSES, Fault, SimulatedCall
 
 __all__ = [
     "DEFAULT_INSTANCES",

@@ -9,8 +9,9 @@ from email.message import Message
 from typing import TYPE_CHECKING, Any
 
 from bot.devtools.zenlayer_simulator.auth import authenticate
+from bot.devtools.zenlayer_simulator.instances import Filters
 from bot.devtools.zenlayer_simulator.replies import ApiError, Reply, json_bytes
-from bot.devtools.zenlayer_simulator.state import Fault, Filters
+from bot.devtools.zenlayer_simulator.script import Fault
 
 if TYPE_CHECKING:
     from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator

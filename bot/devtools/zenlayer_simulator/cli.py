@@ -10,12 +10,12 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
-from bot.devtools.zenlayer_simulator.state import (
+from bot.devtools.zenlayer_simulator.instances import (
     DEFAULT_INSTANCES,
     GENERATED_ID_PREFIX,
     KNOWN_STATUSES,
 )
+from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
 
 if TYPE_CHECKING:
     from bot.config import Settings

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from bot.devtools.zenlayer_simulator.instances import DEFAULT_ZONE
 from bot.devtools.zenlayer_simulator.replies import Reply, json_bytes
-from bot.devtools.zenlayer_simulator.state import DEFAULT_ZONE
 
 if TYPE_CHECKING:
     from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
