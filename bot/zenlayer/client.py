@@ -11,7 +11,7 @@ from bot.zenlayer.errors import MalformedResponse
 
 __all__ = ["ZenlayerClient", "error_class", "instance_info", "is_auth_code"]
 
-MAX_START_BATCH = 100
+MAX_CHANGE_BATCH = 100  # ids per StartInstances, StopInstances or RebootInstances
 DESCRIBE_BATCH = 100
 MAX_PAGE_SIZE = 1000
 
@@ -35,20 +35,22 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 class ZenlayerClient(VmEndpoint):
-    """Calls Zenlayer's VM API (StartInstances, DescribeInstancesStatus, DescribeInstances) over one httpx pool."""
+    """Calls Zenlayer's VM API (Start/Stop/RebootInstances, DescribeInstancesStatus, DescribeInstances)."""
 
     # --- the VmApi calls -------------------------------------------------------------------------------------
 
     def start_instances(self, ids: Sequence[str]) -> str:
         """Start 1..100 STOPPED instances in one all-or-nothing call; return Zenlayer's requestId."""
-        unique = _unique(ids)
-        if not 1 <= len(unique) <= MAX_START_BATCH:
-            raise ValueError(f"StartInstances takes 1 to {MAX_START_BATCH} ids, got {len(unique)}")
-        response, envelope_request_id = self._call("StartInstances", {"instanceIds": unique})
-        request_id = response.get("requestId") or envelope_request_id
-        if not isinstance(request_id, str) or not request_id:
-            raise MalformedResponse("StartInstances reply has no requestId", action="StartInstances", http_status=200)
-        return request_id
+        return self._change("StartInstances", ids)
+
+    def stop_instances(self, ids: Sequence[str]) -> str:
+        """Shut down 1..100 RUNNING instances in one all-or-nothing call, never forced; return the requestId."""
+        # Zenlayer reads an absent or empty forceShutdown as a FORCED shutdown (power cut): always say false.
+        return self._change("StopInstances", ids, forceShutdown=False)
+
+    def reboot_instances(self, ids: Sequence[str]) -> str:
+        """Reboot 1..100 RUNNING instances in one all-or-nothing call; return Zenlayer's requestId."""
+        return self._change("RebootInstances", ids)
 
     def describe_instances_status(self, ids: Sequence[str]) -> dict[str, str]:
         """Return {id: status} for the ids Zenlayer knows, asking at most 100 ids per call."""
@@ -83,6 +85,17 @@ class ZenlayerClient(VmEndpoint):
         return InstancePage([instance_info(row) for row in rows], total if total is not None else len(rows))
 
     # --- plumbing ---------------------------------------------------------------------------------------------
+
+    def _change(self, action: str, ids: Sequence[str], **options: Any) -> str:
+        """Send one state-changing action (never repeated unless throttled) for 1..100 ids; return its requestId."""
+        unique = _unique(ids)
+        if not 1 <= len(unique) <= MAX_CHANGE_BATCH:
+            raise ValueError(f"{action} takes 1 to {MAX_CHANGE_BATCH} ids, got {len(unique)}")
+        response, envelope_request_id = self._call(action, {"instanceIds": unique, **options})
+        request_id = response.get("requestId") or envelope_request_id
+        if not isinstance(request_id, str) or not request_id:
+            raise MalformedResponse(f"{action} reply has no requestId", action=action, http_status=200)
+        return request_id
 
     def _describe(self, action: str, ids: list[str]) -> Iterator[dict[str, Any]]:
         """Yield validated dataSet rows for ids, batch by batch, following pages if the server caps pageSize."""

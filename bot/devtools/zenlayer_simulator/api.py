@@ -54,13 +54,22 @@ def handle_api(sim: ZenlayerSimulator, headers: Message, body: bytes) -> Reply:
 
 def _start(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
     """StartInstances: STOPPED -> BOOTING -> RUNNING, all or nothing."""
-    sim.transition(_required_ids(params), "STOPPED", "BOOTING", "RUNNING")
+    sim.change("StartInstances", _required_ids(params))
     return {}
 
 
 def _stop(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
-    """StopInstances: RUNNING -> STOPPING -> STOPPED, all or nothing."""
-    sim.transition(_required_ids(params), "RUNNING", "STOPPING", "STOPPED")
+    """StopInstances: RUNNING -> STOPPING -> STOPPED, all or nothing (the call log keeps forceShutdown as sent)."""
+    force = params.get("forceShutdown")
+    if force is not None and not isinstance(force, bool):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "forceShutdown must be a boolean")
+    sim.change("StopInstances", _required_ids(params))
+    return {}
+
+
+def _reboot(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
+    """RebootInstances: RUNNING -> REBOOT -> RUNNING, all or nothing."""
+    sim.change("RebootInstances", _required_ids(params))
     return {}
 
 
@@ -79,6 +88,7 @@ def _describe(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
 ACTIONS: dict[str, Callable[[ZenlayerSimulator, dict[str, Any]], dict[str, Any]]] = {
     "StartInstances": _start,
     "StopInstances": _stop,
+    "RebootInstances": _reboot,
     "DescribeInstancesStatus": _describe_status,
     "DescribeInstances": _describe,
 }

@@ -84,6 +84,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             args.host,
             args.port,
             boot_seconds=args.boot_seconds,
+            stop_seconds=args.stop_seconds,
+            reboot_seconds=args.reboot_seconds,
             access_key_id=settings.zenlayer_access_key_id,
             access_key_secret=settings.zenlayer_access_key_secret,
             token=settings.zenlayer_token,

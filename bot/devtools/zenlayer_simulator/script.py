@@ -25,6 +25,11 @@ class SimulatedCall:
     time: float
     params: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def force_shutdown(self) -> Any:
+        """The forceShutdown a StopInstances call sent (None when it sent none: Zenlayer then forces the stop)."""
+        return self.params.get("forceShutdown")
+
     def to_json(self) -> dict[str, Any]:
         """Return the call as the control API shows it."""
         return {

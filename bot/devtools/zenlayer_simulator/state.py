@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bot.devtools.zenlayer_simulator.instances import (
@@ -31,15 +32,45 @@ __all__ = [
     "GENERATED_ID_PREFIX",
     "KNOWN_STATUSES",
     "MAX_BATCH",
+    "POWER_ACTIONS",
+    "TIMINGS",
     "Fault",
     "Filters",
     "Instance",
+    "PowerAction",
     "SimulatedCall",
     "SimulatedCloud",
     "resource_group_id",
 ]
 
 MAX_BATCH = 100
+# How long each passing status lasts, in seconds: the SimulatedCloud attributes a PowerAction names.
+TIMINGS = ("boot_seconds", "stop_seconds", "reboot_seconds")
+RECYCLED = "RECYCLE"
+
+
+@dataclass(frozen=True)
+class PowerAction:
+    """A state-changing call: the one status it accepts, the status it passes through, and where it ends."""
+
+    source: str
+    during: str
+    target: str
+    refusal: str  # the 403 code for an instance in any other status
+    timing: str  # which of TIMINGS says how long `during` lasts
+
+
+POWER_ACTIONS: Mapping[str, PowerAction] = {
+    "StartInstances": PowerAction(
+        "STOPPED", "BOOTING", "RUNNING", "OPERATION_DENIED_INSTANCE_NOT_STOPPED", "boot_seconds"
+    ),
+    "StopInstances": PowerAction(
+        "RUNNING", "STOPPING", "STOPPED", "OPERATION_DENIED_INSTANCE_NOT_RUNNING", "stop_seconds"
+    ),
+    "RebootInstances": PowerAction(
+        "RUNNING", "REBOOT", "RUNNING", "OPERATION_DENIED_INSTANCE_STATUS", "reboot_seconds"
+    ),
+}
 
 
 class SimulatedCloud(CallScript):
@@ -49,14 +80,15 @@ class SimulatedCloud(CallScript):
         self,
         *,
         boot_seconds: float = 5.0,
+        stop_seconds: float = 5.0,
+        reboot_seconds: float = 5.0,
         instances: Mapping[str, str | Mapping[str, Any]] | None = None,
         max_recorded_calls: int = 100_000,
     ):
-        if boot_seconds < 0:
-            raise ValueError("boot_seconds must not be negative")
         super().__init__(max_recorded_calls=max_recorded_calls)
-        self._boot_seconds = float(boot_seconds)
         self._lock = threading.Lock()
+        self._seconds: dict[str, float] = {}  # TIMINGS, set through their properties
+        self.boot_seconds, self.stop_seconds, self.reboot_seconds = boot_seconds, stop_seconds, reboot_seconds
         self._instances: dict[str, Instance] = {}
         self._next_index = 0
         for instance_id, spec in (instances or {}).items():
@@ -77,16 +109,42 @@ class SimulatedCloud(CallScript):
 
     @property
     def boot_seconds(self) -> float:
-        """How long BOOTING and STOPPING last; a change applies to later starts and stops."""
-        with self._lock:
-            return self._boot_seconds
+        """How long BOOTING lasts after a start; a change applies to later starts."""
+        return self._timing("boot_seconds")
 
     @boot_seconds.setter
     def boot_seconds(self, value: float) -> None:
-        if value < 0:
-            raise ValueError("boot_seconds must not be negative")
+        self._set_timing("boot_seconds", value)
+
+    @property
+    def stop_seconds(self) -> float:
+        """How long STOPPING lasts after a stop; a change applies to later stops."""
+        return self._timing("stop_seconds")
+
+    @stop_seconds.setter
+    def stop_seconds(self, value: float) -> None:
+        self._set_timing("stop_seconds", value)
+
+    @property
+    def reboot_seconds(self) -> float:
+        """How long REBOOT lasts after a reboot; a change applies to later reboots."""
+        return self._timing("reboot_seconds")
+
+    @reboot_seconds.setter
+    def reboot_seconds(self, value: float) -> None:
+        self._set_timing("reboot_seconds", value)
+
+    def _timing(self, name: str) -> float:
+        """Read one of TIMINGS."""
         with self._lock:
-            self._boot_seconds = float(value)
+            return self._seconds[name]
+
+    def _set_timing(self, name: str, value: float) -> None:
+        """Change one of TIMINGS; ValueError when negative or not a number."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ValueError(f"{name} must be a non-negative number")
+        with self._lock:
+            self._seconds[name] = float(value)
 
     def add_instance(
         self,
@@ -180,8 +238,9 @@ class SimulatedCloud(CallScript):
                 instance.settle(now)
             return [instance.summary() for instance in self._instances.values()]
 
-    def transition(self, ids: list[str], source: str, during: str, target: str) -> None:
-        """Move every listed instance from source via during to target, or refuse the whole batch."""
+    def change(self, action: str, ids: list[str]) -> None:
+        """Carry out a POWER_ACTIONS action on every listed instance, or refuse the whole batch with an ApiError."""
+        power = POWER_ACTIONS[action]
         unique = list(dict.fromkeys(ids))
         if not 1 <= len(unique) <= MAX_BATCH:
             raise ApiError(
@@ -189,28 +248,55 @@ class SimulatedCloud(CallScript):
             )
         now = time.monotonic()
         with self._lock:
-            missing = [i for i in unique if i not in self._instances]
-            if missing:
-                raise ApiError(404, "INVALID_INSTANCE_NOT_FOUND", f"instance(s) not found: {', '.join(missing)}")
-            instances = [self._instances[i] for i in unique]
-            for instance in instances:
-                instance.settle(now)
-            recycled = [i.instance_id for i in instances if i.status == "RECYCLE"]
+            instances = self._existing(unique, now)
+            recycled = [i.instance_id for i in instances if i.status == RECYCLED]
             if recycled:
                 raise ApiError(
                     403, "OPERATION_DENIED_INSTANCE_RECYCLED", f"instance(s) in the recycle bin: {', '.join(recycled)}"
                 )
-            wrong = [f"{i.instance_id} is {i.status}" for i in instances if i.status != source]
+            wrong = [f"{i.instance_id} is {i.status}" for i in instances if i.status != power.source]
             if wrong:
-                code = (
-                    "OPERATION_DENIED_INSTANCE_NOT_STOPPED"
-                    if source == "STOPPED"
-                    else "OPERATION_DENIED_INSTANCE_NOT_RUNNING"
-                )
-                raise ApiError(403, code, f"only {source} instances allowed: {'; '.join(wrong)}")
+                raise ApiError(403, power.refusal, f"only {power.source} instances allowed: {'; '.join(wrong)}")
             for instance in instances:
-                instance.status = during
-                instance.pending = (target, now + self._boot_seconds)
+                instance.status = power.during
+                instance.pending = (power.target, now + self._seconds[power.timing])
+
+    def _existing(self, ids: list[str], now: float) -> list[Instance]:
+        """Return the instances, settled; ApiError 404 naming the ids that do not exist. Call under the lock."""
+        missing = [i for i in ids if i not in self._instances]
+        if missing:
+            raise ApiError(404, "INVALID_INSTANCE_NOT_FOUND", f"instance(s) not found: {', '.join(missing)}")
+        instances = [self._instances[i] for i in ids]
+        for instance in instances:
+            instance.settle(now)
+        return instances
+
+    # --- behind the bot's back: what someone in Zenlayer's console does (no API call is recorded) ---------------
+
+    def console_start(self, *instance_ids: str) -> None:
+        """Start instances as the console would: same rules and timing as StartInstances (ApiError when refused)."""
+        self.change("StartInstances", list(instance_ids))
+
+    def console_stop(self, *instance_ids: str) -> None:
+        """Stop instances as the console would: same rules and timing as StopInstances (ApiError when refused)."""
+        self.change("StopInstances", list(instance_ids))
+
+    def console_reboot(self, *instance_ids: str) -> None:
+        """Reboot instances as the console would: same rules and timing as RebootInstances (ApiError when refused)."""
+        self.change("RebootInstances", list(instance_ids))
+
+    def console_recycle(self, *instance_ids: str) -> None:
+        """Move instances to the recycle bin at once (RECYCLE: still listed, every action refused as recycled)."""
+        with self._lock:
+            for instance in self._existing(list(dict.fromkeys(instance_ids)), time.monotonic()):
+                instance.status = RECYCLED
+                instance.pending = None
+
+    def console_release(self, *instance_ids: str) -> None:
+        """Release instances for good, at once: from then on Describe* leaves them out and actions get 404."""
+        with self._lock:
+            for instance in self._existing(list(dict.fromkeys(instance_ids)), time.monotonic()):
+                del self._instances[instance.instance_id]
 
     def page(
         self, ids: list[str] | None, page_size: int, page_num: int, where: Filters | None = None
