@@ -97,6 +97,18 @@ def _build_parser() -> argparse.ArgumentParser:
         help="seconds a started instance spends BOOTING (default 5)",
     )
     simulator.add_argument(
+        "--stop-seconds",
+        type=float,
+        default=5.0,
+        help="seconds a stopped instance spends STOPPING (default 5)",
+    )
+    simulator.add_argument(
+        "--reboot-seconds",
+        type=float,
+        default=5.0,
+        help="seconds a rebooted instance spends in REBOOT (default 5)",
+    )
+    simulator.add_argument(
         "--instance",
         action="append",
         default=[],

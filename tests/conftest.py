@@ -41,9 +41,11 @@ def fake_slack() -> Iterator[FakeSlackWebApi]:
 
 @pytest.fixture
 def simulator() -> Iterator[ZenlayerSimulator]:
-    """The Zenlayer simulator on loopback, verifying signatures, with a few stopped instances."""
+    """The Zenlayer simulator on loopback, verifying signatures, quick to change state, with a few instances."""
     sim = ZenlayerSimulator(
         boot_seconds=0.3,
+        stop_seconds=0.3,
+        reboot_seconds=0.3,
         access_key_id=ACCESS_KEY_ID,
         access_key_secret=ACCESS_KEY_SECRET,
         instances={"web-1": "STOPPED", "web-2": "STOPPED", "db-1": "RUNNING"},

@@ -22,8 +22,10 @@ from bot.zenlayer.errors import (
     AccessBlocked,
     AuthenticationFailed,
     InstanceNotFound,
+    InstanceNotRunning,
     InstanceNotStopped,
     InstanceRecycled,
+    InstanceStatusRefused,
     InvalidRequest,
     MalformedResponse,
     NetworkError,
@@ -95,10 +97,31 @@ def actions(sim: ZenlayerSimulator) -> list[str | None]:
     return [call.action for call in sim.calls]
 
 
+# Each state-changing action: the client method that sends it, an instance it applies to in the `sim` fixture,
+# and the status that instance is in once the call was carried out.
+CHANGES = {
+    "StartInstances": ("start_instances", "web-1", "BOOTING"),
+    "StopInstances": ("stop_instances", "db-1", "STOPPING"),
+    "RebootInstances": ("reboot_instances", "db-1", "REBOOT"),
+}
+
+
+def change(client: ZenlayerClient, action: str, ids: Any) -> str:
+    """Call the client method that sends action."""
+    return str(getattr(client, CHANGES[action][0])(ids))
+
+
 def test_client_satisfies_the_domain_port(client: ZenlayerClient) -> None:
     assert isinstance(client, VmApi)  # every method of the port exists
     port_methods = [name for name in vars(VmApi) if not name.startswith("_") and callable(getattr(VmApi, name))]
-    assert port_methods == ["start_instances", "describe_instances_status", "describe_instances", "list_instances"]
+    assert port_methods == [
+        "start_instances",
+        "stop_instances",
+        "reboot_instances",
+        "describe_instances_status",
+        "describe_instances",
+        "list_instances",
+    ]
     for name in port_methods:
         ours, port = inspect.signature(getattr(ZenlayerClient, name)), inspect.signature(getattr(VmApi, name))
         assert list(ours.parameters) == list(port.parameters), name
@@ -127,6 +150,47 @@ def test_the_client_sends_zenlayers_headers_and_a_json_body() -> None:
     assert request.headers["Content-Type"].startswith("application/json")
     assert request.headers["Authorization"].startswith(f"ZC2-HMAC-SHA256 Credential={ACCESS_KEY_ID}")
     assert json.loads(request.content) == {"instanceIds": ["web-1", "web-2"]}
+
+
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [
+        # Zenlayer reads an absent forceShutdown as a forced shutdown: the client must say false, every time.
+        ("StopInstances", b'{"instanceIds":["web-1","web-2"],"forceShutdown":false}'),
+        ("RebootInstances", b'{"instanceIds":["web-1","web-2"]}'),
+    ],
+)
+def test_stop_and_reboot_send_their_action_and_exact_body(action: str, body: bytes) -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"requestId": "r-1", "response": {"requestId": "r-1"}})
+
+    with ZenlayerClient(
+        "http://zenlayer.test",
+        access_key_id=ACCESS_KEY_ID,
+        access_key_secret=ACCESS_KEY_SECRET,
+        transport=httpx.MockTransport(answer),
+    ) as vm:
+        assert change(vm, action, ["web-1", "web-2", "web-1"]) == "r-1"
+
+    (request,) = seen
+    assert request.headers["X-ZC-Action"] == action
+    assert request.content == body
+
+
+def test_stop_and_reboot_against_the_simulator(client: ZenlayerClient, sim: ZenlayerSimulator) -> None:
+    sim.add_instance("app-1", "RUNNING")
+
+    stopped = client.stop_instances(["db-1"])
+    rebooted = client.reboot_instances(["app-1"])
+
+    stop, reboot = sim.calls
+    assert (stop.action, stop.instance_ids, stop.request_id) == ("StopInstances", ("db-1",), stopped)
+    assert stop.force_shutdown is False  # a graceful shutdown, said explicitly
+    assert (reboot.action, reboot.instance_ids, reboot.request_id) == ("RebootInstances", ("app-1",), rebooted)
+    assert client.describe_instances_status(["db-1", "app-1"]) == {"db-1": "STOPPING", "app-1": "REBOOT"}
 
 
 def test_describe_status_start_and_describe_instances(client: ZenlayerClient, sim: ZenlayerSimulator) -> None:
@@ -238,16 +302,34 @@ def test_describe_with_no_ids_makes_no_call(client: ZenlayerClient, sim: Zenlaye
     assert sim.calls == []
 
 
+@pytest.mark.parametrize("action", list(CHANGES))
 @pytest.mark.parametrize("count", [0, 101])
-def test_start_refuses_batches_outside_1_to_100(client: ZenlayerClient, sim: ZenlayerSimulator, count: int) -> None:
-    with pytest.raises(ValueError, match="1 to 100"):
-        client.start_instances([f"i-{n}" for n in range(count)])
+def test_changes_refuse_batches_outside_1_to_100(
+    client: ZenlayerClient, sim: ZenlayerSimulator, count: int, action: str
+) -> None:
+    with pytest.raises(ValueError, match=f"{action} takes 1 to 100"):
+        change(client, action, [f"i-{n}" for n in range(count)])
     assert sim.calls == []
 
 
-def test_start_refuses_a_bare_string(client: ZenlayerClient, sim: ZenlayerSimulator) -> None:
+@pytest.mark.parametrize("action", list(CHANGES))
+def test_changes_take_100_ids_in_one_call(client: ZenlayerClient, sim: ZenlayerSimulator, action: str) -> None:
+    _, _, during = CHANGES[action]
+    source = "STOPPED" if action == "StartInstances" else "RUNNING"
+    ids = [f"bulk-{n:03d}" for n in range(100)]
+    for instance_id in ids:
+        sim.add_instance(instance_id, source)
+
+    change(client, action, ids)
+
+    assert [(c.action, len(c.instance_ids)) for c in sim.calls] == [(action, 100)]
+    assert set(client.describe_instances_status(ids).values()) == {during}
+
+
+@pytest.mark.parametrize("action", list(CHANGES))
+def test_changes_refuse_a_bare_string(client: ZenlayerClient, sim: ZenlayerSimulator, action: str) -> None:
     with pytest.raises(TypeError):
-        client.start_instances("web-1")
+        change(client, action, "web-1")
     assert sim.calls == []
 
 
@@ -279,6 +361,67 @@ def test_start_refusals_become_typed_errors_with_request_id(
     assert caught.value.request_id in str(caught.value)
     assert len(sim.calls) == 1  # a refusal is final: never retried
     assert sim.status("web-1") == "STOPPED"  # all or nothing
+
+
+@pytest.mark.parametrize(
+    ("action", "ids", "error", "code", "status"),
+    [
+        ("StopInstances", ["db-1", "ghost"], InstanceNotFound, "INVALID_INSTANCE_NOT_FOUND", 404),
+        ("StopInstances", ["db-1", "web-1"], InstanceNotRunning, "OPERATION_DENIED_INSTANCE_NOT_RUNNING", 403),
+        ("StopInstances", ["db-1", "old-1"], InstanceRecycled, "OPERATION_DENIED_INSTANCE_RECYCLED", 403),
+        ("RebootInstances", ["db-1", "ghost"], InstanceNotFound, "INVALID_INSTANCE_NOT_FOUND", 404),
+        ("RebootInstances", ["db-1", "web-1"], InstanceStatusRefused, "OPERATION_DENIED_INSTANCE_STATUS", 403),
+        ("RebootInstances", ["db-1", "old-1"], InstanceRecycled, "OPERATION_DENIED_INSTANCE_RECYCLED", 403),
+    ],
+)
+def test_stop_and_reboot_refusals_become_typed_errors_with_request_id(
+    client: ZenlayerClient,
+    sim: ZenlayerSimulator,
+    action: str,
+    ids: list[str],
+    error: type[ZenlayerError],
+    code: str,
+    status: int,
+) -> None:
+    with pytest.raises(error) as caught:
+        change(client, action, ids)
+
+    assert type(caught.value) is error
+    assert (caught.value.code, caught.value.http_status, caught.value.action) == (code, status, action)
+    assert isinstance(caught.value, StateRefused)  # nothing was done: the caller re-checks
+    assert not isinstance(caught.value, OutcomeUnknown)
+    assert caught.value.request_id == sim.calls[-1].request_id
+    assert caught.value.request_id in str(caught.value)
+    assert len(sim.calls) == 1  # a refusal is final: never retried
+    assert sim.status("db-1") == "RUNNING"  # all or nothing
+
+
+@pytest.mark.parametrize("action", list(CHANGES))
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ({"status": 500, "code": "INTERNAL_ERROR"}, ServerError),
+        ({"status": 503, "body": "<html>unavailable</html>"}, ServerError),
+        ({"status": 200, "body": '{"requestId": "r-1"}'}, MalformedResponse),
+    ],
+)
+def test_a_change_whose_outcome_is_unknown_is_never_repeated(
+    client: ZenlayerClient,
+    sim: ZenlayerSimulator,
+    sleeps: list[float],
+    action: str,
+    fault: dict[str, Any],
+    error: type[ZenlayerError],
+) -> None:
+    sim.fail_next(action, times=5, **fault)
+
+    with pytest.raises(error) as caught:
+        change(client, action, [CHANGES[action][1]])
+
+    assert isinstance(caught.value, OutcomeUnknown)
+    assert caught.value.action == action
+    assert actions(sim) == [action]
+    assert sleeps == []
 
 
 @pytest.mark.parametrize(
@@ -367,15 +510,16 @@ def test_token_auth_is_used_and_wins_over_the_key_pair() -> None:
         assert vm.start_instances(["web-1"]) == sim.calls[-1].request_id
 
 
-@pytest.mark.parametrize("action", ["DescribeInstancesStatus", "StartInstances"])
+@pytest.mark.parametrize("action", ["DescribeInstancesStatus", *CHANGES])
 def test_throttling_is_retried_with_exponential_backoff_then_succeeds(
     client: ZenlayerClient, sim: ZenlayerSimulator, sleeps: list[float], action: str
 ) -> None:
     sim.fail_next(action, times=2, status=429, code="REQUEST_LIMIT_EXCEEDED", message="slow down")
 
-    if action == "StartInstances":
-        assert client.start_instances(["web-1"]) == sim.calls[-1].request_id
-        assert sim.status("web-1") == "BOOTING"
+    if action in CHANGES:
+        _, instance_id, during = CHANGES[action]
+        assert change(client, action, [instance_id]) == sim.calls[-1].request_id
+        assert sim.status(instance_id) == during
     else:
         assert client.describe_instances_status(["web-1"]) == {"web-1": "STOPPED"}
 
@@ -452,22 +596,24 @@ def test_server_error_on_start_is_not_retried(
     assert sleeps == []
 
 
-def test_start_timeout_is_network_error_within_the_timeout_and_not_retried(
-    make_client: Callable[..., ZenlayerClient], sim: ZenlayerSimulator, sleeps: list[float]
+@pytest.mark.parametrize("action", list(CHANGES))
+def test_a_change_that_times_out_is_network_error_within_the_timeout_and_not_retried(
+    make_client: Callable[..., ZenlayerClient], sim: ZenlayerSimulator, sleeps: list[float], action: str
 ) -> None:
     client = make_client(timeout=0.3)
-    # The simulator carries the start out and then does not answer: the outcome is unknown to the client.
-    sim.fail_next("StartInstances", status=None, hang_seconds=10)
+    _, instance_id, during = CHANGES[action]
+    # The simulator carries the call out and then does not answer: the outcome is unknown to the client.
+    sim.fail_next(action, status=None, hang_seconds=10)
 
     started = time.monotonic()
     with pytest.raises(NetworkError) as caught:
-        client.start_instances(["web-1"])
+        change(client, action, [instance_id])
 
     assert time.monotonic() - started < 5  # given up on its timeout, not after the 10 s hang
-    assert caught.value.action == "StartInstances"
+    assert caught.value.action == action
     assert isinstance(caught.value, OutcomeUnknown)
-    assert actions(sim) == ["StartInstances"]
-    assert sim.status("web-1") == "BOOTING"
+    assert actions(sim) == [action]
+    assert sim.status(instance_id) == during
     assert sleeps == []
 
 
@@ -496,19 +642,19 @@ def test_hanging_server_gives_network_error_once_retries_run_out(
     assert len(sim.calls) == 2
 
 
-@pytest.mark.parametrize("action", ["start", "describe"])
+@pytest.mark.parametrize("action", [*CHANGES, "DescribeInstancesStatus"])
 def test_unreachable_server_is_network_error(
     make_client: Callable[..., ZenlayerClient], sleeps: list[float], action: str
 ) -> None:
     client = make_client(base_url=closed_port_url())
 
     with pytest.raises(NetworkError, match="could not reach"):
-        if action == "start":
-            client.start_instances(["web-1"])
+        if action in CHANGES:
+            change(client, action, ["web-1"])
         else:
             client.describe_instances_status(["web-1"])
 
-    assert len(sleeps) == (0 if action == "start" else 3)
+    assert len(sleeps) == (0 if action in CHANGES else 3)  # a change might have got through: never repeated
 
 
 def test_concurrent_starts_of_one_instance_succeed_once(client: ZenlayerClient, sim: ZenlayerSimulator) -> None:
@@ -567,6 +713,6 @@ def test_secrets_stay_out_of_repr_errors_and_logs(
     texts = [repr(client), str(caught.value), repr(caught.value), str(auth_error.value), caplog.text]
     assert not any(ACCESS_KEY_SECRET in text for text in texts)
     assert "Authorization" not in caplog.text
-    ours = [r.getMessage() for r in caplog.records if r.name == "bot.zenlayer.client"]
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("bot.zenlayer.")]
     assert any("StartInstances -> HTTP 200" in m and sim.calls[1].request_id in m and " ms" in m for m in ours)
     assert any("retry 1/3" in m for m in ours)

@@ -21,7 +21,7 @@ import pytest
 
 from bot.config import Secret, Settings
 from bot.devtools import zenlayer_simulator as simulator_module
-from bot.devtools.zenlayer_simulator import ZenlayerSimulator
+from bot.devtools.zenlayer_simulator import ApiError, ZenlayerSimulator
 from bot.devtools.zenlayer_simulator.state import DEFAULT_GROUP_NAME, resource_group_id
 from bot.zenlayer.client import ZenlayerClient
 from tests.zenlayer_support import (
@@ -41,6 +41,8 @@ def sim() -> Iterator[ZenlayerSimulator]:
     """A simulator with a key pair and a token, fast transitions, and a few instances."""
     with ZenlayerSimulator(
         boot_seconds=0.2,
+        stop_seconds=0.2,
+        reboot_seconds=0.2,
         access_key_id=ACCESS_KEY_ID,
         access_key_secret=ACCESS_KEY_SECRET,
         token=TOKEN,
@@ -103,9 +105,9 @@ def _without(headers: dict[str, str], name: str) -> dict[str, str]:
 
 
 Spoiler = Callable[[str, dict[str, str], bytes], tuple[dict[str, str], bytes]]
-# How to spoil a correctly signed StartInstances request, and the code the refusal must carry (None: any).
+# How to spoil a correctly signed request, and the code the refusal must carry (None: any).
 SPOILERS: dict[str, tuple[Spoiler, str | None]] = {
-    "forged body": (lambda url, h, b: (h, b.replace(b"web-1", b"web-2")), "INVALID_SIGNATURE"),
+    "forged body": (lambda url, h, b: (h, b.replace(b'"]', b'", "web-2"]')), "INVALID_SIGNATURE"),
     "wrong secret": (lambda url, h, b: (_resign(url, h, b, secret="nope"), b), "INVALID_SIGNATURE"),
     "signed for another host": (lambda url, h, b: (_resign(url, h, b, host="evil.test"), b), "INVALID_SIGNATURE"),
     "content type changed": (
@@ -131,11 +133,21 @@ SPOILERS: dict[str, tuple[Spoiler, str | None]] = {
 }
 
 
+# A request each state-changing action would carry out if it got through.
+CHANGES = {
+    "StartInstances": {"instanceIds": ["web-1"]},
+    "StopInstances": {"instanceIds": ["db-1"], "forceShutdown": False},
+    "RebootInstances": {"instanceIds": ["db-1"]},
+}
+
+
+@pytest.mark.parametrize("action", list(CHANGES))
 @pytest.mark.parametrize("name", list(SPOILERS))
-def test_refuses_requests_that_are_not_properly_authenticated(sim: ZenlayerSimulator, name: str) -> None:
+def test_refuses_requests_that_are_not_properly_authenticated(sim: ZenlayerSimulator, name: str, action: str) -> None:
     spoil, code = SPOILERS[name]
-    body = json.dumps({"instanceIds": ["web-1"]}).encode()
-    headers, sent = spoil(sim.url, signed_headers(sim.url, body, action="StartInstances"), body)
+    before = sim.statuses()
+    body = json.dumps(CHANGES[action]).encode()
+    headers, sent = spoil(sim.url, signed_headers(sim.url, body, action=action), body)
 
     response = post_api(sim.url, sent, headers)
 
@@ -143,8 +155,7 @@ def test_refuses_requests_that_are_not_properly_authenticated(sim: ZenlayerSimul
     assert status == 401
     if code is not None:
         assert got == code
-    assert sim.status("web-1") == "STOPPED"
-    assert sim.status("web-2") == "STOPPED"
+    assert sim.statuses() == before
     assert sim.calls[-1].http_status == 401
 
 
@@ -172,7 +183,7 @@ def test_refuses_to_exist_without_credentials(credentials: dict[str, str]) -> No
 @pytest.mark.parametrize(
     ("header", "value", "code"),
     [
-        ("X-ZC-Action", "RebootInstances", "INVALID_ACTION"),
+        ("X-ZC-Action", "ReleaseInstances", "INVALID_ACTION"),
         ("X-ZC-Service", "zec", "INVALID_SERVICE"),
         ("X-ZC-Version", "1999-01-01", "INVALID_VERSION"),
     ],
@@ -204,6 +215,87 @@ def test_start_boots_then_runs_and_stop_goes_back(sim: ZenlayerSimulator) -> Non
         403,
         "OPERATION_DENIED_INSTANCE_NOT_RUNNING",
     )
+
+
+def test_each_transition_takes_its_own_time(sim: ZenlayerSimulator) -> None:
+    sim.boot_seconds, sim.stop_seconds, sim.reboot_seconds = 30, 1, 30
+    sim.add_instance("app-1", "RUNNING")
+
+    asked = time.monotonic()
+    assert signed_post(sim.url, {"instanceIds": ["db-1"], "forceShutdown": False}, action="StopInstances").is_success
+    assert signed_post(sim.url, {"instanceIds": ["app-1"]}, action="RebootInstances").is_success
+    assert (sim.status("db-1"), sim.status("app-1")) == ("STOPPING", "REBOOT")
+
+    wait_until(lambda: sim.status("db-1") == "STOPPED", timeout=10, what="db-1 STOPPED")
+    assert time.monotonic() - asked >= 1
+    assert sim.status("app-1") == "REBOOT"  # its 30 s are not over
+    sim.reboot_seconds = 0
+    assert signed_post(sim.url, {"instanceIds": ["db-1"]}, action="StartInstances").is_success
+    assert (sim.status("db-1"), sim.status("app-1")) == ("BOOTING", "REBOOT")  # a change applies to later calls only
+    with pytest.raises(ValueError):
+        sim.stop_seconds = -1
+
+
+def test_reboot_goes_through_reboot_back_to_running(sim: ZenlayerSimulator) -> None:
+    sim.reboot_seconds = 0.5
+    response = signed_post(sim.url, {"instanceIds": ["db-1"]}, action="RebootInstances")
+
+    assert response.status_code == 200
+    assert response.json()["response"] == {"requestId": sim.calls[-1].request_id}
+    assert sim.status("db-1") == "REBOOT"
+    wait_until(lambda: sim.status("db-1") == "RUNNING", timeout=5, what="db-1 RUNNING again")
+    assert [(c.action, c.instance_ids) for c in sim.calls] == [("RebootInstances", ("db-1",))]
+
+
+def test_stop_records_force_shutdown_as_sent(sim: ZenlayerSimulator) -> None:
+    sim.add_instance("app-1", "RUNNING")
+
+    graceful = signed_post(sim.url, {"instanceIds": ["db-1"], "forceShutdown": False}, action="StopInstances")
+    unsaid = signed_post(sim.url, {"instanceIds": ["app-1"]}, action="StopInstances")
+    sim.set_status("db-1", "RUNNING")
+    as_text = signed_post(sim.url, {"instanceIds": ["db-1"], "forceShutdown": "false"}, action="StopInstances")
+
+    assert graceful.status_code == unsaid.status_code == 200
+    assert error_of(as_text) == (400, "INVALID_PARAMETER_VALUE")
+    assert sim.status("db-1") == "RUNNING"  # a malformed stop stops nothing
+    assert [c.force_shutdown for c in sim.calls] == [False, None, "false"]
+    assert sim.calls[0].params == {"instanceIds": ["db-1"], "forceShutdown": False}
+
+
+@pytest.mark.parametrize(
+    ("action", "ids", "status", "code", "named"),
+    [
+        ("StopInstances", ["db-1", "ghost"], 404, "INVALID_INSTANCE_NOT_FOUND", "ghost"),
+        ("StopInstances", ["db-1", "web-1"], 403, "OPERATION_DENIED_INSTANCE_NOT_RUNNING", "web-1 is STOPPED"),
+        ("StopInstances", ["db-1", "old-1"], 403, "OPERATION_DENIED_INSTANCE_RECYCLED", "old-1"),
+        ("StopInstances", [], 400, "INVALID_PARAMETER_VALUE", "1 to 100"),
+        ("StopInstances", [f"i-{n}" for n in range(101)], 400, "INVALID_PARAMETER_VALUE", "101"),
+        ("RebootInstances", ["db-1", "ghost"], 404, "INVALID_INSTANCE_NOT_FOUND", "ghost"),
+        ("RebootInstances", ["db-1", "web-1"], 403, "OPERATION_DENIED_INSTANCE_STATUS", "web-1 is STOPPED"),
+        ("RebootInstances", ["db-1", "old-1"], 403, "OPERATION_DENIED_INSTANCE_RECYCLED", "old-1"),
+        ("RebootInstances", [], 400, "INVALID_PARAMETER_VALUE", "1 to 100"),
+        ("RebootInstances", [f"i-{n}" for n in range(101)], 400, "INVALID_PARAMETER_VALUE", "101"),
+    ],
+)
+def test_stop_and_reboot_are_all_or_nothing(
+    sim: ZenlayerSimulator, action: str, ids: list[str], status: int, code: str, named: str
+) -> None:
+    response = signed_post(sim.url, {"instanceIds": ids}, action=action)
+
+    assert error_of(response) == (status, code)
+    assert named in response.json()["message"]
+    assert sim.status("db-1") == "RUNNING"
+
+
+@pytest.mark.parametrize(("action", "code"), [("StopInstances", "NOT_RUNNING"), ("RebootInstances", "STATUS")])
+def test_stop_and_reboot_refuse_an_instance_on_its_way(sim: ZenlayerSimulator, action: str, code: str) -> None:
+    sim.boot_seconds = sim.reboot_seconds = 30
+    signed_post(sim.url, {"instanceIds": ["web-1"]}, action="StartInstances")
+    signed_post(sim.url, {"instanceIds": ["db-1"]}, action="RebootInstances")
+
+    for instance_id in ("web-1", "db-1"):  # BOOTING, REBOOT
+        refused = signed_post(sim.url, {"instanceIds": [instance_id]}, action=action)
+        assert error_of(refused) == (403, f"OPERATION_DENIED_INSTANCE_{code}")
 
 
 @pytest.mark.parametrize(
@@ -285,6 +377,56 @@ def test_faults_apply_to_their_action_only_and_count_down(sim: ZenlayerSimulator
     assert signed_post(sim.url, {}).status_code == 200
 
 
+def test_faults_apply_to_stop_and_reboot(sim: ZenlayerSimulator) -> None:
+    sim.add_instance("app-1", "RUNNING")
+    sim.stop_seconds = sim.reboot_seconds = 30
+    sim.fail_next("RebootInstances", status=503, code="BUSY")
+    sim.fail_next("StopInstances", status=None, hang_seconds=0.05)  # carried out, answered late
+
+    assert error_of(signed_post(sim.url, {"instanceIds": ["db-1"]}, action="RebootInstances")) == (503, "BUSY")
+    assert sim.status("db-1") == "RUNNING"
+    assert signed_post(sim.url, {"instanceIds": ["app-1"]}, action="StopInstances").status_code == 200
+    assert sim.status("app-1") == "STOPPING"
+    assert signed_post(sim.url, {"instanceIds": ["db-1"]}, action="RebootInstances").status_code == 200
+    assert [(c.action, c.http_status) for c in sim.calls] == [
+        ("RebootInstances", 503),
+        ("StopInstances", 200),
+        ("RebootInstances", 200),
+    ]
+    assert sim.faults == []
+
+
+def test_console_changes_instances_behind_the_bots_back(sim: ZenlayerSimulator) -> None:
+    sim.add_instance("app-1", "RUNNING")
+    sim.boot_seconds = sim.stop_seconds = sim.reboot_seconds = 30
+
+    sim.console_stop("db-1")
+    sim.console_start("web-1")
+    sim.console_reboot("app-1")
+    assert (sim.status("db-1"), sim.status("web-1"), sim.status("app-1")) == ("STOPPING", "BOOTING", "REBOOT")
+    with pytest.raises(ApiError) as refused:
+        sim.console_stop("web-2", "db-1")  # the console refuses what the API would: all or nothing
+    assert (refused.value.status, refused.value.code) == (403, "OPERATION_DENIED_INSTANCE_NOT_RUNNING")
+
+    sim.console_recycle("web-2")
+    sim.console_release("db-1")
+    with pytest.raises(ApiError) as missing:
+        sim.console_release("ghost")
+    assert missing.value.code == "INVALID_INSTANCE_NOT_FOUND"
+    assert sim.calls == []  # nothing of that went through the API
+
+    assert error_of(signed_post(sim.url, {"instanceIds": ["web-2"]}, action="StartInstances")) == (
+        403,
+        "OPERATION_DENIED_INSTANCE_RECYCLED",
+    )
+    assert error_of(signed_post(sim.url, {"instanceIds": ["db-1"]}, action="StopInstances")) == (
+        404,
+        "INVALID_INSTANCE_NOT_FOUND",
+    )
+    listed = signed_post(sim.url, {"instanceIds": ["web-2", "db-1"]}).json()["response"]["dataSet"]
+    assert listed == [{"instanceId": "web-2", "instanceStatus": "RECYCLE"}]
+
+
 def test_faults_do_not_bypass_authentication(sim: ZenlayerSimulator) -> None:
     sim.fail_next(None, status=200, body="{}")
     body = b"{}"
@@ -364,7 +506,9 @@ def test_http_controls_script_a_simulator(sim: ZenlayerSimulator) -> None:
         assert http.delete(f"{control}/faults").status_code == 200
         assert http.get(f"{control}/faults").json() == {"faults": []}
 
-        assert http.post(f"{control}/settings", json={"boot_seconds": 0}).json() == {"boot_seconds": 0}
+        timings = {"boot_seconds": 0, "stop_seconds": 0.2, "reboot_seconds": 0.2}
+        assert http.post(f"{control}/settings", json={"boot_seconds": 0}).json() == timings
+        assert http.get(f"{control}/settings").json() == timings
         assert signed_post(sim.url, {"instanceIds": ["api-1"]}, action="StartInstances").status_code == 200
         assert sim.status("api-1") == "RUNNING"
 
@@ -384,18 +528,51 @@ def test_http_controls_script_a_simulator(sim: ZenlayerSimulator) -> None:
         assert http.post(f"{control}/faults", json={"action": "X", "colour": "red"}).status_code == 400
         assert http.post(f"{control}/instances", json={"status": "RUNNING"}).status_code == 400
         assert http.post(f"{control}/settings", json={"boot_seconds": -1}).status_code == 400
+        assert http.post(f"{control}/settings", json={"stop_seconds": 1, "colour": 1}).status_code == 400
+        assert http.post(f"{control}/settings", json={}).status_code == 400
+        assert sim.stop_seconds == 0.2  # a refused change changes nothing
         assert http.get(f"{control}/nothing").status_code == 404
         assert http.get(f"{sim.url}/api/v2/zec").status_code == 404
 
 
+def test_http_console_acts_behind_the_bots_back(sim: ZenlayerSimulator) -> None:
+    console = f"{sim.url}/_simulator/console"
+    sim.boot_seconds = sim.stop_seconds = 30
+    with httpx.Client(timeout=5) as http:
+        stopped = http.post(f"{console}/stop", json={"instanceIds": ["db-1"]})
+        assert stopped.status_code == 200
+        assert [(i["instanceId"], i["instanceStatus"]) for i in stopped.json()["instances"]] == [("db-1", "STOPPING")]
+
+        again = http.post(f"{console}/reboot", json={"instanceIds": ["db-1"]})
+        assert again.status_code == 403 and again.json()["code"] == "OPERATION_DENIED_INSTANCE_STATUS"
+        assert "db-1 is STOPPING" in again.json()["error"]
+        started = http.post(f"{console}/start", json={"instanceIds": ["web-1"]}).json()["instances"]
+        assert [i["instanceStatus"] for i in started] == ["BOOTING"]
+        assert http.post(f"{console}/recycle", json={"instanceIds": ["web-2"]}).status_code == 200
+        assert http.post(f"{console}/release", json={"instanceIds": ["old-1"]}).json() == {"instances": []}
+        assert http.post(f"{console}/release", json={"instanceIds": ["old-1"]}).status_code == 404
+        assert http.post(f"{console}/dance", json={"instanceIds": ["web-1"]}).status_code == 400
+        assert http.post(f"{console}/stop", json={"instanceIds": "web-1"}).status_code == 400
+
+    assert sim.statuses() == {"web-1": "BOOTING", "web-2": "RECYCLE", "db-1": "STOPPING"}
+    assert sim.calls == []
+
+
+def simulator_args(**overrides: Any) -> argparse.Namespace:
+    """The arguments `vm-bot simulator` parses by default (an ephemeral port), with overrides."""
+    defaults: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "instance": []}
+    defaults.update(boot_seconds=1.0, stop_seconds=1.0, reboot_seconds=1.0)
+    return argparse.Namespace(**{**defaults, **overrides})
+
+
 def test_main_without_credentials_explains_and_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(host="127.0.0.1", port=0, boot_seconds=1.0, instance=[])
+    args = simulator_args()
     assert simulator_module.main(args, Settings()) == 2
     assert "ZENLAYER_ACCESS_KEY_ID" in capsys.readouterr().err
 
 
 def test_main_refuses_an_unknown_status(capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(host="127.0.0.1", port=0, boot_seconds=1.0, instance=["web-1:SLEEPING"])
+    args = simulator_args(instance=["web-1:SLEEPING"])
     assert simulator_module.main(args, Settings(zenlayer_token=Secret(TOKEN))) == 2
     assert "SLEEPING" in capsys.readouterr().err
 
@@ -404,6 +581,7 @@ def test_cli_simulator_runs_as_a_subprocess_and_stops_cleanly(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENLAYER_", "SLACK_"))}
     env.update(ZENLAYER_ACCESS_KEY_ID=ACCESS_KEY_ID, ZENLAYER_ACCESS_KEY_SECRET=ACCESS_KEY_SECRET)
     command = [sys.executable, "-m", "bot", "simulator", "--port", "0", "--boot-seconds", "0.1"]
+    command += ["--stop-seconds", "0.1", "--reboot-seconds", "30"]
     command += ["--instance", "web-1", "--instance", "db-1:running"]
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -418,9 +596,15 @@ def test_cli_simulator_runs_as_a_subprocess_and_stops_cleanly(tmp_path: Path) ->
         with ZenlayerClient(url, access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, timeout=5) as vm:
             assert vm.describe_instances_status(["web-1", "db-1"]) == {"web-1": "STOPPED", "db-1": "RUNNING"}
             vm.start_instances(["web-1"])
+            vm.reboot_instances(["db-1"])
             wait_until(
                 lambda: vm.describe_instances_status(["web-1"]) == {"web-1": "RUNNING"}, timeout=10, what="RUNNING"
             )
+            vm.stop_instances(["web-1"])
+            wait_until(
+                lambda: vm.describe_instances_status(["web-1"]) == {"web-1": "STOPPED"}, timeout=10, what="STOPPED"
+            )
+            assert vm.describe_instances_status(["db-1"]) == {"db-1": "REBOOT"}  # --reboot-seconds 30 was heard
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
@@ -449,7 +633,19 @@ def test_official_sdk_is_accepted_when_installed(sim: ZenlayerSimulator) -> None
     reply = client.DescribeInstancesStatus(request)
     assert {row.instanceId: row.instanceStatus for row in reply.dataSet} == {"web-1": "STOPPED", "db-1": "RUNNING"}
 
+    sim.boot_seconds = sim.stop_seconds = sim.reboot_seconds = 30
     start = models.StartInstancesRequest()
     start.instanceIds = ["web-1"]
     assert client.StartInstances(start).requestId == sim.calls[-1].request_id
     assert sim.status("web-1") == "BOOTING"
+
+    sim.add_instance("app-1", "RUNNING")
+    stop = models.StopInstancesRequest()
+    stop.instanceIds = ["db-1"]
+    stop.forceShutdown = False
+    assert client.StopInstances(stop).requestId == sim.calls[-1].request_id
+    assert sim.calls[-1].force_shutdown is False and sim.status("db-1") == "STOPPING"
+    reboot = models.RebootInstancesRequest()
+    reboot.instanceIds = ["app-1"]
+    assert client.RebootInstances(reboot).requestId == sim.calls[-1].request_id
+    assert sim.status("app-1") == "REBOOT"

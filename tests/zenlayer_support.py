@@ -21,9 +21,11 @@ TOKEN = TEST_CREDENTIALS.zenlayer_token
 
 
 def stopped_simulator(count: int) -> ZenlayerSimulator:
-    """Return the simulator (verifying signatures, quick to boot) with stopped instances web-1 … web-COUNT."""
+    """Return the simulator (verifying signatures, quick to change state) with stopped instances web-1 … web-COUNT."""
     return ZenlayerSimulator(
         boot_seconds=0.3,
+        stop_seconds=0.3,
+        reboot_seconds=0.3,
         access_key_id=ACCESS_KEY_ID,
         access_key_secret=ACCESS_KEY_SECRET,
         instances={f"web-{i}": "STOPPED" for i in range(1, count + 1)},
@@ -88,6 +90,12 @@ class VmProxy:
 
     def start_instances(self, ids: Sequence[str]) -> str:
         return str(self.client.start_instances(ids))
+
+    def stop_instances(self, ids: Sequence[str]) -> str:
+        return str(self.client.stop_instances(ids))
+
+    def reboot_instances(self, ids: Sequence[str]) -> str:
+        return str(self.client.reboot_instances(ids))
 
     def describe_instances_status(self, ids: Sequence[str]) -> dict[str, str]:
         return dict(self.client.describe_instances_status(ids))

@@ -49,10 +49,22 @@ class InstancePage:
 
 @runtime_checkable
 class VmApi(Protocol):
-    """The Zenlayer VM calls the domain needs; failures are bot.domain.vm_errors.VmError subclasses."""
+    """The Zenlayer VM calls the domain needs; failures are bot.domain.vm_errors.VmError subclasses.
+
+    Start, stop and reboot each take 1 to 100 ids, all or nothing, and only ask: the instances change state
+    afterwards (watch them with describe_instances_status).
+    """
 
     def start_instances(self, ids: Sequence[str]) -> str:
         """Start at most 100 STOPPED instances; return Zenlayer's requestId."""
+        ...
+
+    def stop_instances(self, ids: Sequence[str]) -> str:
+        """Shut down at most 100 RUNNING instances gracefully, never forced; return Zenlayer's requestId."""
+        ...
+
+    def reboot_instances(self, ids: Sequence[str]) -> str:
+        """Reboot at most 100 RUNNING instances; return Zenlayer's requestId."""
         ...
 
     def describe_instances_status(self, ids: Sequence[str]) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The failures of the `VmApi` port, grouped by what the domain does about them.
 
-`StateRefused`: the cloud refused the call because of the instances (nothing happened, a re-check may help).
-`OutcomeUnknown`: the call may or may not have been carried out (never retry a start; look instead).
+`StateRefused`: the cloud refused the call because of the instances' state (nothing was done; a re-check may help).
+`OutcomeUnknown`: the call may or may not have been carried out (never repeat a start, stop or reboot; look instead).
 The rest are refusals of the call itself. Adapters raise these (or subclasses); no transport detail leaks in.
 """
 
@@ -11,8 +11,10 @@ __all__ = [
     "AccessBlocked",
     "AuthenticationFailed",
     "InstanceNotFound",
+    "InstanceNotRunning",
     "InstanceNotStopped",
     "InstanceRecycled",
+    "InstanceStatusRefused",
     "InvalidRequest",
     "MalformedResponse",
     "NetworkError",
@@ -62,7 +64,15 @@ class InstanceNotFound(StateRefused):
 
 
 class InstanceNotStopped(StateRefused):
-    """An id is not STOPPED (Zenlayer: 403 OPERATION_DENIED_INSTANCE_NOT_STOPPED)."""
+    """A start named an id that is not STOPPED (Zenlayer: 403 OPERATION_DENIED_INSTANCE_NOT_STOPPED)."""
+
+
+class InstanceNotRunning(StateRefused):
+    """A stop named an id that is not RUNNING (Zenlayer: 403 OPERATION_DENIED_INSTANCE_NOT_RUNNING)."""
+
+
+class InstanceStatusRefused(StateRefused):
+    """A reboot named an id whose status does not allow it (Zenlayer: 403 OPERATION_DENIED_INSTANCE_STATUS)."""
 
 
 class InstanceRecycled(StateRefused):
@@ -70,7 +80,7 @@ class InstanceRecycled(StateRefused):
 
 
 class OutcomeUnknown(VmError):
-    """No usable answer came back: the call may have been carried out, so a start must not be repeated."""
+    """No usable answer came back: the call may have been carried out, so it must not be repeated."""
 
 
 class NetworkError(OutcomeUnknown):

@@ -1,7 +1,7 @@
 """A local, Zenlayer-compatible VM API for tests, demos and staging — it checks signatures like the real one.
 
 Serves ``POST /api/v2/vm`` with the ``X-ZC-Action`` header set to ``StartInstances``, ``StopInstances``,
-``DescribeInstancesStatus`` or ``DescribeInstances``, using the envelopes of Zenlayer API 2.0:
+``RebootInstances``, ``DescribeInstancesStatus`` or ``DescribeInstances``, using the envelopes of Zenlayer API 2.0:
 success ``{"requestId", "response": {"requestId", ...}}`` with HTTP 200, failure ``{"requestId", "code",
 "message"}`` with HTTP 4xx/5xx. Every request must carry either a ZC2-HMAC-SHA256 signature made with the
 configured key pair (verified over the raw body bytes with the received Host and Content-Type, timestamp within
@@ -15,11 +15,16 @@ documentation ranges. It filters by ``instanceIds`` (at most 100), ``instanceNam
 with ``*``), ``resourceGroupId``, ``zoneId``, ``instanceStatus``, ``tagKeys`` and ``tags``, with ``pageSize`` (at most
 1000, default 20) / ``pageNum`` paging and ``totalCount``.
 
-Instances move ``STOPPED -> BOOTING -> RUNNING`` after ``StartInstances`` and ``RUNNING -> STOPPING -> STOPPED``
-after ``StopInstances``, each step taking ``boot_seconds`` (computed lazily from a monotonic clock, so reads are
-deterministic and need no timer threads). ``StartInstances`` is all-or-nothing: one missing id gives 404
-``INVALID_INSTANCE_NOT_FOUND``, one recycled id 403 ``OPERATION_DENIED_INSTANCE_RECYCLED``, one id not STOPPED 403
-``OPERATION_DENIED_INSTANCE_NOT_STOPPED``; an empty list or more than 100 ids 400 ``INVALID_PARAMETER_VALUE``.
+Instances move ``STOPPED -> BOOTING -> RUNNING`` after ``StartInstances`` (taking ``boot_seconds``),
+``RUNNING -> STOPPING -> STOPPED`` after ``StopInstances`` (``stop_seconds``) and ``RUNNING -> REBOOT -> RUNNING``
+after ``RebootInstances`` (``reboot_seconds``), computed lazily from a monotonic clock, so reads are deterministic
+and need no timer threads. Each of the three is all-or-nothing: one missing id gives 404
+``INVALID_INSTANCE_NOT_FOUND``, one id in the recycle bin (RECYCLE) 403 ``OPERATION_DENIED_INSTANCE_RECYCLED``, one
+id in the wrong status 403 ``OPERATION_DENIED_INSTANCE_NOT_STOPPED`` (start: not STOPPED),
+``OPERATION_DENIED_INSTANCE_NOT_RUNNING`` (stop: not RUNNING) or ``OPERATION_DENIED_INSTANCE_STATUS`` (reboot: not
+RUNNING); an empty list or more than 100 ids 400 ``INVALID_PARAMETER_VALUE``. ``StopInstances`` takes an optional
+boolean ``forceShutdown`` (anything else: 400); the call log keeps it as sent (``SimulatedCall.force_shutdown``,
+None when absent — which Zenlayer treats as a forced shutdown).
 
 Control endpoints (plain JSON, no authentication — bind to loopback), for scripting a simulator that runs in
 another process. Error replies are ``{"error": "..."}`` with HTTP 400 or 404.
@@ -37,9 +42,15 @@ another process. Error replies are ``{"error": "..."}`` with HTTP 400 or 404.
     once, cancelling any transition). Replies with the instances, including the id that was made up.
 ``DELETE /_simulator/instances/<id>``
     Removes an instance (404 when unknown).
+``POST /_simulator/console/<verb>``
+    Body ``{"instanceIds": [...]}``; ``<verb>`` is ``start``, ``stop``, ``reboot``, ``recycle`` or ``release``:
+    what someone in Zenlayer's console does behind the bot's back, recorded as no API call. Start, stop and
+    reboot follow the API's rules and timings (refusals come back with the API's status and ``code``); recycle puts
+    the instances in the recycle bin (RECYCLE) at once; release removes them (404 from then on). Replies with the
+    instances still there. The same as ``ZenlayerSimulator.console_<verb>(*ids)`` in Python.
 ``GET /_simulator/calls`` / ``DELETE /_simulator/calls``
-    ``{"calls": [{"action", "instanceIds", "httpStatus", "code", "requestId", "time"}, ...]}`` for every
-    request to the API path, oldest first / forget them.
+    ``{"calls": [{"action", "instanceIds", "params", "httpStatus", "code", "requestId", "time"}, ...]}`` for
+    every request to the API path, oldest first / forget them.
 ``POST /_simulator/faults``
     Body with the keyword arguments of :meth:`ZenlayerSimulator.fail_next`: ``{"action": "StartInstances",
     "times": 1, "status": 500, "code": "INTERNAL_ERROR", "message": "...", "hang_seconds": null,
@@ -47,9 +58,11 @@ another process. Error replies are ``{"error": "..."}`` with HTTP 400 or 404.
 ``GET /_simulator/faults`` / ``DELETE /_simulator/faults``
     List the queued faults / drop them all.
 ``GET /_simulator/settings`` / ``POST /_simulator/settings``
-    ``{"boot_seconds": 5.0}``: read or change how long transitions take (applies to later starts and stops).
+    ``{"boot_seconds": 5.0, "stop_seconds": 5.0, "reboot_seconds": 5.0}``: read or change (any of them) how long
+    BOOTING, STOPPING and REBOOT last; a change applies to later calls.
 
-The package splits by concern: ``state`` (instances, faults, the call log), ``api`` (the actions),
+The package splits by concern: ``instances`` (the VM model and filters), ``state`` (the cloud: transitions and
+the console), ``script`` (faults and the call log), ``api`` (the actions),
 ``auth`` (signatures and tokens), ``control`` (the routes above, as a table), ``server`` (HTTP and WSGI), ``cli``.
 
 Run it with ``vm-bot simulator --port 8089 --instance web-1 --instance db-1:RUNNING
@@ -58,12 +71,15 @@ in ``ZENLAYER_ACCESS_KEY_ID`` / ``ZENLAYER_ACCESS_KEY_SECRET`` (or ``ZENLAYER_TO
 """
 
 from bot.devtools.zenlayer_simulator.cli import main, parse_instance_specs
+from bot.devtools.zenlayer_simulator.instances import DEFAULT_INSTANCES, KNOWN_STATUSES
+from bot.devtools.zenlayer_simulator.replies import ApiError
+from bot.devtools.zenlayer_simulator.script import Fault, SimulatedCall
 from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
-from bot.devtools.zenlayer_simulator.state import DEFAULT_INSTANCES, KNOWN_STATUSES, Fault, SimulatedCall
 
 __all__ = [
     "DEFAULT_INSTANCES",
     "KNOWN_STATUSES",
+    "ApiError",
     "Fault",
     "SimulatedCall",
     "ZenlayerSimulator",

@@ -9,8 +9,9 @@ from email.message import Message
 from typing import TYPE_CHECKING, Any
 
 from bot.devtools.zenlayer_simulator.auth import authenticate
+from bot.devtools.zenlayer_simulator.instances import Filters
 from bot.devtools.zenlayer_simulator.replies import ApiError, Reply, json_bytes
-from bot.devtools.zenlayer_simulator.state import Fault, Filters
+from bot.devtools.zenlayer_simulator.script import Fault
 
 if TYPE_CHECKING:
     from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
@@ -53,13 +54,22 @@ def handle_api(sim: ZenlayerSimulator, headers: Message, body: bytes) -> Reply:
 
 def _start(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
     """StartInstances: STOPPED -> BOOTING -> RUNNING, all or nothing."""
-    sim.transition(_required_ids(params), "STOPPED", "BOOTING", "RUNNING")
+    sim.change("StartInstances", _required_ids(params))
     return {}
 
 
 def _stop(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
-    """StopInstances: RUNNING -> STOPPING -> STOPPED, all or nothing."""
-    sim.transition(_required_ids(params), "RUNNING", "STOPPING", "STOPPED")
+    """StopInstances: RUNNING -> STOPPING -> STOPPED, all or nothing (the call log keeps forceShutdown as sent)."""
+    force = params.get("forceShutdown")
+    if force is not None and not isinstance(force, bool):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "forceShutdown must be a boolean")
+    sim.change("StopInstances", _required_ids(params))
+    return {}
+
+
+def _reboot(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
+    """RebootInstances: RUNNING -> REBOOT -> RUNNING, all or nothing."""
+    sim.change("RebootInstances", _required_ids(params))
     return {}
 
 
@@ -78,6 +88,7 @@ def _describe(sim: ZenlayerSimulator, params: dict[str, Any]) -> dict[str, Any]:
 ACTIONS: dict[str, Callable[[ZenlayerSimulator, dict[str, Any]], dict[str, Any]]] = {
     "StartInstances": _start,
     "StopInstances": _stop,
+    "RebootInstances": _reboot,
     "DescribeInstancesStatus": _describe_status,
     "DescribeInstances": _describe,
 }

@@ -10,12 +10,12 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
-from bot.devtools.zenlayer_simulator.state import (
+from bot.devtools.zenlayer_simulator.instances import (
     DEFAULT_INSTANCES,
     GENERATED_ID_PREFIX,
     KNOWN_STATUSES,
 )
+from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -84,6 +84,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             args.host,
             args.port,
             boot_seconds=args.boot_seconds,
+            stop_seconds=args.stop_seconds,
+            reboot_seconds=args.reboot_seconds,
             access_key_id=settings.zenlayer_access_key_id,
             access_key_secret=settings.zenlayer_access_key_secret,
             token=settings.zenlayer_token,

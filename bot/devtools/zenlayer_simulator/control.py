@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from bot.devtools.zenlayer_simulator.replies import Reply, json_bytes
-from bot.devtools.zenlayer_simulator.state import DEFAULT_ZONE
+from bot.devtools.zenlayer_simulator.instances import DEFAULT_ZONE
+from bot.devtools.zenlayer_simulator.replies import ApiError, Reply, json_bytes
+from bot.devtools.zenlayer_simulator.state import TIMINGS, SimulatedCloud
 
 if TYPE_CHECKING:
     from bot.devtools.zenlayer_simulator.server import ZenlayerSimulator
@@ -20,11 +21,12 @@ Handler = Callable[["ZenlayerSimulator", bytes, str], dict[str, Any]]
 
 
 class ControlError(Exception):
-    """A refused control request."""
+    """A refused control request (with Zenlayer's code when the simulated cloud refused it)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, *, code: str | None = None):
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 def handle_control(sim: ZenlayerSimulator, method: str, path: str, body: bytes) -> Reply:
@@ -33,7 +35,8 @@ def handle_control(sim: ZenlayerSimulator, method: str, path: str, body: bytes) 
     try:
         payload = _route(method, route)(sim, body, route)
     except ControlError as error:
-        return Reply(error.status, json_bytes({"error": str(error)}))
+        payload = {"error": str(error)} if error.code is None else {"error": str(error), "code": error.code}
+        return Reply(error.status, json_bytes(payload))
     return Reply(200, json_bytes(payload))
 
 
@@ -111,17 +114,44 @@ def _clear_faults(sim: ZenlayerSimulator, body: bytes, route: str) -> dict[str, 
 
 
 def _get_settings(sim: ZenlayerSimulator, body: bytes, route: str) -> dict[str, Any]:
-    return {"boot_seconds": sim.boot_seconds}
+    return {name: getattr(sim, name) for name in TIMINGS}
 
 
 def _set_settings(sim: ZenlayerSimulator, body: bytes, route: str) -> dict[str, Any]:
     data = _json(body)
-    value = data.get("boot_seconds") if isinstance(data, dict) else None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ControlError(400, "body must be {'boot_seconds': <non-negative number>}")
-    sim.boot_seconds = value
-    return {"boot_seconds": sim.boot_seconds}
+    if not isinstance(data, dict) or not data or not set(data) <= set(TIMINGS):
+        raise ControlError(400, f"body must be an object with some of {', '.join(TIMINGS)}")
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ControlError(400, f"{name} must be a non-negative number")
+    for name, value in data.items():
+        setattr(sim, name, value)
+    return _get_settings(sim, body, route)
 
+
+def _console(sim: ZenlayerSimulator, body: bytes, route: str) -> dict[str, Any]:
+    act = CONSOLE.get(route[len("console/") :])
+    data = _json(body)
+    ids = data.get("instanceIds") if isinstance(data, dict) else None
+    if act is None or not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        verbs = "|".join(CONSOLE)
+        raise ControlError(400, f'use POST {CONTROL_PREFIX}console/{{{verbs}}} with {{"instanceIds": [ids]}}')
+    try:
+        act(sim, *ids)
+    except ApiError as error:
+        raise ControlError(error.status, error.message, code=error.code) from None
+    wanted = set(ids)
+    return {"instances": [row for row in sim.summaries() if row["instanceId"] in wanted]}
+
+
+# What someone in Zenlayer's console can do behind the bot's back.
+CONSOLE: dict[str, Callable[..., None]] = {
+    "start": SimulatedCloud.console_start,
+    "stop": SimulatedCloud.console_stop,
+    "reboot": SimulatedCloud.console_reboot,
+    "recycle": SimulatedCloud.console_recycle,
+    "release": SimulatedCloud.console_release,
+}
 
 ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "health"): _health,
@@ -135,7 +165,10 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "settings"): _get_settings,
     ("POST", "settings"): _set_settings,
 }
-PREFIX_ROUTES: dict[tuple[str, str], Handler] = {("DELETE", "instances/"): _delete_instance}
+PREFIX_ROUTES: dict[tuple[str, str], Handler] = {
+    ("DELETE", "instances/"): _delete_instance,
+    ("POST", "console/"): _console,
+}
 
 
 def _upsert(sim: ZenlayerSimulator, spec: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class ZenlayerSimulator(SimulatedCloud):
         port: int = 0,
         *,
         boot_seconds: float = 5.0,
+        stop_seconds: float = 5.0,
+        reboot_seconds: float = 5.0,
         access_key_id: str | None = None,
         access_key_secret: str | Secret | None = None,
         token: str | Secret | None = None,
@@ -45,7 +47,13 @@ class ZenlayerSimulator(SimulatedCloud):
         max_recorded_calls: int = 100_000,
     ):
         self.credentials = Credentials.of(access_key_id, access_key_secret, token)
-        super().__init__(boot_seconds=boot_seconds, instances=instances, max_recorded_calls=max_recorded_calls)
+        super().__init__(
+            boot_seconds=boot_seconds,
+            stop_seconds=stop_seconds,
+            reboot_seconds=reboot_seconds,
+            instances=instances,
+            max_recorded_calls=max_recorded_calls,
+        )
         self._bind_host = host
         self._bind_port = port
         self.max_skew_seconds = max_skew_seconds

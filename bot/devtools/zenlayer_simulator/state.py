@@ -1,233 +1,96 @@
-"""The simulated cloud: instances and their transitions, scripted faults, and the log of calls answered."""
+"""The simulated cloud: instances and their transitions, on top of the scripted faults and the call log."""
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from bot.devtools.zenlayer_simulator.replies import ApiError
-
-log = logging.getLogger(__name__)
-
-KNOWN_STATUSES = (
-    "PENDING",
-    "DEPLOYING",
-    "REBUILDING",
-    "REBOOT",
-    "RUNNING",
-    "STOPPED",
-    "BOOTING",
-    "RELEASING",
-    "STOPPING",
-    "RECYCLE",
-    "RECYCLING",
-    "CREATE_FAILED",
-    "IMAGING",
+from bot.devtools.zenlayer_simulator.instances import (
+    DEFAULT_GROUP_NAME,
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_INSTANCES,
+    DEFAULT_ZONE,
+    GENERATED_ID_PREFIX,
+    KNOWN_STATUSES,
+    Filters,
+    Instance,
+    as_tags,
+    opaque_id,
+    resource_group_id,
 )
+from bot.devtools.zenlayer_simulator.replies import ApiError
+from bot.devtools.zenlayer_simulator.script import CallScript, Fault, SimulatedCall
+
+# Re-exported: scripts and tests import these from here.
+__all__ = [
+    "DEFAULT_GROUP_NAME",
+    "DEFAULT_INSTANCES",
+    "DEFAULT_ZONE",
+    "GENERATED_ID_PREFIX",
+    "KNOWN_STATUSES",
+    "MAX_BATCH",
+    "POWER_ACTIONS",
+    "TIMINGS",
+    "Fault",
+    "Filters",
+    "Instance",
+    "PowerAction",
+    "SimulatedCall",
+    "SimulatedCloud",
+    "resource_group_id",
+]
+
 MAX_BATCH = 100
-DEFAULT_INSTANCES: Mapping[str, str] = {"demo-web-1": "STOPPED", "demo-web-2": "STOPPED", "demo-db-1": "STOPPED"}
-DEFAULT_GROUP_NAME = "Default Resource Group"
-DEFAULT_ZONE = "SEL-A"
-# Instance types and their (cpuCount, memory GiB), as DescribeInstances reports them.
-INSTANCE_TYPES: Mapping[str, tuple[int, int]] = {"z2a.cpu.1": (2, 4), "z2a.cpu.2": (4, 8), "z2a.mem.1": (2, 16)}
-DEFAULT_INSTANCE_TYPE = "z2a.cpu.1"
-
-Tags = tuple[tuple[str, str], ...]
-# Keys of `instances` specs that stand for "generate an opaque id" (a spec that names no id).
-GENERATED_ID_PREFIX = "\x00generated-"
-
-
-def opaque_id(seed: str, digits: int = 19) -> str:
-    """Return a stable, opaque numeric id like Zenlayer's own (the provider's example is `123123xxx`)."""
-    number = int(hashlib.sha256(seed.encode("utf-8")).hexdigest(), 16)
-    low = 10 ** (digits - 1)
-    return str(low + number % (9 * low))
-
-
-def resource_group_id(name: str) -> str:
-    """Return the simulator's id for a resource group name (stable, so scripts and tests can rely on it)."""
-    return opaque_id(f"resource-group:{name}", 16)
-
-
-def as_tags(value: Mapping[str, str] | Any) -> Tags:
-    """Accept tags as {key: value}, [(key, value)] or [{"key", "value"}]; ValueError otherwise."""
-    if value is None:
-        return ()
-    items = value.items() if isinstance(value, Mapping) else value
-    tags: list[tuple[str, str]] = []
-    for item in items:
-        pair = (item.get("key"), item.get("value", "")) if isinstance(item, Mapping) else tuple(item)
-        if len(pair) != 2 or not isinstance(pair[0], str) or not pair[0] or not isinstance(pair[1], str):
-            raise ValueError(f"a tag must be a non-empty key and a string value, got {item!r}")
-        tags.append((pair[0], pair[1]))
-    return tuple(tags)
+# How long each passing status lasts, in seconds: the SimulatedCloud attributes a PowerAction names.
+TIMINGS = ("boot_seconds", "stop_seconds", "reboot_seconds")
+RECYCLED = "RECYCLE"
 
 
 @dataclass(frozen=True)
-class SimulatedCall:
-    """One request the simulator answered on the API path."""
+class PowerAction:
+    """A state-changing call: the one status it accepts, the status it passes through, and where it ends."""
 
-    action: str | None
-    instance_ids: tuple[str, ...]
-    http_status: int
-    request_id: str
-    code: str | None
-    time: float
-    params: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the call as the control API shows it."""
-        return {
-            "action": self.action,
-            "instanceIds": list(self.instance_ids),
-            "params": self.params,
-            "httpStatus": self.http_status,
-            "code": self.code,
-            "requestId": self.request_id,
-            "time": self.time,
-        }
+    source: str
+    during: str
+    target: str
+    refusal: str  # the 403 code for an instance in any other status
+    timing: str  # which of TIMINGS says how long `during` lasts
 
 
-@dataclass
-class Fault:
-    """A scripted misbehaviour for the next `times` calls of `action` (None or "*" for any action)."""
-
-    action: str | None
-    times: int
-    status: int | None
-    code: str
-    message: str
-    hang_seconds: float | None
-    body: str | None
-    headers: dict[str, str]
-
-    def matches(self, action: str | None) -> bool:
-        """Return True when this fault applies to a call of action."""
-        return self.action in (None, "*") or self.action == action
-
-    @property
-    def answers_normally(self) -> bool:
-        """True when the call is carried out as usual and only the reply is delayed."""
-        return self.body is None and (self.status is None or self.status == 200)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the fault as the control API shows it."""
-        return {
-            "action": self.action,
-            "times": self.times,
-            "status": self.status,
-            "code": self.code,
-            "message": self.message,
-            "hang_seconds": self.hang_seconds,
-            "body": self.body,
-            "headers": dict(self.headers),
-        }
+POWER_ACTIONS: Mapping[str, PowerAction] = {
+    "StartInstances": PowerAction(
+        "STOPPED", "BOOTING", "RUNNING", "OPERATION_DENIED_INSTANCE_NOT_STOPPED", "boot_seconds"
+    ),
+    "StopInstances": PowerAction(
+        "RUNNING", "STOPPING", "STOPPED", "OPERATION_DENIED_INSTANCE_NOT_RUNNING", "stop_seconds"
+    ),
+    "RebootInstances": PowerAction(
+        "RUNNING", "REBOOT", "RUNNING", "OPERATION_DENIED_INSTANCE_STATUS", "reboot_seconds"
+    ),
+}
 
 
-@dataclass
-class Instance:
-    """One simulated VM; `pending` is the (status, monotonic time) it reaches next."""
-
-    instance_id: str
-    name: str
-    zone: str
-    status: str
-    index: int
-    pending: tuple[str, float] | None = None
-    group: str = DEFAULT_GROUP_NAME
-    tags: Tags = ()
-    instance_type: str = DEFAULT_INSTANCE_TYPE
-
-    def settle(self, now: float) -> None:
-        """Apply a transition whose time has come."""
-        if self.pending is not None and now >= self.pending[1]:
-            self.status = self.pending[0]
-            self.pending = None
-
-    def summary(self) -> dict[str, Any]:
-        """Return the control API's view of the instance."""
-        return {
-            "instanceId": self.instance_id,
-            "instanceName": self.name,
-            "instanceStatus": self.status,
-            "zoneId": self.zone,
-            "resourceGroupId": resource_group_id(self.group),
-            "resourceGroupName": self.group,
-            "tags": {"tags": [{"key": k, "value": v} for k, v in self.tags]},
-        }
-
-    def describe(self) -> dict[str, Any]:
-        """Return a DescribeInstances dataSet row."""
-        octet = self.index % 250 + 2
-        cpus, memory = INSTANCE_TYPES.get(self.instance_type, (2, 4))
-        return {
-            **self.summary(),
-            "instanceType": self.instance_type,
-            "cpuCount": cpus,
-            "memory": memory,
-            "imageId": "img-ubuntu-2204",
-            "imageName": "Ubuntu 22.04",
-            "instanceChargeType": "POSTPAID",
-            # Documentation address ranges: nothing real is ever named.
-            "publicIpAddresses": [f"198.51.{100 + self.index // 250 % 3}.{octet}"],
-            "privateIpAddresses": [f"10.0.{self.index // 250 % 256}.{octet}"],
-            "createTime": "2026-01-01T00:00:00Z",
-        }
-
-
-@dataclass(frozen=True)
-class Filters:
-    """DescribeInstances filters other than instanceIds, as the API documents them."""
-
-    name: str | None = None  # exact, or a prefix when it ends with `*`
-    resource_group_id: str | None = None
-    zone: str | None = None
-    status: str | None = None
-    tag_keys: tuple[str, ...] = ()
-    tags: Tags = ()
-
-    def admits(self, instance: Instance) -> bool:
-        """True when an instance passes every filter given."""
-        if self.name is not None:
-            if self.name.endswith("*"):
-                if not instance.name.startswith(self.name[:-1]):
-                    return False
-            elif instance.name != self.name:
-                return False
-        if self.resource_group_id is not None and resource_group_id(instance.group) != self.resource_group_id:
-            return False
-        if self.zone is not None and instance.zone != self.zone:
-            return False
-        if self.status is not None and instance.status != self.status:
-            return False
-        keys = {k for k, _ in instance.tags}
-        return all(k in keys for k in self.tag_keys) and all(t in instance.tags for t in self.tags)
-
-
-class SimulatedCloud:
+class SimulatedCloud(CallScript):
     """Instances moving through their states (computed lazily from a monotonic clock), faults and calls."""
 
     def __init__(
         self,
         *,
         boot_seconds: float = 5.0,
+        stop_seconds: float = 5.0,
+        reboot_seconds: float = 5.0,
         instances: Mapping[str, str | Mapping[str, Any]] | None = None,
         max_recorded_calls: int = 100_000,
     ):
-        if boot_seconds < 0:
-            raise ValueError("boot_seconds must not be negative")
-        self._boot_seconds = float(boot_seconds)
+        super().__init__(max_recorded_calls=max_recorded_calls)
         self._lock = threading.Lock()
+        self._seconds: dict[str, float] = {}  # TIMINGS, set through their properties
+        self.boot_seconds, self.stop_seconds, self.reboot_seconds = boot_seconds, stop_seconds, reboot_seconds
         self._instances: dict[str, Instance] = {}
         self._next_index = 0
-        self._calls: deque[SimulatedCall] = deque(maxlen=max_recorded_calls)
-        self._faults: list[Fault] = []
         for instance_id, spec in (instances or {}).items():
             if isinstance(spec, str):
                 self.add_instance(instance_id, spec)
@@ -246,16 +109,42 @@ class SimulatedCloud:
 
     @property
     def boot_seconds(self) -> float:
-        """How long BOOTING and STOPPING last; a change applies to later starts and stops."""
-        with self._lock:
-            return self._boot_seconds
+        """How long BOOTING lasts after a start; a change applies to later starts."""
+        return self._timing("boot_seconds")
 
     @boot_seconds.setter
     def boot_seconds(self, value: float) -> None:
-        if value < 0:
-            raise ValueError("boot_seconds must not be negative")
+        self._set_timing("boot_seconds", value)
+
+    @property
+    def stop_seconds(self) -> float:
+        """How long STOPPING lasts after a stop; a change applies to later stops."""
+        return self._timing("stop_seconds")
+
+    @stop_seconds.setter
+    def stop_seconds(self, value: float) -> None:
+        self._set_timing("stop_seconds", value)
+
+    @property
+    def reboot_seconds(self) -> float:
+        """How long REBOOT lasts after a reboot; a change applies to later reboots."""
+        return self._timing("reboot_seconds")
+
+    @reboot_seconds.setter
+    def reboot_seconds(self, value: float) -> None:
+        self._set_timing("reboot_seconds", value)
+
+    def _timing(self, name: str) -> float:
+        """Read one of TIMINGS."""
         with self._lock:
-            self._boot_seconds = float(value)
+            return self._seconds[name]
+
+    def _set_timing(self, name: str, value: float) -> None:
+        """Change one of TIMINGS; ValueError when negative or not a number."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ValueError(f"{name} must be a non-negative number")
+        with self._lock:
+            self._seconds[name] = float(value)
 
     def add_instance(
         self,
@@ -349,8 +238,9 @@ class SimulatedCloud:
                 instance.settle(now)
             return [instance.summary() for instance in self._instances.values()]
 
-    def transition(self, ids: list[str], source: str, during: str, target: str) -> None:
-        """Move every listed instance from source via during to target, or refuse the whole batch."""
+    def change(self, action: str, ids: list[str]) -> None:
+        """Carry out a POWER_ACTIONS action on every listed instance, or refuse the whole batch with an ApiError."""
+        power = POWER_ACTIONS[action]
         unique = list(dict.fromkeys(ids))
         if not 1 <= len(unique) <= MAX_BATCH:
             raise ApiError(
@@ -358,28 +248,55 @@ class SimulatedCloud:
             )
         now = time.monotonic()
         with self._lock:
-            missing = [i for i in unique if i not in self._instances]
-            if missing:
-                raise ApiError(404, "INVALID_INSTANCE_NOT_FOUND", f"instance(s) not found: {', '.join(missing)}")
-            instances = [self._instances[i] for i in unique]
-            for instance in instances:
-                instance.settle(now)
-            recycled = [i.instance_id for i in instances if i.status == "RECYCLE"]
+            instances = self._existing(unique, now)
+            recycled = [i.instance_id for i in instances if i.status == RECYCLED]
             if recycled:
                 raise ApiError(
                     403, "OPERATION_DENIED_INSTANCE_RECYCLED", f"instance(s) in the recycle bin: {', '.join(recycled)}"
                 )
-            wrong = [f"{i.instance_id} is {i.status}" for i in instances if i.status != source]
+            wrong = [f"{i.instance_id} is {i.status}" for i in instances if i.status != power.source]
             if wrong:
-                code = (
-                    "OPERATION_DENIED_INSTANCE_NOT_STOPPED"
-                    if source == "STOPPED"
-                    else "OPERATION_DENIED_INSTANCE_NOT_RUNNING"
-                )
-                raise ApiError(403, code, f"only {source} instances allowed: {'; '.join(wrong)}")
+                raise ApiError(403, power.refusal, f"only {power.source} instances allowed: {'; '.join(wrong)}")
             for instance in instances:
-                instance.status = during
-                instance.pending = (target, now + self._boot_seconds)
+                instance.status = power.during
+                instance.pending = (power.target, now + self._seconds[power.timing])
+
+    def _existing(self, ids: list[str], now: float) -> list[Instance]:
+        """Return the instances, settled; ApiError 404 naming the ids that do not exist. Call under the lock."""
+        missing = [i for i in ids if i not in self._instances]
+        if missing:
+            raise ApiError(404, "INVALID_INSTANCE_NOT_FOUND", f"instance(s) not found: {', '.join(missing)}")
+        instances = [self._instances[i] for i in ids]
+        for instance in instances:
+            instance.settle(now)
+        return instances
+
+    # --- behind the bot's back: what someone in Zenlayer's console does (no API call is recorded) ---------------
+
+    def console_start(self, *instance_ids: str) -> None:
+        """Start instances as the console would: same rules and timing as StartInstances (ApiError when refused)."""
+        self.change("StartInstances", list(instance_ids))
+
+    def console_stop(self, *instance_ids: str) -> None:
+        """Stop instances as the console would: same rules and timing as StopInstances (ApiError when refused)."""
+        self.change("StopInstances", list(instance_ids))
+
+    def console_reboot(self, *instance_ids: str) -> None:
+        """Reboot instances as the console would: same rules and timing as RebootInstances (ApiError when refused)."""
+        self.change("RebootInstances", list(instance_ids))
+
+    def console_recycle(self, *instance_ids: str) -> None:
+        """Move instances to the recycle bin at once (RECYCLE: still listed, every action refused as recycled)."""
+        with self._lock:
+            for instance in self._existing(list(dict.fromkeys(instance_ids)), time.monotonic()):
+                instance.status = RECYCLED
+                instance.pending = None
+
+    def console_release(self, *instance_ids: str) -> None:
+        """Release instances for good, at once: from then on Describe* leaves them out and actions get 404."""
+        with self._lock:
+            for instance in self._existing(list(dict.fromkeys(instance_ids)), time.monotonic()):
+                del self._instances[instance.instance_id]
 
     def page(
         self, ids: list[str] | None, page_size: int, page_num: int, where: Filters | None = None
@@ -400,94 +317,3 @@ class SimulatedCloud:
             start = (page_num - 1) * page_size
             page = [Instance(**i.__dict__) for i in matching[start : start + page_size]]
         return page, len(matching)
-
-    # --- calls ------------------------------------------------------------------------------------------------
-
-    @property
-    def calls(self) -> list[SimulatedCall]:
-        """Requests answered on the API path, oldest first (a copy; only the latest max_recorded_calls kept)."""
-        with self._lock:
-            return list(self._calls)
-
-    def clear_calls(self) -> None:
-        """Forget the recorded calls."""
-        with self._lock:
-            self._calls.clear()
-
-    def record(
-        self,
-        action: str | None,
-        instance_ids: tuple[str, ...],
-        params: dict[str, Any],
-        status: int,
-        request_id: str,
-        code: str | None,
-    ) -> None:
-        """Append a call to the log."""
-        call = SimulatedCall(action, instance_ids, status, request_id, code, time.time(), params)
-        with self._lock:
-            self._calls.append(call)
-        log.debug("simulator %s %s -> %d %s", action, ",".join(instance_ids), status, code or "")
-
-    # --- faults -----------------------------------------------------------------------------------------------
-
-    def fail_next(
-        self,
-        action: str | None,
-        times: int = 1,
-        status: int | None = 500,
-        code: str = "INTERNAL_ERROR",
-        message: str = "simulated failure",
-        hang_seconds: float | None = None,
-        body: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        """Make the next `times` authenticated calls of action (None or "*": any) misbehave.
-
-        With a body, reply those exact bytes with `status`; with status 200 (or None) and no body, carry the
-        call out normally; otherwise reply an error envelope with `code` and `message`. `hang_seconds` delays
-        the reply (after doing the work, for a normal answer: the caller may time out with the change made).
-        """
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        if status is not None and not 100 <= status <= 599:
-            raise ValueError("status must be an HTTP status code")
-        extra = {str(k): str(v) for k, v in (headers or {}).items()}
-        if retry_after is not None:
-            extra["Retry-After"] = f"{retry_after:g}"
-        with self._lock:
-            self._faults.append(
-                Fault(
-                    action=action,
-                    times=times,
-                    status=status,
-                    code=code,
-                    message=message,
-                    hang_seconds=hang_seconds,
-                    body=body,
-                    headers=extra,
-                )
-            )
-
-    def reset_faults(self) -> None:
-        """Drop every queued fault."""
-        with self._lock:
-            self._faults.clear()
-
-    @property
-    def faults(self) -> list[Fault]:
-        """The faults still queued (a copy)."""
-        with self._lock:
-            return [Fault(**{**f.__dict__, "headers": dict(f.headers)}) for f in self._faults]
-
-    def take_fault(self, action: str | None) -> Fault | None:
-        """Consume one use of the first fault that applies to action."""
-        with self._lock:
-            for index, fault in enumerate(self._faults):
-                if fault.matches(action):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        del self._faults[index]
-                    return fault
-        return None
