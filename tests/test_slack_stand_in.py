@@ -11,7 +11,7 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.devtools.slack_driver import SlackDriver
+from bot.devtools.slack_driver import Confirmation, SlackConversation, SlackDriver
 from bot.devtools.slack_web_api import MALFORMED, MISUSED, FakeSlackWebApi, message_text
 from tests.fake_socket_mode import Ack
 from tests.slack_support import wait_until
@@ -489,3 +489,15 @@ def test_a_steps_token_expires_after_15_minutes_but_the_bot_token_still_complete
     done = fake_slack.function_execution(execution.id)
     assert (done.outcome, done.error) == ("error", "Zenlayer refused")
     assert [c.token for c in fake_slack.calls_to("functions.completeError")] == [execution.token, "xoxb-test"]
+
+
+def test_commands_and_clicks_carry_triggers_the_bot_can_open_a_modal_with(
+    client: WebClient, fake_slack: FakeSlackWebApi
+) -> None:
+    slack = SlackConversation(fake_slack)
+    command, _ = slack.command_payload("start", user="U0REQUEST", channel="C0OPS")
+    click, _ = slack.click_payload(Confirmation("C0CHANNEL", "1.0", 7), "vm_start_confirm", user="U0REQUEST")
+
+    for payload, channel in ((command, "C0OPS"), (click, "C0CHANNEL")):
+        opened = client.views_open(trigger_id=payload["trigger_id"], view=modal())["view"]
+        assert fake_slack.view(opened["id"]).opened_from == channel
