@@ -11,7 +11,7 @@ import pytest
 from bot.config import Settings
 from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver
-from bot.devtools.slack_web_api import MALFORMED, FakeSlackWebApi
+from bot.devtools.slack_web_api import MALFORMED, MISUSED, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.grants import rules as grants
 from bot.server import RunningBot
@@ -31,11 +31,12 @@ from tests.transports import HttpSlack, SocketSlack
 
 @pytest.fixture
 def fake_slack() -> Iterator[FakeSlackWebApi]:
-    """A loopback stand-in for the Slack Web API that records every call; no test may leave a message of ours that
-    Slack would have refused as malformed or too long (a refusal a test scripted with fail_next aside)."""
+    """A loopback stand-in for the Slack Web API that records every call; no test may leave a message, view or
+    options answer of ours that Slack would have refused as malformed or too long, nor misuse a surface (a trigger
+    used twice, a step completed twice...) — a refusal a test scripted with fail_next aside."""
     with FakeSlackWebApi() as fake:
         yield fake
-        refused = [c for c in fake.rejections() if c.response.get("error") in MALFORMED and not c.scripted]
+        refused = [c for c in fake.rejections() if c.response.get("error") in MALFORMED | MISUSED and not c.scripted]
         assert not refused, f"Slack would have refused: {[(c.method, c.response['error']) for c in refused]}"
 
 

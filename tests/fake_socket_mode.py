@@ -2,7 +2,7 @@
 
 It implements the server side of RFC 6455 that slack_sdk's clients use (handshake, masked client frames,
 ping/pong, close) with the standard library only, so the package gains no dependency. Each connection is
-greeted with `hello`, like Slack does; envelopes (`slash_commands`, `interactive`, ...) go to the newest open
+greeted with `hello`, like Slack does; envelopes (`slash_commands`, `interactive`, `events_api`) go to the newest open
 connection, and the acks the app sends back (`{"envelope_id": ..., "payload": ...}`) are recorded.
 Point `FakeSlackWebApi.socket_mode_url` at `url` so `apps.connections.open` hands it out.
 """
@@ -135,8 +135,10 @@ class FakeSocketMode(LoopbackServer):
         """Push one envelope to the newest open connection and return its envelope_id."""
         envelope_id = str(uuid.uuid4())
         if accepts_response_payload is None:
-            # As Slack does: slash commands may be answered in the ack, button clicks may not.
-            accepts_response_payload = envelope_type == "slash_commands"
+            # Slash commands, modal submissions and type-ahead are answered in the ack; clicks, shortcuts and events
+            # are not. (That Slack flags view_submission and block_suggestion so was not confirmed; bolt ignores it.)
+            answered = envelope_type == "interactive" and payload.get("type") in ("view_submission", "block_suggestion")
+            accepts_response_payload = envelope_type == "slash_commands" or answered
         envelope = {
             "envelope_id": envelope_id,
             "type": envelope_type,
@@ -162,6 +164,10 @@ class FakeSocketMode(LoopbackServer):
     def interactive(self, payload: dict[str, Any], timeout: float = 10.0) -> Ack:
         """Send an `interactive` envelope (payload: e.g. a block_actions body) and return the ack."""
         return self.wait_ack(self.send("interactive", payload), timeout)
+
+    def events_api(self, payload: dict[str, Any], timeout: float = 10.0) -> Ack:
+        """Send an `events_api` envelope (payload: an event_callback body) and return the ack."""
+        return self.wait_ack(self.send("events_api", payload), timeout)
 
     def request_reconnect(self, reason: str = "refresh_requested") -> None:
         """Tell the newest connection to move to a new one, as Slack does every few hours."""

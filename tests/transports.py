@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.devtools.slack_driver import Confirmation, SlackConversation, SlackDriver
+from bot.devtools.slack_surfaces_driver import Delivery
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from tests.fake_socket_mode import Ack, FakeSocketMode
 
@@ -35,6 +38,14 @@ class SocketSlack(SlackConversation):
         ack, key = self.command(text, user=user, channel=channel)
         return ack.text, key
 
+    def deliver_event(self, body: dict[str, Any]) -> Delivery:
+        """Send an event_callback body as an events_api envelope; an ack is the 200 of HTTP mode."""
+        return Delivery(200, self.socket.events_api(body).payload or {})
+
+    def deliver_interaction(self, payload: dict[str, Any]) -> Delivery:
+        """Send an interactivity payload as an interactive envelope; its ack may carry the answer."""
+        return Delivery(200, self.socket.interactive(payload).payload or {})
+
     def press(self, confirmation: Confirmation, action_id: str, *, user: str = "U0REQUEST") -> tuple[str, str]:
         """Press a button; return the ack's visible text ("" for a bare ack) and the response_url key."""
         ack, key = self.click(confirmation, action_id, user=user)
@@ -53,6 +64,14 @@ class HttpSlack(SlackConversation):
     def command(self, text: str, *, user: str = "U0REQUEST", channel: str = CHANNEL) -> tuple[object, str]:
         """Send `/vm text` as a signed request."""
         return self.driver.command(text, user=user, channel=channel)
+
+    def deliver_event(self, body: dict[str, Any]) -> Delivery:
+        """Post an event_callback body, signed, as Slack does."""
+        return self.driver.deliver_event(body)
+
+    def deliver_interaction(self, payload: dict[str, Any]) -> Delivery:
+        """Post an interactivity payload, signed, as Slack does."""
+        return self.driver.deliver_interaction(payload)
 
     def say(self, text: str, *, user: str = "U0REQUEST", channel: str = CHANNEL) -> tuple[str, str]:
         """Send `/vm text`; return the ack's visible text and the response_url key (the ack must be a 200)."""

@@ -1,6 +1,8 @@
-"""Plays Slack's side of a conversation with vm-bot: signed slash commands and button clicks over HTTP.
+"""Plays Slack's side of a conversation with vm-bot: signed slash commands, button clicks, and the App Home,
+modals, shortcuts and Workflow Builder steps (`bot.devtools.slack_surfaces_driver`) over HTTP.
 
-Used by the tests and by `vm-bot demo`, together with the Web API stand-in in `bot.devtools.slack_web_api`.
+Used by the tests and by `vm-bot demo`, together with the Web API stand-in in `bot.devtools.slack_web_api`. Every
+interaction that carries a trigger_id registers it with the stand-in, so the bot can open a modal with it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlencode
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
+from bot.devtools.slack_surfaces_driver import Delivery, SurfacesConversation
 from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_error, message_text
 from bot.slack import action_ids
 
@@ -28,13 +31,13 @@ class Confirmation:
     request_id: int
 
 
-class SlackConversation:
+class SlackConversation(SurfacesConversation):
     """Slack's side of a conversation without a transport: the payloads Slack sends, and what people then see."""
 
     _counter = itertools.count(1)
 
     def __init__(self, fake: FakeSlackWebApi):
-        self.fake = fake
+        super().__init__(fake)
 
     def command_payload(self, text: str, *, user: str, channel: str) -> tuple[dict[str, str], str]:
         """Return a slash command's fields as Slack sends them, and the response_url key for its replies."""
@@ -50,7 +53,7 @@ class SlackConversation:
             "command": "/vm",
             "text": text,
             "response_url": self.fake.response_url(key),
-            "trigger_id": "1.2.3",
+            "trigger_id": self.fake.issue_trigger(user, channel),
             "api_app_id": "A0001",
             "is_enterprise_install": "false",
         }
@@ -69,7 +72,7 @@ class SlackConversation:
             "container": {"type": "message", "message_ts": confirmation.ts, "channel_id": confirmation.channel},
             "channel": {"id": confirmation.channel, "name": "ops"},
             "response_url": self.fake.response_url(key),
-            "trigger_id": "1.2.3",
+            "trigger_id": self.fake.issue_trigger(user, confirmation.channel),
             "actions": [
                 {
                     "action_id": action_id,
@@ -124,7 +127,7 @@ class SlackConversation:
             "channel": {"id": channel, "name": "ops"},
             "state": {"values": values},
             "response_url": self.fake.response_url(key),
-            "trigger_id": "1.2.3",
+            "trigger_id": self.fake.issue_trigger(user, channel),
             "actions": [action],
         }
         return payload, key
@@ -199,16 +202,28 @@ class SlackDriver(SlackConversation):
         """Release the HTTP connection pool."""
         self.http.close()
 
-    def post(self, body: str, *, timestamp: int | None = None, signature: str | None = None) -> httpx.Response:
-        """Post a raw form body with Slack's signature headers."""
+    def post(
+        self,
+        body: str,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> httpx.Response:
+        """Post a raw body (a form, or JSON for the Events API) with Slack's signature headers."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         sig = signature or self.verifier.generate_signature(timestamp=ts, body=body) or ""
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": sig,
-        }
+        headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig}
         return self.http.post(self.events_url, content=body.encode(), headers=headers)
+
+    def deliver_event(self, body: dict[str, Any]) -> Delivery:
+        """Post an Events API body as Slack does: JSON, signed, to the events URL."""
+        return delivery(self.post(json.dumps(body), content_type="application/json"))
+
+    def deliver_interaction(self, payload: dict[str, Any]) -> Delivery:
+        """Post an interactivity payload as Slack does: a signed form with one `payload` field (the options load
+        URL is the same /slack/events in HTTP mode, so block_suggestion goes there too)."""
+        return delivery(self.post(urlencode({"payload": json.dumps(payload)})))
 
     def command(
         self, text: str, *, user: str = "U0REQUEST", channel: str = "C0CHANNEL", **kwargs: Any
@@ -260,6 +275,15 @@ class SlackDriver(SlackConversation):
         except ValueError:
             return response.text
         return message_text(body) if isinstance(body, dict) else response.text
+
+
+def delivery(response: httpx.Response) -> Delivery:
+    """Return what the bot answered over HTTP: status and JSON body ({} when empty or not a JSON object)."""
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        body = {}
+    return Delivery(response.status_code, body if isinstance(body, dict) else {}, response.text)
 
 
 def _blocks_of(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,11 +4,15 @@ It speaks just enough of the Web API for vm-bot (auth.test, chat.postMessage, ch
 chat.postEphemeral, chat.getPermalink, and apps.connections.open once `socket_mode_url` is set)
 plus response_url posts under `/_response/<key>`, records every
 call, keeps the current text and blocks of each message, and can be told to fail: a method answering
-an error, HTTP 429 with Retry-After, or a channel the bot is not a member of.
+an error, HTTP 429 with Retry-After, or a channel the bot is not a member of. For the App Home, modals and
+Workflow Builder steps it also answers views.open/push/update/publish and functions.completeSuccess/completeError,
+keeping each user's Home and open modal and each step's outcome (`bot.devtools.slack_surfaces`).
 
 Like Slack, it rejects what Slack rejects: every posted message (chat.postMessage, chat.update,
 chat.postEphemeral, response_url) is checked against Slack's documented limits — its blocks parsed with
-slack_sdk's models and validated, plus explicit length checks — and answered `msg_too_long` or `invalid_blocks`.
+slack_sdk's models and validated, plus explicit length checks — and answered `msg_too_long` or `invalid_blocks`;
+every view likewise (`invalid_arguments` with Slack's messages, `view_too_large`), and trigger ids and just-in-time
+tokens expire by the stand-in's clock, which a test can move forward (`advance_clock`).
 It can also answer a call late after carrying it out (`delay_next`: a post the client timed out on that Slack did
 make), hold a channel or a method behind HTTP 429 for a Retry-After, or answer every call with a permanent
 error (`invalid_auth`, `token_revoked`, `account_inactive`), as an uninstalled app gets.
@@ -25,31 +29,34 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
-from slack_sdk.errors import SlackObjectFormationError
-from slack_sdk.models.blocks import Block
-
+from bot.devtools.block_kit import MAX_BLOCKS, block_problem
 from bot.devtools.loopback import LoopbackServer
+from bot.devtools.slack_surfaces import SURFACE_METHODS, SurfacesStandIn
 
 BOT_USER_ID = "UVMBOT0001"
 AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive"})
 MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "response_url"})
-# What Slack answers a message it cannot take; always a bug in the sender, never worth a retry.
-MALFORMED = frozenset({"msg_too_long", "invalid_blocks", "invalid_blocks_format", "no_text"})
+# What Slack answers a message or view it cannot take; always a bug in the sender, never worth a retry.
+MALFORMED = frozenset(
+    {"msg_too_long", "invalid_blocks", "invalid_blocks_format", "no_text", "invalid_arguments", "view_too_large"}
+)
+# What Slack answers a call that misuses a surface: a trigger_id never issued or used twice, a modal pushed past
+# its 3 views, a function execution completed twice, without its required outputs, or with its just-in-time token
+# after that expired. Always a bug in the app. (An expired trigger_id is not here: a slow machine can cause it.)
+MISUSED = frozenset(
+    {
+        "invalid_trigger_id",
+        "exchanged_trigger_id",
+        "push_limit_reached",
+        "function_execution_not_found",
+        "parameter_validation_failed",
+        "token_expired",
+    }
+)
 
-# Slack's documented limits for messages and Block Kit.
 TEXT_LIMIT = 40_000
-MAX_BLOCKS = 50
-SECTION_TEXT_LIMIT = 3000
-SECTION_FIELDS = 10
-FIELD_TEXT_LIMIT = 2000
-HEADER_TEXT_LIMIT = 150
-CONTEXT_ELEMENTS = 10
-ACTIONS_ELEMENTS = 25
-BUTTON_TEXT_LIMIT = 75
-BUTTON_VALUE_LIMIT = 2000
-ID_LIMIT = 255  # action_id, block_id
-CONFIRM_TITLE_LIMIT = 100
-CONFIRM_TEXT_LIMIT = 300
+
+Reply = tuple[int, dict[str, Any], dict[str, str]]  # HTTP status, JSON body, headers
 
 
 @dataclass
@@ -62,6 +69,7 @@ class Call:
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
     scripted: bool = False  # answered by a fault a test scripted (fail_next), not by the stand-in's checks
+    token: str | None = None  # the token the call was made with (a fake one), to tell the bot's from a function's
 
 
 @dataclass
@@ -110,7 +118,7 @@ class _RateLimit:
         return (self.channel is None or self.channel == channel) and (self.method is None or self.method == method)
 
 
-class FakeSlackWebApi(LoopbackServer):
+class FakeSlackWebApi(SurfacesStandIn, LoopbackServer):
     """A threaded HTTP server that records Web API calls and simulates the messages they create."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
@@ -239,11 +247,13 @@ class FakeSlackWebApi(LoopbackServer):
     def _next_ts(self) -> str:
         return f"{1_700_000_000 + next(self._ts)}.{next(self._ts):06d}"
 
-    def _answer(self, method: str, args: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _answer(self, method: str, args: dict[str, Any], token: str | None) -> Reply:
         """Apply one Web API call to the simulated workspace and return (status, body, headers)."""
         channel = str(args.get("channel", ""))
         if self._auth_error is not None and method != "apps.connections.open":  # that one uses the app token
             return 200, {"ok": False, "error": self._auth_error}, {}
+        if (token_error := self.surfaces.token_problem(token)) is not None:  # a function's token past its use
+            return 200, {"ok": False, "error": token_error}, {}
         now = time.monotonic()
         self._rate_limits = [limit for limit in self._rate_limits if limit.until > now]
         for limit in self._rate_limits:
@@ -260,50 +270,45 @@ class FakeSlackWebApi(LoopbackServer):
             refusal = message_error(args)
             if refusal is not None:
                 return 200, {"ok": False, "error": refusal}, {}
+        return 200, self._carry_out(method, args, channel), {}
+
+    def _carry_out(self, method: str, args: dict[str, Any], channel: str) -> dict[str, Any]:
+        """Carry out a call that passed the checks every method shares, and return Slack's answer."""
+        if method in SURFACE_METHODS:
+            return self.surfaces.answer(method, args)
         if method == "auth.test":
-            return 200, {"ok": True, "user_id": BOT_USER_ID, "bot_id": "BVMBOT0001", "team_id": "T0001"}, {}
+            return {"ok": True, "user_id": BOT_USER_ID, "bot_id": "BVMBOT0001", "team_id": "T0001"}
         if method == "apps.connections.open" and self.socket_mode_url is not None:
-            return 200, {"ok": True, "url": self.socket_mode_url}, {}
+            return {"ok": True, "url": self.socket_mode_url}
         if method in ("chat.postMessage", "chat.postEphemeral") and channel in self._not_member:
-            return 200, {"ok": False, "error": "not_in_channel"}, {}
+            return {"ok": False, "error": "not_in_channel"}
         if method == "chat.postMessage":
             if not channel:
-                return 200, {"ok": False, "error": "channel_not_found"}, {}
+                return {"ok": False, "error": "channel_not_found"}
             ts = self._next_ts()
             thread_ts = args.get("thread_ts") or None
             if thread_ts is not None and (channel, thread_ts) not in self.messages:
-                return 200, {"ok": False, "error": "thread_not_found"}, {}
+                return {"ok": False, "error": "thread_not_found"}
             broadcast = thread_ts is not None and args.get("reply_broadcast") in (True, "true", "1")
             self.messages[(channel, ts)] = Message(
                 channel, ts, args.get("text", ""), _blocks(args.get("blocks")), thread_ts, broadcast=broadcast
             )
-            return (
-                200,
-                {"ok": True, "channel": channel, "ts": ts, "message": {"text": args.get("text", "")}},
-                {},
-            )
+            return {"ok": True, "channel": channel, "ts": ts, "message": {"text": args.get("text", "")}}
         if method == "chat.update":
             message = self.messages.get((channel, str(args.get("ts"))))
             if message is None:
-                return 200, {"ok": False, "error": "message_not_found"}, {}
+                return {"ok": False, "error": "message_not_found"}
             message.text = args.get("text", message.text)
             # As in Slack: an update with text and no blocks removes the blocks.
             message.blocks = _blocks(args.get("blocks"))
             message.edits += 1
-            return 200, {"ok": True, "channel": channel, "ts": message.ts}, {}
+            return {"ok": True, "channel": channel, "ts": message.ts}
         if method == "chat.postEphemeral":
-            return 200, {"ok": True, "message_ts": self._next_ts()}, {}
+            return {"ok": True, "message_ts": self._next_ts()}
         if method == "chat.getPermalink":
             ts = str(args.get("message_ts", ""))
-            return (
-                200,
-                {
-                    "ok": True,
-                    "permalink": f"https://example.slack.com/archives/{channel}/p{ts.replace('.', '')}",
-                },
-                {},
-            )
-        return 200, {"ok": False, "error": "unknown_method"}, {}
+            return {"ok": True, "permalink": f"https://example.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
+        return {"ok": False, "error": "unknown_method"}
 
     def _take_delay(self, method: str, channel: str) -> float:
         """Return how late to answer this call (0: at once), using up one scripted delay; call with the lock held."""
@@ -339,10 +344,11 @@ class FakeSlackWebApi(LoopbackServer):
                     self._send(status, (refusal or "ok").encode(), "text/plain", {})
                     return
                 method = self.path.removeprefix("/api/")
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ") or args.get("token")
                 with fake._lock:
-                    status, body, headers = fake._answer(method, args)
+                    status, body, headers = fake._answer(method, args, token)
                     scripted = bool(body.pop("_scripted", False))
-                    fake.calls.append(Call(method, args, status=status, response=body, scripted=scripted))
+                    fake.calls.append(Call(method, args, status=status, response=body, scripted=scripted, token=token))
                     delay = fake._take_delay(method, str(args.get("channel", "")))
                     fake._lock.notify_all()
                 if delay:
@@ -383,74 +389,6 @@ def message_error(args: dict[str, Any]) -> str | None:
     for block in blocks:
         if not isinstance(block, dict) or block_problem(block) is not None:
             return "invalid_blocks"
-    return None
-
-
-def block_problem(block: dict[str, Any]) -> str | None:
-    """Say what is wrong with one block by Slack's rules (None when nothing is): slack_sdk's own validation first,
-    then the documented limits it does not check."""
-    try:
-        parsed = Block.parse(block)
-        if parsed is None or type(parsed) is Block:
-            return f"unknown block type {block.get('type')!r}"
-        parsed.validate_json()
-    except (SlackObjectFormationError, KeyError, TypeError, ValueError) as exc:
-        return str(exc) or type(exc).__name__
-    kind = block.get("type")
-    if len(str(block.get("block_id", ""))) > ID_LIMIT:
-        return "block_id too long"
-    if kind == "section":
-        fields = block.get("fields") or []
-        if len(fields) > SECTION_FIELDS:
-            return "too many fields"
-        problems = [_text_problem(block.get("text"), SECTION_TEXT_LIMIT, optional=bool(fields))]
-        problems += [_text_problem(f, FIELD_TEXT_LIMIT) for f in fields]
-        return next((p for p in problems if p), None)
-    if kind == "header":
-        return _text_problem(block.get("text"), HEADER_TEXT_LIMIT, plain=True)
-    if kind == "context":
-        elements = block.get("elements") or []
-        if not elements or len(elements) > CONTEXT_ELEMENTS:
-            return "a context block needs 1 to 10 elements"
-        texts = [e for e in elements if e.get("type") in ("mrkdwn", "plain_text")]
-        return next((p for p in (_text_problem(e, SECTION_TEXT_LIMIT) for e in texts) if p), None)
-    if kind == "actions":
-        elements = block.get("elements") or []
-        if not elements or len(elements) > ACTIONS_ELEMENTS:
-            return "an actions block needs 1 to 25 elements"
-        return next((p for p in map(_element_problem, elements) if p), None)
-    return None
-
-
-def _element_problem(element: dict[str, Any]) -> str | None:
-    """Check an interactive element's texts and ids against Slack's limits."""
-    if len(str(element.get("action_id", ""))) > ID_LIMIT:
-        return "action_id too long"
-    if element.get("type") == "button":
-        if len(str(element.get("value", ""))) > BUTTON_VALUE_LIMIT:
-            return "button value too long"
-        problem = _text_problem(element.get("text"), BUTTON_TEXT_LIMIT, plain=True)
-        if problem:
-            return f"button {problem}"
-    confirm = element.get("confirm")
-    if confirm:
-        return _text_problem(confirm.get("title"), CONFIRM_TITLE_LIMIT, plain=True) or _text_problem(
-            confirm.get("text"), CONFIRM_TEXT_LIMIT
-        )
-    return None
-
-
-def _text_problem(obj: Any, limit: int, *, plain: bool = False, optional: bool = False) -> str | None:
-    """Check a text object: the right type, and 1 to `limit` characters."""
-    if obj is None and optional:
-        return None
-    if not isinstance(obj, dict) or obj.get("type") not in (("plain_text",) if plain else ("plain_text", "mrkdwn")):
-        return "a text object of the wrong type"
-    text = obj.get("text")
-    if not isinstance(text, str) or not text:
-        return "empty text"
-    if len(text) > limit:
-        return f"text longer than {limit} characters"
     return None
 
 
