@@ -121,7 +121,7 @@ def test_every_metric_the_dashboard_and_the_alerts_name_is_exported(
     start_bot: Callable[..., tuple[RunningBot, SlackDriver]], grant: Callable[..., None]
 ) -> None:
     dashboard, alerts = dashboard_queries(), alert_queries()
-    assert len(dashboard) >= 15 and len(alerts) == 6  # the files were read, not skipped
+    assert len(dashboard) >= 15 and len(alerts) >= 6  # the files were read, not skipped
     exported = exported_after_a_start(start_bot, grant)
     # Histograms are exported as _bucket, _sum and _count samples and counters as _total: a query must name one of
     # those exactly (the bare family name selects nothing in Prometheus), which comparing with sample names checks.
