@@ -51,7 +51,7 @@ from sqlalchemy.engine import make_url
 from bot.db.migrate import upgrade
 from bot.db.models import Click, Operation, ZenlayerCall
 from bot.db.session import Database
-from bot.devtools.slack_driver import Confirmation, SlackDriver, _button_values
+from bot.devtools.slack_driver import Confirmation, SlackDriver, button_values
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import Credentials, free_port, wait_until
 from bot.grants import rules as grants
@@ -275,7 +275,7 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
         def open_confirmations() -> list[tuple[Confirmation, str]]:
             found = []
             for message in fake.channel_messages(CHANNEL):
-                values = _button_values(message)
+                values = button_values(message)
                 mention = re.search(r"<@(U\w+)>", message.text)
                 if values and mention and int(values[0]) not in clicked:
                     found.append((Confirmation(CHANNEL, message.ts, int(values[0])), mention.group(1)))

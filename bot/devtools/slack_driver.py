@@ -162,11 +162,11 @@ class SlackConversation(SurfacesConversation):
         """Wait for a confirmation with buttons in the channel and return it."""
 
         def find() -> Confirmation | None:
-            messages = [m for m in self.fake.channel_messages(channel) if _button_values(m)]
+            messages = [m for m in self.fake.channel_messages(channel) if button_values(m)]
             if not messages or (index >= 0 and len(messages) <= index):
                 return None
             message = messages[index]
-            return Confirmation(channel, message.ts, int(_button_values(message)[0]))
+            return Confirmation(channel, message.ts, int(button_values(message)[0]))
 
         return self.fake.wait_for(find, timeout, what=f"a confirmation in {channel}")
 
@@ -294,7 +294,7 @@ def _blocks_of(body: dict[str, Any]) -> list[dict[str, Any]]:
     return list(value) if isinstance(value, list) else []
 
 
-def _button_values(message: Message) -> list[str]:
+def button_values(message: Message) -> list[str]:
     """Return the values of the buttons in a message (empty when it has none)."""
     return [
         element["value"]
@@ -307,4 +307,4 @@ def _button_values(message: Message) -> list[str]:
 
 def has_buttons(message: Message) -> bool:
     """True when a message still shows action buttons."""
-    return bool(_button_values(message))
+    return bool(button_values(message))
