@@ -34,6 +34,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
     `readonly=True` makes every connection read-only (a write fails at once) and, on SQLite, begins with a plain
     BEGIN, which never waits for the write lock: in WAL mode readers do not block on writers.
     """
+    # A database error must never write bound values (a clicker's response_url, say) into the log.
+    engine_kwargs.setdefault("hide_parameters", True)
     if not is_sqlite(url):
         engine_kwargs.setdefault("pool_pre_ping", True)
         engine = create_engine(url, **engine_kwargs)
