@@ -34,6 +34,7 @@ from bot.logging_setup import log_context
 from bot.metrics import Metrics
 from bot.slack import action_ids, blocks
 from bot.slack.ack_first import AckFirst
+from bot.slack.inbound import is_request_number
 from bot.slack.messages import CANNOT_POST, ChannelHeld, SlackMessages, slack_error
 
 log = logging.getLogger(__name__)
@@ -325,7 +326,7 @@ class Listeners:
         action = body.get("actions", [{}])[0]
         value = str(action.get("value", ""))
         decision = _DECISIONS.get(str(action.get("action_id")))
-        if not value.isdigit() or decision is None:
+        if not is_request_number(value) or decision is None:
             ack()
             log.warning("ignoring a click with an unexpected value or action")
             return
