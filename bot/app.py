@@ -13,6 +13,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 
 from bot.config import Settings
 from bot.db.migrate import head_revision
+from bot.db.seen_requests import SeenRequests
 from bot.db.session import Database
 from bot.domain.grant_admin import GrantService
 from bot.domain.grant_cache import GrantCache
@@ -54,6 +55,7 @@ class BotApp:
     watcher: Watcher
     sender: Sender
     executors: tuple[Executor, ...]
+    seen_requests: SeenRequests  # signed requests accepted already: HTTP mode's replay check
     metrics: Metrics = field(default_factory=Metrics)
     health: Health | None = None
 
@@ -122,6 +124,7 @@ def create_app(
     )
     # A stable identity plus a nonce: a restarted replica tells its predecessor's leases (and clicks) from its own.
     owner = f"{settings.replica_id}/{uuid.uuid4().hex[:12]}"
+    seen_requests = SeenRequests(db)
     watcher = Watcher(
         db,
         vm,
@@ -129,7 +132,7 @@ def create_app(
         start_timeout_seconds=settings.start_timeout_seconds,
         owner=owner,
         replica=settings.replica_id,
-        chores=[lambda: starts.decide_orphaned_clicks(replica=settings.replica_id, owner=owner)],
+        chores=[lambda: starts.decide_orphaned_clicks(replica=settings.replica_id, owner=owner), seen_requests.prune],
         lease_seconds=settings.lease_seconds,
         workers=WATCHER_THREADS,
     )
@@ -179,4 +182,6 @@ def create_app(
         owner=owner,
         ack_first=ack_first,
     ).register(app)
-    return BotApp(settings, app, db, vm, client, starts, watcher, sender, (lookups, decisions), metrics, health)
+    return BotApp(
+        settings, app, db, vm, client, starts, watcher, sender, (lookups, decisions), seen_requests, metrics, health
+    )

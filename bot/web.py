@@ -1,4 +1,4 @@
-"""The WSGI app: /slack/events behind size, signature and shape checks; /healthz, /readyz, /metrics."""
+"""The WSGI app: /slack/events behind size, signature, shape and replay checks; /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
 
+from bot.db.seen_requests import NotRecorded, SeenRequests, SignedRequest
 from bot.logging_setup import log_context
 from bot.slack.inbound import read_inbound
 
@@ -52,9 +53,10 @@ def _read_capped(stream: Any, limit: int) -> bytes | None:
 class _Refused(Exception):
     """A request answered before Slack handling: its status, the reason it is counted under, and why (logged)."""
 
-    def __init__(self, status: str, reason: str, why: str):
+    def __init__(self, status: str, reason: str, why: str, *, silent: bool = False):
         super().__init__(why)
         self.status, self.reason, self.why = status, reason, why
+        self.silent = silent  # answered with an empty body, like an acknowledgement
 
 
 def _digits(text: str, most: int) -> int | None:
@@ -74,11 +76,12 @@ def _read_body(environ: dict[str, Any], limit: int) -> bytes:
     return body
 
 
-def _verify(environ: dict[str, Any], body: bytes, verifier: SignatureVerifier | None) -> None:
-    """Check a request's Slack signature and the shape of its body."""
+def _verified(environ: dict[str, Any], body: bytes, verifier: SignatureVerifier | None) -> SignedRequest:
+    """Return what identifies a request, once its Slack signature and the shape of its body are checked."""
     raw_timestamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""))
     signature = str(environ.get("HTTP_X_SLACK_SIGNATURE", ""))
-    if _digits(raw_timestamp, 12) is None or not signature:
+    timestamp = _digits(raw_timestamp, 12)
+    if timestamp is None or not signature:
         raise _Refused("401 Unauthorized", "unsigned", "missing or malformed Slack signature headers")
     try:
         text = body.decode("utf-8")
@@ -90,6 +93,20 @@ def _verify(environ: dict[str, Any], body: bytes, verifier: SignatureVerifier | 
     if inbound.problem is not None:
         # Signed but not what Slack sends: one line, rather than a traceback from bolt or a listener.
         raise _Refused("400 Bad Request", "malformed", f"unreadable signed body: {inbound.problem}")
+    return SignedRequest(signature, inbound.trigger_id, timestamp)
+
+
+def _accept_once(seen: SeenRequests, request: SignedRequest) -> None:
+    """Refuse a request whose signature or trigger_id was accepted before, by any replica."""
+    try:
+        first_time = seen.first_time(request)
+    except NotRecorded as exc:
+        # Fail closed: a request that was not recorded could be replayed.
+        why = f"the database did not record it against replays ({exc})"
+        raise _Refused("503 Service Unavailable", "unavailable", why) from None
+    if not first_time:
+        # Answered like an acknowledgement, so a replay learns nothing; nothing runs.
+        raise _Refused("200 OK", "replay", "a replay of a request accepted before", silent=True)
 
 
 def make_wsgi_app(bot: BotApp) -> WsgiApp:
@@ -105,14 +122,17 @@ def make_wsgi_app(bot: BotApp) -> WsgiApp:
         """Answer a refused request, with one log line and a count."""
         metrics.http_refused.labels(refused.reason).inc()
         log.warning("refused a request to %s: %s", EVENTS_PATH, refused.why)
+        if refused.silent:
+            start_response(refused.status, [("Content-Length", "0")])
+            return [b""]
         return _plain(start_response, refused.status, refused.why)
 
     def events(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Check size, signature and shape before bolt parses the body, then hand it to bolt."""
+        """Check size, signature, shape and novelty before bolt parses the body, then hand it to bolt."""
         started = time.monotonic()
         try:
             body = _read_body(environ, settings.max_body_bytes)
-            _verify(environ, body, verifier)
+            _accept_once(bot.seen_requests, _verified(environ, body, verifier))
         except _Refused as refused:
             return refuse(start_response, refused)
         environ["wsgi.input"] = io.BytesIO(body)

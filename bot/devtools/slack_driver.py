@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,10 @@ class SlackConversation:
     def __init__(self, fake: FakeSlackWebApi):
         self.fake = fake
 
+    def trigger_id(self) -> str:
+        """Return a fresh trigger_id: Slack gives every command and click its own (vm-bot accepts each once)."""
+        return f"{int(time.time())}.{next(self._counter)}.{secrets.token_hex(10)}"
+
     def command_payload(self, text: str, *, user: str, channel: str) -> tuple[dict[str, str], str]:
         """Return a slash command's fields as Slack sends them, and the response_url key for its replies."""
         key = f"cmd-{next(self._counter)}"
@@ -50,7 +55,7 @@ class SlackConversation:
             "command": "/vm",
             "text": text,
             "response_url": self.fake.response_url(key),
-            "trigger_id": "1.2.3",
+            "trigger_id": self.trigger_id(),
             "api_app_id": "A0001",
             "is_enterprise_install": "false",
         }
@@ -69,7 +74,7 @@ class SlackConversation:
             "container": {"type": "message", "message_ts": confirmation.ts, "channel_id": confirmation.channel},
             "channel": {"id": confirmation.channel, "name": "ops"},
             "response_url": self.fake.response_url(key),
-            "trigger_id": "1.2.3",
+            "trigger_id": self.trigger_id(),
             "actions": [
                 {
                     "action_id": action_id,
@@ -124,7 +129,7 @@ class SlackConversation:
             "channel": {"id": channel, "name": "ops"},
             "state": {"values": values},
             "response_url": self.fake.response_url(key),
-            "trigger_id": "1.2.3",
+            "trigger_id": self.trigger_id(),
             "actions": [action],
         }
         return payload, key
