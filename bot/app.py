@@ -58,6 +58,7 @@ class BotApp:
     seen_requests: SeenRequests  # signed requests accepted already: HTTP mode's replay check
     metrics: Metrics = field(default_factory=Metrics)
     health: Health | None = None
+    ack_first: AckFirst = field(default_factory=AckFirst)  # background writes wait while Slack is being answered
 
     def close(self) -> None:
         """Finish queued work and release connections."""
@@ -183,5 +184,17 @@ def create_app(
         ack_first=ack_first,
     ).register(app)
     return BotApp(
-        settings, app, db, vm, client, starts, watcher, sender, (lookups, decisions), seen_requests, metrics, health
+        settings,
+        app,
+        db,
+        vm,
+        client,
+        starts,
+        watcher,
+        sender,
+        (lookups, decisions),
+        seen_requests,
+        metrics,
+        health,
+        ack_first,
     )

@@ -165,7 +165,8 @@ def make_wsgi_app(bot: BotApp) -> WsgiApp:
         if path == EVENTS_PATH and not settings.socket_mode:
             if method != "POST":
                 return _plain(start_response, "405 Method Not Allowed", "POST only", [("Allow", "POST")])
-            with log_context(request_id=uuid.uuid4().hex[:12]):
+            # Answering Slack starts here: background writes hold back while requests are recorded against replays.
+            with log_context(request_id=uuid.uuid4().hex[:12]), bot.ack_first.acknowledging():
                 return events(environ, start_response)
         return _plain(start_response, "404 Not Found", "not found")
 
