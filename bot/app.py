@@ -12,6 +12,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 
 from bot.config import Settings
 from bot.db.migrate import head_revision
+from bot.db.seen_requests import SeenRequests
 from bot.db.session import Database
 from bot.delivery.sender import Sender
 from bot.domain.ports import VmApi
@@ -61,6 +62,7 @@ class BotApp:
     executors: tuple[Executor, ...]
     metrics: Metrics = field(default_factory=Metrics)
     health: Health | None = None
+    ack_first: AckFirst = field(default_factory=AckFirst)  # background writes wait while Slack is being answered
 
     def close(self) -> None:
         """Finish queued work and release connections."""
@@ -121,6 +123,8 @@ def create_app(
         approval_ttl_seconds=settings.approval_ttl_seconds,
     )
     clicks = Clicks(db, vm, authority, owner=owner, lease=lease)
+    # Signed requests accepted already, shared by every replica: a replay is answered and has no effect.
+    seen = SeenRequests(db) if not settings.socket_mode else None
     engine = Engine(
         db,
         vm,
@@ -129,7 +133,7 @@ def create_app(
         poll_interval_seconds=settings.poll_interval_seconds,
         watch_seconds=settings.start_timeout_seconds,
         workers=ENGINE_THREADS,
-        chores=[clicks.decide_orphans],
+        chores=[clicks.decide_orphans, *([seen.prune] if seen else [])],
     )
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
     # Every message to a channel — the confirmation included — is paced by the channel's gate; a 429 holds back
@@ -178,8 +182,9 @@ def create_app(
         lookups=lookups,
         decisions=decisions,
         wake_engine=engine.wake,
+        seen=seen,
         metrics=metrics,
         ack_first=ack_first,
     )
     listeners.register(app, context)
-    return BotApp(settings, app, db, vm, client, engine, sender, (lookups, decisions), metrics, health)
+    return BotApp(settings, app, db, vm, client, engine, sender, (lookups, decisions), metrics, health, ack_first)

@@ -22,6 +22,18 @@ _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("vm_bo
 
 # Anything shaped like a Slack token is hidden even when it is not one of ours (a pasted token, a library's echo).
 _TOKEN_RE = re.compile(r"\b(xox[abposre]|xapp)-[A-Za-z0-9-]+")
+# A response_url lets whoever holds it post as the bot for 30 minutes: Slack's
+# (https://hooks.slack.com/actions/T…/…/… or /commands/…, hooks.slack-gov.com on GovSlack) and the Slack stand-in's
+# (http://127.0.0.1:PORT/_response/KEY, bot/devtools/slack_web_api.py) keep only their host, also where they appear
+# form-encoded (a raw body) or with JSON's escaped slashes (a raw payload, or a JSON log line).
+_SLASH = r"(?:\\*/|%2[Ff])"  # escaped once or more (a payload inside a JSON log line), or encoded
+_RESPONSE_URL_RE = re.compile(
+    rf"""(https?(?::|%3[Aa]){_SLASH}{_SLASH}  # the scheme
+    (?:hooks\.slack(?:-gov)?\.com{_SLASH}  # Slack's host
+    |[^\s/'"%]+(?:%3[Aa][0-9]+)?{_SLASH}_response{_SLASH}))  # or any host's /_response/
+    [^\s'"<>()\[\]{{}},&]+  # the capability itself""",
+    re.VERBOSE,
+)
 REDACTED = "[redacted]"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -59,7 +71,7 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 class _Redacting(logging.Formatter):
-    """A formatter whose output never contains a known secret or anything shaped like a Slack token."""
+    """A formatter whose output never contains a known secret, anything shaped like a Slack token or a response_url."""
 
     def __init__(self, secrets: Sequence[str], fmt: str | None = None):
         super().__init__(fmt)
@@ -70,6 +82,7 @@ class _Redacting(logging.Formatter):
         """Replace secrets in text."""
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
+        text = _RESPONSE_URL_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
         return _TOKEN_RE.sub(lambda m: f"{m.group(1)}-{REDACTED}", text)
 
     def format(self, record: logging.LogRecord) -> str:

@@ -10,10 +10,13 @@ import time
 from collections.abc import Callable
 
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
 
 from bot.app import BotApp, create_app
 from bot.config import Settings
+from bot.metrics import Metrics
 from bot.slack.socket_mode import GaplessSocketModeHandler
 from bot.startup import StartupError, preflight
 from bot.web import EVENTS_PATH, WsgiApp, make_wsgi_app
@@ -25,6 +28,26 @@ CONNECTION_LIMIT = 1000
 IDLE_CONNECTION_SECONDS = 30
 
 __all__ = ["EVENTS_PATH", "HttpServer", "RunningBot", "WsgiApp", "make_wsgi_app", "run"]
+
+
+def _counting_channel(metrics: Metrics) -> type:
+    """Return waitress's connection class, counting and logging the requests waitress refuses before the app sees
+    them (a malformed or too large Content-Length, oversized headers) as the app counts the ones it refuses."""
+
+    class CountedRefusal(ErrorTask):  # type: ignore[misc]  # waitress ships no type hints
+        def execute(self) -> None:
+            error = self.request.error
+            if error.code < 500:  # a 500 is the app's own failure, already logged with its traceback
+                size = error.code in (413, 431)
+                reason = "too_large" if size else "bad_length" if "Content-Length" in error.body else "malformed"
+                metrics.http_refused.labels(reason).inc()
+                log.warning("refused a request to %s: %s", self.request.path or "?", error.body)
+            super().execute()
+
+    class CountingChannel(HTTPChannel):  # type: ignore[misc]  # waitress ships no type hints
+        error_task_class = CountedRefusal
+
+    return CountingChannel
 
 
 class HttpServer:
@@ -46,6 +69,7 @@ class HttpServer:
             # Waitress's default is 1 GiB, spooled before the app sees it: refuse oversized bodies (413) up front.
             max_request_body_size=bot.settings.max_body_bytes,
         )
+        self._server.channel_class = _counting_channel(bot.metrics)
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
 

@@ -1,4 +1,4 @@
-"""The WSGI app: Slack's /slack/events behind a body cap and a signature check, plus /healthz, /readyz, /metrics."""
+"""The WSGI app: /slack/events behind size, signature, shape and replay checks; /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
 
+from bot.db.seen_requests import SignedRequest
 from bot.logging_setup import log_context
+from bot.slack.inbound import read_inbound
 
 if TYPE_CHECKING:
     from bot.app import BotApp
@@ -48,42 +50,74 @@ def _read_capped(stream: Any, limit: int) -> bytes | None:
         parts.append(chunk)
 
 
-# Long on purpose: the closures share the settings and metrics they are built from; apart they would pass them.
+class _Refused(Exception):
+    """A request answered before Slack handling: its status, the reason it is counted under, and why (logged)."""
+
+    def __init__(self, status: str, reason: str, why: str):
+        super().__init__(why)
+        self.status, self.reason, self.why = status, reason, why
+
+
+def _digits(text: str, most: int) -> int | None:
+    """Return text as a number when it is at most `most` ASCII digits ('²'.isdigit() is True, int('²') fails)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= most else None
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """Return the body, refusing a malformed or too large Content-Length or a longer body, before parsing."""
+    raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
+    length = _digits(raw_length, 18) if raw_length else 0
+    if length is None:
+        raise _Refused("400 Bad Request", "bad_length", "malformed Content-Length")
+    body = _read_capped(environ["wsgi.input"], limit) if length <= limit else None
+    if body is None:
+        raise _Refused("413 Content Too Large", "too_large", f"body over {limit} bytes")
+    return body
+
+
+def _verified(environ: dict[str, Any], body: bytes, verifier: SignatureVerifier | None) -> SignedRequest:
+    """Return what identifies a request, once its Slack signature and the shape of its body are checked."""
+    raw_timestamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""))
+    signature = str(environ.get("HTTP_X_SLACK_SIGNATURE", ""))
+    timestamp = _digits(raw_timestamp, 12)
+    if timestamp is None or not signature:
+        raise _Refused("401 Unauthorized", "unsigned", "missing or malformed Slack signature headers")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Refused("400 Bad Request", "malformed", "a body that is not UTF-8") from None
+    if verifier is None or not verifier.is_valid(text, raw_timestamp, signature):
+        raise _Refused("401 Unauthorized", "bad_signature", "invalid or stale Slack signature")
+    inbound = read_inbound(text, environ.get("CONTENT_TYPE"))
+    if inbound.problem is not None:
+        # Signed but not what Slack sends: one line, rather than a traceback from bolt or a listener.
+        raise _Refused("400 Bad Request", "malformed", f"unreadable signed body: {inbound.problem}")
+    return SignedRequest(signature, inbound.trigger_id, timestamp)
+
+
 def make_wsgi_app(bot: BotApp) -> WsgiApp:
     """Return the WSGI app; /slack/events exists in HTTP mode only, health and metrics in both modes."""
     slack = SlackRequestHandler(bot.app, path=EVENTS_PATH)
     settings = bot.settings
-    limit = settings.max_body_bytes
     verifier = (
         SignatureVerifier(settings.slack_signing_secret.reveal()) if settings.slack_signing_secret is not None else None
     )
     metrics = bot.metrics
 
-    def refuse(start_response: StartResponse, status: str, reason: str, why: str) -> list[bytes]:
-        """Refuse a request before Slack handling, with one log line and a count."""
-        metrics.http_refused.labels(reason).inc()
-        log.warning("refused a request to %s: %s", EVENTS_PATH, why)
-        return _plain(start_response, status, why)
+    def refuse(start_response: StartResponse, refused: _Refused) -> list[bytes]:
+        """Answer a refused request, with one log line and a count."""
+        metrics.http_refused.labels(refused.reason).inc()
+        log.warning("refused a request to %s: %s", EVENTS_PATH, refused.why)
+        return _plain(start_response, refused.status, refused.why)
 
     def events(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Check size and signature before anything parses the body, then hand it to bolt."""
+        """Check size, signature, shape and novelty before bolt parses the body, then hand it to bolt."""
         started = time.monotonic()
-        raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
-        if raw_length and not raw_length.isdigit():
-            return refuse(start_response, "400 Bad Request", "bad_length", "malformed Content-Length")
-        if raw_length and int(raw_length) > limit:
-            return refuse(start_response, "413 Content Too Large", "too_large", f"body over {limit} bytes")
-        body = _read_capped(environ["wsgi.input"], limit)
-        if body is None:
-            return refuse(start_response, "413 Content Too Large", "too_large", f"body over {limit} bytes")
-        timestamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""))
-        signature = str(environ.get("HTTP_X_SLACK_SIGNATURE", ""))
-        if not timestamp.isdigit() or not signature:
-            return refuse(
-                start_response, "401 Unauthorized", "unsigned", "missing or malformed Slack signature headers"
-            )
-        if verifier is None or not verifier.is_valid(body, timestamp, signature):
-            return refuse(start_response, "401 Unauthorized", "bad_signature", "invalid or stale Slack signature")
+        try:
+            body = _read_body(environ, settings.max_body_bytes)
+            _verified(environ, body, verifier)  # replays are refused after the ack, before any effect (listeners)
+        except _Refused as refused:
+            return refuse(start_response, refused)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         kind = "interaction" if body.startswith(b"payload=") else "command" if b"command=" in body else "other"
@@ -91,9 +125,8 @@ def make_wsgi_app(bot: BotApp) -> WsgiApp:
             answer = list(slack(environ, start_response))
         except Exception as exc:
             # Signed but unparseable: Slack never sends this; say so in one line rather than a traceback per request.
-            return refuse(
-                start_response, "400 Bad Request", "malformed", f"unreadable signed body ({type(exc).__name__})"
-            )
+            why = f"unreadable signed body ({type(exc).__name__})"
+            return refuse(start_response, _Refused("400 Bad Request", "malformed", why))
         metrics.ack_seconds.labels(kind).observe(time.monotonic() - started)
         return answer
 
@@ -115,7 +148,8 @@ def make_wsgi_app(bot: BotApp) -> WsgiApp:
         if path == EVENTS_PATH and not settings.socket_mode:
             if method != "POST":
                 return _plain(start_response, "405 Method Not Allowed", "POST only", [("Allow", "POST")])
-            with log_context(request_id=uuid.uuid4().hex[:12]):
+            # Answering Slack starts here: background writes hold back until the acknowledgement is out.
+            with log_context(request_id=uuid.uuid4().hex[:12]), bot.ack_first.acknowledging():
                 return events(environ, start_response)
         return _plain(start_response, "404 Not Found", "not found")
 

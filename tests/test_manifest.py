@@ -107,7 +107,7 @@ def test_the_bot_answers_the_manifest_command_and_nothing_else(slack: SlackDrive
                 "command": command,
                 "text": "help",
                 "response_url": fake_slack.response_url(command),
-                "trigger_id": "1.2.3",
+                "trigger_id": fake_slack.issue_trigger("U0REQUEST", "C0CHANNEL"),
                 "api_app_id": "A0001",
             }
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -246,3 +247,13 @@ class SlackChannel(Base):
     tat: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
     claim_until: Mapped[float | None] = mapped_column(Float, default=None)  # Unix seconds
+
+
+class SeenRequest(Base):
+    """A signed Slack request already accepted: its signature (or trigger_id) arriving again is a replay."""
+
+    __tablename__ = "seen_requests"
+
+    signature: Mapped[str] = mapped_column(String(80), primary_key=True)  # X-Slack-Signature, "v0=" + 64 hex
+    trigger_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    slack_ts: Mapped[int] = mapped_column(BigInteger, index=True)  # X-Slack-Request-Timestamp (Unix seconds)

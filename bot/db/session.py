@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -35,6 +36,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
     `readonly=True` makes every connection read-only (a write fails at once) and, on SQLite, begins with a plain
     BEGIN, which never waits for the write lock: in WAL mode readers do not block on writers.
     """
+    # A database error must never write bound values (a clicker's response_url, say) into the log.
+    engine_kwargs.setdefault("hide_parameters", True)
     if not is_sqlite(url):
         engine_kwargs.setdefault("pool_pre_ping", True)
         engine = create_engine(url, **engine_kwargs)
@@ -90,6 +93,27 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
     return engine
 
 
+def _left(deadline: float | None) -> float:
+    """Return the seconds left until deadline for a lock's acquire() (-1: no deadline, wait for ever)."""
+    return -1 if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+@contextmanager
+def _busy_timeout(connection: Connection, seconds: float | None) -> Iterator[None]:
+    """On an SQLite connection outside a transaction: wait at most `seconds` for the write lock inside the block."""
+    if seconds is None:
+        yield
+        return
+    # The driver's own connection: a statement through SQLAlchemy here would begin a transaction first.
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    raw.execute(f"PRAGMA busy_timeout = {max(0, round(seconds * 1000))}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+
 class _WriteTurn:
     """One writer at a time in this process, urgent writers first (SQLite: the database has one write lock).
 
@@ -105,13 +129,15 @@ class _WriteTurn:
         self._holder: int | None = None
 
     @contextmanager
-    def __call__(self, *, urgent: bool) -> Iterator[None]:
+    def __call__(self, *, urgent: bool, timeout: float | None = None) -> Iterator[None]:
+        """Hold the turn for the block; TimeoutError when it is not this thread's within timeout seconds."""
         nested = self._holder == threading.get_ident()
+        deadline = None if timeout is None else time.monotonic() + timeout
         if urgent:
             with self._changed:
                 self._urgent_waiting += 1
             try:
-                self._lock.acquire()
+                acquired = self._lock.acquire(timeout=_left(deadline))
             finally:
                 with self._changed:
                     self._urgent_waiting -= 1
@@ -119,8 +145,10 @@ class _WriteTurn:
         else:
             if not nested:  # a thread already holding the turn must not wait for those waiting on it
                 with self._changed:
-                    self._changed.wait_for(lambda: self._urgent_waiting == 0)
-            self._lock.acquire()
+                    self._changed.wait_for(lambda: self._urgent_waiting == 0, timeout=timeout)
+            acquired = self._lock.acquire(timeout=_left(deadline))
+        if not acquired:
+            raise TimeoutError(f"another writer in this process held the write turn for over {timeout} s")
         self._holder = threading.get_ident()
         try:
             yield
@@ -214,12 +242,14 @@ class Database:
             yield connection
 
     @contextmanager
-    def writing(self, *, urgent: bool = False) -> Iterator[Connection]:
+    def writing(self, *, urgent: bool = False, lock_wait_seconds: float | None = None) -> Iterator[Connection]:
         """Yield a connection for one writing statement, committed by the time the block ends.
 
         On PostgreSQL the statement is its own transaction (autocommit): no BEGIN and COMMIT round trips. On SQLite
         the block is one BEGIN IMMEDIATE transaction, taken in this process's write turn, because SQLAlchemy runs an
-        executemany with ordered RETURNING there row by row, and one commit must cover every row.
+        executemany with ordered RETURNING there row by row, and one commit must cover every row; there
+        `lock_wait_seconds` bounds the wait for the write lock, this process's turn and SQLite's lock together
+        (TimeoutError, or the driver's "database is locked"), instead of SQLITE_BUSY_TIMEOUT_MS for SQLite's.
         """
         if not urgent and self.before_write is not None:
             self.before_write()
@@ -228,7 +258,13 @@ class Database:
                 connection.execution_options(isolation_level="AUTOCOMMIT", **{_SINGLE_STATEMENT: True})
                 yield connection
             return
-        with self._write_turn(urgent=urgent), self.engine.connect() as connection, connection.begin():
+        deadline = None if lock_wait_seconds is None else time.monotonic() + lock_wait_seconds
+        with (
+            self._write_turn(urgent=urgent, timeout=lock_wait_seconds),
+            self.engine.connect() as connection,
+            _busy_timeout(connection, None if deadline is None else _left(deadline)),
+            connection.begin(),
+        ):
             yield connection
 
     def read(self, statement: Executable) -> Sequence[Row[Any]]:

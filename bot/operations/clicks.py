@@ -183,6 +183,16 @@ class Clicks:
             )
             return result
 
+    def drop(self, click_id: int) -> None:
+        """Decide a click as nothing: the same signed request was answered before (a replay)."""
+        with self.db.session() as session:
+            session.execute(
+                update(Click)
+                .where(Click.id == click_id, Click.decided_at.is_(None))
+                .values(decided_at=db_time(), outcome="replay")
+                .execution_options(synchronize_session=False)
+            )
+
     def decide_orphans(self) -> list[ClickResult]:
         """Decide clicks whose deciding failed or whose process died: this replica's predecessor's at once, any
         other undecided click once it is a lease old (its own process decides it within milliseconds otherwise)."""

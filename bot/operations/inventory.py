@@ -16,7 +16,7 @@ from bot.grants.selectors import GLOB_CHARACTERS
 
 PAGE_SIZE = 1000  # DescribeInstances' largest page
 MAX_PAGES = 50  # /vm list reads at most this many pages (50,000 instances) before saying it stopped
-MAX_CANDIDATES = 100  # instances sharing one name that a reply offers to pick from
+MAX_NAME_PAGES = 10  # a name is looked up in at most this many pages; past them it counts as shared, never unique
 
 
 class LookupFailed(UserError):
@@ -53,9 +53,8 @@ def resolve(vm: VmApi, words: Sequence[str]) -> Resolution:
                 if any(c in GLOB_CHARACTERS for c in word):
                     resolution.missing.append(word)
                     continue
-                page = vm.list_instances(InstanceQuery(name=word), page_size=MAX_CANDIDATES)
-                named = [i for i in page.instances if i.name == word]
-                if len(named) > 1:
+                named, complete = namesakes(vm, word)
+                if len(named) > 1 or (named and not complete):
                     resolution.ambiguous[word] = named
                     continue
                 info = named[0] if named else None
@@ -66,6 +65,21 @@ def resolve(vm: VmApi, words: Sequence[str]) -> Resolution:
     except VmError as exc:
         raise LookupFailed(exc) from exc
     return resolution
+
+
+def namesakes(vm: VmApi, name: str) -> tuple[list[InstanceInfo], bool]:
+    """Return every instance named exactly name, page by page, and whether Zenlayer's whole answer was read."""
+    found: list[InstanceInfo] = []
+    read = 0
+    for page_num in range(1, MAX_NAME_PAGES + 1):
+        page = vm.list_instances(InstanceQuery(name=name), page_num=page_num, page_size=PAGE_SIZE)
+        read += len(page.instances)
+        found.extend(i for i in page.instances if i.name == name)
+        if read >= page.total:
+            return found, True
+        if not page.instances:
+            break  # an empty page before the total: the answer changed under us, or was cut off
+    return found, False
 
 
 @dataclass

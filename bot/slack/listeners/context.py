@@ -10,8 +10,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from slack_bolt import Respond
+from slack_bolt import BoltRequest, Respond
 
+from bot.db.seen_requests import NotRecorded, SeenRequests, SignedRequest
 from bot.domain.errors import UserError
 from bot.grants.admin import GrantService
 from bot.grants.authority import Authority, NotCovered
@@ -29,6 +30,23 @@ from bot.slack.views.message import Message
 log = logging.getLogger(__name__)
 
 
+# The signed request being answered in this thread (None in Socket Mode): the work handed off after its ack runs only
+# the first time those bytes (or that trigger_id) are seen, by any replica.
+answering: contextvars.ContextVar[SignedRequest | None] = contextvars.ContextVar("answering", default=None)
+
+
+def signed_request(request: BoltRequest) -> SignedRequest | None:
+    """What identifies a signed HTTP request for the replay check (None in Socket Mode: no signature there, and the
+    events arrive on the websocket vm-bot opened itself)."""
+    signature = request.headers.get("x-slack-signature", [""])[0]
+    timestamp = request.headers.get("x-slack-request-timestamp", [""])[0]
+    if not signature or not (timestamp.isascii() and timestamp.isdigit()):
+        return None
+    body = request.body if isinstance(request.body, dict) else {}
+    trigger_id = body.get("trigger_id")
+    return SignedRequest(signature, trigger_id if isinstance(trigger_id, str) else None, int(timestamp))
+
+
 @dataclass
 class Context:
     """The services behind the listeners, the executors they hand work to, and the error handler."""
@@ -43,16 +61,30 @@ class Context:
     lookups: Executor  # commands' lookups (Zenlayer, the database)
     decisions: Executor  # clicks: only the database, so they stay quick while Zenlayer is slow
     wake_engine: Callable[[], None]
+    seen: SeenRequests | None = None  # signed requests accepted already (HTTP mode)
     metrics: Metrics = field(default_factory=Metrics)
     ack_first: AckFirst = field(default_factory=AckFirst)
 
-    def later(self, executor: Executor, respond: Respond, work: Callable[..., None], *args: Any) -> None:
-        """Run work(*args, respond) after the ack on vm-bot's executor; user errors become private replies, the
-        rest a reference the user can quote (the one place failures are turned into replies)."""
+    def later(
+        self,
+        executor: Executor,
+        respond: Respond,
+        work: Callable[..., None],
+        *args: Any,
+        on_replay: Callable[[], None] | None = None,
+    ) -> None:
+        """Run work(*args, respond) after the ack on vm-bot's executor, once per signed request (a replay runs
+        nothing: `on_replay` instead); user errors become private replies, the rest a reference the user can quote
+        (the one place failures are turned into replies)."""
+        signed = answering.get()
 
         def run() -> None:
             self.ack_first.wait_turn()
             try:
+                if signed is not None and not self._first_time(signed, respond):
+                    if on_replay is not None:
+                        on_replay()
+                    return
                 work(*args, respond)
             except Exception as exc:
                 try:
@@ -62,6 +94,23 @@ class Context:
                     log.exception("could not turn a failure into a reply")
 
         executor.submit(contextvars.copy_context().run, run)
+
+    def _first_time(self, signed: SignedRequest, respond: Respond) -> bool:
+        """True the first time these bytes are answered; a replay is logged and counted (and has no effect). A
+        request the database could not record fails closed: it could be replayed, so nothing is done, and said."""
+        if self.seen is None:
+            return True
+        try:
+            if self.seen.first_time(signed):
+                return True
+        except NotRecorded as exc:
+            self.metrics.http_refused.labels("unavailable").inc()
+            log.warning("did nothing for a request the database could not record against replays: %s", exc)
+            reply(respond, Message(":warning: I could not record your request, so nothing was done. Try again."))
+            return False
+        self.metrics.http_refused.labels("replay").inc()
+        log.warning("ignored a replay of a request accepted before")
+        return False
 
     def reply_to_failure(self, exc: Exception, respond: Respond) -> None:
         """Tell the user privately what went wrong; log unexpected failures with an id they can quote."""

@@ -3,16 +3,17 @@ any crash, and a click that could not be decided at once is never reported as "n
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
 
-from slack_bolt import Ack, Respond
+from slack_bolt import Ack, BoltRequest, Respond
 
 from bot.logging_setup import log_context
 from bot.operations.clicks import SHOWN_IN_THE_CONFIRMATION, ClickOutcome, ClickResult, ClickRow, Decision
 from bot.slack import action_ids
-from bot.slack.listeners.context import Context, part, reply, response_url
+from bot.slack.listeners.context import Context, answering, part, reply, response_url, signed_request
 from bot.slack.views import refusals
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,14 @@ class Decisions:
     def __init__(self, ctx: Context):
         self.ctx = ctx
 
-    def __call__(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+    def __call__(self, ack: Ack, body: dict[str, Any], respond: Respond, request: BoltRequest) -> None:
         """bolt's entry point for a click."""
-        with self.ctx.ack_first.acknowledging():
-            self._acknowledge(ack, body, respond)
+        answered = answering.set(signed_request(request))
+        try:
+            with self.ctx.ack_first.acknowledging():
+                self._acknowledge(ack, body, respond)
+        finally:
+            answering.reset(answered)
 
     def _acknowledge(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         """Record the click (an urgent write, which does not wait for other acks), ack, and submit the decision."""
@@ -74,7 +79,8 @@ class Decisions:
                 self.ctx.later(self.ctx.decisions, respond, _raise, failure)
                 return
             ack()
-            self.ctx.later(self.ctx.decisions, respond, self._decide, click_id, decision)
+            dropped = functools.partial(self.ctx.clicks.drop, click_id)  # a replayed click is decided as nothing
+            self.ctx.later(self.ctx.decisions, respond, self._decide, click_id, decision, on_replay=dropped)
 
     def _decide(self, click_id: int, decision: Decision, respond: Respond) -> None:
         """Decide a recorded click and show the outcome (nothing, if recovery already decided it).

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt import Ack, Respond
+from slack_bolt import Ack, BoltRequest, Respond
 
 from bot.domain.actions import START
 from bot.domain.ids import is_instance_id
 from bot.slack import action_ids
 from bot.slack.listeners.commands.parse import MAX_IDS
 from bot.slack.listeners.commands.start import ask
-from bot.slack.listeners.context import Context, part, reply
+from bot.slack.listeners.context import Context, answering, part, reply, signed_request
 from bot.slack.views import picker
 
 
@@ -44,9 +44,17 @@ class Picker:
         """A checkbox was ticked or cleared: Slack tells us, but only Start selected acts on it."""
         ack()
 
-    def on_start_selected(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+    def on_start_selected(self, ack: Ack, body: dict[str, Any], respond: Respond, request: BoltRequest) -> None:
         """Acknowledge Start selected, then run the ticked ids through the same checks as `/vm start`."""
         ack()
+        answered = answering.set(signed_request(request))
+        try:
+            self._hand_over(body, respond)
+        finally:
+            answering.reset(answered)
+
+    def _hand_over(self, body: dict[str, Any], respond: Respond) -> None:
+        """Hand the ticked ids over to the lookups executor (once per signed request)."""
         user = part(body, "user")
         channel = part(body, "channel")
         container = part(body, "container")

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import logging
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltRequest, Respond
 
 from bot.domain.actions import ACTIONS
 from bot.logging_setup import log_context
 from bot.slack.listeners.commands import admin, help, listing, start, status
 from bot.slack.listeners.commands.invocation import Invocation, Verb
 from bot.slack.listeners.commands.parse import MAX_IDS, MAX_TEXT_LENGTH, parse
-from bot.slack.listeners.context import Context
+from bot.slack.listeners.context import Context, answering, signed_request
 from bot.slack.listeners.rate_limit import Admission, CommandLimiter
 from bot.slack.views import help as help_views
 
@@ -43,10 +43,14 @@ class SlashCommand:
     def __init__(self, ctx: Context):
         self.ctx = ctx
 
-    def __call__(self, ack: Ack, command: dict[str, object], respond: Respond) -> None:
+    def __call__(self, ack: Ack, command: dict[str, object], respond: Respond, request: BoltRequest) -> None:
         """bolt's entry point for the command."""
-        with self.ctx.ack_first.acknowledging():
-            self._acknowledge(ack, command, respond)
+        answered = answering.set(signed_request(request))
+        try:
+            with self.ctx.ack_first.acknowledging():
+                self._acknowledge(ack, command, respond)
+        finally:
+            answering.reset(answered)
 
     def _acknowledge(self, ack: Ack, command: dict[str, object], respond: Respond) -> None:
         """Count the command and hold back users over the rate limit; then handle it."""
