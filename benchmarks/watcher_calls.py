@@ -43,7 +43,8 @@ from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.actions import START
 from bot.grants import rules as grants
 from bot.grants.authority import Authority
-from bot.operations.clicks import ClickOutcome, ClickRow, Clicks, Decision
+from bot.operations.click_model import ClickOutcome, ClickRow, Decision
+from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
 from bot.operations.opening import Opening
 from bot.runtime.lease import Lease, Owner

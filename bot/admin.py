@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.db import audit as audit_log
 from bot.db import migrate
 from bot.db.session import Database
+from bot.domain.durations import parse_duration, say_duration
 from bot.domain.errors import InvalidInput
 from bot.domain.vocabulary import ANY_CHANNEL
 from bot.grants.admin import GrantArgs, add_audited, revoke_audited
@@ -98,7 +99,7 @@ def _when(moment: datetime | None) -> str:
 
 def _grants_table(grants: Sequence[GrantRecord]) -> str:
     """Format grants with every field."""
-    headers = ("USER", "ACTION", "KIND", "PATTERN", "CHANNEL", "NEEDS APPROVAL", "GRANTED BY", "WHEN")
+    headers = ("USER", "ACTION", "KIND", "PATTERN", "CHANNEL", "NEEDS APPROVAL", "MAX RUN", "GRANTED BY", "WHEN")
     rows = [
         (
             g.user_id,
@@ -107,6 +108,7 @@ def _grants_table(grants: Sequence[GrantRecord]) -> str:
             g.pattern,
             "* (any)" if g.channel_id == ANY_CHANNEL else g.channel_id,
             "yes" if g.needs_approval else "no",
+            say_duration(g.max_run_seconds) if g.max_run_seconds else "-",
             g.granted_by,
             _when(g.created_at),
         )
@@ -184,6 +186,7 @@ def _grant_args(args: argparse.Namespace) -> GrantArgs:
         channels=list(getattr(args, "channel", None) or []),
         action=getattr(args, "action", None),
         needs_approval=bool(getattr(args, "needs_approval", False)),
+        max_run_seconds=parse_duration(args.max_run, what="--max-run") if getattr(args, "max_run", None) else None,
         names=list(args.names or []),
         groups=list(args.resource_group or []),
         tags=list(args.tag or []),

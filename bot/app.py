@@ -21,6 +21,7 @@ from bot.grants.authority import Authority
 from bot.grants.cache import GrantCache
 from bot.health import Health, database_gauges
 from bot.metrics import Metrics
+from bot.operations import runs
 from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
 from bot.operations.inventory import Inventory
@@ -114,7 +115,7 @@ def create_app(
     owner = Owner(settings.replica_id)
     lease = Lease(settings.lease_seconds)
     # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
-    authority = Authority(db, GrantCache(db))
+    authority = Authority(db, GrantCache(db), run_owner=runs.owner_of(db))
     opening = Opening(
         db,
         vm,
@@ -122,7 +123,7 @@ def create_app(
         confirm_ttl_seconds=settings.confirm_ttl_seconds,
         approval_ttl_seconds=settings.approval_ttl_seconds,
     )
-    clicks = Clicks(db, vm, authority, owner=owner, lease=lease)
+    clicks = Clicks(db, vm, authority, owner=owner, lease=lease, extend_seconds=settings.run_extend_seconds)
     # Signed requests accepted already, shared by every replica: a replay is answered and has no effect.
     seen = SeenRequests(db) if not settings.socket_mode else None
     engine = Engine(
@@ -132,6 +133,7 @@ def create_app(
         lease=lease,
         poll_interval_seconds=settings.poll_interval_seconds,
         watch_seconds=settings.start_timeout_seconds,
+        reminder_seconds=settings.run_reminder_seconds,
         workers=ENGINE_THREADS,
         chores=[clicks.decide_orphans, *([seen.prune] if seen else [])],
     )
@@ -146,6 +148,7 @@ def create_app(
         approver_group=approver,
         broadcast_success=settings.broadcast_success,
         metrics=metrics,
+        extend_seconds=settings.run_extend_seconds,
     )
     sender = Sender(db, courier, owner=owner, lease=lease)
     health = Health(db, head_revision(), settings.poll_interval_seconds)
@@ -177,12 +180,14 @@ def create_app(
         authority=authority,
         grants=GrantService(db, on_change=authority.cache.invalidate if authority.cache else lambda: None),
         inventory=Inventory(db, vm),
+        run_book=runs.RunBook(db),
         links=Links(make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout)),
         limiter=CommandLimiter(db, settings.commands_per_minute),
         lookups=lookups,
         decisions=decisions,
         wake_engine=engine.wake,
         seen=seen,
+        extend_seconds=settings.run_extend_seconds,
         metrics=metrics,
         ack_first=ack_first,
     )

@@ -70,6 +70,11 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="starts under this grant need a second person's approval",
     )
+    grant.add_argument(
+        "--max-run",
+        metavar="DURATION",
+        help="start grants: every start is time-boxed, at most this long (45s, 30m, 4h, 1d, 1h30m)",
+    )
     revoke = perms_commands.add_parser(
         "revoke",
         help="remove grants (all of the user's when no selector)",

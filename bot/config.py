@@ -180,6 +180,18 @@ class Settings:
     approval_ttl_seconds: float = setting(
         "APPROVAL_TTL_SECONDS", "3600", parse.number(minimum=1), "a request waiting for approval expires"
     )
+    run_reminder_seconds: float = setting(
+        "RUN_REMINDER_SECONDS",
+        "900",
+        parse.number(minimum=0),
+        "how long before a time-boxed run's stop its requester is reminded (half-time for shorter runs)",
+    )
+    run_extend_seconds: float = setting(
+        "RUN_EXTEND_SECONDS",
+        "3600",
+        parse.number(minimum=10),
+        "how much a time-boxed run's Extend button adds (never past now + the run's cap)",
+    )
     approver_group_id: str | None = setting(
         "APPROVER_GROUP_ID", None, parse.usergroup, "Slack user group (S…) mentioned on requests needing approval"
     )

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.db.models import Operation, OperationInstance
 from bot.db.session import Database
 from bot.delivery import outbox
+from bot.operations import runs
 from bot.operations.states import ACTIVE_STATES
 
 MIN_TICK_AGE_SECONDS = 60.0
@@ -73,8 +74,9 @@ def database_problem(db: Database, head: str | None) -> str | None:
     return None
 
 
-def database_gauges(db: Database) -> dict[str, float]:
-    """Return the gauges that live in the database: instances being watched, messages not yet delivered to Slack."""
+def database_gauges(db: Database) -> dict[str, float | dict[str, float]]:
+    """Return the gauges that live in the database: instances being watched, messages not yet delivered to Slack,
+    and the time-boxed runs' numbers."""
     with db.session(readonly=True) as session:
         watched = session.scalar(
             select(func.count(OperationInstance.id))
@@ -86,4 +88,5 @@ def database_gauges(db: Database) -> dict[str, float]:
             )
         )
         pending = outbox.pending_count(session)
-    return {"vmbot_watched_instances": float(watched or 0), "vmbot_messages_pending": float(pending or 0)}
+        numbers = runs.numbers(session)
+    return {"vmbot_watched_instances": float(watched or 0), "vmbot_messages_pending": float(pending or 0), **numbers}

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Metrics:
             "vmbot_http_refused", "requests refused before reaching Slack handling, by reason", ["reason"], registry=r
         )
 
-    def watch_database(self, gauges: Callable[[], dict[str, float]]) -> None:
+    def watch_database(self, gauges: Callable[[], dict[str, float | dict[str, float]]]) -> None:
         """Read the gauges that live in the database (watched instances, pending messages) at every scrape."""
         self.registry.register(_DatabaseGauges(gauges))
 
@@ -105,25 +105,43 @@ class Metrics:
 
 
 class _DatabaseGauges(Collector):
-    """Gauges computed from the database when scraped; a failing query leaves them out of that scrape."""
+    """Gauges and counters computed from the database when scraped (every replica reports the same values: the
+    database is shared); a failing query leaves them out of that scrape. A value is a number, or by label value."""
 
     DOCS = {
         "vmbot_watched_instances": "instances of active start requests not yet settled",
         "vmbot_messages_pending": "messages owed to Slack (outbox rows) not yet delivered",
+        "vmbot_runs_active": "time-boxed runs whose instance is running (or being stopped)",
+    }
+    COUNTERS = {
+        "vmbot_run_auto_stops": ("time-boxed runs stopped on time by vm-bot", None),
+        "vmbot_run_extensions": ("hours added to time-boxed runs with Extend", None),
+        "vmbot_run_instance_hours": ("instance-hours of ended time-boxed runs, by how they ended", "ended"),
+        "vmbot_run_instance_hours_saved": ("instance-hours of time boxes left unused by early stops", None),
     }
 
-    def __init__(self, read: Callable[[], dict[str, float]]):
+    def __init__(self, read: Callable[[], dict[str, float | dict[str, float]]]):
         self._read = read
 
     def describe(self) -> Iterator[Any]:
         return iter(())  # values come from the database at scrape time only
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         try:
             values = self._read()
         except Exception as exc:
             log.warning("metrics: could not read gauges from the database (%s)", type(exc).__name__)
             return
         for name, doc in self.DOCS.items():
-            if name in values:
-                yield GaugeMetricFamily(name, doc, value=values[name])
+            value = values.get(name)
+            if isinstance(value, float | int):
+                yield GaugeMetricFamily(name, doc, value=value)
+        for name, (doc, label) in self.COUNTERS.items():
+            value = values.get(name)
+            if isinstance(value, float | int):
+                yield CounterMetricFamily(name, doc, value=value)
+            elif isinstance(value, dict) and label is not None:
+                family = CounterMetricFamily(name, doc, labels=[label])
+                for label_value, number in sorted(value.items()):
+                    family.add_metric([label_value], number)
+                yield family

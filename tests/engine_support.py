@@ -10,7 +10,9 @@ from bot.domain.actions import START, Action
 from bot.domain.ports import VmApi
 from bot.grants.authority import Authority
 from bot.grants.cache import GrantCache
-from bot.operations.clicks import ClickResult, ClickRow, Clicks, Decision
+from bot.operations import runs
+from bot.operations.click_model import ClickResult, ClickRow, Decision
+from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
 from bot.operations.opening import Opening
 from bot.runtime.lease import Lease, Owner
@@ -24,9 +26,17 @@ class Services:
     opening: Opening
     clicks: Clicks
 
-    def open(self, user: str, ids: Sequence[str], channel: str = "C0OPS", action: Action = START) -> int:
-        """Check, look up and open an operation as `/vm start` does; return its id."""
-        prepared = self.opening.open(self.opening.look_up(user, channel, action, ids))
+    def open(
+        self,
+        user: str,
+        ids: Sequence[str],
+        channel: str = "C0OPS",
+        action: Action = START,
+        *,
+        run_seconds: float | None = None,
+    ) -> int:
+        """Check, look up and open an operation as `/vm start` does (`--for` as run_seconds); return its id."""
+        prepared = self.opening.open(self.opening.look_up(user, channel, action, ids, run_seconds=run_seconds))
         assert prepared.request_id is not None
         return prepared.request_id
 
@@ -48,7 +58,7 @@ class Services:
 
 def services(db: Database, vm: VmApi, *, replica: str = "r1", cached: bool = False) -> Services:
     """Build the services one replica has (with the grant cache before acks when `cached`)."""
-    authority = Authority(db, GrantCache(db) if cached else None)
+    authority = Authority(db, GrantCache(db) if cached else None, run_owner=runs.owner_of(db))
     opening = Opening(db, vm, authority, confirm_ttl_seconds=600, approval_ttl_seconds=3600)
     return Services(db, opening, Clicks(db, vm, authority, owner=Owner(replica), lease=Lease(15)))
 

@@ -14,7 +14,7 @@ from bot.devtools.slack_web_api import message_error
 from bot.domain.actions import START, Outcome
 from bot.domain.ports import InstanceInfo
 from bot.grants.rules import Coverage
-from bot.operations.clicks import ClickOutcome
+from bot.operations.click_model import ClickOutcome
 from bot.operations.inventory import Listing
 from bot.operations.opening import Prepared, Skipped
 from bot.operations.records import InstanceRecord, OperationRecord

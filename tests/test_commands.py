@@ -39,8 +39,8 @@ def test_anything_outside_the_id_charset_is_invalid(word: str) -> None:
 def test_unknown_and_empty_commands_become_help() -> None:
     assert parse("").verb == "help"
     assert parse("   ").verb == "help"
-    assert parse("reboot web-1").verb == "help"
-    assert parse("reboot web-1").args == ["reboot", "web-1"]
+    assert parse("destroy web-1").verb == "help"
+    assert parse("destroy web-1").args == ["destroy", "web-1"]
 
 
 def test_too_many_ids_or_too_much_text_is_flagged() -> None:

@@ -74,7 +74,7 @@ def test_constraint_names_follow_the_convention(empty_url: str) -> None:
         engine.dispose()
     assert uniques == {"uq_grants_user_id_action_kind_pattern_channel_id"}
     assert foreign == {"fk_operation_instances_request_id_operations"}
-    assert indexes == {"ix_operations_requester_id", "ix_operations_state_expires_at"}
+    assert indexes == {"ix_operations_requester_id", "ix_operations_state_expires_at", "ix_operations_parent_id"}
 
 
 def test_concurrent_upgrades_from_several_processes_all_succeed(empty_url: str) -> None:

@@ -120,6 +120,7 @@ class Rule:
     def __init__(self, pattern: str):
         self.action, self.kind, self.pattern = "start", "id", pattern
         self.channel_id, self.needs_approval = "*", False
+        self.max_run_seconds: float | None = None
 
 
 def test_a_refusal_never_uses_a_read_that_began_before_it_was_asked(tmp_path: Path) -> None:

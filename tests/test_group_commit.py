@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from bot.db.models import Click
 from bot.db.session import Database
-from bot.operations.clicks import ClickRow, Clicks, Decision
+from bot.operations.click_model import ClickRow, Decision
+from bot.operations.clicks import Clicks
 from bot.runtime.group_commit import GroupCommit
 from bot.runtime.lease import Lease, Owner
 from tests.db_support import BACKENDS, migrated_database

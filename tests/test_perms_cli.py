@@ -97,13 +97,26 @@ def test_grant_list_revoke_and_audit(tmp_path: Path, url: str) -> None:
     done = vm_bot(tmp_path, url, "perms", "list")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    headers = ["USER", "ACTION", "KIND", "PATTERN", "CHANNEL", "NEEDS", "APPROVAL", "GRANTED", "BY", "WHEN"]
+    headers = [
+        "USER",
+        "ACTION",
+        "KIND",
+        "PATTERN",
+        "CHANNEL",
+        "NEEDS",
+        "APPROVAL",
+        "MAX",
+        "RUN",
+        "GRANTED",
+        "BY",
+        "WHEN",
+    ]
     assert lines[0].split() == headers
     rows = [line.split() for line in lines[2:]]
-    assert [r[:6] for r in rows] == [
-        [USER, "start", "instances", "db-1", "C0OPS", "yes"],
-        [USER, "start", "instances", "web-*", "C0OPS", "no"],
-        ["U0BOB1", "approve", "instances", "*", "*", "(any)"],
+    assert [r[:7] for r in rows] == [
+        [USER, "start", "instances", "db-1", "C0OPS", "yes", "-"],
+        [USER, "start", "instances", "web-*", "C0OPS", "no", "-"],
+        ["U0BOB1", "approve", "instances", "*", "*", "(any)", "no"],
     ]
     assert all("cli" in r for r in rows)
     assert all(r[-1].endswith("Z") for r in rows)
@@ -217,3 +230,17 @@ def test_grant_list_and_revoke_by_name_resource_group_and_tag(tmp_path: Path, ur
     revoked = vm_bot(tmp_path, url, "perms", "revoke", USER, "--resource-group", "Default Resource Group")
     assert revoked.returncode == 0 and "revoked 1 grant" in revoked.stdout
     assert [(g[2]) for g in _grants(url)] == ["6704104051930231", "web-*", "team=web"]
+
+
+def test_a_start_grant_may_cap_runs_and_only_a_start_grant(tmp_path: Path, url: str) -> None:
+    done = vm_bot(tmp_path, url, "perms", "grant", USER, "--names", "dev-*", "--max-run", "1h30m")
+    assert done.returncode == 0, done.stderr
+    listed = vm_bot(tmp_path, url, "perms", "list").stdout.splitlines()
+    assert listed[2].split()[:8] == [USER, "start", "names", "dev-*", "*", "(any)", "no", "1"]
+    assert "1 h 30 min" in listed[2]
+
+    refused = vm_bot(tmp_path, url, "perms", "grant", USER, "--names", "dev-*", "--action", "stop", "--max-run", "1h")
+    assert refused.returncode != 0 and "--max-run caps the runs of start grants only" in refused.stderr
+    bad = vm_bot(tmp_path, url, "perms", "grant", USER, "--names", "dev-*", "--max-run", "8d")
+    assert bad.returncode != 0 and "at most 7 d" in bad.stderr
+    assert [e[3].get("max_run_seconds") for e in _audit(url) if e[0] == "grant_added"] == [5400.0]

@@ -18,7 +18,7 @@ from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.execution.polling import CONFIRM_POLLS, MISSING_POLLS
 from bot.grants import rules as grants
 from bot.operations import repository
-from bot.operations.clicks import ClickOutcome, ClickRow, Decision
+from bot.operations.click_model import ClickOutcome, ClickRow, Decision
 from bot.operations.engine import Engine
 from bot.operations.opening import DuplicatePending
 from bot.zenlayer.client import ZenlayerClient

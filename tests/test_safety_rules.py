@@ -17,8 +17,8 @@ from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.errors import NotAllowed
 from bot.grants import rules as grants
 from bot.grants.admin import GrantArgs, GrantService, pattern_within
-from bot.operations import repository
-from bot.operations.clicks import ClickOutcome, Decision
+from bot.operations import claims, repository
+from bot.operations.click_model import ClickOutcome, Decision
 from bot.operations.records import OperationRecord
 from bot.zenlayer.client import ZenlayerClient
 from tests.db_support import travel
@@ -148,7 +148,7 @@ def test_a_withdrawn_request_is_never_started_by_a_click_on_it(db: Database, sta
     assert result.request is not None and result.request.state == "withdrawn"
     assert result.request.message_ts == "1700000001.000002"  # found: its message can now be shown withdrawn
     with db.session(readonly=True) as session:
-        assert repository.holders(session, ["web-1"]) == {}
+        assert claims.holders(session, ["web-1"]) == {}
 
 
 def test_a_click_that_came_first_keeps_the_request_from_being_withdrawn(db: Database, starts: Services) -> None:

@@ -26,6 +26,9 @@ def test_happy_path_from_command_to_all_running(
     chat: HttpSlack | SocketSlack, grant: Callable[..., None], simulator: ZenlayerSimulator, fake_slack: FakeSlackWebApi
 ) -> None:
     grant("U0REQUEST", "web-*")
+    # Long enough that the first poll sees BOOTING however loaded the machine (a quicker boot may settle at once,
+    # and then the final reply rightly says it all).
+    simulator.boot_seconds = 2
 
     ack, key = chat.say("start web-1, web-2 web-1")  # over HTTP, say() also checks the ack is a 200
 
@@ -164,12 +167,12 @@ def test_hostile_input_is_escaped_and_refused(slack: SlackDriver, fake_slack: Fa
     ping, _ = slack.command("start <!channel> web-1")
     glob, _ = slack.command("start web-*")
     huge, _ = slack.command("start " + "a" * 5000)
-    unknown, _ = slack.command("reboot <@U0BOSS>")
+    unknown, _ = slack.command("destroy <@U0BOSS>")  # reboot was the example until it became a verb
 
     assert "&lt;!channel&gt;" in ping.text and "<!channel>" not in ping.text
     assert "`web-*`" in glob.text and "Not valid instance ids" in glob.text
     assert "too much" in huge.text
-    assert "&lt;@U0BOSS&gt;" not in unknown.text and "Unknown command `reboot`" in unknown.text
+    assert "&lt;@U0BOSS&gt;" not in unknown.text and "Unknown command `destroy`" in unknown.text
     assert fake_slack.calls_to("chat.postMessage") == []
 
 
@@ -268,6 +271,7 @@ def test_start_outcome_unknown_with_nothing_booted_is_started_again_within_a_few
 ) -> None:
     _, slack = start_bot(START_TIMEOUT_SECONDS="60")
     confirmation = ask_to_start(slack, grant)
+    simulator.boot_seconds = 2  # the first reply comes while it boots, however loaded the machine
     simulator.fail_next("StartInstances", status=500, code="INTERNAL_ERROR", message="boom")
 
     slack.click(confirmation, action_ids.START)

@@ -41,11 +41,11 @@ def test_connects_out_instead_of_listening(
 
 def test_usage_comes_back_in_the_ack_and_help_privately(slack: SocketSlack, fake_slack: FakeSlackWebApi) -> None:
     empty, _ = slack.command("start")
-    unknown, _ = slack.command("reboot <@U0BOSS>")
+    unknown, _ = slack.command("destroy <@U0BOSS>")
     helped, key = slack.command("help")
 
     assert "/vm start ID" in empty.text
-    assert "Unknown command `reboot`" in unknown.text and "<@U0BOSS>" not in unknown.text
+    assert "Unknown command `destroy`" in unknown.text and "<@U0BOSS>" not in unknown.text
     assert helped.payload is None  # help is tailored to the caller's grants, so it follows privately
     assert "ask a vm-bot admin" in slack.wait_private(key, "vm-bot")
     assert fake_slack.calls_to("chat.postMessage") == []

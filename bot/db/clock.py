@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Float, cast, literal
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -23,15 +24,33 @@ from bot.db.models import UtcDateTime
 _SQLITE_FORMAT = "'%Y-%m-%d %H:%M:%f000'"
 
 
+Offset = float | ColumnElement[Any] | QueryableAttribute[Any]
+
+
+def _seconds(offset: Offset) -> ColumnElement[float]:
+    """An offset in seconds as an SQL float (a number becomes a bound parameter)."""
+    amount = literal(float(offset), Float()) if isinstance(offset, int | float) else offset
+    return cast(amount, Float())
+
+
 class db_time(FunctionElement[datetime]):
     """The database's current time plus `offset` seconds (a number or an SQL expression), as a UTC datetime."""
 
     type = UtcDateTime()
     inherit_cache = True
 
-    def __init__(self, offset: float | ColumnElement[Any] = 0.0):
-        amount = offset if isinstance(offset, ColumnElement) else literal(float(offset), Float())
-        super().__init__(cast(amount, Float()))
+    def __init__(self, offset: Offset = 0.0):
+        super().__init__(_seconds(offset))
+
+
+class db_shift(FunctionElement[datetime]):
+    """A stored time (a column) `offset` seconds later (a number or an SQL expression), in the database's format."""
+
+    type = UtcDateTime()
+    inherit_cache = True
+
+    def __init__(self, moment: QueryableAttribute[Any] | ColumnElement[Any], offset: Offset):
+        super().__init__(moment, _seconds(offset))
 
 
 class db_epoch(FunctionElement[float]):
@@ -39,6 +58,28 @@ class db_epoch(FunctionElement[float]):
 
     type = Float()
     inherit_cache = True
+
+
+class db_seconds_between(FunctionElement[float]):
+    """Seconds from one stored time (a column) to another, as a float, in SQL."""
+
+    type = Float()
+    inherit_cache = True
+
+    def __init__(self, start: QueryableAttribute[Any], end: QueryableAttribute[Any]):
+        super().__init__(start, end)
+
+
+@compiles(db_seconds_between, "postgresql")
+def _postgres_between(element: db_seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"extract(epoch from ({end} - {start}))::float8"
+
+
+@compiles(db_seconds_between, "sqlite")
+def _sqlite_between(element: db_seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"((julianday({end}) - julianday({start})) * 86400.0)"
 
 
 @compiles(db_time, "postgresql")
@@ -51,6 +92,18 @@ def _postgres_time(element: db_time, compiler: SQLCompiler, **kw: Any) -> str:
 def _sqlite_time(element: db_time, compiler: SQLCompiler, **kw: Any) -> str:
     offset = compiler.process(element.clauses, **kw)
     return f"strftime({_SQLITE_FORMAT}, 'now', printf('%+.6f seconds', {offset}))"
+
+
+@compiles(db_shift, "postgresql")
+def _postgres_shift(element: db_shift, compiler: SQLCompiler, **kw: Any) -> str:
+    moment, offset = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"({moment} + make_interval(secs => {offset}))"
+
+
+@compiles(db_shift, "sqlite")
+def _sqlite_shift(element: db_shift, compiler: SQLCompiler, **kw: Any) -> str:
+    moment, offset = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"strftime({_SQLITE_FORMAT}, {moment}, printf('%+.6f seconds', {offset}))"
 
 
 @compiles(db_epoch, "postgresql")

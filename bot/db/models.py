@@ -75,6 +75,7 @@ class Grant(Base):
     pattern: Mapped[str] = mapped_column(String(255))
     channel_id: Mapped[str] = mapped_column(String(32), default=ANY_CHANNEL)  # "*" = any channel
     needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_run_seconds: Mapped[float | None] = mapped_column(Float, default=None)  # starts under it are time-boxed
     granted_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -98,6 +99,12 @@ class Operation(Base):
     state: Mapped[str] = mapped_column(String(16))
     needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)
     approvers: Mapped[str | None] = mapped_column(Text, default=None)  # JSON list of who may approve it
+    run_seconds: Mapped[float | None] = mapped_column(Float, default=None)  # a start's time box, once RUNNING
+    run_cap_seconds: Mapped[float | None] = mapped_column(Float, default=None)  # its grants' cap, as opened
+    # The operation whose thread this one reports in (an auto-stop reports in its run's start thread).
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("operations.id", ondelete="SET NULL"), default=None, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -207,6 +214,39 @@ class Click(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None, index=True)
     outcome: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class Run(Base):
+    """A time-boxed run of one instance a start brought up: stopped when its time is up (a timer is a row).
+
+    waiting (the start is under way) → running (stop_at set when the instance reached RUNNING) → stopping (its stop
+    operation is made) → stopped; or ended (never RUNNING, stopped elsewhere, or its stop failed).
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("request_id", "instance_id"),
+        Index("ix_runs_state_stop_at", "state", "stop_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), index=True)
+    instance_id: Mapped[str] = mapped_column(String(128))
+    requester_id: Mapped[str] = mapped_column(String(32), index=True)
+    channel_id: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # bot.operations.records.RunState
+    duration_seconds: Mapped[float] = mapped_column(Float)  # as asked (or the cap), plus every extension
+    cap_seconds: Mapped[float | None] = mapped_column(Float, default=None)  # no extension goes past now + this
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    stop_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    remind_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    reminded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    extensions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stop_request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("operations.id", ondelete="SET NULL"), default=None, index=True
+    )
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    ended_reason: Mapped[str | None] = mapped_column(String(32), default=None)  # auto | early | elsewhere | …
 
 
 class OutboxMessage(Base):

@@ -36,6 +36,7 @@ class Kind(enum.StrEnum):
     PROGRESS = "progress"  # reply in the thread with the statuses not yet told
     FINAL = "final"  # reply in the thread with the outcome, and mark it told
     REFRESH = "refresh"  # re-render the confirmation from the operation's state
+    REMINDER = "reminder"  # a time-boxed run's stop is near: remind its requester in the thread
 
 
 # Kinds whose content is rendered from the latest state: enqueueing again while pending bumps the version, so a

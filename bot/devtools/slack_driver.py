@@ -109,7 +109,17 @@ class SlackConversation(SurfacesConversation):
                     }
         action: dict[str, Any] = {"action_id": action_id, "action_ts": str(time.time())}
         if action_id == action_ids.START_SELECTED:
-            action.update(block_id=action_ids.PICK_SUBMIT_BLOCK, type="button", value="pick")
+            value = next(
+                (
+                    element.get("value", "pick")
+                    for block in picker
+                    for element in block.get("elements", [])
+                    if block.get("type") == "actions"
+                    if element.get("action_id") == action_ids.START_SELECTED
+                ),
+                "pick",
+            )
+            action.update(block_id=action_ids.PICK_SUBMIT_BLOCK, type="button", value=value)
         else:
             first = next(iter(values), f"{action_ids.PICK_BLOCK_PREFIX}0")
             action.update(block_id=first, type="checkboxes", selected_options=values.get(first, {}).get(action_id, {}))
@@ -169,6 +179,18 @@ class SlackConversation(SurfacesConversation):
             return Confirmation(channel, message.ts, int(button_values(message)[0]))
 
         return self.fake.wait_for(find, timeout, what=f"a confirmation in {channel}")
+
+    def wait_reminder(self, confirmation: Confirmation, index: int = 0, timeout: float = 15.0) -> Confirmation:
+        """Wait for the `index`th reply with buttons under a confirmation (a run's reminder) and return it, to be
+        clicked like a confirmation."""
+
+        def find() -> Confirmation | None:
+            replies = [m for m in self.fake.thread(confirmation.channel, confirmation.ts) if button_values(m)]
+            if len(replies) <= index:
+                return None
+            return Confirmation(confirmation.channel, replies[index].ts, int(button_values(replies[index])[0]))
+
+        return self.fake.wait_for(find, timeout, what=f"reminder {index + 1} under {confirmation.ts}")
 
     def message(self, confirmation: Confirmation) -> Message:
         """Return the confirmation message as it stands now."""

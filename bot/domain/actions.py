@@ -55,6 +55,12 @@ class Action:
         """True when an instance's status shows a call of unknown outcome was applied (it left `needs`)."""
         return status != self.needs
 
+    @property
+    def visible(self) -> bool:
+        """True when an instance's status alone tells whether the call took effect (it ends elsewhere than it
+        began); a reboot ends where it began, so a call of unknown outcome is never repeated blindly for it."""
+        return self.goal != self.needs
+
 
 START = Action(
     name="start",
@@ -67,7 +73,29 @@ START = Action(
     words=Words("start", "Starting", "started", "Start", ":rocket:", "Start requested"),
 )
 
-ACTIONS: dict[str, Action] = {action.name: action for action in (START,)}
+STOP = Action(
+    name="stop",
+    grant=GrantAction.STOP,
+    call="stop_instances",  # always a graceful shutdown (forceShutdown false)
+    zenlayer_action="StopInstances",
+    needs=RUNNING,
+    goal=STOPPED,
+    off_path=_GONE | {"BOOTING"},
+    words=Words("stop", "Stopping", "stopped", "Stop", ":stop_button:", "Stop requested"),
+)
+
+REBOOT = Action(
+    name="reboot",
+    grant=GrantAction.REBOOT,
+    call="reboot_instances",
+    zenlayer_action="RebootInstances",
+    needs=RUNNING,
+    goal=RUNNING,
+    off_path=_GONE | {"STOPPING", "STOPPED"},
+    words=Words("reboot", "Rebooting", "rebooted", "Reboot", ":arrows_counterclockwise:", "Reboot requested"),
+)
+
+ACTIONS: dict[str, Action] = {action.name: action for action in (START, STOP, REBOOT)}
 
 
 def action_named(name: str) -> Action:

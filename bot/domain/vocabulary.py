@@ -10,6 +10,8 @@ class GrantAction(StrEnum):
     """What a grant lets its holder do with the instances it covers."""
 
     START = "start"
+    STOP = "stop"
+    REBOOT = "reboot"
     APPROVE = "approve"
     ADMIN = "admin"
 

@@ -1,5 +1,6 @@
-"""Making an operation's Zenlayer calls: at most 100 ids each, the intent recorded before the call, never repeated
-blindly (a call whose outcome is unknown is settled by the instances' status: bot.execution.polling)."""
+"""Making operations' Zenlayer calls: at most 100 ids each, the intent recorded before the call (per operation,
+fenced by its lease), never repeated blindly (a call whose outcome is unknown is settled by the instances' status:
+bot.execution.polling). Operations made by vm-bot itself (auto-stops falling due together) share calls."""
 
 from __future__ import annotations
 
@@ -16,71 +17,104 @@ log = logging.getLogger(__name__)
 
 BATCH = 100  # Zenlayer's limit of ids per call
 
+Part = tuple[Job, list[Target]]  # one operation's share of a call
+
 
 class LeaseLost(Exception):
     """Another replica holds the operation now: this one must not call Zenlayer for it."""
 
 
 class Caller:
-    """Calls the action's Zenlayer method for an operation's instances, journaling every call."""
+    """Calls the action's Zenlayer method for operations' instances, journaling every call."""
 
     def __init__(self, vm: VmApi, journal: Journal):
         self.vm = vm
         self.journal = journal
 
-    def call_all(self, job: Job) -> None:
-        """Make the calls no earlier call named yet, then hand the operation over to watching."""
-        todo = [t for t in job.targets if t.outcome is None and t.calls == 0]
-        errors: list[str] = []
-        try:
-            for offset in range(0, len(todo), BATCH):
-                errors.extend(self.call(job, todo[offset : offset + BATCH]))
-        except LeaseLost:
-            log.warning(
-                "lost the lease on operation %s while calling Zenlayer; another replica took over", job.operation_id
-            )
-            return
-        self.journal.finish_calls(job, errors)
+    def call_all(self, jobs: Sequence[Job]) -> None:
+        """Make the calls no earlier call named yet for these operations (of one action), in shared batches of at
+        most 100 ids, then hand each operation over to watching."""
+        todo = [(job, t) for job in jobs for t in job.targets if t.outcome is None and t.calls == 0]
+        errors: dict[int, list[str]] = {job.operation_id: [] for job in jobs}
+        lost: set[int] = set()
+        for offset in range(0, len(todo), BATCH):
+            parts: dict[int, Part] = {}
+            for job, target in todo[offset : offset + BATCH]:
+                if job.operation_id not in lost:
+                    parts.setdefault(job.operation_id, (job, []))[1].append(target)
+            for operation_id, said in self._call(list(parts.values())).items():
+                if said is None:
+                    lost.add(operation_id)
+                else:
+                    errors[operation_id].extend(said)
+        for job in jobs:
+            if job.operation_id in lost:
+                log.warning("lost the lease on operation %s while calling; another replica has it", job.operation_id)
+            else:
+                self.journal.finish_calls(job, errors[job.operation_id])
 
-    def call(self, job: Job, batch: Sequence[Target], *, retried: bool = False, reconciling: bool = False) -> list[str]:
-        """Call once for a batch, intent first; a refusal re-checks and calls again for those still ready, once.
-
-        Returns what went wrong, for the thread; raises LeaseLost when the intent could not be recorded.
-        """
-        action = job.action
-        ids = [t.instance_id for t in batch]
-        call_id = self.journal.begin_call(job, batch)
-        if call_id is None:
+    def call(self, job: Job, batch: Sequence[Target], *, reconciling: bool = False) -> list[str]:
+        """Call once for one operation's batch (again, when reconciling a call whose outcome was unknown)."""
+        said = self._call([(job, list(batch))], reconciling=reconciling)[job.operation_id]
+        if said is None:
             raise LeaseLost(job.operation_id)
-        name = action.zenlayer_action
-        try:
-            request_id = cast(str, getattr(self.vm, action.call)(ids))
-        except StateRefused as exc:
-            if reconciling:
-                # Left as it was since, or acted on late by the first call: the next polls tell which.
-                self.journal.complete_call(job, call_id, ids, "refused", exc)
-                return [f"{name} refused: {exc.describe()}"]
-            self.journal.complete_call(job, call_id, ids, "refused", exc, call_result=None)
-            if retried:
-                self.journal.set_outcome(job, batch, Outcome.FAILED, exc.describe())
-                return [f"{name} refused: {exc.describe()}"]
-            return self._after_state_change(job, batch, exc)
-        except OutcomeUnknown as exc:
-            # The call may have been applied: the instances' status decides (bot.execution.polling).
-            self.journal.complete_call(job, call_id, ids, UNKNOWN, exc)
-            return [f"{name} outcome unknown, checking the instances' status: {exc.describe()}"]
-        except VmError as exc:
-            self.journal.complete_call(job, call_id, ids, "failed", exc, call_result=None)
-            self.journal.set_outcome(job, batch, Outcome.FAILED, exc.describe())
-            return [f"{name} failed: {exc.describe()}"]
-        self.journal.complete_call(job, call_id, ids, ACCEPTED, None, request_id, call_result=ACCEPTED)
-        return []
+        return said
 
-    def _after_state_change(self, job: Job, batch: Sequence[Target], refusal: StateRefused) -> list[str]:
+    def _call(
+        self, parts: list[Part], *, retried: bool = False, reconciling: bool = False
+    ) -> dict[int, list[str] | None]:
+        """Make one call for several operations' parts, each part's intent recorded first; a refusal re-checks and
+        calls again for those still ready, once. Returns what went wrong per operation (None: its lease was lost)."""
+        said: dict[int, list[str] | None] = {}
+        live: list[tuple[Part, int]] = []
+        for job, targets in parts:
+            call_id = self.journal.begin_call(job, targets)
+            if call_id is None:
+                said[job.operation_id] = None
+            else:
+                live.append(((job, targets), call_id))
+        if not live:
+            return said
+        action = live[0][0][0].action
+        try:
+            request_id = cast(str, getattr(self.vm, action.call)([t.instance_id for (_, ts), _ in live for t in ts]))
+        except VmError as exc:
+            for (job, targets), call_id in live:
+                said[job.operation_id] = self._failed(
+                    job, targets, call_id, exc, retried=retried, reconciling=reconciling
+                )
+            return said
+        for (job, targets), call_id in live:
+            self.journal.complete_call(job, call_id, _ids(targets), ACCEPTED, None, request_id, call_result=ACCEPTED)
+            said[job.operation_id] = []
+        return said
+
+    def _failed(
+        self, job: Job, targets: list[Target], call_id: int, exc: VmError, *, retried: bool, reconciling: bool
+    ) -> list[str] | None:
+        """Record a call that did not go through for one operation's part, and say what went wrong."""
+        name = job.action.zenlayer_action
+        if isinstance(exc, StateRefused):
+            kept = UNKNOWN if reconciling else None  # a reconciling call leaves the polls to decide
+            self.journal.complete_call(job, call_id, _ids(targets), "refused", exc, call_result=kept)
+            if reconciling or retried:
+                if retried:
+                    self.journal.set_outcome(job, targets, Outcome.FAILED, exc.describe())
+                return [f"{name} refused: {exc.describe()}"]
+            return self._after_state_change(job, targets, exc)
+        if isinstance(exc, OutcomeUnknown):
+            # The call may have been applied: the instances' status decides (bot.execution.polling).
+            self.journal.complete_call(job, call_id, _ids(targets), UNKNOWN, exc)
+            return [f"{name} outcome unknown, checking the instances' status: {exc.describe()}"]
+        self.journal.complete_call(job, call_id, _ids(targets), "failed", exc, call_result=None)
+        self.journal.set_outcome(job, targets, Outcome.FAILED, exc.describe())
+        return [f"{name} failed: {exc.describe()}"]
+
+    def _after_state_change(self, job: Job, batch: Sequence[Target], refusal: StateRefused) -> list[str] | None:
         """After an all-or-nothing refusal, skip the ids whose state changed and call again for those still ready."""
         name = job.action.zenlayer_action
         try:
-            statuses = self.vm.describe_instances_status([t.instance_id for t in batch])
+            statuses = self.vm.describe_instances_status(_ids(batch))
         except VmError as exc:
             self.journal.set_outcome(job, batch, Outcome.FAILED, exc.describe())
             return [f"{name} refused ({refusal.describe()}) and the re-check failed: {exc.describe()}"]
@@ -93,4 +127,10 @@ class Caller:
         refused = [f"{name} refused: {refusal.describe()}"]
         if not ready:
             return refused
-        return refused + self.call(job, ready, retried=True)
+        again = self._call([(job, ready)], retried=True)[job.operation_id]
+        return None if again is None else refused + again
+
+
+def _ids(targets: Sequence[Target]) -> list[str]:
+    """The instance ids of targets, in order."""
+    return [t.instance_id for t in targets]

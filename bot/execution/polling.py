@@ -85,14 +85,20 @@ def _plan_target(plan: PollPlan, action: Action, target: Target, status: str | N
                 values["call_result"] = result = ACCEPTED
             elif target.unchanged_polls + 1 < CONFIRM_POLLS:
                 values["unchanged_polls"] = target.unchanged_polls + 1
-            elif target.calls < MAX_CALLS:
+            elif target.calls < MAX_CALLS and action.visible:
                 plan.retry.append(target)
             else:
                 outcome = Outcome.FAILED
-                values.update(outcome=outcome, skip_reason=f"{action.zenlayer_action} did not take effect")
+                why = "did not take effect" if action.visible else "outcome unknown, and its status cannot tell"
+                values.update(outcome=outcome, skip_reason=f"{action.zenlayer_action} {why}")
                 plan.told = True
         if result == ACCEPTED:
             outcome = classify(action, target.last_status, status)
+            if outcome is None and not action.visible and status == action.goal:
+                # Accepted, yet never seen away from its goal: quicker than a poll, once it stays put a while.
+                values["unchanged_polls"] = target.unchanged_polls + 1
+                if values["unchanged_polls"] >= CONFIRM_POLLS:
+                    outcome = Outcome.REACHED
             changed = status != target.last_status
             if changed or outcome is not None:
                 values.update(last_status=status, outcome=outcome, status_changed=True)

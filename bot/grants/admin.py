@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from bot.db import audit
 from bot.db.session import Database
+from bot.domain.durations import parse_duration
 from bot.domain.errors import InvalidInput, NotAllowed
 from bot.domain.vocabulary import ANY_CHANNEL, GrantAction
 from bot.grants import rules as grants
@@ -23,9 +24,10 @@ _CHANNEL_MENTION_RE = re.compile(r"^<#([CG][A-Z0-9]{2,20})(?:\|[^>]*)?>$")
 
 SELECTOR_USAGE = "[PATTERN ...] [--instances PATTERN] [--names PATTERN] [--resource-group ID_OR_NAME] [--tag KEY=VALUE]"
 GRANT_USAGE = (
-    f"`/vm grant @user {SELECTOR_USAGE} [--channel #channel ...] [--action start|approve|admin] [--needs-approval]`"
+    f"`/vm grant @user {SELECTOR_USAGE} [--channel #channel ...] [--action {'|'.join(GrantAction)}] "
+    "[--needs-approval] [--max-run DURATION]`"
 )
-REVOKE_USAGE = f"`/vm revoke @user {SELECTOR_USAGE} [--channel #channel ...] [--action start|approve|admin]`"
+REVOKE_USAGE = f"`/vm revoke @user {SELECTOR_USAGE} [--channel #channel ...] [--action {'|'.join(GrantAction)}]`"
 
 
 @dataclass
@@ -40,6 +42,7 @@ class GrantArgs:
     names: list[str] = field(default_factory=list)  # name globs
     groups: list[str] = field(default_factory=list)  # resource group ids or names
     tags: list[str] = field(default_factory=list)  # KEY=VALUE
+    max_run_seconds: float | None = None  # caps the runs a start grant allows
 
     @property
     def selectors(self) -> list[Selector]:
@@ -63,13 +66,14 @@ class GrantArgs:
 
 
 def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
-    """Parse `@user PATTERN ... --channel #c --action a --needs-approval`; raise InvalidInput naming problems."""
+    """Parse `@user PATTERN ... --channel #c --action a --needs-approval --max-run 4h`; raise InvalidInput naming
+    every problem."""
     usage = REVOKE_USAGE if revoking else GRANT_USAGE
     if not words:
         raise InvalidInput(f"Usage: {usage}")
     mention = _USER_MENTION_RE.match(words[0])
-    user_id = mention.group(1) if mention else words[0]
-    parsed = GrantArgs(user_id=user_id)
+    parsed = GrantArgs(user_id=mention.group(1) if mention else words[0])
+    valued = {"--channel", "--action", *KIND_OF_OPTION} | (set() if revoking else {"--max-run"})
     problems: list[str] = []
     rest = list(words[1:])
     while rest:
@@ -78,18 +82,11 @@ def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
         option = "--" + word.lstrip("-") if word.startswith("-") else None
         if option == "--needs-approval" and not revoking:
             parsed.needs_approval = True
-        elif option in ("--channel", "--action", *KIND_OF_OPTION):
+        elif option in valued:
             if not rest:
                 problems.append(f"{option} needs a value")
                 break
-            value = rest.pop(0)
-            if option == "--action":
-                parsed.action = value.lower()
-            elif option == "--channel":
-                channel = _CHANNEL_MENTION_RE.match(value)
-                parsed.channels.append(channel.group(1) if channel else value)
-            else:
-                parsed.add(KIND_OF_OPTION[option], value)
+            _take(parsed, option, rest.pop(0), problems)
         elif option is not None:
             problems.append(f"unknown option {grants.quote(word)}")
         else:
@@ -100,6 +97,22 @@ def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
     if problems:
         raise InvalidInput("; ".join(problems) + f". Usage: {usage}")
     return parsed
+
+
+def _take(parsed: GrantArgs, option: str, value: str, problems: list[str]) -> None:
+    """Apply one option and its value to the parsed arguments (a bad value is added to problems)."""
+    if option == "--action":
+        parsed.action = value.lower()
+    elif option == "--channel":
+        channel = _CHANNEL_MENTION_RE.match(value)
+        parsed.channels.append(channel.group(1) if channel else value)
+    elif option == "--max-run":
+        try:
+            parsed.max_run_seconds = parse_duration(value, what="--max-run")
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    else:
+        parsed.add(KIND_OF_OPTION[option], value)
 
 
 def can_administer(
@@ -139,6 +152,7 @@ def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
         action=action,
         channels=args.channels,
         needs_approval=args.needs_approval,
+        max_run_seconds=args.max_run_seconds,
         granted_by=actor,
     )
     audit.record(
@@ -151,9 +165,15 @@ def add_audited(session: Session, actor: str, args: GrantArgs) -> int:
         **_other_selectors(args),
         channels=list(dict.fromkeys(args.channels)) or [ANY_CHANNEL],
         needs_approval=args.needs_approval,
+        **_cap(args),
         added=added,
     )
     return added
+
+
+def _cap(args: GrantArgs) -> dict[str, Any]:
+    """Return the run cap for an audit record (nothing when the grant has none)."""
+    return {} if args.max_run_seconds is None else {"max_run_seconds": args.max_run_seconds}
 
 
 def revoke_audited(session: Session, actor: str, args: GrantArgs) -> int:

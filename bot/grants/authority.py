@@ -7,7 +7,7 @@ answered from a read of the database begun after the question was asked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.db import audit
@@ -15,6 +15,7 @@ from bot.db.session import Database
 from bot.domain.errors import NotAllowed
 from bot.domain.ports import InstanceInfo
 from bot.domain.vocabulary import GrantAction
+from bot.grants.admin import can_administer
 from bot.grants.cache import GrantCache
 from bot.grants.rules import Coverage, GrantRule, check_coverage, grant_rules, list_grants, need_attributes
 
@@ -39,15 +40,32 @@ class Question:
     instances: Mapping[str, InstanceInfo] | None = None  # looked-up attributes, for name, group and tag grants
 
 
-class Authority:
-    """Answers every "may they?" from the grants table (and, for a quick "yes" before an ack, the GrantCache)."""
+# Which of these instances are in a running time-boxed run of this user's: (user id, instance ids) -> those ids.
+RunOwner = Callable[[str, Sequence[str]], set[str]]
 
-    def __init__(self, db: Database, cache: GrantCache | None = None):
+
+class Authority:
+    """Answers every "may they?" from the grants table (and, for a quick "yes" before an ack, the GrantCache).
+
+    One rule is not a grant: the requester of a time-boxed run may always stop that run early (`run_owner` says
+    whose runs are running).
+    """
+
+    def __init__(self, db: Database, cache: GrantCache | None = None, *, run_owner: RunOwner | None = None):
         self.db = db
         self.cache = cache
+        self.run_owner = run_owner
 
     def check(self, question: Question, *, quick: bool = False) -> Coverage:
-        """Return what the user's grants allow for the question; `quick` lets a "yes" come from memory."""
+        """Return what the user's grants allow for the question (a stop of their own runs needs none); `quick`
+        lets a "yes" come from memory."""
+        coverage = self._check(question, quick=quick)
+        if coverage.ok or question.action != GrantAction.STOP or self.run_owner is None:
+            return coverage
+        return coverage.with_own_runs(self.run_owner(question.user_id, coverage.uncovered))
+
+    def _check(self, question: Question, *, quick: bool) -> Coverage:
+        """Return what the user's grants alone allow."""
         if quick and self.cache is not None:
             found = self.cache.lookup(question.user_id)
             coverage = self._cover(found.rules, question)
@@ -94,6 +112,12 @@ class Authority:
                 by_user.setdefault(grant.user_id, []).append(grant)
         wanted = Question(requester_id, GrantAction.APPROVE, question.ids, question.channel_id, instances)
         return sorted(user for user, rules in by_user.items() if self._cover(rules, wanted).ok)
+
+    def admin_reach(self, user_id: str) -> Callable[[str, Sequence[str]], bool]:
+        """Return whether the user's admin grants (read now) reach given instances in a given channel: an admin may
+        extend or stop anyone's runs there, and sees them in `/vm runs --all`."""
+        rules = self._fresh_rules(user_id)
+        return lambda channel_id, instance_ids: can_administer(rules, channel_id, list(instance_ids), [channel_id])
 
     def _fresh_rules(self, user_id: str) -> list[GrantRule]:
         """Return the user's grant rules as of a read begun after this call (shared with concurrent callers)."""

@@ -110,7 +110,15 @@ class GrantCache:
 
     def _read_database(self) -> Rules:
         """Read every grant rule, grouped by user."""
-        query = select(Grant.user_id, Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.needs_approval)
+        query = select(
+            Grant.user_id,
+            Grant.action,
+            Grant.kind,
+            Grant.pattern,
+            Grant.channel_id,
+            Grant.needs_approval,
+            Grant.max_run_seconds,
+        )
         rules: Rules = {}
         for row in self.db.read(query):
             rules.setdefault(row.user_id, []).append(row)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +35,8 @@ class GrantRule(Protocol):
     def channel_id(self) -> str: ...
     @property
     def needs_approval(self) -> bool: ...
+    @property
+    def max_run_seconds(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class GrantRecord:
     pattern: str
     channel_id: str
     needs_approval: bool
+    max_run_seconds: float | None
     granted_by: str
     created_at: datetime
 
@@ -62,11 +65,30 @@ class Coverage:
     needs_approval: list[str] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)  # id -> name, for the ids whose attributes were looked up
     usable_here: bool = False  # any grant for the action can be used in this channel (else nothing can be covered)
+    caps: dict[str, float | None] = field(default_factory=dict)  # allowed id -> the most generous run cap (None: none)
 
     @property
     def ok(self) -> bool:
         """True when every id is covered."""
         return not self.uncovered
+
+    def with_own_runs(self, own: set[str]) -> Coverage:
+        """Return this coverage with the user's own running runs allowed too (stopping them needs no grant)."""
+        if not own:
+            return self
+        return replace(
+            self,
+            allowed=[*self.allowed, *(i for i in self.uncovered if i in own)],
+            uncovered=[i for i in self.uncovered if i not in own],
+            channels_elsewhere={i: c for i, c in self.channels_elsewhere.items() if i not in own},
+            usable_here=True,
+        )
+
+    @property
+    def run_cap(self) -> float | None:
+        """The longest run every allowed id may have (each id's most generous grant decides; None: no cap)."""
+        capped = [cap for cap in self.caps.values() if cap is not None]
+        return min(capped) if capped else None
 
 
 def quote(value: str) -> str:
@@ -123,19 +145,26 @@ def add_grants(
     action: GrantAction | str = GrantAction.START,
     channels: Sequence[str] = (),
     needs_approval: bool = False,
+    max_run_seconds: float | None = None,
     granted_by: str,
 ) -> int:
-    """Grant user_id `action` on each selector (a plain string: an id glob) from each channel; return rows added."""
+    """Grant user_id `action` on each selector (a plain string: an id glob) from each channel; return rows added.
+
+    `max_run_seconds` caps the runs a start grant allows (every start it covers is then time-boxed).
+    """
     selectors, channels = as_selectors(patterns), _as_list(channels)
     problems = _validation_problems(user_id, selectors, channels, action)
     if not selectors:
         problems.append("give at least one instance pattern, name pattern, resource group or tag")
+    if max_run_seconds is not None and action != GrantAction.START:
+        problems.append("--max-run caps the runs of start grants only")
     _raise_if_invalid(problems)
 
+    terms = {"needs_approval": needs_approval, "max_run_seconds": max_run_seconds}
     added = 0
     for selector in dict.fromkeys(selectors):
         for channel in dict.fromkeys(channels or (ANY_CHANNEL,)):
-            added += _upsert(session, user_id, action, selector, channel, needs_approval, granted_by)
+            added += _upsert(session, user_id, action, selector, channel, terms, granted_by)
     return added
 
 
@@ -145,10 +174,11 @@ def _upsert(
     action: str,
     selector: Selector,
     channel: str,
-    needs_approval: bool,
+    terms: dict[str, Any],
     granted_by: str,
 ) -> int:
-    """Insert one grant or update needs_approval on the identical one; return 1 if a row was inserted."""
+    """Insert one grant or update its terms (needs_approval, max_run_seconds) on the identical one; return 1 if a row
+    was inserted."""
     query = select(Grant).where(
         Grant.user_id == user_id,
         Grant.action == action,
@@ -168,14 +198,15 @@ def _upsert(
                         kind=selector.kind.value,
                         pattern=selector.value,
                         channel_id=channel,
-                        needs_approval=needs_approval,
                         granted_by=granted_by,
+                        **terms,
                     )
                 )
             return 1
         except IntegrityError:
             existing = session.scalars(query).one()
-    existing.needs_approval = needs_approval
+    for name, value in terms.items():
+        setattr(existing, name, value)
     return 0
 
 
@@ -215,16 +246,26 @@ def list_grants(
     if selectors:
         query = query.where(_selected(selectors))
     return [
-        GrantRecord(g.user_id, g.action, g.kind, g.pattern, g.channel_id, g.needs_approval, g.granted_by, g.created_at)
+        GrantRecord(
+            g.user_id,
+            g.action,
+            g.kind,
+            g.pattern,
+            g.channel_id,
+            g.needs_approval,
+            g.max_run_seconds,
+            g.granted_by,
+            g.created_at,
+        )
         for g in session.scalars(query)
     ]
 
 
 def grant_rules(connection: Connection, user_id: str) -> list[GrantRule]:
     """Return what the coverage check needs of one user's grants, as plain rows (a quarter of the ORM's cost)."""
-    query = select(Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.needs_approval).where(
-        Grant.user_id == user_id
-    )
+    query = select(
+        Grant.action, Grant.kind, Grant.pattern, Grant.channel_id, Grant.needs_approval, Grant.max_run_seconds
+    ).where(Grant.user_id == user_id)
     return list(connection.execute(query).all())
 
 
@@ -257,6 +298,8 @@ def check_coverage(
         here = [g for g in matching if g.channel_id in (ANY_CHANNEL, channel_id)]
         if here:
             coverage.allowed.append(instance_id)
+            caps = [g.max_run_seconds for g in here]
+            coverage.caps[instance_id] = None if None in caps else max(c for c in caps if c is not None)
             if all(g.needs_approval for g in here):
                 coverage.needs_approval.append(instance_id)
             continue

@@ -7,10 +7,9 @@ checked again at the click, never trusted from the confirmation.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -27,82 +26,23 @@ from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import GrantAction
 from bot.grants.authority import Authority, Question
 from bot.grants.rules import Coverage
-from bot.operations import repository
-from bot.operations.records import Holder, OperationRecord
-from bot.operations.repository import InstancesBusy
+from bot.operations import repository, run_clicks
+from bot.operations.claims import InstancesBusy
+from bot.operations.click_model import (
+    RUN_DECISIONS,
+    SHOWN_IN_THE_CONFIRMATION,
+    ClickOutcome,
+    ClickResult,
+    ClickRow,
+    Decision,
+    audit_refusal,
+)
+from bot.operations.records import EXTENSION_SECONDS, OperationRecord
 from bot.operations.states import State
 from bot.runtime.group_commit import GroupCommit
 from bot.runtime.lease import Lease, Owner
 
 log = logging.getLogger(__name__)
-
-
-class Decision(enum.StrEnum):
-    """What a click on a confirmation asks for."""
-
-    # The requester's go-ahead (Start, Stop, Reboot), stored and counted as "start": its name since the first
-    # release, which the audit trail, the clicks table and dashboards (vmbot_clicks_total{decision}) read.
-    CONFIRM = "start"
-    CANCEL = "cancel"
-    APPROVE = "approve"
-    REJECT = "reject"
-
-
-class ClickOutcome(enum.StrEnum):
-    """What happened to a click."""
-
-    APPROVED = "approved"  # the operation will now be carried out
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    NOT_REQUESTER = "not_requester"
-    SELF_APPROVAL = "self_approval"
-    NOT_APPROVER = "not_approver"
-    NOT_ALLOWED = "not_allowed"  # the clicker's own grants no longer cover the ids
-    REQUESTER_NOT_ALLOWED = "requester_not_allowed"  # an approver clicked, but the requester lost the grant
-    NEEDS_APPROVAL = "needs_approval"  # the requester's grants now require a second person
-    BUSY = "busy"  # another operation holds some of the ids
-    EXPIRED = "expired"
-    ALREADY_DECIDED = "already_decided"
-    WITHDRAWN = "withdrawn"  # its confirmation was not known to be posted, so it was withdrawn unclicked
-    LOOKUP_FAILED = "lookup_failed"  # grants by name, group or tag need Zenlayer, which did not answer
-    WRONG_MESSAGE = "wrong_message"  # the button named an operation that is not the clicked message's
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class ClickResult:
-    """The outcome of a click and the operation as it stands afterwards."""
-
-    outcome: ClickOutcome
-    request: OperationRecord | None
-    coverage: Coverage | None = None
-    busy: list[str] = field(default_factory=list)
-    holders: dict[str, Holder] = field(default_factory=dict)  # for BUSY: which operation holds each id
-
-
-_REFUSALS_TO_AUDIT = frozenset(
-    {
-        ClickOutcome.NOT_REQUESTER,
-        ClickOutcome.SELF_APPROVAL,
-        ClickOutcome.NOT_APPROVER,
-        ClickOutcome.REQUESTER_NOT_ALLOWED,
-        ClickOutcome.NEEDS_APPROVAL,
-        ClickOutcome.BUSY,
-        ClickOutcome.WRONG_MESSAGE,
-    }
-)
-SHOWN_IN_THE_CONFIRMATION = frozenset({ClickOutcome.APPROVED, ClickOutcome.CANCELLED, ClickOutcome.REJECTED})
-
-
-@dataclass(frozen=True)
-class ClickRow:
-    """A click as the button and Slack reported it."""
-
-    request_id: int
-    user_id: str
-    decision: Decision
-    channel_id: str | None
-    message_ts: str | None
 
 
 @dataclass(frozen=True)
@@ -116,12 +56,22 @@ class _Checks:
 class Clicks:
     """Records clicks (group-committed: each waits for its own row's commit) and decides them."""
 
-    def __init__(self, db: Database, vm: VmApi, authority: Authority, *, owner: Owner, lease: Lease):
+    def __init__(
+        self,
+        db: Database,
+        vm: VmApi,
+        authority: Authority,
+        *,
+        owner: Owner,
+        lease: Lease,
+        extend_seconds: float = EXTENSION_SECONDS,
+    ):
         self.db = db
         self.vm = vm
         self.authority = authority
         self.owner = owner
         self.lease = lease
+        self.extend_seconds = extend_seconds  # what a run's Extend adds
         self._clicks: GroupCommit[dict[str, object], int] = GroupCommit(self._insert)
 
     def record(self, click: ClickRow) -> int:
@@ -160,7 +110,10 @@ class Clicks:
                 recorded.message_ts,
             )
             before = repository.record(session, click.request_id)
-        checks, lookup_failed = self._checks(before, click)
+        run_checks = None
+        if click.decision in RUN_DECISIONS:
+            run_checks = run_clicks.checks(self.authority, self.vm, before, click, self.extend_seconds)
+        checks, lookup_failed = self._checks(before, click) if run_checks is None else (_Checks(), False)
         with self.db.session() as session:
             taken = session.execute(
                 update(Click)
@@ -173,6 +126,8 @@ class Clicks:
             if lookup_failed:
                 # Decided as refused: the user is told to try again, so it must never be carried out by recovery.
                 result = ClickResult(ClickOutcome.LOOKUP_FAILED, repository.record(session, click.request_id))
+            elif run_checks is not None:
+                result = run_clicks.apply(session, click, run_checks)
             else:
                 result = self._decide(session, click, checks, response_url)
             session.execute(
@@ -256,16 +211,7 @@ class Clicks:
         elif result.outcome == ClickOutcome.WITHDRAWN:
             # Found after all (the click carries its ts, now noted): show it withdrawn rather than leave it live.
             outbox.enqueue(session, operation.id, outbox.Kind.REFRESH)
-        if result.outcome in _REFUSALS_TO_AUDIT:
-            audit.record(
-                session,
-                "click_refused",
-                actor=click.user_id,
-                request_id=operation.id,
-                decision=click.decision.value,
-                outcome=result.outcome.value,
-                busy=result.busy,
-            )
+        audit_refusal(session, click, operation.id, result.outcome, busy=result.busy)
         return ClickResult(
             result.outcome, repository.record(session, operation.id), result.coverage, result.busy, result.holders
         )
@@ -340,7 +286,18 @@ class Clicks:
             return ClickResult(outcome, None, coverage)
         if by_requester and coverage.needs_approval:
             return ClickResult(ClickOutcome.NEEDS_APPROVAL, None, coverage)
+        cap = run_cap_of(coverage, operation)
+        if cap is not None and (operation.run_seconds is None or operation.run_seconds > cap):
+            return ClickResult(ClickOutcome.RUN_TOO_LONG, None, coverage)
         return None  # whether another operation holds an instance is decided by the claims approve() inserts
+
+
+def run_cap_of(coverage: Coverage, operation: OperationRecord) -> float | None:
+    """The tightest run cap the grants put on a start's instances now (None: uncapped, or not a start)."""
+    if operation.action.name != "start":
+        return None
+    caps = [cap for i in operation.included if (cap := coverage.caps.get(i.instance_id)) is not None]
+    return min(caps) if caps else None
 
 
 def _settled_outcome(state: State) -> ClickOutcome:

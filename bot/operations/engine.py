@@ -11,20 +11,31 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from itertools import groupby
 
 from bot.db.session import Database
 from bot.domain.ports import VmApi
+from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.execution.calls import Caller, LeaseLost
 from bot.execution.polling import Poller
 from bot.execution.ports import Job
 from bot.operations import leases, repository
 from bot.operations.journal import SqlJournal
 from bot.operations.states import State
+from bot.operations.timers import Timers
 from bot.runtime.keyed import KeyedExecutor
 from bot.runtime.lease import Lease, Owner
 from bot.runtime.loop import RunLoop
 
 log = logging.getLogger(__name__)
+
+# The run timers' key in the engine's KeyedExecutor: operation ids start at 1, so it is never an operation's.
+TIMERS_KEY = 0
+
+
+def _action(job: Job) -> str:
+    """Group jobs by their action's name."""
+    return job.action.name
 
 
 def _ignore(value: float) -> None:
@@ -44,6 +55,7 @@ class Engine:
         lease: Lease,
         poll_interval_seconds: float,
         watch_seconds: float,
+        reminder_seconds: float = 900.0,
         workers: int = 0,
         chores: Sequence[Callable[[], object]] = (),
     ):
@@ -52,7 +64,10 @@ class Engine:
         self.lease = lease
         self.poll_interval = poll_interval_seconds
         self.chores = list(chores)  # run first in every step, e.g. deciding clicks a crashed process left
-        self.journal = SqlJournal(db, owner=owner, lease=lease, watch_seconds=watch_seconds)
+        self.journal = SqlJournal(
+            db, owner=owner, lease=lease, watch_seconds=watch_seconds, reminder_seconds=reminder_seconds
+        )
+        self.timers = Timers(db, vm)
         self.caller = Caller(vm, self.journal)
         self.poller = Poller(vm)
         self.jobs: KeyedExecutor[int] = KeyedExecutor(workers, name="vm-bot-work")
@@ -99,7 +114,8 @@ class Engine:
         return taken
 
     def step(self) -> float:
-        """One round: chores, expiries, claims; calls for new operations, recovery of interrupted ones, one poll."""
+        """One round: chores, expiries, run timers, claims; calls for new operations, recovery of interrupted ones,
+        one poll."""
         for chore in self.chores:
             try:
                 chore()
@@ -107,17 +123,27 @@ class Engine:
                 log.exception("an engine chore failed; retrying on the next step")
         with self.db.session() as session:
             repository.expire_due(session)
+        self.timers.remind()
+        # Due stops ask Zenlayer first: on a worker of their own, so a slow answer never holds this loop up.
+        self.jobs.submit(TIMERS_KEY, self._stop_due)
+        due_in = self.timers.next_due_in()
         with self.db.session() as session:
             taken_over = leases.count_lapsed_foreign(session, owner=self.owner, lease=self.lease)
             claimed = leases.claim_work(session, owner=self.owner, lease=self.lease)
         self.on_takeover(taken_over)
         idle = self.jobs.idle(claimed)
-        for job in self.journal.jobs(idle, State.APPROVED):
-            self.jobs.submit(job.operation_id, self._call, job)
+        approved = self.journal.jobs(idle, State.APPROVED)
+        for job in approved:
+            if job.actor != SYSTEM_ACTOR:  # people's operations call apart: one slow call never holds another's
+                self.jobs.submit(job.operation_id, self._call, [job])
+        for _, jobs in groupby(sorted((j for j in approved if j.actor == SYSTEM_ACTOR), key=_action), key=_action):
+            batch = list(jobs)  # vm-bot's own (auto-stops falling due together) share calls: ⌈N/100⌉ of them
+            self.jobs.submit_many([j.operation_id for j in batch], self._call, batch)
         for job in self.journal.jobs(idle, State.STARTING):
             self.jobs.submit(job.operation_id, self._recover, job)
         self._poll(self.jobs.idle(idle))
-        return self.poll_interval
+        # The next timer may fall due before the next poll: wake up for it (a stop is due on time, not a poll late).
+        return self.poll_interval if due_in is None else max(0.05, min(self.poll_interval, due_in))
 
     def _ticked(self, seconds: float) -> None:
         """Tell the observer a step finished."""
@@ -129,16 +155,23 @@ class Engine:
             leases.renew_all(session, owner=self.owner, lease=self.lease)
         return self.lease.heartbeat_seconds
 
-    def _call(self, job: Job) -> None:
-        """Make an approved operation's calls (at most once per instance), then watch it."""
-        if self.journal.begin(job.operation_id):
-            self.caller.call_all(job)
+    def _call(self, jobs: list[Job]) -> None:
+        """Make approved operations' calls (at most once per instance, shared where they are several), then watch
+        them."""
+        begun = [job for job in jobs if self.journal.begin(job.operation_id)]
+        if begun:
+            self.caller.call_all(begun)
+            self.wake()
+
+    def _stop_due(self) -> None:
+        """Make the stop operations of runs whose time is up; step again at once to call for them."""
+        if self.timers.stop_due():
             self.wake()
 
     def _recover(self, job: Job) -> None:
         """An operation left starting by a crash: settle its open calls as unknown, make the calls never made."""
         self.journal.settle_interrupted(job)
-        self.caller.call_all(job)
+        self.caller.call_all([job])
         self.wake()
 
     def _poll(self, operation_ids: Sequence[int]) -> None:

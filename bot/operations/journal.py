@@ -19,7 +19,7 @@ from bot.domain.actions import Outcome
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.execution.ports import ACCEPTED, UNKNOWN, Job, PollPlan, Target, Watched
-from bot.operations import repository
+from bot.operations import claims, repository
 from bot.operations.polls import apply_polls
 from bot.operations.states import State
 from bot.operations.watching import read_work
@@ -31,11 +31,14 @@ INTERRUPTED = "the process making this call stopped before it returned"
 class SqlJournal:
     """Implements bot.execution.ports.Journal for one replica (its owner name fences every write)."""
 
-    def __init__(self, db: Database, *, owner: Owner, lease: Lease, watch_seconds: float):
+    def __init__(
+        self, db: Database, *, owner: Owner, lease: Lease, watch_seconds: float, reminder_seconds: float = 900.0
+    ):
         self.db = db
         self.owner = owner
         self.lease = lease
         self.watch_seconds = watch_seconds
+        self.reminder_seconds = reminder_seconds
 
     def _fenced(self) -> Any:
         """SQL: the operation is leased to this replica and its lease is live (the fence of every call)."""
@@ -185,7 +188,7 @@ class SqlJournal:
                 .values(outcome=outcome.value, skip_reason=reason[:255])
                 .execution_options(synchronize_session=False)
             )
-            repository.release_claims(session, job.operation_id, [t.instance_id for t in targets])
+            claims.release_claims(session, job.operation_id, [t.instance_id for t in targets])
 
     def finish_calls(self, job: Job, errors: Sequence[str]) -> None:
         """The calls are made: watch the operation until its deadline, or fail it when nothing is left to watch."""
@@ -218,4 +221,4 @@ class SqlJournal:
 
     def apply(self, plans: Sequence[PollPlan], addresses: dict[str, str]) -> set[int]:
         """Write polls' plans in one transaction, for the operations still leased to us; return their ids."""
-        return apply_polls(self.db, self.owner, self.lease, plans, addresses)
+        return apply_polls(self.db, self.owner, self.lease, plans, addresses, reminder_seconds=self.reminder_seconds)

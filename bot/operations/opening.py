@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 
 from bot.db.session import Database
 from bot.delivery import gate, outbox
-from bot.domain.actions import Action
+from bot.domain.actions import START, Action
+from bot.domain.durations import say_duration
 from bot.domain.errors import UserError
 from bot.domain.ports import InstanceInfo, VmApi
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import GrantAction
 from bot.grants.authority import Authority, NotCovered, Question
 from bot.grants.rules import Coverage
-from bot.operations import inventory, repository
+from bot.operations import claims, inventory, repository
 from bot.operations.inventory import LookupFailed, Resolution
 from bot.operations.records import Holder
 
@@ -26,6 +27,14 @@ class NothingToDo(UserError):
     def __init__(self, prepared: Prepared):
         self.prepared = prepared
         super().__init__(f"None of these instances can be {prepared.action.words.done}")
+
+
+class RunTooLong(UserError):
+    """A time-boxed start asked for longer than the grants covering it allow."""
+
+    def __init__(self, cap_seconds: float):
+        self.cap_seconds = cap_seconds
+        super().__init__(f"Your grants cap runs of these instances at {say_duration(cap_seconds)}")
 
 
 class DuplicatePending(UserError):
@@ -62,6 +71,8 @@ class Prepared:
     skipped: list[Skipped] = field(default_factory=list)
     request_id: int | None = None
     wait_seconds: float = 0.0  # how long Slack makes the confirmation wait in this channel (429, pacing)
+    run_seconds: float | None = None  # a time-boxed start's run length (asked for, or its grants' cap)
+    run_cap_seconds: float | None = None  # the cap of the grants covering it (None: uncapped)
 
 
 class Opening:
@@ -108,6 +119,7 @@ class Opening:
         action: Action,
         ids: Sequence[str],
         known: Mapping[str, InstanceInfo] | None = None,
+        run_seconds: float | None = None,
     ) -> Prepared:
         """Check grants and duplicates, look the ids up, and decide what can be acted on; nothing is written yet.
 
@@ -115,6 +127,8 @@ class Opening:
         are matched against those attributes, so the lookup comes first for a user who holds any; a user with id
         grants only is refused before Zenlayer is asked. Ids another operation holds are skipped with `busy_with`
         set, so the chat layer can point at that operation (by rewriting the reason) before `open` stores it.
+        A start that capped grants cover is time-boxed: to its cap when `run_seconds` is None, refused
+        (RunTooLong) when it asks for more.
         """
         if known is None and not self.authority.needs_lookup([user_id], [action.grant]):
             self.authority.require(Question(user_id, action.grant, ids, channel_id))
@@ -122,7 +136,7 @@ class Opening:
         coverage = self.authority.require(Question(user_id, action.grant, ids, channel_id, found))
         with self.db.session(readonly=True) as session:
             self._refuse_duplicate(session, user_id, channel_id, action, ids)
-            busy = repository.holders(session, ids)
+            busy = claims.holders(session, ids)
         prepared = Prepared(action, user_id, channel_id, list(ids))
         for instance_id in ids:
             info = found.get(instance_id)
@@ -137,6 +151,7 @@ class Opening:
                 prepared.ready.append(info)
         if not prepared.ready:
             raise NothingToDo(prepared)
+        prepared.run_seconds, prepared.run_cap_seconds = time_box(action, run_seconds, coverage, prepared.ready)
         prepared.needs_approval = any(i.instance_id in coverage.needs_approval for i in prepared.ready)
         return prepared
 
@@ -172,7 +187,7 @@ class Opening:
         with self.db.session() as session:
             # One new operation per user at a time: two identical commands arriving together queue here, and the
             # second finds the first below.
-            repository.lock_requester(session, prepared.user_id)
+            claims.lock_requester(session, prepared.user_id)
             self._refuse_duplicate(session, prepared.user_id, prepared.channel_id, prepared.action, prepared.ids)
             needs_approval = prepared.needs_approval
             prepared.request_id = repository.create(
@@ -184,6 +199,8 @@ class Opening:
                 needs_approval=needs_approval,
                 ttl_seconds=self.approval_ttl_seconds if needs_approval else self.confirm_ttl_seconds,
                 approvers=approvers,
+                run_seconds=prepared.run_seconds,
+                run_cap_seconds=prepared.run_cap_seconds,
             )
             outbox.enqueue(
                 session,
@@ -203,3 +220,17 @@ class Opening:
         if record is None:
             raise UserError(f"There is no start request {request_id}.")
         return [i.instance_id for i in record.instances]
+
+
+def time_box(
+    action: Action, asked: float | None, coverage: Coverage, ready: Sequence[InstanceInfo]
+) -> tuple[float | None, float | None]:
+    """Return a start's run length and cap: where any ready instance's grants cap runs, the run is time-boxed to
+    the tightest of those caps unless asked for less (RunTooLong when asked for more); else what was asked."""
+    if action != START:
+        return None, None
+    caps = [cap for i in ready if (cap := coverage.caps.get(i.instance_id)) is not None]
+    cap = min(caps) if caps else None
+    if cap is not None and asked is not None and asked > cap:
+        raise RunTooLong(cap)
+    return (cap if asked is None else asked), cap

@@ -14,13 +14,19 @@ from bot.db.session import Database
 from bot.delivery import outbox
 from bot.domain.actions import Outcome
 from bot.execution.ports import Ending, PollPlan
-from bot.operations import repository
+from bot.operations import repository, runs
 from bot.operations.states import State
 from bot.runtime.lease import Lease, Owner
 
 
 def apply_polls(
-    db: Database, owner: Owner, lease: Lease, plans: Sequence[PollPlan], addresses: dict[str, str]
+    db: Database,
+    owner: Owner,
+    lease: Lease,
+    plans: Sequence[PollPlan],
+    addresses: dict[str, str],
+    *,
+    reminder_seconds: float,
 ) -> set[int]:
     """Write polls' plans in one transaction: statuses, claims, what Slack is owed and the operations they end;
     the lease check is folded in (only operations still leased to us and watching are written)."""
@@ -43,6 +49,8 @@ def apply_polls(
         )
         written = [p for p in plans if p.operation_id in mine]
         _write_rows(session, written, addresses)
+        for plan in written:  # a time-boxed run's clock starts when its instance is RUNNING, in this transaction
+            runs.start(session, plan.operation_id, plan.reached.values(), reminder_seconds=reminder_seconds)
         # An operation that ends lets go of all its instances with its final transition.
         ended = [i for p in written if p.ending is None for i in p.ended]
         if ended:
@@ -52,18 +60,21 @@ def apply_polls(
                 .execution_options(synchronize_session=False)
             )
         moving = [p.operation_id for p in written if p.told and p.ending is None]
-        outbox.enqueue(session, moving, [outbox.Kind.PROGRESS, outbox.Kind.REFRESH])
-        for ending in (Ending.DONE, Ending.FAILED):
-            ids = [p.operation_id for p in written if p.ending == ending]
-            repository.transition_many(session, ids, from_state=State.WATCHING, to=State(ending.value))
-        for plan in written:
-            if plan.ending == Ending.TIMED_OUT:
-                # A failed poll's error explains the timeout; otherwise the calls' error stands.
-                why: dict[str, Any] = {"error": plan.error} if plan.error else {}
-                repository.transition(
-                    session, plan.operation_id, from_states=[State.WATCHING], to=State.TIMED_OUT, **why
-                )
+        repository.owe(session, moving, [outbox.Kind.PROGRESS, outbox.Kind.REFRESH])
+        _end(session, written)
     return mine
+
+
+def _end(session: Session, written: Sequence[PollPlan]) -> None:
+    """Move the operations these polls ended to their final states (owing Slack the outcome)."""
+    for ending in (Ending.DONE, Ending.FAILED):
+        ids = [p.operation_id for p in written if p.ending == ending]
+        repository.transition_many(session, ids, from_state=State.WATCHING, to=State(ending.value))
+    for plan in written:
+        if plan.ending == Ending.TIMED_OUT:
+            # A failed poll's error explains the timeout; otherwise the calls' error stands.
+            why: dict[str, Any] = {"error": plan.error} if plan.error else {}
+            repository.transition(session, plan.operation_id, from_states=[State.WATCHING], to=State.TIMED_OUT, **why)
 
 
 def _write_rows(session: Session, plans: Sequence[PollPlan], addresses: dict[str, str]) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.db.models import Operation, OperationInstance
+from bot.db.models import Operation, OperationInstance, Run
 from bot.domain.actions import Action, Outcome, action_named
 from bot.operations.states import ACTIVE_STATES, State
 
@@ -27,6 +28,58 @@ class InstanceRecord:
     reported_status: str | None = None
     outcome: Outcome | None = None
     zenlayer_request_id: str | None = None
+
+
+class RunState(enum.StrEnum):
+    """Where a time-boxed run is."""
+
+    WAITING = "waiting"  # its start is under way
+    RUNNING = "running"  # its clock runs: stop_at is set
+    STOPPING = "stopping"  # its stop operation is made
+    STOPPED = "stopped"
+    ENDED = "ended"  # never RUNNING, stopped elsewhere, or its stop failed
+
+
+EXTENSION_SECONDS = 3600.0  # what an Extend button adds unless RUN_EXTEND_SECONDS says otherwise
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of one instance, as read, with the database's time of the read."""
+
+    run_id: int
+    request_id: int  # the start that brought the instance up (whose thread the run reports in)
+    instance_id: str
+    requester_id: str
+    channel_id: str
+    state: RunState
+    duration_seconds: float
+    cap_seconds: float | None
+    started_at: datetime | None
+    stop_at: datetime | None
+    extensions: int
+    ended_at: datetime | None
+    ended_reason: str | None
+    stop_request_id: int | None
+    as_of: datetime
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Seconds until the stop (None before the clock started)."""
+        return None if self.stop_at is None else max(0.0, (self.stop_at - self.as_of).total_seconds())
+
+    @property
+    def ran_seconds(self) -> float | None:
+        """How long the instance ran in this run: until it ended, else until now (None before RUNNING)."""
+        if self.started_at is None:
+            return None
+        return max(0.0, ((self.ended_at or self.as_of) - self.started_at).total_seconds())
+
+    def can_extend(self, seconds: float = EXTENSION_SECONDS) -> bool:
+        """True while the run is running and `seconds` more keep it within now + its cap."""
+        if self.state != RunState.RUNNING or self.stop_at is None:
+            return False
+        return self.cap_seconds is None or (self.seconds_left or 0.0) + seconds <= self.cap_seconds
 
 
 @dataclass(frozen=True)
@@ -51,6 +104,21 @@ class OperationRecord:
     error: str | None = None
     approvers: tuple[str, ...] = ()  # who may approve it, as found when it was opened
     instances: tuple[InstanceRecord, ...] = field(default_factory=tuple)
+    run_seconds: float | None = None  # a time-boxed start's run length
+    run_cap_seconds: float | None = None
+    parent_id: int | None = None  # the start in whose thread this operation reports (a run's stop)
+    parent_message_ts: str | None = None
+    runs: tuple[RunRecord, ...] = ()  # a start's runs, or the runs this stop ends
+
+    @property
+    def thread_ts(self) -> str | None:
+        """The message this operation's thread hangs from: its own confirmation, or its parent's."""
+        return self.message_ts if self.parent_id is None else self.parent_message_ts
+
+    @property
+    def live_runs(self) -> list[RunRecord]:
+        """The runs whose clock is running."""
+        return [r for r in self.runs if r.state == RunState.RUNNING]
 
     @property
     def included(self) -> list[InstanceRecord]:
@@ -82,7 +150,9 @@ class Holder:
     message_ts: str | None
 
 
-def record_of(row: Operation, as_of: datetime) -> OperationRecord:
+def record_of(
+    row: Operation, as_of: datetime, runs: tuple[RunRecord, ...] = (), parent_message_ts: str | None = None
+) -> OperationRecord:
     """Copy an ORM row (with its instances loaded) into a read model."""
     return OperationRecord(
         id=row.id,
@@ -103,6 +173,32 @@ def record_of(row: Operation, as_of: datetime) -> OperationRecord:
         error=row.error,
         approvers=tuple(json.loads(row.approvers)) if row.approvers else (),
         instances=tuple(_instance_of(i) for i in row.instances),
+        run_seconds=row.run_seconds,
+        run_cap_seconds=row.run_cap_seconds,
+        parent_id=row.parent_id,
+        parent_message_ts=parent_message_ts,
+        runs=runs,
+    )
+
+
+def run_of(row: Run, as_of: datetime) -> RunRecord:
+    """Copy one run row into a read model."""
+    return RunRecord(
+        row.id,
+        row.request_id,
+        row.instance_id,
+        row.requester_id,
+        row.channel_id,
+        RunState(row.state),
+        row.duration_seconds,
+        row.cap_seconds,
+        row.started_at,
+        row.stop_at,
+        row.extensions,
+        row.ended_at,
+        row.ended_reason,
+        row.stop_request_id,
+        as_of,
     )
 
 

@@ -4,25 +4,26 @@ with the message it owes Slack recorded in the same transaction. Times are the d
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from bot.db import audit
 from bot.db.clock import as_utc, db_time
-from bot.db.models import InstanceClaim, Operation, OperationInstance
-from bot.db.sql import fit, insert_ignoring_conflicts, length_of, rowcount
+from bot.db.models import InstanceClaim, Operation, OperationInstance, Run
+from bot.db.sql import fit, length_of, rowcount
 from bot.delivery import outbox
 from bot.domain.actions import Action
 from bot.domain.errors import InvalidInput
 from bot.domain.ids import is_instance_id
 from bot.domain.vocabulary import SYSTEM_ACTOR
-from bot.operations.records import Holder, OperationRecord, record_of
+from bot.operations import runs
+from bot.operations.claims import claim_instances, release_claims
+from bot.operations.records import OperationRecord, record_of, run_of
 from bot.operations.states import FINAL_STATES, OPEN_STATES, State
 
 # The messages a move to a state owes (the courier renders them from the database when it sends them).
@@ -48,14 +49,6 @@ _SETTABLE = frozenset(c.key for c in Operation.__table__.columns) - {
 }
 
 
-class InstancesBusy(Exception):
-    """Approval lost: other active operations hold some of the instances (raised inside the approving transaction)."""
-
-    def __init__(self, holders: dict[str, Holder]):
-        self.holders = holders
-        super().__init__("held by other operations: " + ", ".join(sorted(holders)))
-
-
 @dataclass(frozen=True)
 class NewInstance:
     """One instance to record in a new operation, as looked up before asking for confirmation."""
@@ -78,22 +71,18 @@ def create(
     needs_approval: bool,
     ttl_seconds: float,
     approvers: Sequence[str] = (),
+    run_seconds: float | None = None,
+    run_cap_seconds: float | None = None,
+    parent_id: int | None = None,
 ) -> int:
     """Record a pending operation with its instances, expiring ttl_seconds from now, and audit it; return its id.
 
-    `approvers` are the people who may approve it (shown on its confirmation while it waits).
+    `approvers` are the people who may approve it (shown on its confirmation while it waits); `run_seconds` makes a
+    start time-boxed; `parent_id` is the operation in whose thread it reports (an auto-stop: its run's start).
     """
-    if not instances:
-        raise InvalidInput("an operation needs at least one instance")
-    bad = [i.instance_id for i in instances if not is_instance_id(i.instance_id)]
-    if bad:
-        raise InvalidInput(f"not instance ids: {', '.join(repr(b) for b in bad[:10])}")
     if ttl_seconds <= 0:
         raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
-    first_mention: dict[str, NewInstance] = {}
-    for instance in instances:
-        first_mention.setdefault(instance.instance_id, instance)
-    unique = list(first_mention.values())
+    unique = _unique(instances)
     operation_id = int(
         session.scalars(
             insert(Operation)
@@ -104,6 +93,9 @@ def create(
                 state=State.PENDING.value,
                 needs_approval=needs_approval,
                 approvers=json.dumps(list(approvers)) if approvers else None,
+                run_seconds=run_seconds,
+                run_cap_seconds=run_cap_seconds,
+                parent_id=parent_id,
                 created_at=db_time(),
                 updated_at=db_time(),
                 expires_at=db_time(ttl_seconds),
@@ -114,6 +106,19 @@ def create(
     session.execute(insert(OperationInstance), [_instance_row(operation_id, i) for i in unique])
     _audit_created(session, operation_id, unique)
     return operation_id
+
+
+def _unique(instances: Sequence[NewInstance]) -> list[NewInstance]:
+    """Return the instances by first mention, refusing none at all and anything that is not an instance id."""
+    if not instances:
+        raise InvalidInput("an operation needs at least one instance")
+    bad = [i.instance_id for i in instances if not is_instance_id(i.instance_id)]
+    if bad:
+        raise InvalidInput(f"not instance ids: {', '.join(repr(b) for b in bad[:10])}")
+    first_mention: dict[str, NewInstance] = {}
+    for instance in instances:
+        first_mention.setdefault(instance.instance_id, instance)
+    return list(first_mention.values())
 
 
 def _audit_created(session: Session, operation_id: int, instances: Sequence[NewInstance]) -> None:
@@ -203,8 +208,9 @@ def transition(
     )
     if moved and target in FINAL_STATES:
         release_claims(session, operation_id)
+        runs.on_final(session, [operation_id])
     if moved and target not in sources:
-        outbox.enqueue(session, operation_id, TOLD.get(target, ()))
+        owe(session, [operation_id], TOLD.get(target, ()))
     return moved == 1
 
 
@@ -230,8 +236,21 @@ def transition_many(session: Session, operation_ids: Sequence[int], *, from_stat
             .where(InstanceClaim.request_id.in_(moved))
             .execution_options(synchronize_session=False)
         )
-        outbox.enqueue(session, sorted(moved), TOLD.get(to, ()))
+        runs.on_final(session, moved)
+        owe(session, sorted(moved), TOLD.get(to, ()))
     return moved
+
+
+def owe(session: Session, operation_ids: Sequence[int], kinds: Iterable[outbox.Kind]) -> None:
+    """Owe Slack these kinds of message about operations, in this transaction. An operation reporting in another's
+    thread (an auto-stop in its run's start thread) has that one's confirmation re-rendered instead of its own."""
+    kinds = list(kinds)
+    if not operation_ids or not kinds:
+        return
+    if outbox.Kind.REFRESH in kinds:
+        parents = select(func.coalesce(Operation.parent_id, Operation.id)).where(Operation.id.in_(operation_ids))
+        outbox.enqueue(session, sorted(set(session.scalars(parents))), outbox.Kind.REFRESH)
+    outbox.enqueue(session, operation_ids, [k for k in kinds if k != outbox.Kind.REFRESH])
 
 
 def approve(session: Session, operation_id: int, *, by: str) -> bool:
@@ -251,57 +270,9 @@ def approve(session: Session, operation_id: int, *, by: str) -> bool:
     )
     if ok:
         claim_instances(session, operation_id)
+        runs.on_approved(session, operation_id)
         audit.record(session, "request_approved", actor=by, request_id=operation_id)
     return ok
-
-
-def claim_instances(session: Session, operation_id: int) -> None:
-    """Insert one claim per instance the operation acts on; raise InstancesBusy if another operation holds one.
-
-    The primary key on active_instance_claims.instance_id is the rule; ON CONFLICT DO NOTHING makes a concurrent
-    claimer wait for the holder's transaction and then see its row. Sorted ids keep lock order the same for
-    everyone, so two overlapping approvals queue instead of deadlocking.
-    """
-    ids = sorted(
-        session.scalars(
-            select(OperationInstance.instance_id).where(
-                OperationInstance.request_id == operation_id,
-                OperationInstance.included.is_(True),
-                OperationInstance.outcome.is_(None),
-            )
-        )
-    )
-    rows = [{"instance_id": i, "request_id": operation_id, "claimed_at": db_time()} for i in ids]
-    insert_ignoring_conflicts(session, InstanceClaim, rows, ["instance_id"])
-    held = holders(session, ids, except_operation=operation_id)
-    if held:
-        raise InstancesBusy(held)
-
-
-def holders(session: Session, ids: Sequence[str], *, except_operation: int | None = None) -> dict[str, Holder]:
-    """Map each id held by an active operation (other than except_operation) to that operation."""
-    query = (
-        select(InstanceClaim.instance_id, Operation.id, Operation.channel_id, Operation.message_ts)
-        .join(Operation, InstanceClaim.request_id == Operation.id)
-        .where(InstanceClaim.instance_id.in_(list(ids)))
-    )
-    if except_operation is not None:
-        query = query.where(InstanceClaim.request_id != except_operation)
-    return {row[0]: Holder(row[1], row[2], row[3]) for row in session.execute(query)}
-
-
-def release_claims(session: Session, operation_id: int, instance_ids: Iterable[str] | None = None) -> None:
-    """Let go of an operation's claims (all, or on instance_ids once they have an outcome)."""
-    statement = delete(InstanceClaim).where(InstanceClaim.request_id == operation_id)
-    if instance_ids is not None:
-        statement = statement.where(InstanceClaim.instance_id.in_(list(instance_ids)))
-    session.execute(statement.execution_options(synchronize_session=False))
-
-
-def lock_requester(session: Session, requester_id: str) -> None:
-    """Serialise one user's new operations until the transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(zlib.crc32(requester_id.encode()))))
 
 
 def decide(session: Session, operation_id: int, to: State, *, by: str, event: str, **detail: Any) -> bool:
@@ -346,7 +317,14 @@ def record(session: Session, operation_id: int) -> OperationRecord | None:
     ).one_or_none()
     if row is None:
         return None
-    return record_of(row, database_now(session))
+    now = database_now(session)
+    parent_ts = None
+    if row.parent_id is not None:
+        parent_ts = session.scalar(select(Operation.message_ts).where(Operation.id == row.parent_id))
+    its_runs = session.scalars(
+        select(Run).where(or_(Run.request_id == operation_id, Run.stop_request_id == operation_id)).order_by(Run.id)
+    )
+    return record_of(row, now, tuple(run_of(r, now) for r in its_runs), parent_ts)
 
 
 def pending_same(

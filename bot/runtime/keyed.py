@@ -41,20 +41,25 @@ class KeyedExecutor(Generic[Key]):
 
     def submit(self, key: Key, work: Callable[..., Any], *args: Any) -> bool:
         """Run work(*args) for key unless a job for key is in flight; True iff it was taken."""
+        return self.submit_many([key], work, *args)
+
+    def submit_many(self, keys: Iterable[Key], work: Callable[..., Any], *args: Any) -> bool:
+        """Run one job for several keys (all of them busy while it runs) unless any is in flight; True iff taken."""
+        keys = list(dict.fromkeys(keys))
         with self._lock:
-            if key in self._busy:
+            if any(key in self._busy for key in keys):
                 return False
-            self._busy.add(key)
+            self._busy.update(keys)
         context = contextvars.copy_context()
 
         def job() -> None:
             try:
                 context.run(work, *args)
             except Exception:
-                log.exception("a job for %s failed; it is retried on the next round", key)
+                log.exception("a job for %s failed; it is retried on the next round", keys)
             finally:
                 with self._lock:
-                    self._busy.discard(key)
+                    self._busy.difference_update(keys)
 
         if self._pool is None:
             job()
@@ -63,7 +68,7 @@ class KeyedExecutor(Generic[Key]):
             self._pool.submit(job)
         except RuntimeError:  # shutting down: the work stays in the database for the next process
             with self._lock:
-                self._busy.discard(key)
+                self._busy.difference_update(keys)
             return False
         return True
 

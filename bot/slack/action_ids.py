@@ -5,7 +5,12 @@ CANCEL = "vm_start_cancel"
 APPROVE = "vm_start_approve"
 REJECT = "vm_start_reject"
 
-DECISION_ACTIONS = (START, CANCEL, APPROVE, REJECT)
+# A time-boxed run's buttons (its reminder, `/vm runs`): one block per start, vm_run_42.
+EXTEND = "vm_run_extend"
+STOP_RUN = "vm_run_stop"
+RUN_BLOCK_PREFIX = "vm_run_"
+
+DECISION_ACTIONS = (START, CANCEL, APPROVE, REJECT, EXTEND, STOP_RUN)
 
 # The instance picker (`/vm list`, or a name several instances share): checkboxes, then one button.
 PICK = "vm_pick_instances"  # the checkboxes; Slack reports each tick, which needs only an ack

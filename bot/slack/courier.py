@@ -21,11 +21,11 @@ from bot.delivery.outbox import Claimed, Kind
 from bot.delivery.ports import Failed, Held, Lost, Sent, Verdict
 from bot.metrics import Metrics
 from bot.operations import repository, told
-from bot.operations.records import OperationRecord
+from bot.operations.records import EXTENSION_SECONDS, OperationRecord
 from bot.operations.states import REPORTED_FINAL_STATES, State
 from bot.runtime.lease import Lease, Owner
 from bot.slack.slack_api import CANNOT_POST, CHANNEL_GONE, PERMANENT_ERRORS, rate_limited, slack_error
-from bot.slack.views import confirmation, refusals, thread
+from bot.slack.views import confirmation, refusals, runs, thread
 from bot.slack.views.message import Message
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class SlackCourier:
         approver_group: str | None = None,
         broadcast_success: bool = False,
         metrics: Metrics | None = None,
+        extend_seconds: float = EXTENSION_SECONDS,
     ):
         self.db = db
         self.client = client
@@ -62,6 +63,7 @@ class SlackCourier:
         self.approver_group = approver_group  # a <!subteam^…> mention, when one is configured
         self.broadcast_success = broadcast_success
         self.metrics = metrics or Metrics()
+        self.extend_seconds = extend_seconds  # what a reminder's Extend adds
 
     def deliver(self, row: Claimed) -> Verdict:
         """Render the row from the operation as it stands, send it, and record what was told."""
@@ -134,8 +136,14 @@ class SlackCourier:
                 return Rendered()  # decided, expired or withdrawn before it could be posted, or posted already
             message = confirmation.confirmation(operation, self.approver_group)
             return Rendered("chat.postMessage", {"channel": operation.channel_id, **message.payload()})
-        if operation.message_ts is None:
+        if operation.thread_ts is None:
             return Rendered()  # no confirmation in Slack: nothing to edit or reply under
+        if kind == Kind.REMINDER:
+            reminder = runs.reminder(operation, self.extend_seconds)
+            if reminder is None:
+                return Rendered()  # stopped, or extended past this reminder, before it could be posted
+            args = {"channel": operation.channel_id, "thread_ts": operation.thread_ts, **reminder.payload()}
+            return Rendered("chat.postMessage", args)
         if kind == Kind.REFRESH:
             message = confirmation.confirmation(operation, self.approver_group)
             args = {"channel": operation.channel_id, "ts": operation.message_ts, **message.payload()}
@@ -148,18 +156,18 @@ class SlackCourier:
         if not operation.active or operation.settled or not untold:
             return Rendered()
         message = thread.progress(operation, untold)
-        args = {"channel": operation.channel_id, "thread_ts": operation.message_ts, "text": message.text}
+        args = {"channel": operation.channel_id, "thread_ts": operation.thread_ts, "text": message.text}
         return Rendered("chat.postMessage", args, shown={i.row_id: i.last_status for i in untold})
 
     def _final(self, operation: OperationRecord) -> Rendered:
         """The outcome, addressed to the requester; failures and timeouts also shown in the channel."""
         if operation.state not in REPORTED_FINAL_STATES or operation.outcome_posted_at is not None:
             return Rendered()
-        if operation.message_ts is None or operation.state == State.EXPIRED:
+        if operation.thread_ts is None or operation.state == State.EXPIRED:
             return Rendered(tells_outcome=True)  # nothing to reply under (an expiry shows in the confirmation)
         args = {
             "channel": operation.channel_id,
-            "thread_ts": operation.message_ts,
+            "thread_ts": operation.thread_ts,
             "text": thread.final(operation).text,
             "reply_broadcast": operation.state != State.DONE or self.broadcast_success,
         }

@@ -10,14 +10,7 @@ import httpx
 
 from bot.devtools.demo.processes import Child, Deadline, DemoFailed, wait_for
 from bot.devtools.demo.render import Transcript
-from bot.devtools.demo.script import (
-    ALICE,
-    BOB,
-    CHANNEL,
-    FINAL_PROGRESS,
-    FINAL_REPLY,
-    INSTANCES,
-)
+from bot.devtools.demo.script import ALICE, AUTO_STOPPED, BOB, CHANNEL, FINAL_PROGRESS, FINAL_REPLY, INSTANCES, RUN_FOR
 from bot.devtools.slack_driver import Confirmation, SlackDriver
 from bot.devtools.slack_web_api import MALFORMED, FakeSlackWebApi, Message, message_text
 from bot.slack import action_ids
@@ -102,7 +95,7 @@ class Conversation:
         if any(name not in listing for name in INSTANCES) or "db-1" in listing:
             raise DemoFailed(f"alice's list is not her team's web servers only: {listing!r}", self.bot)
 
-        alice_key, _ = self.command(ALICE, "start " + " ".join(INSTANCES))
+        alice_key, _ = self.command(ALICE, "start " + " ".join(INSTANCES) + f" --for {RUN_FOR}")
         confirmation = self.confirmation()
         shown = self.fake.messages[(CHANNEL, confirmation.ts)].text
         if f"<@{ALICE}> wants to start {len(INSTANCES)} instances" not in shown:
@@ -125,9 +118,38 @@ class Conversation:
         unexpected = self.fake.responses(alice_key) + self.fake.responses(click_key)
         if unexpected:
             raise DemoFailed(f"alice got private replies nobody expected: {json.dumps(unexpected)}", self.bot)
+        self.time_box(confirmation)
         refused = [(c.method, c.response.get("error")) for c in self.fake.rejections()]
         if any(error in MALFORMED for _, error in refused):
             raise DemoFailed(f"Slack would have refused messages of the bot: {refused}", self.bot)
+
+    def time_box(self, confirmation: Confirmation) -> None:
+        """The run's end: the reminder at half-time, alice's Extend, then the stop when the extended time is up."""
+        reminder = self.follow(
+            lambda: next((m for m in self.fake.thread(CHANNEL, confirmation.ts) if _value(m, action_ids.EXTEND)), None),
+            "the reminder with Extend and Stop now",
+        )
+        extend_key = self.click(
+            ALICE, Confirmation(CHANNEL, reminder.ts, confirmation.request_id), action_ids.EXTEND, "Extend"
+        )
+        self.follow(
+            lambda: any("Extended by" in message_text(r) for r in self.fake.responses(extend_key)),
+            "alice's private word that the run was extended",
+        )
+        self.thread_reply(confirmation, AUTO_STOPPED)
+        self.follow(
+            lambda: AUTO_STOPPED in message_text(self.fake.messages[(CHANNEL, confirmation.ts)]),
+            f"the confirmation to say {AUTO_STOPPED!r}",
+        )
+
+
+def _value(message: Message, action_id: str) -> str | None:
+    """Return the value of a message's button with this action id, or None when it has none."""
+    for block in message.blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id:
+                return str(element.get("value"))
+    return None
 
 
 def _start_value(message: Message) -> str | None:
@@ -140,7 +162,8 @@ def _start_value(message: Message) -> str | None:
 
 
 def check_simulator(url: str) -> None:
-    """Confirm at the simulator that alice's instances, and only they, are RUNNING after one StartInstances call."""
+    """Confirm at the simulator that alice's instances were started by one StartInstances call and stopped again by
+    one graceful StopInstances call, and that nothing else was touched."""
     try:
         instances = httpx.get(f"{url}/_simulator/instances", timeout=5).json()["instances"]
         calls = httpx.get(f"{url}/_simulator/calls", timeout=5).json()["calls"]
@@ -148,8 +171,12 @@ def check_simulator(url: str) -> None:
         raise DemoFailed(f"could not ask the simulator what happened: {exc!r}") from exc
     statuses = {i["instanceName"]: i["instanceStatus"] for i in instances}
     ids = {i["instanceName"]: i["instanceId"] for i in instances}
-    if any(statuses.get(name) != "RUNNING" for name in INSTANCES) or statuses.get("db-1") != "STOPPED":
-        raise DemoFailed(f"the simulator reports {statuses}, not just {', '.join(INSTANCES)} RUNNING")
-    starts = [c["instanceIds"] for c in calls if c["action"] == "StartInstances"]
-    if starts != [[ids[name] for name in INSTANCES]]:
-        raise DemoFailed(f"expected one StartInstances call for {list(INSTANCES)}, the simulator saw {starts}")
+    if any(status != "STOPPED" for status in statuses.values()):
+        raise DemoFailed(f"the simulator reports {statuses}, not everything STOPPED again")
+    wanted = sorted(ids[name] for name in INSTANCES)
+    starts = [sorted(c["instanceIds"]) for c in calls if c["action"] == "StartInstances"]
+    stops = [
+        (sorted(c["instanceIds"]), c["params"].get("forceShutdown")) for c in calls if c["action"] == "StopInstances"
+    ]
+    if starts != [wanted] or stops != [(wanted, False)]:
+        raise DemoFailed(f"expected one start and one graceful stop of {list(INSTANCES)}: saw {starts} and {stops}")

@@ -33,9 +33,11 @@ from bot.devtools.demo.script import (
     BOOT_SECONDS,
     CHANNEL_NAME,
     DEADLINE_SECONDS,
+    EXTEND_SECONDS,
     GROUP,
     INSTANCES,
     SIMULATED,
+    STOP_SECONDS,
 )
 from bot.devtools.slack_driver import SlackDriver
 from bot.devtools.slack_web_api import FakeSlackWebApi
@@ -56,7 +58,7 @@ def run_demo(out: TextIO, err: TextIO, *, overrides: Mapping[str, str] | None = 
                 stack.close()  # stop the children first, so their logs are complete
                 _report(failure, err)
                 return 1
-        summary = f"{', '.join(INSTANCES)} RUNNING at the simulator after one StartInstances call"
+        summary = f"{', '.join(INSTANCES)} started, then stopped on time: one StartInstances and one StopInstances call"
         print(
             f"\nDemo finished in {deadline.elapsed():.1f} s: the conversation went as expected ({summary}).", file=out
         )
@@ -86,12 +88,13 @@ def _run(
         "PORT": str(bot_port),
         "POLL_INTERVAL_SECONDS": "0.5",
         "START_TIMEOUT_SECONDS": "30",
+        "RUN_EXTEND_SECONDS": str(EXTEND_SECONDS),
         **overrides,
     }
     source_root = Path(__file__).resolve().parents[2]  # the tree holding the bot package
     env = child_environment(settings, source_root)
 
-    sim_args = ["simulator", "--port", "0", "--boot-seconds", str(BOOT_SECONDS)]
+    sim_args = ["simulator", "--port", "0", "--boot-seconds", str(BOOT_SECONDS), "--stop-seconds", str(STOP_SECONDS)]
     sim_args += [arg for spec in SIMULATED for arg in ("--instance", spec)]
     simulator = Child("the Zenlayer simulator", sim_args, env, workdir, workdir / "simulator.log")
     stack.callback(simulator.stop)

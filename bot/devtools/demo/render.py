@@ -32,6 +32,8 @@ EMOJI = {
     "red_circle": "🔴",
     "rocket": "🚀",
     "speech_balloon": "💬",
+    "stop_button": "⏹️",
+    "stopwatch": "⏱️",
     "warning": "⚠️",
     "wastebasket": "🗑️",
     "wave": "👋",

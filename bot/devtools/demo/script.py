@@ -18,10 +18,15 @@ SIMULATED = (
     "name=db-1,group=data,zone=SEL-A,tag=team=data",
 )
 BOOT_SECONDS = 2
+STOP_SECONDS = 1
+# alice's start is a time-boxed run: reminded at half-time, extended once from the reminder, then stopped on time.
+RUN_FOR = "20s"
+EXTEND_SECONDS = 10  # RUN_EXTEND_SECONDS for the demo (an hour by default)
+AUTO_STOPPED = "Stopped after 30 s (time-boxed run)"
 FINAL_REPLY = f"All {len(INSTANCES)} instances RUNNING"  # the last thread reply
 FINAL_PROGRESS = f"All {len(INSTANCES)} RUNNING"  # the confirmation's progress line once done
 
-DEADLINE_SECONDS = 50.0  # the whole run, so a broken bot fails the demo well inside a minute
+DEADLINE_SECONDS = 90.0  # the whole run (the time-boxed run alone takes half a minute), so a broken bot fails
 STOP_GRACE_SECONDS = 5.0
 SPEAKER_WIDTH = 8  # "@alice  " / "vm-bot  "
 THREAD_PREFIX = "  └ "

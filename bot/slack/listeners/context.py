@@ -19,7 +19,9 @@ from bot.grants.authority import Authority, NotCovered
 from bot.metrics import Metrics
 from bot.operations.clicks import Clicks
 from bot.operations.inventory import Inventory
-from bot.operations.opening import DuplicatePending, NothingToDo, Opening
+from bot.operations.opening import DuplicatePending, NothingToDo, Opening, RunTooLong
+from bot.operations.records import EXTENSION_SECONDS
+from bot.operations.runs import RunBook
 from bot.runtime.ack_first import AckFirst
 from bot.slack.links import Links
 from bot.slack.listeners.rate_limit import CommandLimiter
@@ -56,12 +58,14 @@ class Context:
     authority: Authority
     grants: GrantService
     inventory: Inventory
+    run_book: RunBook
     links: Links
     limiter: CommandLimiter
     lookups: Executor  # commands' lookups (Zenlayer, the database)
     decisions: Executor  # clicks: only the database, so they stay quick while Zenlayer is slow
     wake_engine: Callable[[], None]
     seen: SeenRequests | None = None  # signed requests accepted already (HTTP mode)
+    extend_seconds: float = EXTENSION_SECONDS  # what a run's Extend adds (RUN_EXTEND_SECONDS)
     metrics: Metrics = field(default_factory=Metrics)
     ack_first: AckFirst = field(default_factory=AckFirst)
 
@@ -132,6 +136,8 @@ class Context:
             return refusals.nothing_to_do(self.links.with_links(exc.prepared))
         if isinstance(exc, DuplicatePending):
             return refusals.duplicate(self.links.permalink(exc.channel_id, exc.message_ts))
+        if isinstance(exc, RunTooLong):
+            return refusals.run_too_long(exc.cap_seconds)
         return Message(f":warning: {escape(str(exc))}")  # UserError messages are plain text
 
 

@@ -8,6 +8,7 @@ from bot.domain.actions import Outcome
 from bot.operations.records import InstanceRecord, OperationRecord
 from bot.operations.states import State
 from bot.slack import action_ids
+from bot.slack.views import runs
 from bot.slack.views.format import (
     CONFIRMATION_BUDGET,
     REASON_LIMIT,
@@ -51,6 +52,9 @@ def confirmation(operation: OperationRecord, group_mention: str | None = None) -
     blocks: list[Block] = [section(f"{words.emoji} {headline}{flag}")]
     lines = [instance_line(operation, i) for i in operation.instances]
     blocks.extend(sections(listing(lines, budget=CONFIRMATION_BUDGET, hint=status_hint(operation))))
+    time_box = runs.run_line(operation)
+    if time_box is not None:
+        blocks.append(context(time_box))
     expires = slack_date(operation.expires_at)
     if pending and operation.needs_approval:
         who = approver_phrase(operation.approvers, group_mention)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.domain.durations import say_duration
 from bot.domain.vocabulary import ANY_CHANNEL, GrantAction
 from bot.grants.admin import GrantArgs
 from bot.grants.rules import GrantRecord, selector_of
@@ -11,9 +12,13 @@ from bot.slack.views.format import code, escape, listing, mention, quoted
 from bot.slack.views.message import Message
 
 USAGE = (
-    "*vm-bot* starts Zenlayer VMs you are allowed to start.\n"
-    "• `/vm start NAME_OR_ID [...]` — ask to start instances by name or id (separated by spaces, commas or "
-    "newlines); you confirm before anything happens\n"
+    "*vm-bot* starts, stops and reboots the Zenlayer VMs you are allowed to.\n"
+    "• `/vm start NAME_OR_ID [...] [--for DURATION]` — ask to start instances by name or id (separated by spaces, "
+    "commas or newlines); you confirm before anything happens. `--for 4h` (or `45s`, `30m`, `1d`, `1h30m`) stops "
+    "them again that long after they are RUNNING, with a reminder to extend first\n"
+    "• `/vm stop NAME_OR_ID [...]`, `/vm reboot NAME_OR_ID [...]` — the same, to stop or reboot running ones "
+    "(your own time-boxed runs you may always stop)\n"
+    "• `/vm runs` — your running time-boxed runs, to extend or stop (`--all`: everyone's, for admins)\n"
     "• `/vm status NAME_OR_ID [...] [--page N]` — show instances' current status, 50 a page\n"
     "• `/vm status --request N` — every instance of start request N (the number its thread points at)\n"
     "• `/vm list [PATTERN] [--page N]` — the instances you may start here, 50 a page; tick the stopped ones and "
@@ -23,12 +28,15 @@ USAGE = (
 )
 ADMIN_USAGE = (
     "• `/vm grant @user [PATTERN ...] [--instances PATTERN] [--names PATTERN] [--resource-group ID_OR_NAME] "
-    "[--tag KEY=VALUE] [--channel #channel ...] [--action start|approve|admin] [--needs-approval]` — "
-    "let someone act on instances (by id glob, name glob, resource group or tag)\n"
+    "[--tag KEY=VALUE] [--channel #channel ...] [--action start|stop|reboot|approve|admin] [--needs-approval] "
+    "[--max-run DURATION]` — let someone act on instances (by id glob, name glob, resource group or tag); "
+    "`--max-run` makes every start the grant allows a time-boxed run of at most that long\n"
     "• `/vm revoke @user [selectors as for grant] [--channel #channel ...] [--action ACTION]` — take grants away"
 )
 ACTION_PHRASES: dict[str, str] = {
     GrantAction.START: "start",
+    GrantAction.STOP: "stop",
+    GrantAction.REBOOT: "reboot",
     GrantAction.APPROVE: "approve others' starts of",
     GrantAction.ADMIN: "manage grants for",
 }
@@ -51,8 +59,9 @@ def _grant_line(grant: GrantRecord) -> str:
     """Describe one grant for its holder."""
     where = "in any channel" if grant.channel_id == ANY_CHANNEL else f"in <#{grant.channel_id}>"
     approval = " (needs a second person's approval)" if grant.needs_approval else ""
+    cap = f", runs of at most {say_duration(grant.max_run_seconds)}" if grant.max_run_seconds is not None else ""
     what = escape(selector_of(grant).describe())
-    return f"• {ACTION_PHRASES.get(grant.action, grant.action)} {what} {where}{approval}"
+    return f"• {ACTION_PHRASES.get(grant.action, grant.action)} {what} {where}{cap}{approval}"
 
 
 def grants(held: Sequence[GrantRecord]) -> Message:
@@ -79,6 +88,14 @@ def help_for(held: Sequence[GrantRecord], channel_id: str) -> Message:
             "• `/vm status --request N` — every instance of start request N (the number its thread points at)\n"
             "• `/vm list [PATTERN] [--page N]` — the instances you may start here, 50 a page, to tick and start"
         )
+    if GrantAction.START in actions:
+        lines.append(
+            "• `/vm start NAME_OR_ID [...] --for DURATION` — a time-boxed run (`45s`, `30m`, `4h`, `1d`, `1h30m`): "
+            "stopped that long after it is RUNNING, with a reminder to extend; `/vm runs` lists yours"
+        )
+    for action, verb in ((GrantAction.STOP, "stop"), (GrantAction.REBOOT, "reboot")):
+        if action in actions:
+            lines.append(f"• `/vm {verb} NAME_OR_ID [...]` — ask to {verb} running instances; you confirm first")
     if GrantAction.APPROVE in actions:
         lines.append("• press *Approve* or *Reject* on others' requests that need a second person")
     if GrantAction.ADMIN in actions:
@@ -101,6 +118,8 @@ def grant_done(args: GrantArgs, added: int) -> Message:
     """Confirm a grant made from Slack."""
     patterns = ", ".join(escape(s.describe()) for s in args.selectors)
     approval = ", with a second person's approval" if args.needs_approval else ""
+    if args.max_run_seconds is not None:
+        approval += f", runs of at most {say_duration(args.max_run_seconds)}"
     verb = "Granted" if added else "Already granted (updated)"
     action = args.action or GrantAction.START
     where = _where(args.channels)

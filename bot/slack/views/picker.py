@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from bot.domain.actions import START, Action
 from bot.domain.ports import InstanceInfo
 from bot.operations.inventory import Listing
 from bot.slack import action_ids
@@ -61,8 +62,11 @@ def picker_blocks(
     preselected: Iterable[str] = (),
     others: Sequence[InstanceInfo] = (),
     footer: str | None = None,
+    action: Action = START,
+    run_seconds: float | None = None,
 ) -> list[Block]:
-    """Return checkboxes (ten per group) for the selectable instances, the others as lines, and Start selected."""
+    """Return checkboxes (ten per group) for the selectable instances, the others as lines, and Start selected
+    (Stop selected, …: the button carries the action and a start's run length on to the confirmation)."""
     ticked = set(preselected)
     blocks: list[Block] = sections(heading.split("\n"))
     for number, start in enumerate(range(0, len(selectable), PICK_PER_BLOCK)):
@@ -78,9 +82,9 @@ def picker_blocks(
     if selectable:
         button: Block = {
             "type": "button",
-            "text": {"type": "plain_text", "text": "Start selected"},
+            "text": {"type": "plain_text", "text": f"{action.words.button} selected"},
             "action_id": action_ids.START_SELECTED,
-            "value": "pick",
+            "value": pick_value(action, run_seconds),
             "style": "primary",
         }
         blocks.append({"type": "actions", "block_id": action_ids.PICK_SUBMIT_BLOCK, "elements": [button]})
@@ -144,7 +148,19 @@ def list_message(channel_id: str, pattern: str | None, listing: Listing, *, page
     return Message(text, blocks)
 
 
-def choice_message(ambiguous: Mapping[str, Sequence[InstanceInfo]], resolved: Sequence[InstanceInfo]) -> Message:
+def pick_value(action: Action, run_seconds: float | None) -> str:
+    """The picker button's value: "pick" for a plain start, else "pick:ACTION[:SECONDS]"."""
+    if action == START and run_seconds is None:
+        return "pick"
+    return f"pick:{action.name}" + (f":{int(run_seconds)}" if run_seconds is not None else "")
+
+
+def choice_message(
+    ambiguous: Mapping[str, Sequence[InstanceInfo]],
+    resolved: Sequence[InstanceInfo],
+    action: Action = START,
+    run_seconds: float | None = None,
+) -> Message:
     """Ask which of several instances sharing a name were meant (the others asked for come ticked)."""
     lines = [
         f":twisted_rightwards_arrows: *{outside(name)}* is the name of {count(len(candidates))}; "
@@ -153,16 +169,24 @@ def choice_message(ambiguous: Mapping[str, Sequence[InstanceInfo]], resolved: Se
     ]
     candidates = [c for group in ambiguous.values() for c in group]
     selectable = list({i.instance_id: i for i in [*resolved, *candidates]}.values())[:MAX_PICKABLE]
-    footer = "Nothing starts yet: *Start selected* leads to the usual confirmation."
-    blocks = picker_blocks("\n".join(lines), selectable, preselected=[i.instance_id for i in resolved], footer=footer)
+    words = action.words
+    footer = f"Nothing is {words.done} yet: *{words.button} selected* leads to the usual confirmation."
+    blocks = picker_blocks(
+        "\n".join(lines),
+        selectable,
+        preselected=[i.instance_id for i in resolved],
+        footer=footer,
+        action=action,
+        run_seconds=run_seconds,
+    )
     return Message("Several instances share that name — pick the ones you mean", blocks)
 
 
-def picked(total: int, channel_id: str) -> Message:
+def picked(total: int, channel_id: str, action: Action = START) -> Message:
     """Replace a picker once its choice became a confirmation."""
-    return Message(f":point_right: Asked to start {count(total)} — confirm in <#{channel_id}>.")
+    return Message(f":point_right: Asked to {action.words.verb} {count(total)} — confirm in <#{channel_id}>.")
 
 
 def nothing_picked() -> Message:
     """Answer a Start selected with nothing ticked."""
-    return Message(":point_up: Tick at least one instance first, then press *Start selected*.")
+    return Message(":point_up: Tick at least one instance first, then press the button under them.")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from bot.domain.actions import ACTIONS
+from bot.domain.durations import say_duration, typed_duration
 from bot.grants.rules import Coverage
-from bot.operations.clicks import ClickOutcome
+from bot.operations.click_model import ClickOutcome
 from bot.operations.opening import Prepared
 from bot.operations.records import OperationRecord
 from bot.slack.views.confirmation import state_phrase
@@ -21,7 +23,7 @@ def not_covered(action: str, coverage: Coverage) -> Message:
         return label(instance_id, coverage.names.get(instance_id))
 
     elsewhere = [
-        f"• {shown(instance_id)} can be {action}ed from " + ", ".join(f"<#{c}>" for c in channels[:10])
+        f"• {shown(instance_id)} can be {past(action)} from " + ", ".join(f"<#{c}>" for c in channels[:10])
         for instance_id, channels in coverage.channels_elsewhere.items()
     ]
     uncovered = ", ".join(listing([shown(i) for i in coverage.uncovered], budget=REPLY_BUDGET // 2))
@@ -30,9 +32,24 @@ def not_covered(action: str, coverage: Coverage) -> Message:
             [
                 f":no_entry: You may not {action} {uncovered}.",
                 *listing(elsewhere, budget=REPLY_BUDGET // 2),
-                f"Nothing was {action}ed. Ask a vm-bot admin for a grant if you need one.",
+                f"Nothing was {past(action)}. Ask a vm-bot admin for a grant if you need one.",
             ]
         )
+    )
+
+
+def past(action: str) -> str:
+    """Say a grant action done: "started", "stopped", "rebooted", "approved"."""
+    power = ACTIONS.get(action)
+    return power.words.done if power is not None else f"{action.removesuffix('e')}ed"
+
+
+def run_too_long(cap_seconds: float) -> Message:
+    """Refuse a time-boxed start longer than the grants covering it allow, naming the cap."""
+    cap = say_duration(cap_seconds)
+    return Message(
+        f":no_entry: Your grants cap runs of these instances at {cap}. "
+        f"Ask for `--for {typed_duration(cap_seconds)}` or less. Nothing was started."
     )
 
 
@@ -117,6 +134,8 @@ def _refusal_text(
             "Your grants now require a second person's approval for these instances. "
             f"Cancel this and run `/vm {verb}` again to ask for it."
         )
+    if outcome == ClickOutcome.RUN_TOO_LONG:
+        return _capped_now(coverage, verb, done)
     if outcome == ClickOutcome.BUSY:
         where = sorted({link for link in links.values() if link})
         by = "another request" + (f" ({', '.join(f'<{link}|see its thread>' for link in where[:3])})" if where else "")
@@ -137,6 +156,16 @@ def _refusal_text(
     if outcome == ClickOutcome.ALREADY_DECIDED and operation is not None:
         return f"This request was already {state_phrase(operation)}; nothing more to do."
     return "This request no longer exists."
+
+
+def _capped_now(coverage: Coverage | None, verb: str, done: str) -> str:
+    """Say that the grants now cap runs below what a pending start asked for."""
+    cap = coverage.run_cap if coverage is not None else None
+    capped = f"at {say_duration(cap)}" if cap is not None else "shorter than this"
+    return (
+        f"The grants covering these instances now cap runs {capped}; nothing was {done}. "
+        f"Cancel this and run `/vm {verb}` again (with `--for`) to ask for a run they allow."
+    )
 
 
 def _uncovered(coverage: Coverage | None) -> list[str]:

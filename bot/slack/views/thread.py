@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from bot.domain.actions import Outcome
 from bot.operations.records import InstanceRecord, OperationRecord
 from bot.operations.states import State
+from bot.slack.views import runs
 from bot.slack.views.confirmation import progress_line, state_phrase, status_hint, took
 from bot.slack.views.format import (
     REASON_LIMIT,
@@ -52,8 +53,16 @@ def final(operation: OperationRecord) -> Message:
     goal = operation.action.goal
     included = operation.included
     who = mention(operation.requester_id)
+    if operation.state == State.DONE and not included:
+        return Message(f"{who} {runs.nothing_to_stop(operation)}")
     if operation.state == State.DONE:
         done = f"{who} :white_check_mark: All {count(len(included))} {goal}{took(operation)}."
+        stopped = runs.stop_final(operation)
+        if stopped is not None:
+            done = f"{who} {stopped}: all {count(len(included))} {goal}."
+        time_box = runs.stops(operation.runs)
+        if time_box is not None:
+            done += f" :stopwatch: Time-boxed: {time_box}."
         reach = [
             f"• {label(i.instance_id, i.name)}{address(i.ip_address, 'RUNNING')}" for i in included if i.ip_address
         ]

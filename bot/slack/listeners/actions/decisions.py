@@ -11,10 +11,17 @@ from typing import Any
 from slack_bolt import Ack, BoltRequest, Respond
 
 from bot.logging_setup import log_context
-from bot.operations.clicks import SHOWN_IN_THE_CONFIRMATION, ClickOutcome, ClickResult, ClickRow, Decision
+from bot.operations.click_model import (
+    RUN_DECISIONS,
+    SHOWN_IN_THE_CONFIRMATION,
+    ClickOutcome,
+    ClickResult,
+    ClickRow,
+    Decision,
+)
 from bot.slack import action_ids
 from bot.slack.listeners.context import Context, answering, part, reply, response_url, signed_request
-from bot.slack.views import refusals
+from bot.slack.views import refusals, runs
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +30,8 @@ DECISIONS = {
     action_ids.CANCEL: Decision.CANCEL,
     action_ids.APPROVE: Decision.APPROVE,
     action_ids.REJECT: Decision.REJECT,
+    action_ids.EXTEND: Decision.EXTEND,
+    action_ids.STOP_RUN: Decision.STOP_RUN,
 }
 
 
@@ -101,13 +110,18 @@ class Decisions:
                 log.warning("could not decide click %s; trying again", click_id, exc_info=True)
         if result is not None:
             self.ctx.metrics.clicks.labels(decision.value, result.outcome.value).inc()
-            self._show(result, respond)
+            self._show(result, decision, respond)
 
-    def _show(self, result: ClickResult, respond: Respond) -> None:
+    def _show(self, result: ClickResult, decision: Decision, respond: Respond) -> None:
         """A decision is shown by the confirmation's edit (in the outbox); a refusal is explained privately."""
         if result.outcome in SHOWN_IN_THE_CONFIRMATION:
             if result.outcome == ClickOutcome.APPROVED:
                 self.ctx.wake_engine()
+            return
+        if decision in RUN_DECISIONS:
+            if result.outcome == ClickOutcome.RUN_STOPPING:
+                self.ctx.wake_engine()
+            reply(respond, runs.run_click(result.outcome, result.request, self.ctx.extend_seconds))
             return
         links = {i: self.ctx.links.permalink(h.channel_id, h.message_ts) for i, h in result.holders.items()}
         reply(respond, refusals.click_refusal(result.outcome, result.request, result.coverage, result.busy, links))

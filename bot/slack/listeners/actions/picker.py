@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_bolt import Ack, BoltRequest, Respond
 
-from bot.domain.actions import START
+from bot.domain.actions import ACTIONS, START, Action
+from bot.domain.durations import MAX_SECONDS, MIN_SECONDS
 from bot.domain.ids import is_instance_id
 from bot.slack import action_ids
 from bot.slack.listeners.commands.parse import MAX_IDS
 from bot.slack.listeners.commands.start import ask
 from bot.slack.listeners.context import Context, answering, part, reply, signed_request
 from bot.slack.views import picker
+
+log = logging.getLogger(__name__)
 
 
 def picked_ids(body: dict[str, Any]) -> list[str]:
@@ -32,6 +36,24 @@ def picked_ids(body: dict[str, Any]) -> list[str]:
             if is_instance_id(value) and value not in ids:
                 ids.append(value)
     return ids[:MAX_IDS]
+
+
+def picked_action(body: dict[str, Any]) -> tuple[Action, float | None] | None:
+    """Return the action and run length the picker's button carries ("pick", "pick:stop", "pick:start:3600");
+    None for a value vm-bot never writes."""
+    actions = body.get("actions")
+    button = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
+    words = str(button.get("value", "pick")).split(":")
+    if words[0] != "pick" or len(words) > 3:
+        return None
+    action = ACTIONS.get(words[1]) if len(words) > 1 else START
+    seconds = words[2] if len(words) > 2 else None
+    if action is None or (seconds is not None and not (seconds.isascii() and seconds.isdigit())):
+        return None
+    run_seconds = float(seconds) if seconds is not None else None
+    if run_seconds is not None and (action != START or not MIN_SECONDS <= run_seconds <= MAX_SECONDS):
+        return None
+    return action, run_seconds
 
 
 class Picker:
@@ -59,12 +81,19 @@ class Picker:
         channel = part(body, "channel")
         container = part(body, "container")
         channel_id = str(channel.get("id") or container.get("channel_id") or "")
-        self.ctx.later(self.ctx.lookups, respond, self._start, str(user.get("id", "")), channel_id, picked_ids(body))
+        what = picked_action(body)
+        if what is None:
+            log.warning("ignoring a picker button with an unexpected value")
+            return
+        user_id = str(user.get("id", ""))
+        self.ctx.later(self.ctx.lookups, respond, self._ask, user_id, channel_id, picked_ids(body), *what)
 
-    def _start(self, user_id: str, channel_id: str, ids: list[str], respond: Respond) -> None:
+    def _ask(
+        self, user_id: str, channel_id: str, ids: list[str], action: Action, run_seconds: float | None, respond: Respond
+    ) -> None:
         """Ask for the usual confirmation in the channel, then replace the picker with a pointer to it."""
         if not ids:
             reply(respond, picker.nothing_picked())
             return
-        ask(self.ctx, user_id, channel_id, START, ids, respond)
-        reply(respond, picker.picked(len(ids), channel_id), replace_original=True)
+        ask(self.ctx, user_id, channel_id, action, ids, respond, run_seconds=run_seconds)
+        reply(respond, picker.picked(len(ids), channel_id, action), replace_original=True)

@@ -11,7 +11,7 @@ from slack_bolt import Ack, App, BoltRequest, Respond
 
 from bot.domain.actions import ACTIONS
 from bot.logging_setup import log_context
-from bot.slack.listeners.commands import admin, help, listing, start, status
+from bot.slack.listeners.commands import admin, help, listing, runs, start, status
 from bot.slack.listeners.commands.invocation import Invocation, Verb
 from bot.slack.listeners.commands.parse import MAX_IDS, MAX_TEXT_LENGTH, parse
 from bot.slack.listeners.context import Context, answering, signed_request
@@ -25,6 +25,7 @@ VERBS: dict[str, Verb] = {
     **{action.words.verb: start.verb_of(action) for action in ACTIONS.values()},
     "status": status.acknowledge,
     "list": listing.acknowledge,
+    "runs": runs.acknowledge,
     "help": help.acknowledge_help,
     "grants": help.acknowledge_grants,
     "grant": admin.acknowledge_grant,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bot.domain.actions import ACTIONS
+from bot.domain.actions import ACTIONS, START
+from bot.domain.durations import parse_duration
+from bot.domain.errors import InvalidInput
 from bot.domain.ids import is_instance_id
 
 MAX_TEXT_LENGTH = 4000
@@ -13,10 +15,12 @@ MAX_IDS = 200
 MAX_PAGE = 1000  # more pages than any answer has (a page number beyond the last is answered as such)
 PAGE_OPTION = "--page"
 REQUEST_OPTION = "--request"
+FOR_OPTION = "--for"
+ALL_OPTION = "--all"
 
 # Every action's verb (start, …) and the verbs that act on nothing.
 ACTION_VERBS = tuple(action.words.verb for action in ACTIONS.values())
-VERBS = (*ACTION_VERBS, "status", "list", "help", "grants", "grant", "revoke")
+VERBS = (*ACTION_VERBS, "status", "list", "runs", "help", "grants", "grant", "revoke")
 
 # Phones and macOS turn "--" into dashes and quotes into curly ones.
 _TRANSLATE = str.maketrans(
@@ -55,7 +59,9 @@ class Command:
     too_long: bool = False
     page: int = 1  # `--page N` of a long `/vm status` or `/vm list` answer
     request_id: int | None = None  # `/vm status --request N`: the instances of start request N
-    option_problem: str | None = None  # a bad `--page` or `--request`, said as the user should read it
+    option_problem: str | None = None  # a bad `--page`, `--request` or `--for`, said as the user should read it
+    run_seconds: float | None = None  # `/vm start … --for 4h`: a time-boxed run
+    everyone: bool = False  # `/vm runs --all`
 
 
 def normalise(text: str) -> str:
@@ -88,19 +94,22 @@ def parse(text: str) -> Command:
         return Command(verb="help", args=words)
     page, request_id, problem = 1, None, None
     if verb in ("status", "list"):
-        rest, page_word = _take_option(rest, PAGE_OPTION)
-        if page_word is not None:
-            page = _positive(page_word, MAX_PAGE) or 1
-            if not _positive(page_word, MAX_PAGE):
-                problem = f"`{PAGE_OPTION}` takes a page number from 1 to {MAX_PAGE}, like `{PAGE_OPTION} 2`."
+        rest, page, problem = _page(rest)
     if verb == "status":
         rest, request_word = _take_option(rest, REQUEST_OPTION)
         if request_word is not None:
             request_id = _positive(request_word)
             if request_id is None:
                 problem = f"`{REQUEST_OPTION}` takes a request number, like `{REQUEST_OPTION} 42`."
+    if verb == "runs":
+        everyone = any(_is_option(word, ALL_OPTION) for word in rest)
+        return Command(verb=verb, args=[w for w in rest if not _is_option(w, ALL_OPTION)], everyone=everyone)
     if verb not in (*ACTION_VERBS, "status"):
         return Command(verb=verb, args=rest, page=page, option_problem=problem)
+    run_seconds = None
+    if verb in ACTION_VERBS:
+        rest, for_word = _take_option(rest, FOR_OPTION)
+        run_seconds, problem = _run_length(verb, for_word, problem)
     ids: list[str] = []
     invalid: list[str] = []
     for word in rest:
@@ -118,7 +127,31 @@ def parse(text: str) -> Command:
         page=page,
         request_id=request_id,
         option_problem=problem,
+        run_seconds=run_seconds,
     )
+
+
+def _page(words: list[str]) -> tuple[list[str], int, str | None]:
+    """Take `--page N` from words; return the rest, the page (1 when absent or bad) and the problem to tell."""
+    rest, word = _take_option(words, PAGE_OPTION)
+    if word is None:
+        return rest, 1, None
+    page = _positive(word, MAX_PAGE)
+    if page is None:
+        return rest, 1, f"`{PAGE_OPTION}` takes a page number from 1 to {MAX_PAGE}, like `{PAGE_OPTION} 2`."
+    return rest, page, None
+
+
+def _run_length(verb: str, word: str | None, problem: str | None) -> tuple[float | None, str | None]:
+    """Read `--for DURATION` (only a start takes one); return its seconds and the problem to tell, if any."""
+    if word is None:
+        return None, problem
+    if verb != START.words.verb:
+        return None, f"`{FOR_OPTION}` time-boxes a start: `/vm start ID --for 4h`."
+    try:
+        return parse_duration(word, what=f"`{FOR_OPTION}`"), problem
+    except InvalidInput as exc:
+        return None, f"{exc}."
 
 
 def _take_option(words: list[str], name: str) -> tuple[list[str], str | None]:
@@ -141,6 +174,11 @@ def _take_option(words: list[str], name: str) -> tuple[list[str], str | None]:
             index += 1
         index += 1
     return rest, value
+
+
+def _is_option(word: str, name: str) -> bool:
+    """True when word is the flag `name` (one dash will do: phones turn "--" into a dash)."""
+    return word.startswith("-") and word.lstrip("-").lower() == name.lstrip("-")
 
 
 def _positive(word: str, limit: int = 2**31 - 1) -> int | None:

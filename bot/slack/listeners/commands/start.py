@@ -67,9 +67,19 @@ def _act(ctx: Context, call: Invocation, respond: Respond, action: Action) -> No
     """Resolve names, ask which namesake was meant if need be, else have the confirmation posted."""
     resolution = ctx.opening.resolve(call.user_id, call.channel_id, action, call.parsed.ids)
     if resolution.ambiguous:
-        reply(respond, picker.choice_message(resolution.ambiguous, list(resolution.instances.values())))
+        found = list(resolution.instances.values())
+        reply(respond, picker.choice_message(resolution.ambiguous, found, action, call.parsed.run_seconds))
         return
-    ask(ctx, call.user_id, call.channel_id, action, resolution.ids, respond, known=resolution.instances)
+    ask(
+        ctx,
+        call.user_id,
+        call.channel_id,
+        action,
+        resolution.ids,
+        respond,
+        known=resolution.instances,
+        run_seconds=call.parsed.run_seconds,
+    )
 
 
 def ask(
@@ -80,10 +90,11 @@ def ask(
     ids: Sequence[str],
     respond: Respond,
     known: Mapping[str, InstanceInfo] | None = None,
+    run_seconds: float | None = None,
 ) -> None:
     """Check and look up, then open the operation: its confirmation is posted through the channel's gate (a
     rate-limited channel delays it, and the user is told so privately; it is never dropped)."""
-    prepared = ctx.opening.look_up(user_id, channel_id, action, ids, known)
+    prepared = ctx.opening.look_up(user_id, channel_id, action, ids, known, run_seconds)
     opened = ctx.opening.open(ctx.links.with_links(prepared), response_url=response_url(respond))
     if opened.wait_seconds >= DELAY_WORTH_SAYING:
         reply(respond, refusals.confirmation_delayed(channel_id, opened.wait_seconds))

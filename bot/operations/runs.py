@@ -1,0 +1,304 @@
+"""Time-boxed runs in SQL: a timer is a row, and every move of one is a compare-and-set on the database's clock.
+
+A run is one instance a time-boxed start brought up. Its clock starts when the instance reaches RUNNING (not at the
+click); its reminder is due RUN_REMINDER_SECONDS before the stop (at half-time for shorter runs); its stop is due at
+stop_at. Extending and stopping race through the same row: whichever compare-and-set comes first wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from bot.db.clock import db_seconds_between, db_shift, db_time
+from bot.db.models import Operation, OperationInstance, Run
+from bot.db.session import Database
+from bot.db.sql import rowcount
+from bot.delivery import outbox
+from bot.domain.actions import Outcome
+from bot.domain.vocabulary import SYSTEM_ACTOR
+from bot.operations.records import EXTENSION_SECONDS, RunRecord, RunState, run_of
+
+
+def create(session: Session, operation_id: int) -> None:
+    """Record the runs of a time-boxed start just approved (none for an untimed one), waiting for RUNNING."""
+    operation = session.get(Operation, operation_id)
+    if operation is None or operation.run_seconds is None or operation.action != "start":
+        return
+    included = select(OperationInstance.instance_id).where(
+        OperationInstance.request_id == operation_id, OperationInstance.included.is_(True)
+    )
+    rows = [
+        {
+            "request_id": operation_id,
+            "instance_id": instance_id,
+            "requester_id": operation.requester_id,
+            "channel_id": operation.channel_id,
+            "state": RunState.WAITING.value,
+            "duration_seconds": operation.run_seconds,
+            "cap_seconds": operation.run_cap_seconds,
+        }
+        for instance_id in session.scalars(included)
+    ]
+    if rows:
+        session.execute(insert(Run), rows)
+
+
+def start(session: Session, request_id: int, instance_ids: Iterable[str], *, reminder_seconds: float) -> None:
+    """Start the clocks of instances that just reached RUNNING: stop due after the run's duration, the reminder
+    `reminder_seconds` before it (at half-time when the run is shorter than that)."""
+    ids = list(instance_ids)
+    if not ids:
+        return
+    lead = case(
+        (Run.duration_seconds > reminder_seconds, Run.duration_seconds - reminder_seconds),
+        else_=Run.duration_seconds / 2,
+    )
+    session.execute(
+        update(Run)
+        .where(Run.request_id == request_id, Run.instance_id.in_(ids), Run.state == RunState.WAITING.value)
+        .values(
+            state=RunState.RUNNING.value,
+            started_at=db_time(),
+            stop_at=db_time(Run.duration_seconds),
+            remind_at=db_time(lead),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def end(session: Session, condition: ColumnElement[bool], reason: str, *, to: RunState = RunState.ENDED) -> int:
+    """Move the runs matching condition to a final state with its reason; return how many moved."""
+    result = session.execute(
+        update(Run)
+        .where(condition, Run.state.in_([RunState.WAITING.value, RunState.RUNNING.value, RunState.STOPPING.value]))
+        .values(state=to.value, ended_at=db_time(), ended_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result)
+
+
+def take_due_reminders(session: Session, *, limit: int = 1000) -> list[int]:
+    """Mark the reminders that are due as sent (a compare-and-set: once); return their operations' ids."""
+    due = select(Run.id).where(
+        Run.state == RunState.RUNNING.value, Run.reminded_at.is_(None), Run.remind_at <= db_time()
+    )
+    taken = session.execute(
+        update(Run)
+        .where(Run.id.in_(due.limit(limit).scalar_subquery()), Run.reminded_at.is_(None))
+        .values(reminded_at=db_time())
+        .returning(Run.request_id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(set(taken.scalars()))
+
+
+def due_stops(session: Session, *, limit: int = 1000) -> list[tuple[int, int, str]]:
+    """Return (run id, operation id, instance id) of the runs whose stop is due, oldest due first."""
+    rows = session.execute(
+        select(Run.id, Run.request_id, Run.instance_id)
+        .where(Run.state == RunState.RUNNING.value, Run.stop_at <= db_time())
+        .order_by(Run.stop_at, Run.id)
+        .limit(limit)
+    )
+    return [(row.id, row.request_id, row.instance_id) for row in rows]
+
+
+def take_for_stopping(session: Session, run_ids: Sequence[int], *, due_only: bool) -> list[tuple[int, int, str]]:
+    """Move running runs to stopping (a compare-and-set: an extension or another replica may have got there first);
+    `due_only` keeps only those whose stop is due now. Return (run id, operation id, instance id) of those moved."""
+    if not run_ids:
+        return []
+    condition: list[ColumnElement[bool]] = [Run.id.in_(list(run_ids)), Run.state == RunState.RUNNING.value]
+    if due_only:
+        condition.append(Run.stop_at <= db_time())
+    taken = session.execute(
+        update(Run)
+        .where(*condition)
+        .values(state=RunState.STOPPING.value)
+        .returning(Run.id, Run.request_id, Run.instance_id)
+        .execution_options(synchronize_session=False)
+    )
+    return [(row.id, row.request_id, row.instance_id) for row in taken]
+
+
+def link_stop(session: Session, run_ids: Sequence[int], stop_request_id: int) -> None:
+    """Note which stop operation stops these runs."""
+    if run_ids:
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(list(run_ids)))
+            .values(stop_request_id=stop_request_id)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def extend(session: Session, request_id: int, *, cap_seconds: float | None, seconds: float = EXTENSION_SECONDS) -> int:
+    """Push the stop of a start's running runs `seconds` later, never past now + `cap_seconds` (the requester's
+    cap as their grants say now), and owe a new reminder. A compare-and-set against the stop: a run already taken
+    for stopping is not extended. Return how many runs were extended."""
+    condition: list[ColumnElement[bool]] = [Run.request_id == request_id, Run.state == RunState.RUNNING.value]
+    if cap_seconds is not None:
+        condition.append(Run.stop_at <= db_time(cap_seconds - seconds))
+    result = session.execute(
+        update(Run)
+        .where(*condition)
+        .values(
+            duration_seconds=Run.duration_seconds + seconds,
+            stop_at=db_shift(Run.stop_at, seconds),
+            remind_at=db_shift(Run.remind_at, seconds),
+            reminded_at=None,
+            extensions=Run.extensions + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result)
+
+
+def owner_of(db: Database) -> Callable[[str, Sequence[str]], set[str]]:
+    """Return the lookup Authority uses to let a requester stop their own runs (bot.grants.authority.RunOwner)."""
+
+    def own(user_id: str, instance_ids: Sequence[str]) -> set[str]:
+        with db.session(readonly=True) as session:
+            return own_running(session, user_id, instance_ids)
+
+    return own
+
+
+def own_running(session: Session, user_id: str, instance_ids: Sequence[str]) -> set[str]:
+    """Return which of these instances are in a run of this user's that is running (theirs to stop early)."""
+    if not instance_ids:
+        return set()
+    rows = session.scalars(
+        select(Run.instance_id).where(
+            Run.requester_id == user_id,
+            Run.state == RunState.RUNNING.value,
+            Run.instance_id.in_(list(instance_ids)),
+        )
+    )
+    return set(rows)
+
+
+def records(session: Session, condition: ColumnElement[bool]) -> list[RunRecord]:
+    """Read the runs matching condition, oldest first."""
+    now = session.execute(select(db_time())).scalar_one()
+    return [run_of(r, now) for r in session.scalars(select(Run).where(condition).order_by(Run.request_id, Run.id))]
+
+
+def of_operation(request_id: int) -> ColumnElement[bool]:
+    """SQL: the runs of one start."""
+    return Run.request_id == request_id
+
+
+def live_of(requester_id: str | None = None, channel_ids: Sequence[str] | None = None) -> ColumnElement[bool]:
+    """SQL: the runs still running or stopping (one requester's, or in some channels, or everyone's)."""
+    condition: list[ColumnElement[bool]] = [Run.state.in_([RunState.RUNNING.value, RunState.STOPPING.value])]
+    if requester_id is not None:
+        condition.append(Run.requester_id == requester_id)
+    if channel_ids is not None:
+        condition.append(Run.channel_id.in_(list(channel_ids)))
+    return and_(*condition)
+
+
+def on_approved(session: Session, operation_id: int) -> None:
+    """An operation was approved: a time-boxed start's runs are recorded; a stop's instances' running runs are
+    being stopped by it (their own timers stand down)."""
+    action = session.scalar(select(Operation.action).where(Operation.id == operation_id))
+    if action == "start":
+        create(session, operation_id)
+    if action != "stop":
+        return
+    instances = select(OperationInstance.instance_id).where(
+        OperationInstance.request_id == operation_id, OperationInstance.included.is_(True)
+    )
+    running = [run_id for run_id, _, _ in _running_with(session, instances)]
+    taken = take_for_stopping(session, running, due_only=False)
+    link_stop(session, [run_id for run_id, _, _ in taken], operation_id)
+    _refresh_starts(session, Run.id.in_([run_id for run_id, _, _ in taken]))
+
+
+def _running_with(session: Session, instance_ids: Any) -> list[tuple[int, int, str]]:
+    """Return (run id, operation id, instance id) of the running runs of these instances."""
+    rows = session.execute(
+        select(Run.id, Run.request_id, Run.instance_id).where(
+            Run.state == RunState.RUNNING.value, Run.instance_id.in_(instance_ids)
+        )
+    )
+    return [(row.id, row.request_id, row.instance_id) for row in rows]
+
+
+def on_final(session: Session, operation_ids: Sequence[int]) -> None:
+    """Operations ended: a start's runs whose instance never reached RUNNING end; a stop's runs are stopped where
+    its instance reached STOPPED (by their timer: "auto"; by someone's stop: "early"), and end where it did not."""
+    for operation_id in operation_ids:
+        end(session, and_(Run.request_id == operation_id, Run.state == RunState.WAITING.value), "never running")
+        stopped = select(OperationInstance.instance_id).where(
+            OperationInstance.request_id == operation_id, OperationInstance.outcome == Outcome.REACHED.value
+        )
+        by_this = and_(Run.stop_request_id == operation_id, Run.state == RunState.STOPPING.value)
+        _refresh_starts(session, by_this)
+        # An auto-stop is the timer's (decided by the system); a stop someone asked for or pressed is early.
+        auto = session.scalar(select(Operation.decided_by).where(Operation.id == operation_id)) == SYSTEM_ACTOR
+        end(session, and_(by_this, Run.instance_id.in_(stopped)), "auto" if auto else "early", to=RunState.STOPPED)
+        end(session, by_this, "stop failed")
+
+
+def _refresh_starts(session: Session, condition: ColumnElement[bool]) -> None:
+    """Owe a fresh rendering of the confirmations of the starts whose runs match (they show how their runs end)."""
+    starts = sorted(set(session.scalars(select(Run.request_id).where(condition))))
+    outbox.enqueue(session, starts, outbox.Kind.REFRESH)
+
+
+def numbers(session: Session) -> dict[str, float | dict[str, float]]:
+    """The runs' metrics, read at a scrape: runs active, auto-stops, extensions, instance-hours by how runs ended,
+    and the hours early stops left unused."""
+    active = session.scalar(
+        select(func.count(Run.id)).where(Run.state.in_([RunState.RUNNING.value, RunState.STOPPING.value]))
+    )
+    extensions = session.scalar(select(func.coalesce(func.sum(Run.extensions), 0)))
+    ran = db_seconds_between(Run.started_at, Run.ended_at)
+    hours: dict[str, float] = {}
+    auto = 0
+    for reason, count, seconds in session.execute(
+        select(Run.ended_reason, func.count(Run.id), func.coalesce(func.sum(ran), 0.0))
+        .where(Run.state == RunState.STOPPED.value, Run.started_at.is_not(None))
+        .group_by(Run.ended_reason)
+    ):
+        hours[str(reason)] = float(seconds) / 3600
+        if reason == "auto":
+            auto = count
+    unused = db_seconds_between(Run.ended_at, Run.stop_at)
+    saved = session.scalar(
+        select(func.coalesce(func.sum(unused), 0.0)).where(
+            Run.state == RunState.STOPPED.value, Run.ended_reason == "early", Run.stop_at > Run.ended_at
+        )
+    )
+    return {
+        "vmbot_runs_active": float(active or 0),
+        "vmbot_run_auto_stops": float(auto),
+        "vmbot_run_extensions": float(extensions or 0),
+        "vmbot_run_instance_hours": hours,
+        "vmbot_run_instance_hours_saved": float(saved or 0) / 3600,
+    }
+
+
+class RunBook:
+    """Reads runs for people: `/vm runs` (yours, or those an admin reaches), with their instances' names."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def running(self, requester_id: str | None = None) -> tuple[list[RunRecord], dict[str, str | None]]:
+        """Return the runs still running or stopping (one requester's, or everyone's) and their instances' names."""
+        with self.db.session(readonly=True) as session:
+            found = records(session, live_of(requester_id))
+            rows = session.execute(
+                select(OperationInstance.instance_id, OperationInstance.name).where(
+                    OperationInstance.request_id.in_(sorted({r.request_id for r in found}))
+                )
+            )
+            names = {instance_id: name for instance_id, name in rows}
+        return found, names

@@ -1,0 +1,136 @@
+"""Run timers under several replicas and crashes, engines stepped by hand on SQLite and PostgreSQL: a due stop
+happens exactly once, two replicas never both stop a run, and a replica that dies at any instant leaves its stop to
+be finished by another within a lease and a poll."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from sqlalchemy import select
+
+from bot.db.models import Operation, Run
+from bot.db.session import Database
+from bot.devtools.zenlayer_simulator import ZenlayerSimulator
+from bot.grants import rules as grants
+from bot.operations.click_model import ClickOutcome, Decision
+from bot.zenlayer.client import ZenlayerClient
+from tests.db_support import run_together, travel
+from tests.engine_support import engine, services
+from tests.zenlayer_support import VmProxy
+
+HOUR = 3600.0
+LEASE = 150.0  # tests/engine_support.engine's default
+
+
+class Crash(BaseException):
+    """The process dies here (nothing after it runs)."""
+
+
+class CrashAfterStop(VmProxy):
+    """The real client; the process dies right after StopInstances was sent."""
+
+    def stop_instances(self, ids: Sequence[str]) -> str:
+        self.client.stop_instances(ids)
+        raise Crash
+
+
+class CrashBeforeStop(VmProxy):
+    """The real client; the process dies just before StopInstances would be sent."""
+
+    def stop_instances(self, ids: Sequence[str]) -> str:
+        raise Crash
+
+
+def running_run(db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator, ids: list[str]) -> int:
+    """Start ids as a one-hour run (its clock running) and return the start's id."""
+    with db.session() as session:
+        grants.add_grants(session, "U0AAA", ["web-*"], granted_by="test")
+    svc = services(db, vm)
+    request_id = svc.open("U0AAA", ids, run_seconds=HOUR)
+    assert svc.click(request_id, "U0AAA", Decision.CONFIRM).outcome == ClickOutcome.APPROVED
+    starter = engine(db, vm, owner="r0/a")
+    starter.step()
+    for instance_id in ids:
+        simulator.set_status(instance_id, "RUNNING")
+    starter.step()
+    assert run_states(db) == ["running"] * len(ids)
+    return request_id
+
+
+def run_states(db: Database) -> list[str]:
+    """Every run's state, in id order."""
+    with db.session(readonly=True) as session:
+        return list(session.scalars(select(Run.state).order_by(Run.id)))
+
+
+def stops(simulator: ZenlayerSimulator) -> list[list[str]]:
+    """The ids of every StopInstances call the simulator answered."""
+    return [list(c.instance_ids) for c in simulator.calls if c.action == "StopInstances"]
+
+
+def stop_operations(db: Database) -> int:
+    """How many stop operations exist."""
+    with db.session(readonly=True) as session:
+        return len(session.scalars(select(Operation.id).where(Operation.action == "stop")).all())
+
+
+def settle(db: Database, simulator: ZenlayerSimulator, vm: ZenlayerClient, owners: Sequence[str]) -> None:
+    """Step the replicas (a few polls: a call of unknown outcome is made again only once polls show it was not
+    applied) until every run has ended, instances stopping reaching STOPPED at once."""
+    replicas = [engine(db, vm, owner=owner) for owner in owners]
+    for _ in range(12):
+        for instance_id, status in simulator.statuses().items():
+            if status == "STOPPING":
+                simulator.set_status(instance_id, "STOPPED")
+        for replica in replicas:
+            replica.step()
+        if all(state in ("stopped", "ended") for state in run_states(db)):
+            return
+
+
+def test_a_run_is_not_stopped_a_moment_before_its_time(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    running_run(db, vm, simulator, ["web-1"])
+    travel(db, HOUR - 2)
+    engine(db, vm, owner="r1/a").step()
+    assert stops(simulator) == [] and run_states(db) == ["running"]
+    travel(db, 2)
+    engine(db, vm, owner="r1/a").step()
+    assert stops(simulator) == [["web-1"]]
+
+
+def test_two_replicas_stepping_at_the_due_moment_stop_the_run_once(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    running_run(db, vm, simulator, ["web-1", "web-2"])
+    travel(db, HOUR + 1)
+    replicas = [engine(db, vm, owner=f"r{i}/a") for i in (1, 2, 3)]
+
+    run_together(3, lambda i: replicas[i].step())
+    settle(db, simulator, vm, ["r1/a", "r2/a", "r3/a"])  # whoever holds the stop's lease calls
+
+    assert stops(simulator) == [["web-1", "web-2"]]  # one call for both, by one replica
+    assert stop_operations(db) == 1
+    assert run_states(db) == ["stopped", "stopped"]
+
+
+@pytest.mark.parametrize("proxy", [CrashBeforeStop, CrashAfterStop], ids=["before_the_call", "after_the_call"])
+def test_a_replica_dying_around_its_stop_call_leaves_the_stop_to_another_within_a_lease(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator, proxy: type[VmProxy]
+) -> None:
+    running_run(db, vm, simulator, ["web-1"])
+    travel(db, HOUR + 1)
+    with pytest.raises(Crash):
+        engine(db, proxy(vm), owner="r1/a").step()  # made the stop operation, leased it, then died
+    other = engine(db, vm, owner="r2/a")
+    other.step()
+    assert stop_operations(db) == 1  # the timer fired once: the other replica finds nothing due
+
+    travel(db, LEASE + 1)  # the dead replica's lease lapses
+    settle(db, simulator, vm, ["r2/a"])
+
+    assert stops(simulator) == [["web-1"]]  # made once: a call that went out is seen applied, not repeated
+    assert run_states(db) == ["stopped"]
+    assert simulator.status("web-1") == "STOPPED"
