@@ -69,7 +69,16 @@ def _act(ctx: Context, call: Invocation, respond: Respond, action: Action) -> No
     if resolution.ambiguous:
         reply(respond, picker.choice_message(resolution.ambiguous, list(resolution.instances.values())))
         return
-    ask(ctx, call.user_id, call.channel_id, action, resolution.ids, respond, known=resolution.instances)
+    ask(
+        ctx,
+        call.user_id,
+        call.channel_id,
+        action,
+        resolution.ids,
+        respond,
+        known=resolution.instances,
+        typed=resolution.typed,
+    )
 
 
 def ask(
@@ -80,10 +89,11 @@ def ask(
     ids: Sequence[str],
     respond: Respond,
     known: Mapping[str, InstanceInfo] | None = None,
+    typed: Mapping[str, str] | None = None,
 ) -> None:
     """Check and look up, then open the operation: its confirmation is posted through the channel's gate (a
     rate-limited channel delays it, and the user is told so privately; it is never dropped)."""
-    prepared = ctx.opening.look_up(user_id, channel_id, action, ids, known)
+    prepared = ctx.opening.look_up(user_id, channel_id, action, ids, known, typed)
     opened = ctx.opening.open(ctx.links.with_links(prepared), response_url=response_url(respond))
     if opened.wait_seconds >= DELAY_WORTH_SAYING:
         reply(respond, refusals.confirmation_delayed(channel_id, opened.wait_seconds))
