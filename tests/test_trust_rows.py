@@ -50,7 +50,7 @@ def test_a_click_whose_deciding_fails_is_reported_pending_and_decided_by_the_rep
 ) -> None:
     grant("U0REQUEST", "web-*")  # also brings the database to the newest migration
     _refuse_deciding_clicks(database_url, refuse=True)
-    _, slack = start_bot(LEASE_SECONDS="3", POLL_INTERVAL_SECONDS="0.2")
+    _, slack = start_bot(LEASE_SECONDS="15", POLL_INTERVAL_SECONDS="0.2")
     slack.command("start web-1")
     confirmation = slack.wait_confirmation()
     response, key = slack.click(confirmation, action_ids.START)
@@ -61,8 +61,9 @@ def test_a_click_whose_deciding_fails_is_reported_pending_and_decided_by_the_rep
     assert any("recorded" in t and "decided shortly" in t for t in told), told
 
     _refuse_deciding_clicks(database_url, refuse=False)
-    # One replica alone: nobody else would ever decide it, so it must sweep its own undecided click.
-    slack.wait_thread(confirmation, "All 1 instance RUNNING", timeout=20)
+    # One replica alone: nobody else would decide it, so it sweeps its own undecided click, a heartbeat (5 s)
+    # after it was recorded rather than a whole lease (15 s): "shortly".
+    slack.wait_thread(confirmation, "All 1 instance RUNNING", timeout=11)
     assert start_calls(simulator) == [["web-1"]]
 
 
