@@ -44,6 +44,19 @@ class LoopbackServer:
         self._close_connections()
         self._server.server_close()
 
+    def go_away(self) -> None:
+        """Take the server away as an outage does: stop answering and close the port (connections are refused)
+        until come_back(); what it recorded is kept."""
+        self._outage_address = self.address
+        self.stop()
+
+    def come_back(self) -> None:
+        """End an outage: serve again on the same address."""
+        server_class = type(self._server)
+        self._server = server_class(self._outage_address, self._server.RequestHandlerClass)
+        self._server.daemon_threads = True
+        self.start()
+
     def wait_for(self, predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
         """Wait until predicate() returns something truthy (re-checked when notified), or raise TimeoutError."""
         deadline = time.monotonic() + timeout
