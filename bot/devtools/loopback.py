@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -53,7 +53,8 @@ class LoopbackServer:
     def come_back(self) -> None:
         """End an outage: serve again on the same address."""
         server_class = type(self._server)
-        self._server = server_class(self._outage_address, self._server.RequestHandlerClass)
+        handler: Any = self._server.RequestHandlerClass  # the one this server was made with
+        self._server = server_class(self._outage_address, handler)
         self._server.daemon_threads = True
         self.start()
 
