@@ -54,6 +54,7 @@ class Engine:
         self.poll_interval = poll_interval_seconds
         self.chores = list(chores)  # run first in every step, e.g. deciding clicks a crashed process left
         self.journal = SqlJournal(db, owner=owner, lease=lease, watch_seconds=watch_seconds)
+        self.chores.append(self.journal.settle_unrecorded)
         self.caller = Caller(vm, self.journal)
         self.poller = Poller(vm)
         self.jobs: KeyedExecutor[int] = KeyedExecutor(workers, name="vm-bot-work")
