@@ -474,6 +474,9 @@ def _settled(db: Database) -> bool:
         if session.scalar(select(Click.id).where(Click.decided_at.is_(None)).limit(1)) is not None:
             return False
         active = session.scalar(select(Operation.id).where(Operation.state.in_(ACTIVE)).limit(1))
+        # A call whose outcome the database never recorded is settled a lease after it, once its operation is over.
+        if session.scalar(select(ZenlayerCall.id).where(ZenlayerCall.completed_at.is_(None)).limit(1)) is not None:
+            return False
         untold = session.scalar(
             select(Operation.id)
             .where(
