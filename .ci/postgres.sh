@@ -4,6 +4,7 @@
 #   pg_env="$(.ci/postgres.sh)"     # start; prints nothing when no PostgreSQL server binaries are installed
 #   eval "$pg_env"                  # sets VM_BOT_TEST_POSTGRES_URL (tests skip PostgreSQL without it)
 #   trap '.ci/postgres.sh stop' EXIT   # stops the cluster in $VM_BOT_TEST_POSTGRES_DIR and deletes it
+#   .ci/postgres.sh restart [DIR]      # restarts it as after a crash (the chaos check)
 #
 # Binaries come from $PG_BIN, else the newest /usr/lib/postgresql/*/bin. initdb refuses to run as root, so
 # as root every server command runs as the `postgres` system user. Everything is bounded: a failed start
@@ -47,6 +48,16 @@ stop() {
         as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t "$STOP_TIMEOUT" stop >/dev/null 2>&1 || true
     fi
     rm -rf -- "$dir"
+}
+
+# Restart a cluster this script made, as a crash would (immediate shutdown, then recovery); the server keeps its
+# options, so the URL stays valid. For the chaos check: every connection breaks at once.
+restart() {
+    local dir="${1:-${VM_BOT_TEST_POSTGRES_DIR:-}}" bin
+    [[ -n "$dir" && -f "$dir/.vm-bot-postgres" ]] || { echo "postgres.sh: ${dir:-(no dir)} is not a vm-bot test cluster" >&2; exit 1; }
+    bin=$(<"$dir/.vm-bot-postgres")
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t "$START_TIMEOUT" -s restart >"$dir/pg_ctl.log" 2>&1 \
+        || { cat "$dir/pg_ctl.log" >&2; exit 1; }
 }
 
 start() {
@@ -95,8 +106,9 @@ start() {
 case "${1:-start}" in
     start) start ;;
     stop) stop "${2:-}" ;;
+    restart) restart "${2:-}" ;;
     *)
-        echo "usage: $0 [start|stop [DIR]]" >&2
+        echo "usage: $0 [start|stop [DIR]|restart [DIR]]" >&2
         exit 2
         ;;
 esac

@@ -20,6 +20,10 @@ runs until all work is done, and these are counted (a violation makes the exit c
 * StartInstances calls without a completed zenlayer_calls row, and open rows;
 * requests left without an owner (active with a lapsed lease at the end);
 * the longest takeover after a kill, by a restarted replica and by another replica.
+
+Beside the kills it plays the faults of `chaos_faults.py` (issue 21's "chaos, extended"): replicas with clocks
+±30 s off (PostgreSQL), a PostgreSQL restart, Slack away, Zenlayer slow and flaky; and it sums up the violations as
+double calls, lost outcomes, wrong final messages and stuck requests, which must all be 0.
 """
 
 from __future__ import annotations
@@ -45,12 +49,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from chaos_faults import (
+    FAULTS,
+    FaultSchedule,
+    clock_offsets,
+    patient,
+    restartable_cluster,
+    skew_note,
+    skewed_env,
+    stuck_pending,
+    tally_violations,
+    wrong_finals,
+)
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from bot.db.migrate import upgrade
 from bot.db.models import Click, Operation, ZenlayerCall
 from bot.db.session import Database
+from bot.delivery import outbox
 from bot.devtools.slack_driver import Confirmation, SlackDriver, button_values
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import Credentials, free_port, wait_until
@@ -127,19 +144,22 @@ class Tally:
     commands: int = 0
     commands_acked: int = 0
     clicks: int = 0
-    acked_clicks: list[tuple[int, str, str]] = field(default_factory=list)  # request, user, action
+    acked_clicks: list[tuple[int, str, str, str]] = field(default_factory=list)  # request, user, action, reply key
     kills: int = 0
     kill_times: list[float] = field(default_factory=list)  # monotonic, comparable with the Slack stand-in's calls
     repeated_after_kill: int = 0
+    honest_failures: int = 0  # acknowledged clicks that could not be recorded, and whose clicker was told so
     restarts_at_once: list[float] = field(default_factory=list)  # takeover seconds
     takeovers_by_others: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @contextmanager
-def postgres_url() -> Iterator[str | None]:
-    """Yield the URL of a fresh PostgreSQL database, on the CI cluster or a throwaway one (None: no server here)."""
+def postgres_url() -> Iterator[tuple[str | None, str | None]]:
+    """Yield the URL of a fresh PostgreSQL database, on the CI cluster or a throwaway one (None: no server here),
+    and the directory of that cluster when .ci/postgres.sh made it (so it may be restarted)."""
     base_url = os.environ.get("VM_BOT_TEST_POSTGRES_URL", "").strip()
+    cluster_dir = os.environ.get("VM_BOT_TEST_POSTGRES_DIR", "").strip() or None
     with ExitStack() as stack:
         if not base_url:
             out = subprocess.run(  # noqa: S603 — the repo's own script
@@ -147,9 +167,10 @@ def postgres_url() -> Iterator[str | None]:
             ).stdout
             found = dict(re.findall(r"export (\w+)='([^']*)'", out))
             if "VM_BOT_TEST_POSTGRES_URL" not in found:
-                yield None  # .ci/postgres.sh prints nothing where no server binaries are installed
+                yield None, None  # .ci/postgres.sh prints nothing where no server binaries are installed
                 return
             base_url = found["VM_BOT_TEST_POSTGRES_URL"]
+            cluster_dir = found["VM_BOT_TEST_POSTGRES_DIR"]
             stack.callback(
                 subprocess.run, [str(ROOT / ".ci/postgres.sh"), "stop", found["VM_BOT_TEST_POSTGRES_DIR"]], check=False
             )
@@ -157,11 +178,12 @@ def postgres_url() -> Iterator[str | None]:
         if base.drivername == "postgresql":
             base = base.set(drivername="postgresql+psycopg")
         name = f"chaos_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        admin = create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # it may restart
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         try:
-            yield base.set(database=name).render_as_string(hide_password=False)
+            url = base.set(database=name).render_as_string(hide_password=False)
+            yield url, restartable_cluster(url, cluster_dir)
         finally:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -199,8 +221,18 @@ class Simulator:
         self.process.wait(timeout=10)
 
 
-def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replicas_count: int) -> list[str]:
+def run_scenario(
+    backend: str,
+    url: str,
+    mode_name: str,
+    seed: int,
+    replicas_count: int,
+    cluster_dir: str | None = None,
+) -> list[str]:
     """Run one chaos scenario; print its counts and return the violations."""
+    mode, faults = MODES[mode_name], FAULTS[mode_name]
+    offsets = clock_offsets(backend, replicas_count, faults)
+    print(f"chaos: {backend}: {skew_note(backend, offsets)}", flush=True)
     rng = random.Random(seed)
     instances = [f"inst-{n:03d}" for n in range(mode["instances"])]
     upgrade(url)
@@ -234,13 +266,14 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
                 "REPLICA_ID": f"replica-{n + 1}",
                 "HOST": "127.0.0.1",
                 "COMMANDS_PER_MINUTE": "0",  # three users drive all the traffic on purpose
+                **skewed_env(offsets[n]),  # kept across restarts: the host's clock, not the process's
             }
             replicas.append(Replica(f"replica-{n + 1}", port, env, log_dir))
         for replica in replicas:
             replica.start()
             stack.callback(replica.stop)
         for replica in replicas:
-            wait_until(replica.healthy, 30, f"{replica.name} to serve")
+            _wait_serving(replica)
         drivers = {r.name: SlackDriver(r.url, fake, SIGNING_SECRET) for r in replicas}
         for driver in drivers.values():
             stack.callback(driver.close)
@@ -263,12 +296,12 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
             with tally.lock:
                 tally.clicks += 1
             try:
-                response, _ = via.click(confirmation, action, user=user)
+                response, key = via.click(confirmation, action, user=user)
             except httpx.HTTPError:
                 return
             if response.status_code == 200:
                 with tally.lock:
-                    tally.acked_clicks.append((confirmation.request_id, user, action))
+                    tally.acked_clicks.append((confirmation.request_id, user, action, key))
 
         clicked: set[int] = set()
 
@@ -297,6 +330,9 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
             for n in range(mode["kills"]):
                 if killer_stop.wait(interval * krng.uniform(0.5, 1.0)):
                     return
+                for replica in replicas:  # one that could not start (Slack or the database away) is tried again
+                    if not replica.alive():
+                        replica.start()
                 victim = krng.choice([r for r in replicas if r.alive()] or replicas)
                 owner_prefix = f"{victim.name}/"
                 with tally.lock:
@@ -305,12 +341,12 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
                 killed_at = time.monotonic()
                 with tally.lock:
                     tally.kills += 1
-                held = _held_by(db, owner_prefix)
+                held = patient(lambda p=owner_prefix: _held_by(db, p))  # type: ignore[misc]
                 at_once = n % 2 == 0 or replicas_count == 1
                 if at_once:
                     time.sleep(krng.uniform(0, 1.0))
                     victim.start()
-                took = _wait_takeover(db, held, owner_prefix, timeout=60)
+                took = patient(lambda h=held, p=owner_prefix: _wait_takeover(db, h, p, timeout=60))  # type: ignore[misc]
                 if took is not None:
                     with tally.lock:
                         (tally.restarts_at_once if at_once else tally.takeovers_by_others).append(took - killed_at)
@@ -320,6 +356,15 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
 
         chaos = threading.Thread(target=killer, name="killer")
         chaos.start()
+        schedule = FaultSchedule(
+            faults=faults,
+            seconds=mode["seconds"],
+            fake=fake,
+            simulator_url=simulator.url,
+            cluster_dir=cluster_dir if backend == "postgres" else None,
+            stop=threading.Event(),
+        )
+        schedule.start()
         deadline = time.monotonic() + mode["seconds"]
         while time.monotonic() < deadline:
             roll = rng.random()
@@ -356,20 +401,54 @@ def run_scenario(backend: str, url: str, mode: dict[str, Any], seed: int, replic
                             calls.append(lambda c=confirmation, r=requester, d=b: click(c, r, action_ids.CANCEL, d))
                     together(*calls)  # several confirmations at once: overlapping ones race for instances
             time.sleep(rng.uniform(0.05, 0.3))
+        schedule.join(timeout=max(0.0, deadline - time.monotonic()) + faults.slack_outage_seconds + 60)
+        schedule.finish()
         killer_stop.set()
         chaos.join()
         for replica in replicas:
             if not replica.alive():
                 replica.start()
         for replica in replicas:
-            wait_until(replica.healthy, 30, f"{replica.name} to serve")
+            _wait_serving(replica)
         settle_started = time.monotonic()
-        wait_until(lambda: _settled(db), 180, "every approved request to finish and be reported")
+        late = _wait_settled(db)
         settle_seconds = time.monotonic() - settle_started
-        violations = _check(db, fake, simulator.calls(), tally)
-        _print_counts(backend, replicas_count, db, tally, simulator.calls(), settle_seconds, violations)
+        calls = simulator.calls()
+        violations = late + _check(db, fake, calls, tally)
+        violations += wrong_finals(db, fake, calls, _statuses(simulator.url)) + stuck_pending(db)
+        _print_counts(backend, replicas_count, db, tally, calls, settle_seconds, violations)
+        print(json.dumps({"backend": backend, "faults": [w for _, w in schedule.log.events]}, indent=2))
         db.close()
         return violations
+
+
+def _wait_serving(replica: Replica, timeout: float = 60) -> None:
+    """Wait until a replica serves; on failure show the end of its log."""
+    try:
+        wait_until(replica.healthy, timeout, f"{replica.name} to serve")
+    except AssertionError:
+        print(f"chaos: {replica.name} did not serve; its log ends:", file=sys.stderr)
+        print((replica.log_dir / f"{replica.name}.{replica.starts}.log").read_text()[-3000:], file=sys.stderr)
+        raise
+
+
+def _wait_settled(db: Database, *, stalled: float = 120.0, cap: float = 1200.0) -> list[str]:
+    """Wait until everything is settled, as long as Slack's backlog still shrinks: every message goes through the
+    one channel's gate (about one a second, as Slack paces it), so after Slack was away the replies owed queue up
+    for minutes; delivered late is not lost. A backlog that stops shrinking for `stalled` seconds is."""
+    started = last_progress = time.monotonic()
+    smallest = None
+    while time.monotonic() - started < cap:
+        if patient(lambda: _settled(db)):
+            return []
+        with db.session(readonly=True) as session:
+            backlog = patient(lambda: outbox.pending_count(session))
+        if smallest is None or backlog < smallest:
+            smallest, last_progress = backlog, time.monotonic()
+        if time.monotonic() - last_progress > stalled:
+            return [f"did not settle: {backlog} messages owed to Slack and none delivered for {stalled:g} s"]
+        time.sleep(1.0)
+    return [f"did not settle within {cap:g} s"]
 
 
 def _held_by(db: Database, owner_prefix: str) -> list[int]:
@@ -411,6 +490,9 @@ def _settled(db: Database) -> bool:
         if session.scalar(select(Click.id).where(Click.decided_at.is_(None)).limit(1)) is not None:
             return False
         active = session.scalar(select(Operation.id).where(Operation.state.in_(ACTIVE)).limit(1))
+        # A call whose outcome the database never recorded is settled a lease after it, once its operation is over.
+        if session.scalar(select(ZenlayerCall.id).where(ZenlayerCall.completed_at.is_(None)).limit(1)) is not None:
+            return False
         untold = session.scalar(
             select(Operation.id)
             .where(
@@ -439,8 +521,11 @@ def _check(db: Database, fake: FakeSlackWebApi, calls: list[dict[str, Any]], tal
                 text("SELECT request_id, actor FROM audit_events WHERE event = 'click_refused'")
             )
         }
-    for request_id, user, action in tally.acked_clicks:
+    for request_id, user, action, key in tally.acked_clicks:
         request = requests.get(request_id)
+        if any("Nothing more will happen" in t for t in _private(fake, key)):
+            tally.honest_failures += 1  # not recorded (the database was away) and the clicker was told so
+            continue
         if request is not None and request.state == "pending" and (request_id, user) not in refused:
             violations.append(f"request {request_id}: {action} click by {user} acknowledged but not taken")
     for request in requests.values():
@@ -480,6 +565,17 @@ def _check(db: Database, fake: FakeSlackWebApi, calls: list[dict[str, Any]], tal
     if ownerless:
         violations.append(f"active requests without an owner: {ownerless}")
     return violations
+
+
+def _private(fake: FakeSlackWebApi, key: str) -> list[str]:
+    """The texts posted to one response_url."""
+    return [str(body.get("text", "")) for body in fake.responses(key)]
+
+
+def _statuses(simulator_url: str) -> dict[str, str]:
+    """Every instance's status at the simulator now."""
+    rows = httpx.get(f"{simulator_url}/_simulator/instances", timeout=10).json()["instances"]
+    return {row["instanceId"]: row["instanceStatus"] for row in rows}
 
 
 def _killed_between_posts(fake: FakeSlackWebApi, request: Operation, kill_times: list[float]) -> bool:
@@ -526,7 +622,9 @@ def _print_counts(
         "takeovers by another replica": len(tally.takeovers_by_others),
         "longest takeover by another replica (s)": round(max(tally.takeovers_by_others, default=0.0), 2),
         "final replies repeated because a kill fell between posting and recording": tally.repeated_after_kill,
+        "clicks not recorded (database away), clicker told nothing happened": tally.honest_failures,
         "seconds to settle after the traffic": round(settle_seconds, 2),
+        **tally_violations(violations),
         "violations": len(violations),
     }
     print(json.dumps(report, indent=2))
@@ -543,17 +641,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     print(f"chaos: mode {args.mode}, seed {seed}", flush=True)
-    mode = MODES[args.mode]
     violations: list[str] = []
     if args.backend in ("postgres", "both"):
-        with postgres_url() as url:
+        with postgres_url() as (url, cluster_dir):
             if url is None:
                 print("chaos: no PostgreSQL server on this machine; skipping the PostgreSQL scenario")
             else:
-                violations += run_scenario("postgres", url, mode, seed, replicas_count=3)
+                violations += run_scenario("postgres", url, args.mode, seed, 3, cluster_dir)
     if args.backend in ("sqlite", "both"):
         with tempfile.TemporaryDirectory(prefix="vm-bot-chaos-db-") as tmp:
-            violations += run_scenario("sqlite", f"sqlite:///{tmp}/vm-bot.db", mode, seed + 1, replicas_count=2)
+            violations += run_scenario("sqlite", f"sqlite:///{tmp}/vm-bot.db", args.mode, seed + 1, 2)
     print(f"chaos: {'FAILED, ' + str(len(violations)) + ' violation(s)' if violations else 'all invariants held'}")
     return 1 if violations else 0
 

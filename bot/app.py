@@ -159,6 +159,7 @@ def create_app(
 
     engine.on_tick = ticked
     engine.on_takeover = metrics.took_over
+    engine.on_clock_offset = metrics.clock_offset.set
     metrics.watch_database(lambda: database_gauges(db))
     # Acks hand work over to these: a submit() that never queues behind a lock (see WorkerPool).
     lookups = WorkerPool(LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")

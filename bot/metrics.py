@@ -81,6 +81,12 @@ class Metrics:
         self.takeovers = Counter(
             "vmbot_watcher_takeovers", "requests whose lapsed lease this process took over from another", registry=r
         )
+        self.clock_offset = Gauge(
+            "vmbot_clock_offset_seconds",
+            "this replica's clock minus the database's, read at every lease heartbeat (positive: the replica is "
+            "ahead); deadlines never use the replica's clock, so this only shows a host whose time is off",
+            registry=r,
+        )
         self.http_refused = Counter(
             "vmbot_http_refused", "requests refused before reaching Slack handling, by reason", ["reason"], registry=r
         )

@@ -91,7 +91,7 @@ def test_status_of_a_request_someone_may_not_see_is_refused(slack: SlackDriver, 
 
     _, key = slack.command(f"status --request {confirmation.request_id}", user="U0OTHER")
     refused = slack.wait_private(key, "You may not")
-    assert "web-1" in refused
+    assert f"`request {confirmation.request_id}`" in refused and "web-1" not in refused  # only what was typed
     _, missing = slack.command("status --request 999999", user="U0REQUEST")
     assert "There is no start request 999999" in slack.wait_private(missing, "no start request")
 

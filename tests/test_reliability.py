@@ -21,6 +21,7 @@ from bot.operations import repository
 from bot.operations.click_model import ClickOutcome, ClickRow, Decision
 from bot.operations.engine import Engine
 from bot.operations.opening import DuplicatePending
+from bot.operations.states import State
 from bot.zenlayer.client import ZenlayerClient
 from tests.db_support import run_together, travel
 from tests.engine_support import Services, engine, services
@@ -209,6 +210,28 @@ def test_a_crash_during_start_instances_leaves_an_open_attempt_that_recovery_set
         audited = session.scalars(select(AuditEvent).where(AuditEvent.event == "zenlayer_start_instances")).all()
     assert attempt.completed_at is not None and attempt.outcome == "unknown"
     assert [json.loads(e.detail)["outcome"] for e in audited] == ["unknown"]
+
+
+def test_a_call_whose_outcome_was_never_recorded_is_settled_once_its_operation_is_over(
+    db: Database, vm: ZenlayerClient
+) -> None:
+    # The database failed between a StartInstances and its record (chaos, PostgreSQL restarting), and the operation
+    # ended meanwhile by another path (its instances' status): no one would ever settle the open call.
+    add(db, "U0AAA", "web-*")
+    request_id = approved(services(db, vm), "U0AAA", ["web-1"])
+    with pytest.raises(Crash):
+        engine(db, CrashAfterStart(vm), owner="r1/old").step()
+    with db.session() as session:
+        assert repository.transition(session, request_id, from_states=[State.STARTING], to=State.FAILED)
+    sweeper = engine(db, vm, owner="r2/a", lease_seconds=15)
+    sweeper.step()
+    with db.session(readonly=True) as session:
+        assert session.scalars(select(ZenlayerCall)).one().completed_at is None  # it may still be in flight
+    travel(db, 16)  # a lease later
+    sweeper.step()
+    with db.session(readonly=True) as session:
+        call = session.scalars(select(ZenlayerCall)).one()
+    assert call.completed_at is not None and call.outcome == "unknown" and "database failed" in (call.error or "")
 
 
 # --- unknown outcomes ----------------------------------------------------------------------------------------------

@@ -9,16 +9,24 @@ construction), so the same SQL is right there too.
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast, literal
+from sqlalchemy import ColumnElement, Float, cast, literal, select
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from bot.db.models import UtcDateTime
+
+log = logging.getLogger(__name__)
+
+# A replica whose clock is further than this from the database's is worth a warning: nothing it decides depends on
+# its own clock, but its logs' times, and anything outside vm-bot on that host, are off by that much.
+WARN_OFFSET_SECONDS = 2.0
 
 # The text format SQLAlchemy stores datetimes in on SQLite (microseconds; SQLite's clock gives milliseconds).
 _SQLITE_FORMAT = "'%Y-%m-%d %H:%M:%f000'"
@@ -119,3 +127,36 @@ def _sqlite_epoch(element: db_epoch, compiler: SQLCompiler, **kw: Any) -> str:
 def as_utc(moment: datetime) -> datetime:
     """Return moment as an aware UTC datetime (what a database clock read gives back)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def replica_offset(session: Session) -> float:
+    """Return this process's clock minus the database's, in seconds (positive: the replica is ahead), read once;
+    the process's time is taken halfway through the round trip, so the query's latency does not count."""
+    before = time.time()
+    database = float(session.scalar(select(db_epoch())) or 0.0)
+    return (before + time.time()) / 2 - database
+
+
+class OffsetWatch:
+    """Says once in the log when this replica's clock strays more than WARN_OFFSET_SECONDS from the database's, and
+    once when it is back within (never once per reading)."""
+
+    def __init__(self) -> None:
+        self.astray = False
+
+    def observe(self, offset: float) -> None:
+        """Take one reading of replica_offset()."""
+        astray = abs(offset) > WARN_OFFSET_SECONDS
+        if astray and not self.astray:
+            log.warning(
+                "this replica's clock is %.1f s %s the database's (more than %.0f s): deadlines are kept by the "
+                "database, but fix the host's time (NTP), or its logs and anything else on it keep the wrong time",
+                abs(offset),
+                "ahead of" if offset > 0 else "behind",
+                WARN_OFFSET_SECONDS,
+            )
+        elif self.astray and not astray:
+            log.info(
+                "this replica's clock is back within %.0f s of the database's (%+.2f s)", WARN_OFFSET_SECONDS, offset
+            )
+        self.astray = astray

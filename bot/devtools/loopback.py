@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -43,6 +43,20 @@ class LoopbackServer:
         self._server.shutdown()
         self._close_connections()
         self._server.server_close()
+
+    def go_away(self) -> None:
+        """Take the server away as an outage does: stop answering and close the port (connections are refused)
+        until come_back(); what it recorded is kept."""
+        self._outage_address = self.address
+        self.stop()
+
+    def come_back(self) -> None:
+        """End an outage: serve again on the same address."""
+        server_class = type(self._server)
+        handler: Any = self._server.RequestHandlerClass  # the one this server was made with
+        self._server = server_class(self._outage_address, handler)
+        self._server.daemon_threads = True
+        self.start()
 
     def wait_for(self, predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
         """Wait until predicate() returns something truthy (re-checked when notified), or raise TimeoutError."""

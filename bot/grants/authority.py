@@ -38,6 +38,7 @@ class Question:
     ids: Sequence[str]
     channel_id: str
     instances: Mapping[str, InstanceInfo] | None = None  # looked-up attributes, for name, group and tag grants
+    typed: Mapping[str, str] | None = None  # id -> what the user typed for it: a refusal names only these
 
 
 # Which of these instances are in a running time-boxed run of this user's: (user id, instance ids) -> those ids.
@@ -75,11 +76,12 @@ class Authority:
         return self._cover(self._fresh_rules(question.user_id), question)
 
     def require(self, question: Question) -> Coverage:
-        """Return the coverage when the user may act on every id; else audit the refusal and raise NotCovered."""
+        """Return the coverage when the user may act on every id; else audit the refusal (with the ids) and raise
+        NotCovered (naming what the user typed, when the question says)."""
         coverage = self.check(question)
         if not coverage.ok:
             self.record_denial(question, coverage)
-            raise NotCovered(question.action, coverage)
+            raise NotCovered(question.action, coverage if question.typed is None else coverage.as_typed(question.typed))
         return coverage
 
     def record_denial(self, question: Question, coverage: Coverage, **detail: object) -> None:

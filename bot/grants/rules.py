@@ -90,6 +90,24 @@ class Coverage:
         capped = [cap for cap in self.caps.values() if cap is not None]
         return min(capped) if capped else None
 
+    def as_typed(self, typed: Mapping[str, str]) -> Coverage:
+        """Return this coverage with every id replaced by what the user typed for it (`typed`: id -> word) and no
+        looked-up names: a refusal names only what its reader typed, never an id or a name behind it."""
+
+        def word(instance_id: str) -> str:
+            return typed.get(instance_id, instance_id)
+
+        elsewhere: dict[str, list[str]] = {}
+        for instance_id, channels in self.channels_elsewhere.items():
+            elsewhere.setdefault(word(instance_id), channels)
+        return Coverage(
+            allowed=list(dict.fromkeys(map(word, self.allowed))),
+            uncovered=list(dict.fromkeys(map(word, self.uncovered))),
+            channels_elsewhere=elsewhere,
+            needs_approval=list(dict.fromkeys(map(word, self.needs_approval))),
+            usable_here=self.usable_here,
+        )
+
 
 def quote(value: str) -> str:
     """Quote a user-supplied value for a plain-text error message, shortened (the Slack layer escapes it)."""

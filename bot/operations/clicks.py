@@ -8,10 +8,11 @@ checked again at the click, never trusted from the confirmation.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,6 +74,9 @@ class Clicks:
         self.lease = lease
         self.extend_seconds = extend_seconds  # what a run's Extend adds
         self._clicks: GroupCommit[dict[str, object], int] = GroupCommit(self._insert)
+        # Clicks this process is deciding right now: its sweep leaves them to the request that recorded them.
+        self._deciding: set[int] = set()
+        self._deciding_lock = threading.Lock()
 
     def record(self, click: ClickRow) -> int:
         """Record a click (one quick insert) before it is acknowledged, so no crash can lose it; return its id."""
@@ -98,6 +102,16 @@ class Clicks:
 
         `response_url` is where the clicker can be told privately if the confirmation cannot show the decision.
         """
+        with self._deciding_lock:
+            self._deciding.add(click_id)
+        try:
+            return self._decide_once(click_id, response_url)
+        finally:
+            with self._deciding_lock:
+                self._deciding.discard(click_id)
+
+    def _decide_once(self, click_id: int, response_url: str | None) -> ClickResult | None:
+        """Read a recorded click and its checks, then decide it in one transaction (None: decided already)."""
         with self.db.session(readonly=True) as session:
             recorded = session.get(Click, click_id)
             if recorded is None or recorded.decided_at is not None:
@@ -149,19 +163,23 @@ class Clicks:
             )
 
     def decide_orphans(self) -> list[ClickResult]:
-        """Decide clicks whose deciding failed or whose process died: this replica's predecessor's at once, any
-        other undecided click once it is a lease old (its own process decides it within milliseconds otherwise)."""
+        """Decide clicks whose deciding failed or whose process died: this replica's predecessor's at once, its own
+        a heartbeat after they were recorded unless it is deciding them right now, and any other replica's once
+        they are a lease old (their own process decides them within milliseconds, or soon, or died)."""
+        mine = and_(Click.replica == self.owner.name, self.lease.older_than_a_beat(Click.created_at))
         with self.db.session(readonly=True) as session:
             orphans = list(
                 session.scalars(
                     select(Click.id)
                     .where(
                         Click.decided_at.is_(None),
-                        or_(self.owner.predecessor(Click.replica), self.lease.older_than_one(Click.created_at)),
+                        or_(self.owner.predecessor(Click.replica), mine, self.lease.older_than_one(Click.created_at)),
                     )
                     .order_by(Click.id)
                 )
             )
+        with self._deciding_lock:
+            orphans = [click_id for click_id in orphans if click_id not in self._deciding]
         results = [self.decide(click_id) for click_id in orphans]
         return [r for r in results if r is not None]
 

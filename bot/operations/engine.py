@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from itertools import groupby
 
+from bot.db.clock import OffsetWatch, replica_offset
 from bot.db.session import Database
 from bot.domain.ports import VmApi
 from bot.domain.vocabulary import SYSTEM_ACTOR
@@ -67,6 +68,7 @@ class Engine:
         self.journal = SqlJournal(
             db, owner=owner, lease=lease, watch_seconds=watch_seconds, reminder_seconds=reminder_seconds
         )
+        self.chores.append(self.journal.settle_unrecorded)
         self.timers = Timers(db, vm)
         self.caller = Caller(vm, self.journal)
         self.poller = Poller(vm)
@@ -74,6 +76,8 @@ class Engine:
         # Observers for metrics and readiness (set by app.py): a finished step's duration, leases taken over.
         self.on_tick: Callable[[float], None] = _ignore
         self.on_takeover: Callable[[int], None] = _ignore
+        self.on_clock_offset: Callable[[float], None] = _ignore  # this replica's clock minus the database's
+        self.clock = OffsetWatch()
         self.loop = RunLoop("the engine", self.step, retry_seconds=poll_interval_seconds, on_step=self._ticked)
         self.heartbeat = RunLoop("the lease heartbeat", self._renew, retry_seconds=lease.heartbeat_seconds)
 
@@ -150,9 +154,13 @@ class Engine:
         self.on_tick(seconds)
 
     def _renew(self) -> float:
-        """Heartbeat: renew every lease this process holds, a few times per lease."""
+        """Heartbeat: renew every lease this process holds, a few times per lease, and read how far this replica's
+        clock is from the database's (which keeps every deadline) while at it."""
         with self.db.session() as session:
             leases.renew_all(session, owner=self.owner, lease=self.lease)
+            offset = replica_offset(session)
+        self.clock.observe(offset)
+        self.on_clock_offset(offset)
         return self.lease.heartbeat_seconds
 
     def _call(self, jobs: list[Job]) -> None:

@@ -34,6 +34,7 @@ class Resolution:
     instances: dict[str, InstanceInfo] = field(default_factory=dict)  # by id, in the order typed, deduplicated
     missing: list[str] = field(default_factory=list)  # words that are neither an id nor a name
     ambiguous: dict[str, list[InstanceInfo]] = field(default_factory=dict)  # a name shared by several instances
+    typed: dict[str, str] = field(default_factory=dict)  # id -> the word that found it (a refusal shows only that)
 
     @property
     def ids(self) -> list[str]:
@@ -62,6 +63,7 @@ def resolve(vm: VmApi, words: Sequence[str]) -> Resolution:
                 resolution.missing.append(word)
             else:
                 resolution.instances.setdefault(info.instance_id, info)  # a name and an id for one instance: once
+                resolution.typed.setdefault(info.instance_id, word)
     except VmError as exc:
         raise LookupFailed(exc) from exc
     return resolution

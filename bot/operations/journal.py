@@ -21,11 +21,12 @@ from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.execution.ports import ACCEPTED, UNKNOWN, Job, PollPlan, Target, Watched
 from bot.operations import claims, repository
 from bot.operations.polls import apply_polls
-from bot.operations.states import State
+from bot.operations.states import FINAL_STATES, State
 from bot.operations.watching import read_work
 from bot.runtime.lease import Lease, Owner
 
 INTERRUPTED = "the process making this call stopped before it returned"
+UNRECORDED = "the call was made, but the database failed before its outcome was recorded"
 
 
 class SqlJournal:
@@ -88,6 +89,25 @@ class SqlJournal:
                 request_id=job.operation_id,
                 open_calls=len(open_calls),
                 resumed_by=self.owner.name,
+            )
+
+    def settle_unrecorded(self) -> int:
+        """Settle calls whose outcome was never written (the database failed between the call and its record) once
+        their operation is over and they are a lease old: outcome unknown, as the instances' status already told.
+        A chore: an operation still starting has its open calls settled by whoever resumes it."""
+        over = select(Operation.id).where(Operation.state.in_([s.value for s in FINAL_STATES]))
+        with self.db.session() as session:
+            return rowcount(
+                session.execute(
+                    update(ZenlayerCall)
+                    .where(
+                        ZenlayerCall.completed_at.is_(None),
+                        ZenlayerCall.request_id.in_(over),
+                        self.lease.older_than_one(ZenlayerCall.created_at),
+                    )
+                    .values(completed_at=db_time(), outcome=UNKNOWN, error=UNRECORDED)
+                    .execution_options(synchronize_session=False)
+                )
             )
 
     def begin_call(self, job: Job, targets: Sequence[Target]) -> int | None:

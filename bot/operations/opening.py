@@ -87,14 +87,26 @@ class Opening:
         self.confirm_ttl_seconds = confirm_ttl_seconds
         self.approval_ttl_seconds = approval_ttl_seconds
 
-    def resolve(self, user_id: str, channel_id: str, action: Action, words: Sequence[str]) -> Resolution:
+    def resolve(
+        self,
+        user_id: str,
+        channel_id: str,
+        action: Action,
+        words: Sequence[str],
+        typed: Mapping[str, str] | None = None,
+    ) -> Resolution:
         """Resolve typed ids and names, refusing (NotCovered) anything the user may not act on here.
 
         Namesakes are narrowed to those the user may act on; a name with none left is refused like any uncovered
-        word, so a reply never shows an instance its reader may not act on.
+        word, so a reply never shows an instance its reader may not act on. A refusal names what the user typed,
+        never the id or name behind it (`typed` says what they typed for words the command added, e.g. a
+        request's ids for `--request N`), so it cannot tell an instance they may not act on from no instance.
         """
         resolution = inventory.resolve(self.vm, words)
-        question = Question(user_id, action.grant, resolution.ids, channel_id, resolution.instances)
+        resolution.typed.update(typed or {})
+        question = Question(
+            user_id, action.grant, resolution.ids, channel_id, resolution.instances, typed=resolution.typed
+        )
         self.authority.require(question)
         if resolution.ambiguous:
             candidates = {c.instance_id: c for group in resolution.ambiguous.values() for c in group}
@@ -119,11 +131,13 @@ class Opening:
         action: Action,
         ids: Sequence[str],
         known: Mapping[str, InstanceInfo] | None = None,
+        typed: Mapping[str, str] | None = None,
         run_seconds: float | None = None,
     ) -> Prepared:
         """Check grants and duplicates, look the ids up, and decide what can be acted on; nothing is written yet.
 
-        `known` is what a name lookup already learnt (ids absent from it do not exist). Grants by name, group or tag
+        `known` is what a name lookup already learnt (ids absent from it do not exist), `typed` what the user typed
+        for each id (a refusal names only that). Grants by name, group or tag
         are matched against those attributes, so the lookup comes first for a user who holds any; a user with id
         grants only is refused before Zenlayer is asked. Ids another operation holds are skipped with `busy_with`
         set, so the chat layer can point at that operation (by rewriting the reason) before `open` stores it.
@@ -131,9 +145,9 @@ class Opening:
         (RunTooLong) when it asks for more.
         """
         if known is None and not self.authority.needs_lookup([user_id], [action.grant]):
-            self.authority.require(Question(user_id, action.grant, ids, channel_id))
+            self.authority.require(Question(user_id, action.grant, ids, channel_id, typed=typed))
         found = known if known is not None else self._describe(ids)
-        coverage = self.authority.require(Question(user_id, action.grant, ids, channel_id, found))
+        coverage = self.authority.require(Question(user_id, action.grant, ids, channel_id, found, typed=typed))
         with self.db.session(readonly=True) as session:
             self._refuse_duplicate(session, user_id, channel_id, action, ids)
             busy = claims.holders(session, ids)

@@ -59,6 +59,11 @@ class Lease:
         """SQL: a hold whose end has not passed."""
         return until > db_time()
 
+    def older_than_a_beat(self, moment: QueryableAttribute[Any]) -> ColumnElement[bool]:
+        """SQL: moment (a column) is more than one heartbeat ago — how long a replica leaves its own undecided click
+        to the request that recorded it before it decides the click itself."""
+        return moment < db_time(-self.heartbeat_seconds)
+
     def older_than_one(self, moment: QueryableAttribute[Any]) -> ColumnElement[bool]:
         """SQL: moment (a column) is more than one lease ago — what an undecided click's age must exceed before
         another replica decides it (its own process decides it within milliseconds, or died)."""

@@ -75,6 +75,14 @@ _FORMATTING_RE = re.compile(r"[*_~`]|:[\w+-]+:")
 _WHITESPACE_RE = re.compile(r"\s+")
 
 
+# An @ that starts a word: Slack may read `@here`, `@channel`, `@everyone` or a user group's handle in it as a
+# mention wherever it parses text itself (a message's top-level text, a mrkdwn object without verbatim).
+_MENTION_RE = re.compile(r"@(?=\w)")
+
+
+WORD_JOINER = "\u2060"  # invisible, and no mention can be read across it
+
+
 STATUS_EMOJI = {
     "RUNNING": ":large_green_circle:",
     "BOOTING": ":large_yellow_circle:",
@@ -83,8 +91,9 @@ STATUS_EMOJI = {
 
 
 def escape(text: str) -> str:
-    """Escape user text for mrkdwn so it cannot ping (<!channel>), link or format."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Escape user or cloud text for mrkdwn so it cannot ping (`<!channel>`, `@here`, `@team`), link or format."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MENTION_RE.sub("@" + WORD_JOINER, escaped)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -213,12 +222,18 @@ def count_of(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
+def mrkdwn(text: str) -> Block:
+    """A mrkdwn text object Slack formats but never parses on its own (`verbatim`): names and reasons from Zenlayer
+    in it cannot become mentions or links; what we mean to link or mention we write out (`<@U…>`, `<#C…>`)."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return {"type": "section", "text": mrkdwn(text)}
 
 
 def context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}]}
+    return {"type": "context", "elements": [mrkdwn(clip(text, SECTION_LIMIT))]}
 
 
 def count(n: int) -> str:

@@ -78,6 +78,7 @@ def _act(ctx: Context, call: Invocation, respond: Respond, action: Action) -> No
         resolution.ids,
         respond,
         known=resolution.instances,
+        typed=resolution.typed,
         run_seconds=call.parsed.run_seconds,
     )
 
@@ -90,11 +91,12 @@ def ask(
     ids: Sequence[str],
     respond: Respond,
     known: Mapping[str, InstanceInfo] | None = None,
+    typed: Mapping[str, str] | None = None,
     run_seconds: float | None = None,
 ) -> None:
     """Check and look up, then open the operation: its confirmation is posted through the channel's gate (a
     rate-limited channel delays it, and the user is told so privately; it is never dropped)."""
-    prepared = ctx.opening.look_up(user_id, channel_id, action, ids, known, run_seconds)
+    prepared = ctx.opening.look_up(user_id, channel_id, action, ids, known, typed, run_seconds)
     opened = ctx.opening.open(ctx.links.with_links(prepared), response_url=response_url(respond))
     if opened.wait_seconds >= DELAY_WORTH_SAYING:
         reply(respond, refusals.confirmation_delayed(channel_id, opened.wait_seconds))

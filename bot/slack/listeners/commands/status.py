@@ -21,11 +21,13 @@ def _status(ctx: Context, call: Invocation, respond: Respond) -> None:
     parsed = call.parsed
     words = list(parsed.ids)
     typed = "/vm status " + " ".join(parsed.args)
+    shown: dict[str, str] = {}  # a refusal names the request the user typed, not the ids it holds
     if parsed.request_id is not None:
         of_request = ctx.opening.instances_of(parsed.request_id)
         words = [*of_request, *(w for w in parsed.ids if w not in of_request)]
         typed += f" --request {parsed.request_id}"
-    resolution = ctx.opening.resolve(call.user_id, call.channel_id, START, words)
+        shown = {i: f"request {parsed.request_id}" for i in of_request if i not in parsed.ids}
+    resolution = ctx.opening.resolve(call.user_id, call.channel_id, START, words, shown)
     found = dict(resolution.instances)
     ids = list(resolution.ids)
     for group in resolution.ambiguous.values():
