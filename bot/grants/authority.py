@@ -7,6 +7,8 @@ answered from a read of the database begun after the question was asked.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,12 +41,19 @@ class Question:
     instances: Mapping[str, InstanceInfo] | None = None  # looked-up attributes, for name, group and tag grants
 
 
+# Lists of instances remembered with the answer for one user's grants (type-ahead: one entry per person typing).
+ALLOWED_MEMO_SIZE = 64
+
+
 class Authority:
     """Answers every "may they?" from the grants table (and, for a quick "yes" before an ack, the GrantCache)."""
 
     def __init__(self, db: Database, cache: GrantCache | None = None):
         self.db = db
         self.cache = cache
+        self._allowed: OrderedDict[tuple[object, ...], tuple[Sequence[InstanceInfo], list[InstanceInfo]]]
+        self._allowed = OrderedDict()
+        self._allowed_lock = threading.Lock()
 
     def check(self, question: Question, *, quick: bool = False) -> Coverage:
         """Return what the user's grants allow for the question; `quick` lets a "yes" come from memory."""
@@ -55,6 +64,35 @@ class Authority:
                 return coverage
             return coverage if found.fresh else self._cover(self.cache.fresh_rules_for(question.user_id), question)
         return self._cover(self._fresh_rules(question.user_id), question)
+
+    def check_all(self, questions: Sequence[Question]) -> list[Coverage]:
+        """Answer several questions from one fresh read of each asker's grants (an App Home asks one per request)."""
+        rules = {user: self._fresh_rules(user) for user in dict.fromkeys(q.user_id for q in questions)}
+        return [self._cover(rules[q.user_id], q) for q in questions]
+
+    def allowed_among(
+        self, user_id: str, action: GrantAction, channel_id: str, instances: Sequence[InstanceInfo]
+    ) -> list[InstanceInfo]:
+        """Return, in their order, the instances the user may act on in the channel: from one fresh read of their
+        grants, the answer remembered for exactly those grants and this very list (type-ahead asks it again of the
+        same 20,000 instances at every letter typed; a changed grant is a new question). For offering only:
+        whatever acts asks `check`."""
+        rules = self._fresh_rules(user_id)
+        grants = tuple((r.action, r.kind, r.pattern, r.channel_id) for r in rules)
+        key: tuple[object, ...] = (user_id, action, channel_id, id(instances), grants)
+        with self._allowed_lock:
+            known = self._allowed.get(key)
+            if known is not None and known[0] is instances:
+                self._allowed.move_to_end(key)
+                return known[1]
+        found = {info.instance_id: info for info in instances}
+        coverage = self._cover(rules, Question(user_id, action, list(found), channel_id, found))
+        allowed = [found[i] for i in coverage.allowed]
+        with self._allowed_lock:
+            self._allowed[key] = (instances, allowed)
+            while len(self._allowed) > ALLOWED_MEMO_SIZE:
+                self._allowed.popitem(last=False)
+        return allowed
 
     def require(self, question: Question) -> Coverage:
         """Return the coverage when the user may act on every id; else audit the refusal and raise NotCovered."""

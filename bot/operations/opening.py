@@ -3,8 +3,10 @@ operation and owe Slack its confirmation — all before anyone clicks anything."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
 
 from bot.db.session import Database
 from bot.delivery import gate, outbox
@@ -154,10 +156,17 @@ class Opening:
         if earlier:
             raise DuplicatePending(earlier[0].id, earlier[0].channel_id, earlier[0].message_ts)
 
-    def open(self, prepared: Prepared, *, response_url: str | None = None) -> Prepared:
+    def open(
+        self,
+        prepared: Prepared,
+        *,
+        response_url: str | None = None,
+        also: Callable[[Session, int], None] | None = None,
+    ) -> Prepared:
         """Record the pending operation a look-up allows and owe Slack its confirmation, in one transaction
         (DuplicatePending when an identical one got there first). The confirmation is then posted by the sender,
-        through the channel's gate: a rate-limited channel delays it, never drops it."""
+        through the channel's gate: a rate-limited channel delays it, never drops it. `also` records more in the
+        same transaction, given the new operation's id (the Workflow Builder step that asked for it)."""
         instances = [
             repository.NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.ready
         ] + [
@@ -185,6 +194,8 @@ class Opening:
                 ttl_seconds=self.approval_ttl_seconds if needs_approval else self.confirm_ttl_seconds,
                 approvers=approvers,
             )
+            if also is not None:
+                also(session, prepared.request_id)
             outbox.enqueue(
                 session,
                 prepared.request_id,
