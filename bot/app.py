@@ -20,10 +20,15 @@ from bot.grants.authority import Authority
 from bot.grants.cache import GrantCache
 from bot.health import Health, database_gauges
 from bot.metrics import Metrics
+from bot.operations.app_home import AppHome
 from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
 from bot.operations.inventory import Inventory
+from bot.operations.mirror import InstanceMirror
 from bot.operations.opening import Opening
+from bot.operations.starting import Starting
+from bot.operations.suggestions import Suggestions
+from bot.operations.surface_runs import NoRuns, RunsPort
 from bot.runtime.ack_first import AckFirst
 from bot.runtime.lease import Lease, Owner
 from bot.runtime.workers import WorkerPool
@@ -33,6 +38,9 @@ from bot.slack.links import Links
 from bot.slack.listeners.context import Context
 from bot.slack.listeners.rate_limit import CommandLimiter
 from bot.slack.metered_client import MeteredWebClient
+from bot.slack.surfaces import Surfaces
+from bot.slack.surfaces_courier import RoutingCourier, SurfacesCourier
+from bot.slack.workspace import Workspace
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.metered import MeteredTransport
 
@@ -41,6 +49,8 @@ from bot.zenlayer.metered import MeteredTransport
 LISTENER_THREADS = 4
 LOOKUP_THREADS = 16
 DECISION_THREADS = 8
+# The App Home, modals and Workflow Builder steps: opening a modal within its trigger's 3 s never queues behind lookups.
+SURFACE_THREADS = 8
 # Calls and reconciliation of different operations run side by side on this many threads.
 ENGINE_THREADS = 8
 # How long a Slack Web API call may take before the client gives up (its outcome then unknown).
@@ -99,9 +109,11 @@ def create_app(
     vm: VmApi | None = None,
     db: Database | None = None,
     slack_timeout: int = SLACK_TIMEOUT_SECONDS,
+    runs: RunsPort | None = None,
 ) -> BotApp:
     """Build the bolt app and the services behind it; nothing starts running here (`slack_timeout`: seconds a
-    call to Slack may take before its outcome counts as unknown; tests shorten it)."""
+    call to Slack may take before its outcome counts as unknown; tests shorten it; `runs`: time-boxed runs as the
+    App Home and the start modal see them — none until they are wired)."""
     metrics = Metrics()
     # Acknowledgements first: work after an ack, the engine's included, waits to write while other acks are answered.
     ack_first = AckFirst()
@@ -132,16 +144,25 @@ def create_app(
         chores=[clicks.decide_orphans],
     )
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
+    runs = runs or NoRuns()
+    surface_client = make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout)
+    workspace = Workspace(surface_client)
+    app_home = AppHome(db, authority, runs)
     # Every message to a channel — the confirmation included — is paced by the channel's gate; a 429 holds back
-    # its channel instead of sleeping.
-    courier = SlackCourier(
-        db,
-        make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
-        owner=owner,
-        lease=lease,
-        approver_group=approver,
-        broadcast_success=settings.broadcast_success,
-        metrics=metrics,
+    # its channel instead of sleeping. App Homes and step completions go through their Web API method's gate.
+    courier = RoutingCourier(
+        SlackCourier(
+            db,
+            make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
+            owner=owner,
+            lease=lease,
+            approver_group=approver,
+            broadcast_success=settings.broadcast_success,
+            metrics=metrics,
+        ),
+        SurfacesCourier(
+            db, surface_client, owner=owner, lease=lease, home=app_home, workspace=workspace, metrics=metrics
+        ),
     )
     sender = Sender(db, courier, owner=owner, lease=lease)
     health = Health(db, head_revision(), settings.poll_interval_seconds)
@@ -157,6 +178,17 @@ def create_app(
     lookups = WorkerPool(LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
     # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.
     decisions = WorkerPool(DECISION_THREADS, thread_name_prefix="vm-bot-decide")
+    surface_pool = WorkerPool(SURFACE_THREADS, thread_name_prefix="vm-bot-surface")
+    surfaces = Surfaces(
+        db=db,
+        home=app_home,
+        suggestions=Suggestions(vm, authority, InstanceMirror(vm, surface_pool)),
+        starting=Starting(opening, runs),
+        runs=runs,
+        workspace=workspace,
+        client=surface_client,
+        pool=surface_pool,
+    )
     client = make_web_client(settings, metrics)
     app = App(
         client=client,
@@ -180,6 +212,8 @@ def create_app(
         wake_engine=engine.wake,
         metrics=metrics,
         ack_first=ack_first,
+        surfaces=surfaces,
     )
     listeners.register(app, context)
-    return BotApp(settings, app, db, vm, client, engine, sender, (lookups, decisions), metrics, health)
+    executors = (lookups, decisions, surface_pool)
+    return BotApp(settings, app, db, vm, client, engine, sender, executors, metrics, health)

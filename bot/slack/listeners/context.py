@@ -22,6 +22,7 @@ from bot.operations.opening import DuplicatePending, NothingToDo, Opening
 from bot.runtime.ack_first import AckFirst
 from bot.slack.links import Links
 from bot.slack.listeners.rate_limit import CommandLimiter
+from bot.slack.surfaces import Surfaces
 from bot.slack.views import refusals
 from bot.slack.views.format import escape
 from bot.slack.views.message import Message
@@ -45,6 +46,7 @@ class Context:
     wake_engine: Callable[[], None]
     metrics: Metrics = field(default_factory=Metrics)
     ack_first: AckFirst = field(default_factory=AckFirst)
+    surfaces: Surfaces | None = None  # the App Home, the start modal, type-ahead, the Workflow Builder step
 
     def later(self, executor: Executor, respond: Respond, work: Callable[..., None], *args: Any) -> None:
         """Run work(*args, respond) after the ack on vm-bot's executor; user errors become private replies, the
