@@ -270,9 +270,14 @@ class Clicks:
             return operation.message_ts == click.message_ts or click.message_ts is None
         try:
             with session.begin_nested():
-                return repository.attach_message(session, operation.id, click.message_ts)
+                if repository.attach_message(session, operation.id, click.message_ts):
+                    return True
         except IntegrityError:  # that message is another operation's
             return False
+        # Noted meanwhile by the post's own record (PostgreSQL re-checks the WHERE after waiting for that writer):
+        # the click belongs if it was made on that very message.
+        current = repository.record(session, operation.id)
+        return current is not None and current.message_ts == click.message_ts
 
     def _apply(self, session: Session, operation: OperationRecord, click: ClickRow, checks: _Checks) -> ClickResult:
         """Decide one click inside a transaction."""
