@@ -88,6 +88,27 @@ def test_demo_plays_the_whole_conversation_and_cleans_up(tmp_path: Path) -> None
     assert -1 not in positions, [line for line, at in zip(expected_in_order, positions, strict=True) if at == -1]
     assert positions == sorted(positions), out
     assert "🟢 All 2 RUNNING in " in out  # the confirmation's last edit, which may come before or after the reply
+    surfaces_in_order = [  # then the App Home and the start modal (bot/devtools/demo_surfaces.py)
+        "@alice  opens vm-bot's Home tab",
+        "vm-bot  (alice's Home)",
+        "        [ Start instances ]",
+        "• 🚀 start `",
+        "(web-1) and 1 more in #ops — 🟢 done",
+        "@alice  clicks [ Start instances ] on her Home",
+        "vm-bot  (a form only @alice sees) Start instances",
+        "        Confirm in channel: (pick a channel)",
+        "        • web-3 · ",
+        " · SEL-A · STOPPED",
+        "        (no options)",  # `db`: nothing alice may start
+        "        ✅ Asked to start 1 instance.",
+        "vm-bot  🚀 @alice wants to start 1 instance",
+        "  └ vm-bot  @alice ✅ All 1 instance RUNNING in ",
+        "vm-bot  (alice's Home, published again by vm-bot)",
+        "(web-3) in #ops — 🟢 done",
+        "Demo finished in ",
+    ]
+    at = [out.find(line, positions[-2]) for line in surfaces_in_order]
+    assert -1 not in at and at == sorted(at), [line for line, p in zip(surfaces_in_order, at, strict=True) if p == -1]
     for raw in ("<@", "<!date", "&lt;", ":white_check_mark:", ":rocket:"):
         assert raw not in out, f"unrendered {raw!r} in:\n{out}"
     assert elapsed < 30, f"the demo took {elapsed:.1f} s"

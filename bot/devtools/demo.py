@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import httpx
 
 from bot.config import SETTING_NAMES
+from bot.devtools import demo_surfaces
 from bot.devtools.slack_driver import Confirmation, SlackDriver
 from bot.devtools.slack_web_api import BOT_USER_ID, MALFORMED, Call, FakeSlackWebApi, Message, message_text
 from bot.devtools.support import Credentials, free_port
@@ -585,8 +586,10 @@ def _run(
         f"#{CHANNEL_NAME} — alice may start what is in the resource group `{GROUP}` "
         f"(vm-bot perms grant {ALICE} --resource-group {GROUP}); bob holds no grant.\n\n"
     )
-    Conversation(fake, driver, transcript, bot, deadline).play()
+    conversation = Conversation(fake, driver, transcript, bot, deadline)
+    conversation.play()
     check_simulator(sim_url)
+    demo_surfaces.play(conversation, sim_url)  # the App Home and the start modal
 
 
 def _report(failure: DemoFailed, err: TextIO) -> None:

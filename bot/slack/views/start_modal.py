@@ -60,7 +60,7 @@ def start_form(
     blocks.append(_input(action_ids.MODAL_INSTANCES, "Instances", instances, hint=hint))
     if terms is not None:
         blocks.append(_duration(terms))
-    blocks.append(context("Nothing starts yet: you confirm in the channel, after the same checks as `/vm start` make."))
+    blocks.append(context("Nothing starts yet: you confirm in the channel, after the checks `/vm start` makes."))
     return {
         "type": "modal",
         "callback_id": action_ids.START_MODAL,
