@@ -102,6 +102,23 @@ def make_web_client(
     )
 
 
+def build_surfaces(db: Database, vm: VmApi, authority: Authority, starting: Starting, client: WebClient) -> Surfaces:
+    """The services behind the App Home, the start modal and the Workflow Builder step (`client` raises on 429).
+
+    Time-boxed runs reach them through `starting.runs` (create_app's `runs`; none until they are wired)."""
+    pool = WorkerPool(SURFACE_THREADS, thread_name_prefix="vm-bot-surface")
+    return Surfaces(
+        db=db,
+        home=AppHome(db, authority, starting.runs),
+        suggestions=Suggestions(vm, authority, InstanceMirror(vm, pool)),
+        starting=starting,
+        runs=starting.runs,
+        workspace=Workspace(client),
+        client=client,
+        pool=pool,
+    )
+
+
 # Long on purpose: the wiring, every part built once in the order the parts need each other.
 def create_app(
     settings: Settings,
@@ -144,10 +161,13 @@ def create_app(
         chores=[clicks.decide_orphans],
     )
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    runs = runs or NoRuns()
-    surface_client = make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout)
-    workspace = Workspace(surface_client)
-    app_home = AppHome(db, authority, runs)
+    surfaces = build_surfaces(
+        db,
+        vm,
+        authority,
+        Starting(opening, runs or NoRuns()),
+        make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
+    )
     # Every message to a channel — the confirmation included — is paced by the channel's gate; a 429 holds back
     # its channel instead of sleeping. App Homes and step completions go through their Web API method's gate.
     courier = RoutingCourier(
@@ -161,7 +181,13 @@ def create_app(
             metrics=metrics,
         ),
         SurfacesCourier(
-            db, surface_client, owner=owner, lease=lease, home=app_home, workspace=workspace, metrics=metrics
+            db,
+            surfaces.client,
+            owner=owner,
+            lease=lease,
+            home=surfaces.home,
+            workspace=surfaces.workspace,
+            metrics=metrics,
         ),
     )
     sender = Sender(db, courier, owner=owner, lease=lease)
@@ -178,17 +204,6 @@ def create_app(
     lookups = WorkerPool(LOOKUP_THREADS, thread_name_prefix="vm-bot-lookup")
     # Clicks only touch the database; their own pool keeps them quick while Zenlayer is slow to answer lookups.
     decisions = WorkerPool(DECISION_THREADS, thread_name_prefix="vm-bot-decide")
-    surface_pool = WorkerPool(SURFACE_THREADS, thread_name_prefix="vm-bot-surface")
-    surfaces = Surfaces(
-        db=db,
-        home=app_home,
-        suggestions=Suggestions(vm, authority, InstanceMirror(vm, surface_pool)),
-        starting=Starting(opening, runs),
-        runs=runs,
-        workspace=workspace,
-        client=surface_client,
-        pool=surface_pool,
-    )
     client = make_web_client(settings, metrics)
     app = App(
         client=client,
@@ -215,5 +230,5 @@ def create_app(
         surfaces=surfaces,
     )
     listeners.register(app, context)
-    executors = (lookups, decisions, surface_pool)
+    executors = (lookups, decisions, surfaces.pool)
     return BotApp(settings, app, db, vm, client, engine, sender, executors, metrics, health)

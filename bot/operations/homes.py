@@ -19,7 +19,7 @@ from bot.operations.states import State
 
 RECENT = 10  # "Your recent requests"
 # Pending approvals read to decide which the reader may see (their grants decide each); far more than a Home shows.
-CANDIDATES = 500
+CANDIDATES = 200
 NOTICE_SECONDS = 600.0  # how long a notice stays at the top of a Home
 
 

@@ -11,7 +11,7 @@ from bot.grants.rules import Coverage
 from bot.operations.opening import Prepared
 from bot.operations.surface_runs import DurationTerms
 from bot.slack import action_ids
-from bot.slack.views.format import Block, context, count, section, shorten
+from bot.slack.views.format import Block, context, count, escape, section, shorten
 
 View = dict[str, Any]
 
@@ -35,7 +35,7 @@ def start_form(
     """The modal as opened (channel preset where it was opened from), or shown again with a problem to fix."""
     blocks: list[Block] = []
     if problem:
-        blocks.append(section(f":warning: {problem}"))
+        blocks.append(section(f":warning: {escape(problem)}"))  # it may quote names Zenlayer gave
     channel: Block = {
         "type": "conversations_select",
         "action_id": action_ids.MODAL_CHANNEL,
