@@ -14,6 +14,8 @@ USAGE = (
     "*vm-bot* starts Zenlayer VMs you are allowed to start.\n"
     "• `/vm start NAME_OR_ID [...]` — ask to start instances by name or id (separated by spaces, commas or "
     "newlines); you confirm before anything happens\n"
+    "• `/vm start` alone — a form: pick a channel and type to find the instances you may start (also from "
+    "vm-bot's Home tab, and the *Start instances* shortcut)\n"
     "• `/vm status NAME_OR_ID [...] [--page N]` — show instances' current status, 50 a page\n"
     "• `/vm status --request N` — every instance of start request N (the number its thread points at)\n"
     "• `/vm list [PATTERN] [--page N]` — the instances you may start here, 50 a page; tick the stopped ones and "
@@ -75,6 +77,7 @@ def help_for(held: Sequence[GrantRecord], channel_id: str) -> Message:
     if GrantAction.START in actions:
         lines.append(
             "• `/vm start NAME_OR_ID [...]` — ask to start instances; you confirm before anything happens\n"
+            "• `/vm start` alone — a form to find them by typing (also in vm-bot's Home tab)\n"
             "• `/vm status NAME_OR_ID [...] [--page N]` — show instances' current status, 50 a page\n"
             "• `/vm status --request N` — every instance of start request N (the number its thread points at)\n"
             "• `/vm list [PATTERN] [--page N]` — the instances you may start here, 50 a page, to tick and start"
