@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from slack_sdk import WebClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.db.models import OutboxMessage
 from bot.db.session import Database
@@ -29,6 +29,7 @@ from bot.runtime.lease import Lease, Owner
 from bot.slack.courier import SlackCourier
 from bot.slack.surfaces_courier import RoutingCourier, SurfacesCourier
 from bot.slack.workspace import Workspace
+from tests.db_support import travel
 from tests.slack_support import BOT_TOKEN, wait_until
 
 REQUESTER, APPROVER, OTHER = "U0REQUEST", "U0APPROVE", "U0OTHER"
@@ -160,3 +161,17 @@ def test_a_429_on_views_publish_holds_back_every_home_and_no_channel(db: Databas
     assert len(refused) == 1  # one refusal held back every Home, as Slack limits the method per workspace
     assert all(c.at >= limited_at + hold for c in publishes if c.status == 200)
     assert sorted(c.args["user_id"] for c in publishes if c.status == 200) == sorted([REQUESTER, APPROVER, OTHER])
+
+
+def test_opening_a_home_published_a_moment_ago_publishes_nothing(db: Database) -> None:
+    opened(db, REQUESTER)
+    with db.session() as session:
+        (row_id,) = session.scalars(select(OutboxMessage.id).where(OutboxMessage.pending_key.is_not(None))).all()
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == row_id).values(pending_key=None))
+        homes.published(session, REQUESTER)  # what the courier notes with a views.publish Slack took
+
+    opened(db, REQUESTER)  # flipping back to the tab: every change since was published by itself
+    assert pending_rows(db) == []
+    travel(db, homes.FRESH_SECONDS + 1)
+    opened(db, REQUESTER)  # a minute later its "in 3 h" and "Updated" lines have aged: publish again
+    assert [r[:3] for r in pending_rows(db)] == [("home", None, REQUESTER)]

@@ -262,6 +262,7 @@ class AppHomeUser(Base):
 
     user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)  # last views.publish
     notice: Mapped[str | None] = mapped_column(Text, default=None)
     notice_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from bot.db.clock import db_time
@@ -21,6 +21,9 @@ RECENT = 10  # "Your recent requests"
 # Pending approvals read to decide which the reader may see (their grants decide each); far more than a Home shows.
 CANDIDATES = 200
 NOTICE_SECONDS = 600.0  # how long a notice stays at the top of a Home
+# Opening a Home published this recently publishes nothing: every change since was published by itself, and Slack
+# keeps showing the last Home published (only its "in 3 h" and "Updated" lines age).
+FRESH_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,27 @@ class HomeRows:
 
 
 def opened(session: Session, user_ids: Sequence[str]) -> None:
-    """Note that these people opened their Homes (from now on each is kept up to date) and owe each a fresh one."""
+    """Note that these people opened their Homes (from now on each is kept up to date) and owe a fresh one to each
+    whose Home was not published in the last FRESH_SECONDS."""
     rows = [{"user_id": user_id, "opened_at": db_time()} for user_id in dict.fromkeys(user_ids)]
     insert_ignoring_conflicts(session, AppHomeUser, rows, ["user_id"])
-    surfaces.enqueue_homes(session, user_ids)
+    stale = session.scalars(
+        select(AppHomeUser.user_id).where(
+            AppHomeUser.user_id.in_(list(user_ids)),
+            or_(AppHomeUser.published_at.is_(None), AppHomeUser.published_at < db_time(-FRESH_SECONDS)),
+        )
+    ).all()
+    surfaces.enqueue_homes(session, stale)
+
+
+def published(session: Session, user_id: str) -> None:
+    """Note that someone's Home was just published."""
+    session.execute(
+        update(AppHomeUser)
+        .where(AppHomeUser.user_id == user_id)
+        .values(published_at=db_time())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def refresh(session: Session, user_id: str) -> None:

@@ -18,7 +18,7 @@ from bot.delivery import outbox
 from bot.delivery.outbox import Claimed, Kind
 from bot.delivery.ports import Courier, Failed, Held, Lost, Sent, Verdict
 from bot.metrics import Metrics
-from bot.operations import repository, steps
+from bot.operations import homes, repository, steps
 from bot.operations.app_home import AppHome
 from bot.operations.states import State
 from bot.runtime.lease import Lease, Owner
@@ -125,6 +125,8 @@ class SurfacesCourier:
             outbox.complete(session, row, owner=self.owner, sent=sent, error=error)
             if step_outcome is not None and row.request_id is not None:
                 steps.complete(session, row.request_id, outcome=step_outcome[0], error=step_outcome[1])
+            if row.kind == Kind.HOME and sent and error is None and row.user_id is not None:
+                homes.published(session, row.user_id)
         result = "failed" if error else "sent" if sent else "dropped"
         self.metrics.slack_messages.labels(row.kind.value, result).inc()
         return Sent()

@@ -32,6 +32,7 @@ def upgrade() -> None:
         "app_home_users",
         sa.Column("user_id", sa.String(length=32), nullable=False),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("notice", sa.Text(), nullable=True),
         sa.Column("notice_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_app_home_users")),
