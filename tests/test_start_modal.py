@@ -147,10 +147,15 @@ def test_type_ahead_offers_nothing_without_a_grant_there_and_audits_it_once(
 
     for typed in ("w", "we", "web"):
         assert chat.suggest(modal, INSTANCES, typed, values={CHANNEL_FIELD: "C0ELSEWHERE"}) == []
-    assert texts(chat.suggest(modal, INSTANCES, "db")) == []  # db-1 exists, but no grant covers it
+    chat.fake.wait_for(lambda: chat.suggest(modal, INSTANCES, "web-1"), what="the instance mirror")
+    for typed in ("db", "db-", "db-1", "db-1"):  # db-1 exists, but no grant of theirs covers it
+        assert chat.suggest(modal, INSTANCES, typed) == []
 
     denied = audit_events(database_url, "denied")
-    assert [(d["actor"], d["channel"], d["at"]) for d in denied] == [(USER, "C0ELSEWHERE", "type-ahead")]
+    assert [(d["actor"], d["channel"], d["uncovered"], d["at"]) for d in denied] == [
+        (USER, "C0ELSEWHERE", [], "type-ahead"),  # no grant usable there: once, however much was typed
+        (USER, CHANNEL, ["db-1"], "type-ahead"),  # naming an instance they may not start: once a minute
+    ]
 
 
 def forged_submission(view: SlackView, user: str, values: dict[str, Any]) -> dict[str, Any]:

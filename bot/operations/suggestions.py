@@ -1,8 +1,9 @@
 """Type-ahead: the instances a person may start in a channel whose name or id contains what they typed.
 
 An offer is no permission: what is picked is looked up and checked again, live, when the modal is submitted.
-Someone with no start grant usable in the channel is offered nothing, and that refusal is audited (once a minute per
-person and channel, so typing does not flood the trail).
+Someone with no start grant usable in the channel is offered nothing, and so is someone naming exactly an instance no
+grant of theirs covers there; both refusals are audited (once a minute per person, channel and instance, so typing
+does not flood the trail).
 
 Which of the mirror's instances a person may start is asked of the Authority once per person, channel, grants and
 mirror (`allowed_among` remembers it): then each letter typed only filters that list. The question is asked ahead
@@ -42,7 +43,7 @@ class Suggestions:
         self.mirror = mirror
         self._clock = clock
         self._lock = threading.Lock()
-        self._audited: dict[tuple[str, str], float] = {}
+        self._audited: dict[tuple[str, ...], float] = {}
         self._typing: dict[tuple[str, str], float] = {}  # (user, where) -> when they last asked
         mirror.on_refresh = self._prepare_typing
 
@@ -63,6 +64,11 @@ class Suggestions:
         else:
             allowed = self.authority.allowed_among(user_id, START.grant, where, snapshot.instances)
             offered = [info for info in allowed if needle in search_key(info)] if needle else allowed
+            if not offered and needle:
+                # Nothing offered for an exact name or id that exists: someone probing for what they may not start.
+                named = [i.instance_id for i in snapshot.instances if needle in (i.name.lower(), i.instance_id.lower())]
+                if named:
+                    self._refused(Question(user_id, START.grant, named[:10], where))
         exact = [i for i in offered if needle in (i.name.lower(), i.instance_id.lower())]
         rest = [i for i in offered if needle not in (i.name.lower(), i.instance_id.lower())]
         return (exact + rest)[:MAX_OFFERED]
@@ -97,8 +103,9 @@ class Suggestions:
         return [found[i] for i in coverage.allowed]
 
     def _refused(self, probe: Question) -> None:
-        """Audit that someone was offered nothing for want of a grant here (at most once a minute per channel)."""
-        key = (probe.user_id, probe.channel_id)
+        """Audit that someone was offered nothing for want of a grant here — none usable in the channel, or none
+        covering the instance they named — at most once a minute per person, channel and instances."""
+        key = (probe.user_id, probe.channel_id, *probe.ids)
         now = self._clock()
         with self._lock:
             if now - self._audited.get(key, float("-inf")) < AUDIT_EVERY_SECONDS:
