@@ -21,11 +21,15 @@ from bot.grants.authority import Authority
 from bot.grants.cache import GrantCache
 from bot.health import Health, database_gauges
 from bot.metrics import Metrics
-from bot.operations import runs
+from bot.operations.app_home import AppHome
 from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
 from bot.operations.inventory import Inventory
+from bot.operations.mirror import InstanceMirror
 from bot.operations.opening import Opening
+from bot.operations.runs import RunBook, owner_of
+from bot.operations.starting import Starting
+from bot.operations.suggestions import Suggestions
 from bot.runtime.ack_first import AckFirst
 from bot.runtime.lease import Lease, Owner
 from bot.runtime.workers import WorkerPool
@@ -35,6 +39,10 @@ from bot.slack.links import Links
 from bot.slack.listeners.context import Context
 from bot.slack.listeners.rate_limit import CommandLimiter
 from bot.slack.metered_client import MeteredWebClient
+from bot.slack.surface_runs import SlackRuns
+from bot.slack.surfaces import Surfaces
+from bot.slack.surfaces_courier import RoutingCourier, SurfacesCourier
+from bot.slack.workspace import Workspace
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.metered import MeteredTransport
 
@@ -43,6 +51,8 @@ from bot.zenlayer.metered import MeteredTransport
 LISTENER_THREADS = 4
 LOOKUP_THREADS = 16
 DECISION_THREADS = 8
+# The App Home, modals and Workflow Builder steps: opening a modal within its trigger's 3 s never queues behind lookups.
+SURFACE_THREADS = 8
 # Calls and reconciliation of different operations run side by side on this many threads.
 ENGINE_THREADS = 8
 # How long a Slack Web API call may take before the client gives up (its outcome then unknown).
@@ -95,6 +105,25 @@ def make_web_client(
     )
 
 
+def build_surfaces(
+    db: Database, vm: VmApi, authority: Authority, starting: Starting, client: WebClient, home: AppHome
+) -> Surfaces:
+    """The services behind the App Home, the start modal and the Workflow Builder step (`client` raises on 429).
+
+    Time-boxed runs reach them through `starting.runs`."""
+    pool = WorkerPool(SURFACE_THREADS, thread_name_prefix="vm-bot-surface")
+    return Surfaces(
+        db=db,
+        home=home,
+        suggestions=Suggestions(vm, authority, InstanceMirror(vm, pool)),
+        starting=starting,
+        runs=starting.runs,
+        workspace=Workspace(client),
+        client=client,
+        pool=pool,
+    )
+
+
 # Long on purpose: the wiring, every part built once in the order the parts need each other.
 def create_app(
     settings: Settings,
@@ -115,7 +144,7 @@ def create_app(
     owner = Owner(settings.replica_id)
     lease = Lease(settings.lease_seconds)
     # The check before an ack says "allowed" from memory; refusals and everything that acts read the database.
-    authority = Authority(db, GrantCache(db), run_owner=runs.owner_of(db))
+    authority = Authority(db, GrantCache(db), run_owner=owner_of(db))
     opening = Opening(
         db,
         vm,
@@ -138,17 +167,38 @@ def create_app(
         chores=[clicks.decide_orphans, *([seen.prune] if seen else [])],
     )
     approver = f"<!subteam^{settings.approver_group_id}>" if settings.approver_group_id else None
-    # Every message to a channel — the confirmation included — is paced by the channel's gate; a 429 holds back
-    # its channel instead of sleeping.
-    courier = SlackCourier(
+    run_book = RunBook(db)
+    runs = SlackRuns(run_book, authority, clicks, extend_seconds=settings.run_extend_seconds, wake=engine.wake)
+    surfaces = build_surfaces(
         db,
+        vm,
+        authority,
+        Starting(opening, runs),
         make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
-        owner=owner,
-        lease=lease,
-        approver_group=approver,
-        broadcast_success=settings.broadcast_success,
-        metrics=metrics,
-        extend_seconds=settings.run_extend_seconds,
+        AppHome(db, authority, run_book, extend_seconds=settings.run_extend_seconds),
+    )
+    # Every message to a channel — the confirmation included — is paced by the channel's gate; a 429 holds back
+    # its channel instead of sleeping. App Homes and step completions go through their Web API method's gate.
+    courier = RoutingCourier(
+        SlackCourier(
+            db,
+            make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout),
+            owner=owner,
+            lease=lease,
+            approver_group=approver,
+            broadcast_success=settings.broadcast_success,
+            metrics=metrics,
+            extend_seconds=settings.run_extend_seconds,
+        ),
+        SurfacesCourier(
+            db,
+            surfaces.client,
+            owner=owner,
+            lease=lease,
+            home=surfaces.home,
+            workspace=surfaces.workspace,
+            metrics=metrics,
+        ),
     )
     sender = Sender(db, courier, owner=owner, lease=lease)
     health = Health(db, head_revision(), settings.poll_interval_seconds)
@@ -181,7 +231,7 @@ def create_app(
         authority=authority,
         grants=GrantService(db, on_change=authority.cache.invalidate if authority.cache else lambda: None),
         inventory=Inventory(db, vm),
-        run_book=runs.RunBook(db),
+        run_book=run_book,
         links=Links(make_web_client(settings, metrics, wait_on_429=False, timeout=slack_timeout)),
         limiter=CommandLimiter(db, settings.commands_per_minute),
         lookups=lookups,
@@ -191,6 +241,8 @@ def create_app(
         extend_seconds=settings.run_extend_seconds,
         metrics=metrics,
         ack_first=ack_first,
+        surfaces=surfaces,
     )
     listeners.register(app, context)
-    return BotApp(settings, app, db, vm, client, engine, sender, (lookups, decisions), metrics, health, ack_first)
+    executors = (lookups, decisions, surfaces.pool)
+    return BotApp(settings, app, db, vm, client, engine, sender, executors, metrics, health, ack_first)

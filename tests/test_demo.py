@@ -97,6 +97,27 @@ def test_demo_plays_the_whole_conversation_and_cleans_up(tmp_path: Path) -> None
     assert "🟢 All 2 RUNNING in " in out  # the confirmation's last edit, which may come before or after the reply
     assert "Time-boxed: stops at " in out  # the RUNNING reply says when the run ends
     assert "(edited) ⏹️ Stopped after 30 s (time-boxed run)" in out  # and the parent shows it
+    surfaces_in_order = [  # then the App Home and the start modal (bot/devtools/demo/surfaces.py)
+        "@alice  opens vm-bot's Home tab",
+        "vm-bot  (alice's Home)",
+        "        [ Start instances ]",
+        "• 🚀 start `",
+        "(web-1) and 1 more in #ops — 🟢 done",
+        "@alice  clicks [ Start instances ] on her Home",
+        "vm-bot  (a form only @alice sees) Start instances",
+        "        Confirm in channel: (pick a channel)",
+        "        • web-3 · ",
+        "        (no options)",  # `db`: nothing alice may start
+        "        ✅ Asked to start 1 instance.",
+        "vm-bot  🚀 @alice wants to start 1 instance",
+        "  └ vm-bot  @alice ✅ All 1 instance RUNNING in ",
+        "vm-bot  (alice's Home, published again by vm-bot)",
+        "(web-3) in #ops — 🟢 done",
+        "Demo finished in ",
+    ]
+    assert re.search(r"• web-3 · \d+ · SEL-A · STOPPED", out)  # the type-ahead shows each instance's status
+    at = [out.find(line, positions[-2]) for line in surfaces_in_order]
+    assert -1 not in at and at == sorted(at), [line for line, p in zip(surfaces_in_order, at, strict=True) if p == -1]
     for raw in ("<@", "<!date", "&lt;", ":white_check_mark:", ":rocket:"):
         assert raw not in out, f"unrendered {raw!r} in:\n{out}"
     assert elapsed < 75, f"the demo took {elapsed:.1f} s"  # half a minute of it is the time-boxed run

@@ -20,6 +20,8 @@ from tests.slack_support import ask_to_start
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_MANIFEST = ROOT / "manifest.yml"
 SOCKET_MANIFEST = ROOT / "manifest.socket-mode.yml"
+STEPS_MANIFEST = ROOT / "manifest.workflow-steps.yml"
+ALL_MANIFESTS = [HTTP_MANIFEST, SOCKET_MANIFEST, STEPS_MANIFEST]
 
 # The bot scope each Web API method needs (None: no scope); a method missing here fails the test until it is added.
 METHOD_SCOPES: dict[str, str | None] = {
@@ -28,6 +30,12 @@ METHOD_SCOPES: dict[str, str | None] = {
     "chat.postMessage": "chat:write",
     "chat.postEphemeral": "chat:write",
     "chat.update": "chat:write",
+    # The App Home, modals and Workflow Builder steps need no scope of their own.
+    "views.publish": None,
+    "views.open": None,
+    "views.update": None,
+    "functions.completeSuccess": None,
+    "functions.completeError": None,
 }
 
 
@@ -49,11 +57,31 @@ def without_transport(manifest: dict[str, Any]) -> dict[str, Any]:
     for command in stripped["features"]["slash_commands"]:
         command.pop("url", None)
     stripped["settings"]["interactivity"].pop("request_url", None)
+    stripped["settings"]["interactivity"].pop("message_menu_options_url", None)
+    stripped["settings"]["event_subscriptions"].pop("request_url", None)
     stripped["settings"].pop("socket_mode_enabled", None)
     return stripped
 
 
-@pytest.mark.parametrize("path", [HTTP_MANIFEST, SOCKET_MANIFEST], ids=["http", "socket-mode"])
+def without_steps(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Return the manifest minus what only the Workflow Builder step needs."""
+    stripped = yaml.safe_load(yaml.safe_dump(manifest))
+    stripped.pop("functions", None)
+    stripped["settings"]["event_subscriptions"]["bot_events"].remove("function_executed")
+    stripped["settings"].pop("function_runtime", None)
+    stripped["settings"]["org_deploy_enabled"] = False
+    return stripped
+
+
+def urls(manifest: dict[str, Any]) -> list[str]:
+    """Return every request URL a manifest points Slack at."""
+    settings = manifest["settings"]
+    found = [c["url"] for c in manifest["features"]["slash_commands"] if "url" in c]
+    found += [settings["interactivity"][k] for k in ("request_url", "message_menu_options_url")]
+    return [*found, settings["event_subscriptions"]["request_url"]]
+
+
+@pytest.mark.parametrize("path", ALL_MANIFESTS, ids=["http", "socket-mode", "workflow-steps"])
 def test_manifest_has_what_slack_requires(path: Path) -> None:
     manifest = load(path)
 
@@ -71,15 +99,15 @@ def test_manifest_has_what_slack_requires(path: Path) -> None:
     assert manifest["oauth_config"]["scopes"]["bot"]
 
 
-def test_http_manifest_points_slack_at_the_events_path() -> None:
-    manifest = load(HTTP_MANIFEST)
+@pytest.mark.parametrize("path", [HTTP_MANIFEST, STEPS_MANIFEST], ids=["http", "workflow-steps"])
+def test_http_manifests_point_slack_at_the_events_path(path: Path) -> None:
+    manifest = load(path)
 
-    urls = [only_command(manifest)["url"], manifest["settings"]["interactivity"]["request_url"]]
-
-    for url in urls:
+    for url in urls(manifest):  # the command, buttons and submissions, type-ahead (options load URL), events
         parsed = urlparse(url)
         assert parsed.scheme == "https" and parsed.netloc, url
         assert parsed.path == EVENTS_PATH, url
+    assert len(urls(manifest)) == 4
     assert manifest["settings"].get("socket_mode_enabled", False) is False
 
 
@@ -88,11 +116,47 @@ def test_socket_mode_manifest_has_no_urls() -> None:
 
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert "url" not in only_command(manifest)
-    assert "request_url" not in manifest["settings"]["interactivity"]
+    assert not {"request_url", "message_menu_options_url"} & set(manifest["settings"]["interactivity"])
+    assert "request_url" not in manifest["settings"]["event_subscriptions"]
 
 
 def test_both_manifests_ask_for_the_same_app() -> None:
     assert without_transport(load(HTTP_MANIFEST)) == without_transport(load(SOCKET_MANIFEST))
+
+
+def test_only_the_workflow_steps_manifest_needs_a_paid_plan() -> None:
+    steps = load(STEPS_MANIFEST)
+
+    assert without_steps(steps) == load(HTTP_MANIFEST)  # everything else is the plain app, URLs and all
+    assert steps["settings"]["org_deploy_enabled"] is True and steps["settings"]["function_runtime"] == "remote"
+    assert list(steps["functions"]) == [action_ids.START_STEP]
+    for path in (HTTP_MANIFEST, SOCKET_MANIFEST):
+        plain = load(path)
+        assert "functions" not in plain and plain["settings"]["org_deploy_enabled"] is False
+        assert plain["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+
+
+def test_the_step_declares_what_the_bot_reads_and_answers() -> None:
+    step = load(STEPS_MANIFEST)["functions"][action_ids.START_STEP]
+    inputs, outputs = step["input_parameters"], step["output_parameters"]
+
+    assert 0 < len(step["title"]) <= 255 and step["description"]
+    assert {name: p["is_required"] for name, p in inputs.items()} == {
+        "instances": True,
+        "duration": False,
+        "requester": True,
+        "channel": True,
+    }
+    assert (inputs["requester"]["type"], inputs["channel"]["type"]) == (
+        "slack#/types/user_id",
+        "slack#/types/channel_id",
+    )
+    assert {name: p["is_required"] for name, p in outputs.items()} == {
+        "status": True,
+        "instance_ids": True,
+        "thread_link": False,
+    }
+    assert all(p["name"] == name for params in (inputs, outputs) for name, p in params.items())
 
 
 def test_the_bot_answers_the_manifest_command_and_nothing_else(slack: SlackDriver, fake_slack: FakeSlackWebApi) -> None:
@@ -133,16 +197,48 @@ def test_interactivity_is_needed_for_every_button_the_bot_handles(slack: SlackDr
     assert "Tick at least one instance" in slack.wait_private(key, "Tick at least one")
 
 
+def test_the_bot_answers_the_manifests_shortcut_events_and_step_and_nothing_else(
+    slack: SlackDriver, grant: Callable[..., None]
+) -> None:
+    steps = load(STEPS_MANIFEST)
+    grant("U0REQUEST", "web-*")
+    for shortcut in steps["features"]["shortcuts"]:
+        assert shortcut["type"] == "global" and len(shortcut["name"]) <= 24
+        assert slack.shortcut(shortcut["callback_id"]).status == 200
+        slack.wait_modal("U0REQUEST", action_ids.START_MODAL)
+    assert slack.shortcut("vm_not_a_shortcut").status == 404  # bolt's answer to a shortcut nobody registered
+    assert steps["features"]["app_home"]["home_tab_enabled"] is True
+    assert "app_home_opened" in steps["settings"]["event_subscriptions"]["bot_events"]
+    assert slack.open_home("U0REQUEST").status == 200 and slack.wait_home("U0REQUEST", contains="Start instances")
+    definition = steps["functions"][action_ids.START_STEP]
+    inputs = {"instances": "nope-1", "requester": "U0REQUEST", "channel": "C0CHANNEL"}
+    run = slack.execute_function(action_ids.START_STEP, inputs, definition=definition)
+    assert run.delivery.status == 200 and slack.wait_completion(run.execution_id).outcome == "error"
+    assert slack.execute_function("not_our_step", inputs).delivery.status == 404
+
+
 def test_bot_scopes_are_exactly_what_the_bot_uses(
     slack: SlackDriver, grant: Callable[..., None], fake_slack: FakeSlackWebApi
 ) -> None:
     confirmation = ask_to_start(slack, grant)
     slack.click(confirmation, action_ids.START)
     slack.wait_thread(confirmation, "RUNNING")
+    # The App Home, the start modal with its type-ahead, and the Workflow Builder step use no other scope.
+    slack.open_home("U0REQUEST")
+    slack.wait_home("U0REQUEST", contains="done")
+    slack.command("start")
+    modal = slack.wait_modal("U0REQUEST", action_ids.START_MODAL)
+    slack.suggest(modal, action_ids.MODAL_INSTANCES, "web-2")
+    slack.submit_view(modal, {action_ids.MODAL_INSTANCES: ["web-2"]})
+    step = load(STEPS_MANIFEST)["functions"][action_ids.START_STEP]
+    inputs = {"instances": "web-2", "requester": "U0REQUEST", "channel": "C0CHANNEL"}
+    slack.wait_completion(slack.execute_function(action_ids.START_STEP, inputs, definition=step).execution_id)
 
-    used = {call.method for call in fake_slack.calls if call.method != "response_url"}
+    # Web API methods only (the stand-in also records what the bot answered Slack: submissions, type-ahead, replies).
+    used = {call.method for call in fake_slack.calls if "." in call.method}
 
+    assert {"views.publish", "views.open", "chat.postEphemeral", "functions.completeError"} <= used
     assert used <= METHOD_SCOPES.keys(), f"add the scopes of {used - METHOD_SCOPES.keys()} to METHOD_SCOPES"
     needed = {"commands"} | {METHOD_SCOPES[m] for m in used if METHOD_SCOPES[m]}
-    for path in (HTTP_MANIFEST, SOCKET_MANIFEST):
+    for path in ALL_MANIFESTS:
         assert set(load(path)["oauth_config"]["scopes"]["bot"]) == needed, path.name

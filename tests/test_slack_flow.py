@@ -180,8 +180,10 @@ def test_help_and_empty_command_show_usage(slack: SlackDriver) -> None:
     for text in ("", "help"):
         _, key = slack.command(text)
         assert "ask a vm-bot admin" in slack.wait_private(key, "vm-bot")
-    response, _ = slack.command("start")
-    assert "/vm start ID" in response.text
+    response, _ = slack.command("status")
+    assert "/vm status ID" in response.text
+    response, _ = slack.command("start")  # `/vm start` alone opens the start modal instead (test_start_modal)
+    assert response.text == "" and slack.wait_modal(callback_id="vm_start_modal").title == "Start instances"
 
 
 def test_mixed_states_only_start_what_is_stopped(

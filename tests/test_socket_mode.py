@@ -40,11 +40,11 @@ def test_connects_out_instead_of_listening(
 
 
 def test_usage_comes_back_in_the_ack_and_help_privately(slack: SocketSlack, fake_slack: FakeSlackWebApi) -> None:
-    empty, _ = slack.command("start")
+    empty, _ = slack.command("status")
     unknown, _ = slack.command("destroy <@U0BOSS>")
     helped, key = slack.command("help")
 
-    assert "/vm start ID" in empty.text
+    assert "/vm status ID" in empty.text
     assert "Unknown command `destroy`" in unknown.text and "<@U0BOSS>" not in unknown.text
     assert helped.payload is None  # help is tailored to the caller's grants, so it follows privately
     assert "ask a vm-bot admin" in slack.wait_private(key, "vm-bot")
@@ -58,9 +58,9 @@ def test_keeps_working_when_slack_asks_it_to_reconnect(
 
     socket_mode.wait_connected(handshakes=2)
     socket_mode.wait_for(lambda: socket_mode.open_connections == 1, what="the old connection to close")
-    ack, _ = slack.command("start")
+    ack, _ = slack.command("status")
 
-    assert "/vm start ID" in ack.text
+    assert "/vm status ID" in ack.text
     assert len(fake_slack.calls_to("apps.connections.open")) == 2
 
 
@@ -72,9 +72,9 @@ def test_a_command_right_after_a_reconnect_request_is_acked_in_time(
         socket_mode.request_reconnect()
         started = time.monotonic()
         # Sent at once, on the connection Slack asked the app to replace, as a user typing then would.
-        ack, _ = slack.command("start")
+        ack, _ = slack.command("status")
         slowest = max(slowest, time.monotonic() - started)
-        assert "/vm start ID" in ack.text
+        assert "/vm status ID" in ack.text
         socket_mode.wait_connected(handshakes=round_ + 1)
         socket_mode.wait_for(lambda: socket_mode.open_connections == 1, what="the old connection to close")
 
@@ -87,11 +87,11 @@ def test_a_reconnect_loses_no_ack_on_either_connection(
     slack: SocketSlack, socket_mode: FakeSocketMode, fake_slack: FakeSlackWebApi
 ) -> None:
     socket_mode.request_reconnect()
-    before = slack.command("start")[0]  # on the old connection, while the new one is being opened
+    before = slack.command("status")[0]  # on the old connection, while the new one is being opened
     socket_mode.wait_connected(handshakes=2)
-    after = slack.command("start")[0]  # on the new one
+    after = slack.command("status")[0]  # on the new one
 
-    assert "/vm start ID" in before.text and "/vm start ID" in after.text
+    assert "/vm status ID" in before.text and "/vm status ID" in after.text
     socket_mode.wait_for(lambda: socket_mode.open_connections == 1, what="the old connection to close")
     assert socket_mode.handshakes == 2  # closing the old connection did not set off another reconnect
 
@@ -103,9 +103,9 @@ def test_a_failed_reconnect_keeps_the_working_connection(
     socket_mode.request_reconnect()
     wait_until(lambda: len(fake_slack.calls_to("apps.connections.open")) == 2, what="the reconnect attempt")
 
-    ack, _ = slack.command("start")
+    ack, _ = slack.command("status")
 
-    assert "/vm start ID" in ack.text  # acked over the connection that still works
+    assert "/vm status ID" in ack.text  # acked over the connection that still works
     assert (socket_mode.handshakes, socket_mode.open_connections) == (1, 1)
 
 
@@ -114,8 +114,8 @@ def test_stop_is_prompt_and_closes_the_connection(
 ) -> None:
     with running_bot(socket_settings):
         socket_mode.wait_connected()
-        ack, _ = SocketSlack(socket_mode, fake_slack).command("start")
-        assert "/vm start ID" in ack.text
+        ack, _ = SocketSlack(socket_mode, fake_slack).command("status")
+        assert "/vm status ID" in ack.text
         stopping = time.monotonic()
 
     assert time.monotonic() - stopping < 2.5  # under the 3 s slack_sdk's own close() alone would wait on its reader

@@ -253,14 +253,18 @@ class OutboxMessage(Base):
     """A message owed to Slack, written with the change it reports and sent by the sender (bot/delivery/sender.py).
 
     Its content is rendered from the database when it is sent, so one pending row per kind and request says it all:
-    `pending_key` ("{kind}:{request_id}") is unique while the row is pending and NULL once it is sent or failed.
+    `pending_key` ("{kind}:{request_id}", or "home:{user_id}") is unique while the row is pending and NULL once it is
+    sent or failed.
     """
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_channel_id_due_at", "channel_id", "due_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), index=True)
+    # The operation it reports; None for what belongs to a person rather than an operation (their App Home).
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None)  # whose App Home (kind home)
+    # The gate it goes through: a channel, or a Web API method Slack limits per workspace (bot/delivery/gate.py).
     channel_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(16))  # bot.delivery.outbox.Kind
     pending_key: Mapped[str | None] = mapped_column(String(48), unique=True, default=None)
@@ -297,3 +301,32 @@ class SeenRequest(Base):
     signature: Mapped[str] = mapped_column(String(80), primary_key=True)  # X-Slack-Signature, "v0=" + 64 hex
     trigger_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
     slack_ts: Mapped[int] = mapped_column(BigInteger, index=True)  # X-Slack-Request-Timestamp (Unix seconds)
+
+
+class AppHomeUser(Base):
+    """Someone who opened vm-bot's App Home: their Home is published again whenever something on it changes.
+
+    `notice` is one sentence shown at the top of their Home for a while (why a button they pressed there did nothing).
+    """
+
+    __tablename__ = "app_home_users"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)  # last views.publish
+    notice: Mapped[str | None] = mapped_column(Text, default=None)
+    notice_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+
+class FunctionRun(Base):
+    """A Workflow Builder step that opened an operation: completed (through the outbox, with the bot token) when the
+    operation ends. Written in the transaction that records the operation (intent before effect)."""
+
+    __tablename__ = "function_runs"
+
+    request_id: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True)
+    function_execution_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # success | error
+    error: Mapped[str | None] = mapped_column(Text, default=None)  # the sentence the step failed with

@@ -5,9 +5,14 @@ arrival time (`tat`, Unix seconds on the database's clock): one compare-and-set 
 most the burst tolerance ahead of now and nobody is sending there, moves it one pace on and claims the channel for
 one lease. A 429 moves it to Retry-After. Everything Slack is told in a channel — confirmations, thread replies,
 edits — passes through here, so no replica and no kind of message can outrun another.
+
+A key may also name a Web API method that Slack limits per workspace rather than per channel (`views.publish` for
+App Homes, the `functions.*` that complete Workflow Builder steps): those keys have their own pace (`pace_of`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import Float, case, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -23,19 +28,47 @@ BURST = 3
 TOLERANCE_SECONDS = (BURST - 1) * PACE_SECONDS
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How often a key may send: one message per `seconds`, with bursts of `burst`."""
+
+    seconds: float
+    burst: int
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of now the key's theoretical arrival time may be and still send."""
+        return (self.burst - 1) * self.seconds
+
+
+CHANNEL_PACE = Pace(PACE_SECONDS, BURST)
+# Keys for Web API methods Slack limits per workspace (Tier 4: "100+ per minute", bursts tolerated). A person's App
+# Home is published with views.publish, which Slack does not limit per channel: one workspace-wide key is what a 429
+# from Slack then holds back, every Home at once, as Slack does.
+VIEWS_PUBLISH = "@views.publish"
+FUNCTIONS = "@functions"
+_KEY_PACES = {VIEWS_PUBLISH: Pace(0.5, 20), FUNCTIONS: Pace(0.5, 20)}
+
+
+def pace_of(key: str) -> Pace:
+    """Return the pace of a gate key (a channel's, unless the key names a workspace-limited method)."""
+    return _KEY_PACES.get(key, CHANNEL_PACE)
+
+
 def take(session: Session, channel_id: str, *, owner: Owner, lease: Lease) -> bool:
     """Take the channel's slot for one send (at most one in flight per channel, across replicas); True iff taken."""
     insert_ignoring_conflicts(session, SlackChannel, [{"channel_id": channel_id, "tat": 0.0}], ["channel_id"])
     now = db_epoch()
+    pace = pace_of(channel_id)
     taken = session.execute(
         update(SlackChannel)
         .where(
             SlackChannel.channel_id == channel_id,
-            SlackChannel.tat <= now + TOLERANCE_SECONDS,
+            SlackChannel.tat <= now + pace.tolerance,
             or_(SlackChannel.claim_until.is_(None), SlackChannel.claim_until < now),
         )
         .values(
-            tat=case((SlackChannel.tat > now, SlackChannel.tat), else_=now) + PACE_SECONDS,
+            tat=case((SlackChannel.tat > now, SlackChannel.tat), else_=now) + pace.seconds,
             claimed_by=owner.name,
             claim_until=now + lease.seconds,
         )
@@ -46,7 +79,7 @@ def take(session: Session, channel_id: str, *, owner: Owner, lease: Lease) -> bo
 
 def release(session: Session, channel_id: str, *, owner: Owner, unused: bool = False) -> None:
     """Let go of a channel this owner took; `unused` gives its pace back (nothing was sent)."""
-    values = {"tat": SlackChannel.tat - PACE_SECONDS} if unused else {}
+    values = {"tat": SlackChannel.tat - pace_of(channel_id).seconds} if unused else {}
     session.execute(
         update(SlackChannel)
         .where(SlackChannel.channel_id == channel_id, SlackChannel.claimed_by == owner.name)
@@ -57,7 +90,7 @@ def release(session: Session, channel_id: str, *, owner: Owner, unused: bool = F
 
 def hold(session: Session, channel_id: str, *, owner: Owner, seconds: float) -> None:
     """Slack said 429: let go of the channel and keep it closed for Retry-After seconds (nothing sleeps)."""
-    until = db_epoch() + literal(seconds + TOLERANCE_SECONDS, Float())
+    until = db_epoch() + literal(seconds + pace_of(channel_id).tolerance, Float())
     session.execute(
         update(SlackChannel)
         .where(SlackChannel.channel_id == channel_id, SlackChannel.claimed_by == owner.name)
@@ -89,7 +122,9 @@ def renew(session: Session, channel_ids: list[str], *, owner: Owner, lease: Leas
 def wait_seconds(session: Session, channel_id: str) -> float:
     """Return how long until the channel's slot frees up (0 when a message could go out now)."""
     row = session.execute(
-        select(SlackChannel.tat - TOLERANCE_SECONDS - db_epoch()).where(SlackChannel.channel_id == channel_id)
+        select(SlackChannel.tat - pace_of(channel_id).tolerance - db_epoch()).where(
+            SlackChannel.channel_id == channel_id
+        )
     ).scalar_one_or_none()
     return max(0.0, float(row or 0.0))
 

@@ -37,6 +37,8 @@ class Kind(enum.StrEnum):
     FINAL = "final"  # reply in the thread with the outcome, and mark it told
     REFRESH = "refresh"  # re-render the confirmation from the operation's state
     REMINDER = "reminder"  # a time-boxed run's stop is near: remind its requester in the thread
+    HOME = "home"  # publish a person's App Home (a row of theirs, not an operation's: bot/delivery/surfaces.py)
+    STEP = "step"  # complete the Workflow Builder step that opened the operation, now that it has ended
 
 
 # Kinds whose content is rendered from the latest state: enqueueing again while pending bumps the version, so a
@@ -49,13 +51,14 @@ class Claimed:
     """A row this sender holds, with its channel: deliver it, then complete(), retry() or hold() it."""
 
     id: int
-    request_id: int
+    request_id: int | None  # None: a row of a person's, not an operation's (their App Home)
     channel_id: str
     kind: Kind
     version: int
     attempts: int
     notify_user: str | None
     response_url: str | None
+    user_id: str | None = None  # whose App Home (kind home)
 
     @property
     def last_try(self) -> bool:
@@ -107,6 +110,9 @@ def enqueue(
         else:
             statement = statement.on_conflict_do_nothing(index_elements=["pending_key"])
         session.execute(statement)
+    from bot.delivery import surfaces  # imported here: that module builds on this one
+
+    surfaces.owed_with(session, ids, kinds)
     session.info.setdefault("topics", set()).add(TOPIC)
 
 
@@ -154,7 +160,7 @@ def ready(session: Session, *, busy: Iterable[str] = (), limit: int = 1000) -> R
     for head in heads:
         if head.channel_id in skip or (head.claim_until is not None and head.claim_until > head.now):
             continue  # a send is in flight there: its completion wakes the sender
-        free_in = 0.0 if head.tat is None else head.tat - gate.TOLERANCE_SECONDS - head.now
+        free_in = 0.0 if head.tat is None else head.tat - gate.pace_of(head.channel_id).tolerance - head.now
         due_in = 0.0 if head.first_due is not None else (head.due_at - head.now_time).total_seconds()
         at = max(due_in, free_in)
         if at <= 0:
@@ -196,6 +202,7 @@ def claim(session: Session, channel_id: str, *, owner: Owner, lease: Lease) -> C
         row.attempts,
         row.notify_user,
         row.response_url,
+        row.user_id,
     )
 
 

@@ -34,6 +34,7 @@ from bot.devtools.loopback import LoopbackServer
 from bot.devtools.slack_surfaces import SURFACE_METHODS, SurfacesStandIn
 
 BOT_USER_ID = "UVMBOT0001"
+WORKSPACE_URL = "https://example.slack.com/"  # what auth.test answers, and where permalinks point
 AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive"})
 MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "response_url"})
 # What Slack answers a message or view it cannot take; always a bug in the sender, never worth a retry.
@@ -277,7 +278,15 @@ class FakeSlackWebApi(SurfacesStandIn, LoopbackServer):
         if method in SURFACE_METHODS:
             return self.surfaces.answer(method, args)
         if method == "auth.test":
-            return {"ok": True, "user_id": BOT_USER_ID, "bot_id": "BVMBOT0001", "team_id": "T0001"}
+            return {
+                "ok": True,
+                "url": WORKSPACE_URL,
+                "team": "Example",
+                "user": "vm-bot",
+                "user_id": BOT_USER_ID,
+                "bot_id": "BVMBOT0001",
+                "team_id": "T0001",
+            }
         if method == "apps.connections.open" and self.socket_mode_url is not None:
             return {"ok": True, "url": self.socket_mode_url}
         if method in ("chat.postMessage", "chat.postEphemeral") and channel in self._not_member:
@@ -307,7 +316,7 @@ class FakeSlackWebApi(SurfacesStandIn, LoopbackServer):
             return {"ok": True, "message_ts": self._next_ts()}
         if method == "chat.getPermalink":
             ts = str(args.get("message_ts", ""))
-            return {"ok": True, "permalink": f"https://example.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
+            return {"ok": True, "permalink": f"{WORKSPACE_URL}archives/{channel}/p{ts.replace('.', '')}"}
         return {"ok": False, "error": "unknown_method"}
 
     def _take_delay(self, method: str, channel: str) -> float:

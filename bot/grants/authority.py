@@ -7,6 +7,8 @@ answered from a read of the database begun after the question was asked.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -14,7 +16,7 @@ from bot.db import audit
 from bot.db.session import Database
 from bot.domain.errors import NotAllowed
 from bot.domain.ports import InstanceInfo
-from bot.domain.vocabulary import GrantAction
+from bot.domain.vocabulary import ANY_CHANNEL, GrantAction
 from bot.grants.admin import can_administer
 from bot.grants.cache import GrantCache
 from bot.grants.rules import Coverage, GrantRule, check_coverage, grant_rules, list_grants, need_attributes
@@ -45,6 +47,10 @@ class Question:
 RunOwner = Callable[[str, Sequence[str]], set[str]]
 
 
+# Lists of instances remembered with the answer for one user's grants (type-ahead: one entry per person typing).
+ALLOWED_MEMO_SIZE = 64
+
+
 class Authority:
     """Answers every "may they?" from the grants table (and, for a quick "yes" before an ack, the GrantCache).
 
@@ -56,6 +62,9 @@ class Authority:
         self.db = db
         self.cache = cache
         self.run_owner = run_owner
+        self._allowed: OrderedDict[tuple[object, ...], tuple[Sequence[InstanceInfo], list[InstanceInfo]]]
+        self._allowed = OrderedDict()
+        self._allowed_lock = threading.Lock()
 
     def check(self, question: Question, *, quick: bool = False) -> Coverage:
         """Return what the user's grants allow for the question (a stop of their own runs needs none); `quick`
@@ -74,6 +83,35 @@ class Authority:
                 return coverage
             return coverage if found.fresh else self._cover(self.cache.fresh_rules_for(question.user_id), question)
         return self._cover(self._fresh_rules(question.user_id), question)
+
+    def check_all(self, questions: Sequence[Question]) -> list[Coverage]:
+        """Answer several questions from one fresh read of each asker's grants (an App Home asks one per request)."""
+        rules = {user: self._fresh_rules(user) for user in dict.fromkeys(q.user_id for q in questions)}
+        return [self._cover(rules[q.user_id], q) for q in questions]
+
+    def allowed_among(
+        self, user_id: str, action: GrantAction, channel_id: str, instances: Sequence[InstanceInfo]
+    ) -> list[InstanceInfo]:
+        """Return, in their order, the instances the user may act on in the channel: from one fresh read of their
+        grants, the answer remembered for exactly those grants and this very list (type-ahead asks it again of the
+        same 20,000 instances at every letter typed; a changed grant is a new question). For offering only:
+        whatever acts asks `check`."""
+        rules = self._fresh_rules(user_id)
+        grants = tuple((r.action, r.kind, r.pattern, r.channel_id) for r in rules)
+        key: tuple[object, ...] = (user_id, action, channel_id, id(instances), grants)
+        with self._allowed_lock:
+            known = self._allowed.get(key)
+            if known is not None and known[0] is instances:
+                self._allowed.move_to_end(key)
+                return known[1]
+        found = {info.instance_id: info for info in instances}
+        coverage = self._cover(rules, Question(user_id, action, list(found), channel_id, found))
+        allowed = [found[i] for i in coverage.allowed]
+        with self._allowed_lock:
+            self._allowed[key] = (instances, allowed)
+            while len(self._allowed) > ALLOWED_MEMO_SIZE:
+                self._allowed.popitem(last=False)
+        return allowed
 
     def require(self, question: Question) -> Coverage:
         """Return the coverage when the user may act on every id; else audit the refusal (with the ids) and raise
@@ -120,6 +158,17 @@ class Authority:
         extend or stop anyone's runs there, and sees them in `/vm runs --all`."""
         rules = self._fresh_rules(user_id)
         return lambda channel_id, instance_ids: can_administer(rules, channel_id, list(instance_ids), [channel_id])
+
+    def run_terms(self, user_id: str, channel_id: str | None) -> tuple[bool, float | None]:
+        """Return whether the user holds a start grant usable in the channel (any channel: None), and the longest
+        run such grants allow (the most generous: None when one of them is uncapped)."""
+        usable = [
+            g
+            for g in self._fresh_rules(user_id)
+            if g.action == GrantAction.START and (channel_id is None or g.channel_id in (ANY_CHANNEL, channel_id))
+        ]
+        caps = [g.max_run_seconds for g in usable]
+        return bool(usable), (None if not caps or None in caps else max(c for c in caps if c is not None))
 
     def _fresh_rules(self, user_id: str) -> list[GrantRule]:
         """Return the user's grant rules as of a read begun after this call (shared with concurrent callers)."""

@@ -213,7 +213,7 @@ class Clicks:
         operation = repository.record(session, click.request_id)
         if operation is None:
             return ClickResult(ClickOutcome.UNKNOWN, None)
-        if not self._on_its_message(session, operation, click):
+        if not _on_its_message(session, operation, click):
             result = ClickResult(ClickOutcome.WRONG_MESSAGE, None)
         else:
             try:
@@ -233,20 +233,6 @@ class Clicks:
         return ClickResult(
             result.outcome, repository.record(session, operation.id), result.coverage, result.busy, result.holders
         )
-
-    @staticmethod
-    def _on_its_message(session: Session, operation: OperationRecord, click: ClickRow) -> bool:
-        """True when the click was made on this operation's own message (noting the message when the click came
-        before the bot's note of its post: a message belongs to one operation, a unique key makes sure)."""
-        if click.channel_id is not None and click.channel_id != operation.channel_id:
-            return False
-        if operation.message_ts is not None or click.message_ts is None:
-            return operation.message_ts == click.message_ts or click.message_ts is None
-        try:
-            with session.begin_nested():
-                return repository.attach_message(session, operation.id, click.message_ts)
-        except IntegrityError:  # that message is another operation's
-            return False
 
     def _apply(self, session: Session, operation: OperationRecord, click: ClickRow, checks: _Checks) -> ClickResult:
         """Decide one click inside a transaction."""
@@ -278,36 +264,55 @@ class Clicks:
                 if repository.decide(session, operation.id, State.REJECTED, by=click.user_id, event="request_rejected"):
                     return ClickResult(ClickOutcome.REJECTED, None, approver)
                 return ClickResult(_lost_race(session, operation.id), None)
-        refusal = self._refusal(session, operation, checks.requester, by_requester=is_requester)
+        refusal = _refusal(session, operation, checks.requester, by_requester=is_requester)
         if refusal is not None:
             return refusal
         if repository.approve(session, operation.id, by=click.user_id):
             return ClickResult(ClickOutcome.APPROVED, None)
         return ClickResult(_lost_race(session, operation.id), None)
 
-    @staticmethod
-    def _refusal(
-        session: Session, operation: OperationRecord, coverage: Coverage | None, *, by_requester: bool
-    ) -> ClickResult | None:
-        """Check, at the moment of approval, that the operation may still go ahead; return the refusal, if any."""
-        if coverage is None or not coverage.ok:
-            audit.record(
-                session,
-                "denied",
-                actor=operation.requester_id,
-                request_id=operation.id,
-                action=operation.action.grant,
-                uncovered=coverage.uncovered if coverage else [],
-                at="click",
-            )
-            outcome = ClickOutcome.NOT_ALLOWED if by_requester else ClickOutcome.REQUESTER_NOT_ALLOWED
-            return ClickResult(outcome, None, coverage)
-        if by_requester and coverage.needs_approval:
-            return ClickResult(ClickOutcome.NEEDS_APPROVAL, None, coverage)
-        cap = run_cap_of(coverage, operation)
-        if cap is not None and (operation.run_seconds is None or operation.run_seconds > cap):
-            return ClickResult(ClickOutcome.RUN_TOO_LONG, None, coverage)
-        return None  # whether another operation holds an instance is decided by the claims approve() inserts
+
+def _on_its_message(session: Session, operation: OperationRecord, click: ClickRow) -> bool:
+    """True when the click was made on this operation's own message (noting the message when the click came
+    before the bot's note of its post: a message belongs to one operation, a unique key makes sure)."""
+    if click.channel_id is not None and click.channel_id != operation.channel_id:
+        return False
+    if operation.message_ts is not None or click.message_ts is None:
+        return operation.message_ts == click.message_ts or click.message_ts is None
+    try:
+        with session.begin_nested():
+            if repository.attach_message(session, operation.id, click.message_ts):
+                return True
+    except IntegrityError:  # that message is another operation's
+        return False
+    # Noted meanwhile by the post's own record (PostgreSQL re-checks the WHERE after waiting for that writer):
+    # the click belongs if it was made on that very message.
+    current = repository.record(session, operation.id)
+    return current is not None and current.message_ts == click.message_ts
+
+
+def _refusal(
+    session: Session, operation: OperationRecord, coverage: Coverage | None, *, by_requester: bool
+) -> ClickResult | None:
+    """Check, at the moment of approval, that the operation may still go ahead; return the refusal, if any."""
+    if coverage is None or not coverage.ok:
+        audit.record(
+            session,
+            "denied",
+            actor=operation.requester_id,
+            request_id=operation.id,
+            action=operation.action.grant,
+            uncovered=coverage.uncovered if coverage else [],
+            at="click",
+        )
+        outcome = ClickOutcome.NOT_ALLOWED if by_requester else ClickOutcome.REQUESTER_NOT_ALLOWED
+        return ClickResult(outcome, None, coverage)
+    if by_requester and coverage.needs_approval:
+        return ClickResult(ClickOutcome.NEEDS_APPROVAL, None, coverage)
+    cap = run_cap_of(coverage, operation)
+    if cap is not None and (operation.run_seconds is None or operation.run_seconds > cap):
+        return ClickResult(ClickOutcome.RUN_TOO_LONG, None, coverage)
+    return None  # whether another operation holds an instance is decided by the claims approve() inserts
 
 
 def run_cap_of(coverage: Coverage, operation: OperationRecord) -> float | None:

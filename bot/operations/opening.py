@@ -3,8 +3,10 @@ operation and owe Slack its confirmation — all before anyone clicks anything."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
 
 from bot.db.session import Database
 from bot.delivery import gate, outbox
@@ -183,16 +185,18 @@ class Opening:
         if earlier:
             raise DuplicatePending(earlier[0].id, earlier[0].channel_id, earlier[0].message_ts)
 
-    def open(self, prepared: Prepared, *, response_url: str | None = None) -> Prepared:
+    def open(
+        self,
+        prepared: Prepared,
+        *,
+        response_url: str | None = None,
+        also: Callable[[Session, int], None] | None = None,
+    ) -> Prepared:
         """Record the pending operation a look-up allows and owe Slack its confirmation, in one transaction
         (DuplicatePending when an identical one got there first). The confirmation is then posted by the sender,
-        through the channel's gate: a rate-limited channel delays it, never drops it."""
-        instances = [
-            repository.NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.ready
-        ] + [
-            repository.NewInstance(s.instance_id, name=s.name, status=s.status, included=False, skip_reason=s.reason)
-            for s in prepared.skipped
-        ]
+        through the channel's gate: a rate-limited channel delays it, never drops it. `also` records more in the
+        same transaction, given the new operation's id (the Workflow Builder step that asked for it)."""
+        instances = _new_instances(prepared)
         approvers: list[str] = []
         if prepared.needs_approval:
             ready = {i.instance_id: i for i in prepared.ready}
@@ -216,6 +220,8 @@ class Opening:
                 run_seconds=prepared.run_seconds,
                 run_cap_seconds=prepared.run_cap_seconds,
             )
+            if also is not None:
+                also(session, prepared.request_id)
             outbox.enqueue(
                 session,
                 prepared.request_id,
@@ -234,6 +240,16 @@ class Opening:
         if record is None:
             raise UserError(f"There is no start request {request_id}.")
         return [i.instance_id for i in record.instances]
+
+
+def _new_instances(prepared: Prepared) -> list[repository.NewInstance]:
+    """The rows of a looked-up operation's instances: those it acts on, then those skipped with why."""
+    return [
+        repository.NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.ready
+    ] + [
+        repository.NewInstance(s.instance_id, name=s.name, status=s.status, included=False, skip_reason=s.reason)
+        for s in prepared.skipped
+    ]
 
 
 def time_box(

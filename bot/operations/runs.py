@@ -21,6 +21,7 @@ from bot.delivery import outbox
 from bot.domain.actions import Outcome
 from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.operations.records import EXTENSION_SECONDS, RunRecord, RunState, run_of
+from bot.operations.surface_runs import HomeRun
 
 
 def create(session: Session, operation_id: int) -> None:
@@ -286,7 +287,7 @@ def numbers(session: Session) -> dict[str, float | dict[str, float]]:
 
 
 class RunBook:
-    """Reads runs for people: `/vm runs` (yours, or those an admin reaches), with their instances' names."""
+    """Reads runs for people: `/vm runs` (yours, or those an admin reaches) and the App Home, with their names."""
 
     def __init__(self, db: Database):
         self.db = db
@@ -302,3 +303,42 @@ class RunBook:
             )
             names = {instance_id: name for instance_id, name in rows}
         return found, names
+
+    def home_runs(self, requester_id: str, extend_seconds: float) -> list[HomeRun]:
+        """One requester's running runs for their App Home: one line per start (its buttons act on the whole start,
+        as the reminder's do), soonest stop first."""
+        found, names = self.running(requester_id)
+        with self.db.session(readonly=True) as session:
+            rows = session.execute(
+                select(Operation.id, Operation.message_ts).where(
+                    Operation.id.in_(sorted({r.request_id for r in found}))
+                )
+            )
+            threads = {request_id: message_ts for request_id, message_ts in rows}
+        by_start: dict[int, list[RunRecord]] = {}
+        for run in found:
+            if run.state == RunState.RUNNING:
+                by_start.setdefault(run.request_id, []).append(run)
+        lines = [
+            _home_run(group, names, threads.get(request_id), extend_seconds) for request_id, group in by_start.items()
+        ]
+        return sorted(lines, key=lambda line: line.seconds_left if line.seconds_left is not None else float("inf"))
+
+
+def _home_run(
+    group: Sequence[RunRecord], names: dict[str, str | None], message_ts: str | None, extend_seconds: float
+) -> HomeRun:
+    """Say one start's runs as one Home line: its first instance (and how many more), when the first one stops."""
+    first = min(group, key=lambda r: r.stop_at or r.as_of)
+    name = names.get(first.instance_id) or first.instance_id
+    more = f" and {len(group) - 1} more" if len(group) > 1 else ""
+    return HomeRun(
+        request_id=first.request_id,
+        instance_id=first.instance_id,
+        name=f"{name}{more}",
+        channel_id=first.channel_id,
+        message_ts=message_ts,
+        stop_at=first.stop_at,
+        seconds_left=first.seconds_left,
+        can_extend=all(r.can_extend(extend_seconds) for r in group),
+    )

@@ -12,7 +12,7 @@ from bot.db.clock import db_time
 from bot.db.models import Operation, OperationInstance
 from bot.db.session import Database
 from bot.db.sql import rowcount
-from bot.delivery import outbox
+from bot.delivery import outbox, surfaces
 from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.operations import repository
 from bot.operations.records import OperationRecord
@@ -39,6 +39,7 @@ def finish(
             return False
         if message_ts is not None:
             repository.attach_message(session, operation.id, message_ts)
+            surfaces.enqueue_homes(session, surfaces.people_of(session, [operation.id]))  # a thread to link to now
         if sent and shown:  # shown, or refused for good: either way not to be told again
             session.execute(
                 update(OperationInstance).execution_options(synchronize_session=False),

@@ -20,3 +20,18 @@ PICK_BLOCK_PREFIX = "vm_pick_"  # one actions block per ten checkboxes: vm_pick_
 PICK_SUBMIT_BLOCK = "vm_picked"
 
 CONFIRM_BLOCK = "vm_confirm_actions"
+
+# The App Home's buttons (a view of the person's own, so values carry only what Slack names back to us).
+HOME_START = "vm_home_start"  # opens the start modal
+HOME_APPROVE = "vm_home_approve"  # value: the operation id
+HOME_REJECT = "vm_home_reject"
+HOME_RUN = "vm_home_run"  # an overflow menu on a run: `extend:ID:INSTANCE` or `stop:ID:INSTANCE`
+HOME_ACTIONS = (HOME_START, HOME_APPROVE, HOME_REJECT, HOME_RUN)
+# The start modal: its callback_id, and one block and action id per input (field errors are keyed by block id).
+START_SHORTCUT = "vm_start_instances"  # the global shortcut's callback_id
+START_MODAL = "vm_start_modal"
+MODAL_CHANNEL = "vm_modal_channel"
+MODAL_INSTANCES = "vm_modal_instances"  # a multi_external_select: type-ahead answered by bot/slack/listeners/options
+MODAL_DURATION = "vm_modal_duration"
+# The Workflow Builder step (`functions` in manifest.workflow-steps.yml).
+START_STEP = "start_zenlayer_instances"

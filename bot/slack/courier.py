@@ -67,8 +67,7 @@ class SlackCourier:
 
     def deliver(self, row: Claimed) -> Verdict:
         """Render the row from the operation as it stands, send it, and record what was told."""
-        with self.db.session(readonly=True) as session:
-            operation = repository.record(session, row.request_id)
+        operation = self._operation(row)
         rendered = Rendered() if operation is None else self.render(row.kind, operation)
         if rendered.method is None:
             self._finish(row, operation, rendered, sent=False)
@@ -97,8 +96,7 @@ class SlackCourier:
 
     def give_up(self, row: Claimed, error: str) -> None:
         """Record the row failed for good (a final outcome still counts as told, with why) and tell who it concerns."""
-        with self.db.session(readonly=True) as session:
-            operation = repository.record(session, row.request_id)
+        operation = self._operation(row)
         if operation is None:
             self._finish(row, None, Rendered(), sent=True, error=error)
             return
@@ -120,10 +118,16 @@ class SlackCourier:
     def warn(self, row: Claimed, error: str) -> None:
         """A decision's edit failed once: tell the clicker now (the decision stands, whatever the message shows)."""
         if row.kind == Kind.REFRESH and row.notify_user is not None:
-            with self.db.session(readonly=True) as session:
-                operation = repository.record(session, row.request_id)
+            operation = self._operation(row)
             if operation is not None:
                 self._tell(row, operation, None, error)
+
+    def _operation(self, row: Claimed) -> OperationRecord | None:
+        """Read the operation a row reports (None: it is gone, or the row is a person's, not an operation's)."""
+        if row.request_id is None:
+            return None
+        with self.db.session(readonly=True) as session:
+            return repository.record(session, row.request_id)
 
     # --- rendering -----------------------------------------------------------------------------------------
 

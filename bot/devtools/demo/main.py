@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from bot.devtools.demo import surfaces
 from bot.devtools.demo.conversation import Conversation, check_simulator
 from bot.devtools.demo.processes import (
     Child,
@@ -136,8 +137,10 @@ def _run(
         f"#{CHANNEL_NAME} — alice may start what is in the resource group `{GROUP}` "
         f"(vm-bot perms grant {ALICE} --resource-group {GROUP}); bob holds no grant.\n\n"
     )
-    Conversation(fake, driver, transcript, bot, deadline).play()
+    conversation = Conversation(fake, driver, transcript, bot, deadline)
+    conversation.play()
     check_simulator(sim_url)
+    surfaces.play(conversation, sim_url)  # the App Home and the start modal
 
 
 def _report(failure: DemoFailed, err: TextIO) -> None:

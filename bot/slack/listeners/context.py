@@ -25,6 +25,7 @@ from bot.operations.runs import RunBook
 from bot.runtime.ack_first import AckFirst
 from bot.slack.links import Links
 from bot.slack.listeners.rate_limit import CommandLimiter
+from bot.slack.surfaces import Surfaces
 from bot.slack.views import refusals
 from bot.slack.views.format import escape
 from bot.slack.views.message import Message
@@ -68,6 +69,7 @@ class Context:
     extend_seconds: float = EXTENSION_SECONDS  # what a run's Extend adds (RUN_EXTEND_SECONDS)
     metrics: Metrics = field(default_factory=Metrics)
     ack_first: AckFirst = field(default_factory=AckFirst)
+    surfaces: Surfaces | None = None  # the App Home, the start modal, type-ahead, the Workflow Builder step
 
     def later(
         self,

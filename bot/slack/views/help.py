@@ -16,6 +16,8 @@ USAGE = (
     "• `/vm start NAME_OR_ID [...] [--for DURATION]` — ask to start instances by name or id (separated by spaces, "
     "commas or newlines); you confirm before anything happens. `--for 4h` (or `45s`, `30m`, `1d`, `1h30m`) stops "
     "them again that long after they are RUNNING, with a reminder to extend first\n"
+    "• `/vm start` alone — a form: pick a channel and type to find the instances you may start (also from "
+    "vm-bot's Home tab, and the *Start instances* shortcut)\n"
     "• `/vm stop NAME_OR_ID [...]`, `/vm reboot NAME_OR_ID [...]` — the same, to stop or reboot running ones "
     "(your own time-boxed runs you may always stop)\n"
     "• `/vm runs` — your running time-boxed runs, to extend or stop (`--all`: everyone's, for admins)\n"
@@ -84,6 +86,7 @@ def help_for(held: Sequence[GrantRecord], channel_id: str) -> Message:
     if GrantAction.START in actions:
         lines.append(
             "• `/vm start NAME_OR_ID [...]` — ask to start instances; you confirm before anything happens\n"
+            "• `/vm start` alone — a form to find them by typing (also in vm-bot's Home tab)\n"
             "• `/vm status NAME_OR_ID [...] [--page N]` — show instances' current status, 50 a page\n"
             "• `/vm status --request N` — every instance of start request N (the number its thread points at)\n"
             "• `/vm list [PATTERN] [--page N]` — the instances you may start here, 50 a page, to tick and start"

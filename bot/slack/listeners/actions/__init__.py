@@ -1,10 +1,11 @@
-"""Buttons and checkboxes: the confirmation's decisions and the instance picker."""
+"""Buttons and checkboxes: the confirmation's decisions, the instance picker, and the App Home's buttons."""
 
 from __future__ import annotations
 
 from slack_bolt import App
 
 from bot.slack import action_ids
+from bot.slack.listeners.actions import home
 from bot.slack.listeners.actions.decisions import Decisions
 from bot.slack.listeners.actions.picker import Picker
 from bot.slack.listeners.context import Context
@@ -18,3 +19,4 @@ def register(app: App, ctx: Context) -> None:
     picker = Picker(ctx)
     app.action(action_ids.PICK)(picker.on_tick)
     app.action(action_ids.START_SELECTED)(picker.on_start_selected)
+    home.register(app, ctx)

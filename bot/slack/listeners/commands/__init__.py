@@ -56,7 +56,12 @@ class SlashCommand:
     def _acknowledge(self, ack: Ack, command: dict[str, object], respond: Respond) -> None:
         """Count the command and hold back users over the rate limit; then handle it."""
         parsed = parse(str(command.get("text", "")))
-        call = Invocation(str(command.get("user_id", "")), str(command.get("channel_id", "")), parsed)
+        call = Invocation(
+            str(command.get("user_id", "")),
+            str(command.get("channel_id", "")),
+            parsed,
+            trigger_id=str(command.get("trigger_id", "")),
+        )
         limiter = self.ctx.limiter
         with log_context(user=call.user_id, channel=call.channel_id, instance_ids=list(parsed.ids) or None):
             admission = limiter.admit(call.user_id)

@@ -18,6 +18,7 @@ class Invocation:
     user_id: str
     channel_id: str
     parsed: Command
+    trigger_id: str = ""  # what a modal opened for this command needs (within 3 s)
 
 
 # A verb acknowledges its command (and hands slow work to an executor); it returns the outcome for the metrics.

@@ -12,6 +12,7 @@ from bot.grants.authority import Question
 from bot.grants.rules import Coverage
 from bot.slack.listeners.commands.invocation import Invocation, Verb
 from bot.slack.listeners.context import Context, reply, response_url
+from bot.slack.listeners.views.start_modal import open_soon
 from bot.slack.views import help as help_views
 from bot.slack.views import picker, refusals
 
@@ -26,6 +27,11 @@ def verb_of(action: Action) -> Verb:
     def acknowledge(ctx: Context, ack: Ack, call: Invocation, respond: Respond) -> str:
         def work(ctx: Context, call: Invocation, respond: Respond) -> None:
             _act(ctx, call, respond, action)
+
+        if action is START and not call.parsed.args and call.trigger_id and ctx.surfaces is not None:
+            ack()  # `/vm start` alone: the start modal, with this channel preset
+            open_soon(ctx, {"trigger_id": call.trigger_id, "user_id": call.user_id}, call.channel_id)
+            return "modal"
 
         return acknowledge_lookup(ctx, ack, call, respond, work, action)
 
