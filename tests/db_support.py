@@ -15,8 +15,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bot.db import migrate
-from bot.db.models import Base, UtcDateTime
 from bot.db.session import Database
+from tests.time_travel import travel as travel  # re-exported: the tests import it from here
 
 # e.g. postgresql+psycopg://postgres@127.0.0.1:5432/vmbot_test — each test gets its own schema in that database.
 POSTGRES_ENV = "VM_BOT_TEST_POSTGRES_URL"
@@ -94,24 +94,3 @@ def run_together(count: int, work: Callable[[int], T], *, timeout: float = 60) -
     if errors:
         raise errors[0]
     return results
-
-
-def travel(db: Database, seconds: float) -> None:
-    """Move the world `seconds` into the future as the database sees it: every time it recorded moves that far into
-    the past (its clock cannot be moved, so what is compared with it is). Deadlines, leases, claims, slots, ages."""
-    with db.session() as session:
-        postgres = session.get_bind().dialect.name == "postgresql"
-        for table in Base.metadata.sorted_tables:
-            shifts = []
-            for column in table.columns:
-                name = column.name
-                if isinstance(column.type, UtcDateTime):
-                    shifts.append(
-                        f"{name} = {name} - make_interval(secs => {seconds})"
-                        if postgres
-                        else f"{name} = strftime('%Y-%m-%d %H:%M:%f000', {name}, '-{seconds} seconds')"
-                    )
-                elif table.name == "slack_channels" and name in ("tat", "claim_until"):
-                    shifts.append(f"{name} = {name} - {seconds}")
-            if shifts:
-                session.execute(text(f"UPDATE {table.name} SET {', '.join(shifts)}"))  # noqa: S608 — our own names
