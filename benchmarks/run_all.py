@@ -12,17 +12,17 @@ import argparse
 import logging
 import os
 import secrets
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import ack_latency
 import watcher_calls
+from shared import cpu_seconds, throwaway_postgres
 from slack_sdk import WebClient
 
 from bot.devtools.slack_web_api import FakeSlackWebApi
@@ -35,12 +35,6 @@ from tests.fake_socket_mode import FakeSocketMode  # noqa: E402
 
 IDLE_SECONDS = 3.0
 IDLE_GOAL = 0.01  # of a core
-
-
-def cpu_seconds(pid: int) -> float:
-    """Return the user + system CPU time a process (all its threads) has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def idle_share(pid: int, seconds: float = IDLE_SECONDS) -> float:
@@ -103,23 +97,6 @@ def idle_cpu(tmp: Path) -> tuple[list[str], bool]:
                 f"goal < {IDLE_GOAL * 100:g} %  {verdict}"
             )
     return lines, ok
-
-
-@contextmanager
-def throwaway_postgres() -> Iterator[str | None]:
-    """Start a throwaway PostgreSQL with .ci/postgres.sh; yield its URL (None without server binaries)."""
-    script = ROOT / ".ci" / "postgres.sh"
-    out = subprocess.run([str(script)], capture_output=True, text=True, check=True).stdout  # noqa: S603
-    values = {}
-    for line in out.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        values[name] = shlex.split(value)[0] if value else ""
-    url, directory = values.get("VM_BOT_TEST_POSTGRES_URL"), values.get("VM_BOT_TEST_POSTGRES_DIR")
-    try:
-        yield url
-    finally:
-        if directory:
-            subprocess.run([str(script), "stop", directory], check=False)  # noqa: S603
 
 
 def watcher_growth(tmp: Path) -> tuple[list[str], bool]:
