@@ -406,7 +406,7 @@ class Served:
 def bot_env(settings_env: dict[str, str], port: int) -> dict[str, str]:
     """Return the environment for `vm-bot run`: ours, minus anything vm-bot reads, plus the benchmark settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ZENLAYER_", "DATABASE_", "POLL_"))}
-    return {**env, **settings_env, "PORT": str(port)}
+    return {**env, **settings_env, "HOST": "127.0.0.1", "PORT": str(port)}  # HOST's default is every address
 
 
 class LoadGen:
