@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -258,7 +259,17 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_channel_id_due_at", "channel_id", "due_at"),)
+    __table_args__ = (
+        Index("ix_outbox_channel_id_due_at", "channel_id", "due_at"),
+        # What the sender looks through after every send: the pending rows only, never the week of delivered ones.
+        Index(
+            "ix_outbox_pending_channel_id_due_at",
+            "channel_id",
+            "due_at",
+            sqlite_where=text("pending_key IS NOT NULL"),
+            postgresql_where=text("pending_key IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # The operation it reports; None for what belongs to a person rather than an operation (their App Home).
