@@ -10,8 +10,8 @@ and said so, without server binaries).
 Runs are made by production code only (benchmarks/run_stand.py): `/vm start web-… --for` of 10 instances each,
 opened, confirmed by the real sender, clicked, started and polled to RUNNING by the engine; requests take turns
 over --channels channels (Slack paces each channel to about one message a second: the burst below lands one due
-start per channel). The sizes grow in one database; a size in --due-at then has its newest min(N, --due) runs
-(those with a 1 h run; the others run for a day) fall due at once:
+start per channel). The sizes grow in one database; at a size in --due-at, --due of the runs just added (at most
+all of them; those run for 1 h, the others for a day) fall due at once:
 
 * ``quiet``: the median of five engine steps by hand with nothing due (the engine's timers, expiries, leases and
   claims; its jobs inline, so the stepping thread does all of it): CPU of that thread (time.thread_time), of the
@@ -221,7 +221,7 @@ class Plan:
 
 
 FULL = Plan(SIZES, DUE_AT, DUE, channels=100)
-QUICK = Plan((100, 1000), (1000,), DUE, channels=100)  # run_all.py --quick: the burst of 1,000, not 10,000 runs
+QUICK = Plan((1000,), (1000,), DUE, channels=100)  # run_all.py --quick: 1,000 runs falling due, no growth
 
 
 def run_backend(database_url: str, plan: Plan, tmp: Path) -> tuple[list[Quiet], list[Burst], float]:
@@ -240,7 +240,7 @@ def run_backend(database_url: str, plan: Plan, tmp: Path) -> tuple[list[Quiet], 
         env = ack_latency.stand_in_env(secret, fake.url, sim.url, key_id, key_secret, database_url)
         active = 0
         for size in plan.sizes:
-            falls_due = min(size, plan.due) if size in plan.due_at else 0
+            falls_due = min(size - active, plan.due) if size in plan.due_at else 0  # of the newest runs
             built.add_runs((size - active - falls_due) // PER_REQUEST, LONG_RUN_SECONDS)
             due_ids = built.add_runs(falls_due // PER_REQUEST, DUE_RUN_SECONDS)
             active = built.count_runs(None, RunState.RUNNING)
