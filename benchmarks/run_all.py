@@ -1,9 +1,11 @@
 """Every performance goal in one run: idle CPU, acks against the floor of the stack on SQLite and PostgreSQL,
-time to RUNNING, and how the watcher's tick grows from 100 to 5,000 instances.
+time to RUNNING, how the watcher's tick grows from 100 to 5,000 instances, and time-boxed runs' timers (a quiet
+engine step with 100 to 10,000 active runs, 1,000 runs falling due together).
 
-Run from the repository root: ``python benchmarks/run_all.py [--quick]`` (a few minutes; --quick: two rounds
-instead of three). PostgreSQL comes from ``.ci/postgres.sh`` (a throwaway cluster, stopped at the end); without
-server binaries that part is skipped and said so. Exit code 0 when every goal printed is met, 1 otherwise.
+Run from the repository root: ``python benchmarks/run_all.py [--quick]`` (about 12 minutes; --quick: two rounds
+instead of three, run timers with 1,000 runs: about 5 minutes). PostgreSQL comes from ``.ci/postgres.sh`` (a
+throwaway cluster, stopped at the end); without server binaries that part is skipped and said so. Exit code 0 when
+every goal printed is met, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import ack_latency
+import run_timers
 import watcher_calls
 from shared import cpu_seconds, throwaway_postgres
 from slack_sdk import WebClient
@@ -111,10 +114,20 @@ def watcher_growth(tmp: Path) -> tuple[list[str], bool]:
         return watcher_calls.growth_table(watcher_calls.growth(tmp, sim, client, web, fake))
 
 
+def growth(tmp: Path, *, quick: bool, postgres: bool) -> tuple[list[str], bool]:
+    """How the watcher's tick grows with instances, and the run timers with active runs (up to 1,000 when quick)."""
+    lines, ok = watcher_growth(tmp)
+    report = ["", "watcher tick CPU ms of the ticking thread [wall ms]", *lines]
+    plan = run_timers.QUICK if quick else run_timers.FULL
+    lines, met = run_timers.measure_all("both" if postgres else "sqlite", plan)
+    report += ["", "run timers: a quiet engine step (CPU ms, median of 5) and runs falling due together", *lines]
+    return report, ok and met
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every part and print one report; return 1 when a goal is not met."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two rounds per case instead of three")
+    parser.add_argument("--quick", action="store_true", help="2 rounds per case, not 3; run timers with 1,000 runs")
     parser.add_argument("--sizes", default="1,20,100,200", help="concurrent requests per burst (1,20,100,200)")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL comparison")
     args = parser.parse_args(argv)
@@ -160,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         ok = ok and met
 
-        lines, met = watcher_growth(tmp)
-        report += ["", "watcher tick CPU ms of the ticking thread [wall ms]", *lines]
+        lines, met = growth(tmp, quick=args.quick, postgres=not args.no_postgres)
+        report += lines
         ok = ok and met
     print("\n".join(report))
     print(f"\n{'every goal met' if ok else 'some goals NOT MET'}; took {time.monotonic() - started:.0f} s")
