@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from bot.devtools.slack_driver import SlackDriver
 from bot.devtools.support import wait_until
 from bot.server import RunningBot
-from tests.db_support import POSTGRES_ENV, POSTGRES_URL
+from tests.db_support import POSTGRES_ENV, POSTGRES_URL, chattr_problem
 
 # deploy/kubernetes/base/deployment.yaml: the readiness probe's periodSeconds and timeoutSeconds.
 PROBE_PERIOD_SECONDS = 5.0
@@ -44,30 +44,10 @@ def _within_a_probe_period(running: RunningBot, status: int) -> tuple[float, htt
     return time.monotonic() - started, answer
 
 
-def _chattr_works(directory: Path) -> str | None:
-    """Return why `chattr +i` cannot make a file immutable in directory (None when it can)."""
-    probe = directory / "chattr-probe"
-    probe.write_text("x")
-    try:
-        done = subprocess.run(["chattr", "+i", str(probe)], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        return "chattr is not installed"
-    if done.returncode != 0:
-        return f"chattr +i does not work on {directory}'s filesystem: {done.stderr.strip()}"
-    try:
-        with probe.open("a") as out:
-            out.write("y")
-        return "an immutable file still takes writes here (not root with CAP_LINUX_IMMUTABLE?)"
-    except OSError:
-        return None
-    finally:
-        subprocess.run(["chattr", "-i", str(probe)], check=False)
-
-
 @pytest.fixture
 def immutable(tmp_path: Path) -> Iterator[Callable[[bool], None]]:
     """Make the bot's SQLite file and its -wal immutable (True) or writable again (False); always undone."""
-    reason = _chattr_works(tmp_path)
+    reason = chattr_problem(tmp_path)
     if reason is not None:
         pytest.skip(reason)
     files = [str(tmp_path / "vm-bot.db"), str(tmp_path / "vm-bot.db-wal")]
