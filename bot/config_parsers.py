@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from bot.domain.durations import format_duration, parse_duration
 from bot.secrets import Secret
 
 
@@ -75,6 +76,18 @@ def _within(value: float, raw: str, minimum: float, maximum: float | None) -> fl
     if maximum is not None and value > maximum:
         raise ValueError(f"must be at most {maximum:g}, got {raw!r}")
     return value
+
+
+def duration(*, minimum: float) -> Callable[[str], float]:
+    """Return a parser for a duration like `90d` or `1d12h` (as seconds), at least minimum seconds."""
+
+    def parse(raw: str) -> float:
+        seconds = parse_duration(raw)
+        if seconds < minimum:
+            raise ValueError(f"must be at least {format_duration(minimum)}, got {raw!r}")
+        return seconds
+
+    return parse
 
 
 def choice(*choices: str) -> Callable[[str], str]:
