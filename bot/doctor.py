@@ -113,8 +113,9 @@ def _first_line(exc: BaseException) -> str:
 def database_checks(url: str) -> list[Check]:
     """Reachable, at the newest migration, takes writes (through the bot's own write path), and an admin exists."""
     skipped = [Check(n, SKIP, "needs the database") for n in ("database migration", "database writes", "admin grant")]
-    path = Path(make_url(url).database or "") if is_sqlite(url) else None
-    if path is not None and str(path) not in ("", ":memory:") and not path.is_file():
+    name = (make_url(url).database or "").removeprefix("file:").split("?", 1)[0]  # also an SQLite URI filename
+    path = Path(name) if is_sqlite(url) and name not in ("", ":memory:") else None
+    if path is not None and not path.is_file():
         fix = "`vm-bot db upgrade` (or `vm-bot run`) creates it; or point DATABASE_URL at the right file"
         return [Check("database", FAIL, f"the SQLite file {path} does not exist: {fix}"), *skipped]
     try:

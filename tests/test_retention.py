@@ -87,7 +87,8 @@ def build_world(url: str, fake_slack: FakeSlackWebApi, simulator: ZenlayerSimula
             grants.add_grants(session, "U0REQUEST", ["web-*"], granted_by="test")
         shown: dict[int, Confirmation] = {}
 
-        def start(name: str, instance: str, channel: str = "C0CHANNEL") -> Confirmation:
+        def start(name: str, instance: str, channel: str = "") -> Confirmation:
+            channel = channel or f"C0{name.upper()}"  # a channel each: Slack paces each to about a message a second
             slack.command(f"start {instance}", channel=channel)
 
             def new() -> Confirmation | None:
