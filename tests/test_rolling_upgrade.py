@@ -295,8 +295,9 @@ def side_by_side(deployments: list[Deployment], fake: FakeSlackWebApi, simulator
 
 def check_nothing_corrupted(d: Deployment, fake: FakeSlackWebApi, simulator: ZenlayerSimulator) -> None:
     """The promises of this module's docstring, for one deployment once the old replica is gone."""
+    head = migrate.head_revision()
     assert d.old_readiness and set(d.old_readiness) == {
-        (503, "not ready: the database is at migration 0005, not 0004: run `vm-bot db upgrade`")
+        (503, f"not ready: the database is at migration {head}, not 0004: run `vm-bot db upgrade`")
     }, sorted(set(d.old_readiness))
     db = Database(d.url)
     try:

@@ -92,21 +92,6 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
     return engine
 
 
-# SQLSTATE read_only_sql_transaction: a write refused by a server in recovery or a database made read-only.
-READ_ONLY_SQL_TRANSACTION = "25006"
-
-
-def _drop_read_only_connection(context: ExceptionContext) -> None:
-    """Treat a write refused as read-only like a lost connection: the pool replaces it (and its siblings).
-
-    PostgreSQL fixes a session's default_transaction_read_only when it connects, so a connection opened while the
-    database was read-only (a failover replica, `ALTER DATABASE … SET default_transaction_read_only`) would refuse
-    every write forever, even once the database takes writes again.
-    """
-    if getattr(context.original_exception, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION:
-        context.is_disconnect = True
-
-
 class _WriteTurn:
     """One writer at a time in this process, urgent writers first (SQLite: the database has one write lock).
 
@@ -268,3 +253,18 @@ class Database:
             self.read_engine.dispose()
         if self._statement_engine is not self.read_engine:
             self._statement_engine.dispose()
+
+
+# SQLSTATE read_only_sql_transaction: a write refused by a server in recovery or a database made read-only.
+READ_ONLY_SQL_TRANSACTION = "25006"
+
+
+def _drop_read_only_connection(context: ExceptionContext) -> None:
+    """Treat a write refused as read-only like a lost connection: the pool replaces it (and its siblings).
+
+    PostgreSQL fixes a session's default_transaction_read_only when it connects, so a connection opened while the
+    database was read-only (a failover replica, `ALTER DATABASE … SET default_transaction_read_only`) would refuse
+    every write forever, even once the database takes writes again.
+    """
+    if getattr(context.original_exception, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION:
+        context.is_disconnect = True
