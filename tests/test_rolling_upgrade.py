@@ -1,17 +1,21 @@
 """A rolling upgrade: the previous release (7cbf473, schema 0004) and this one side by side on one database for a
-minute, the new replica having migrated it under the old one — run for real, the old release built from git.
+minute, the new replica having migrated it under the old one — run for real, the old release built from git, on
+SQLite and (when the tests have a server) PostgreSQL in the same minute.
 
 What "must not corrupt anything" means here. The old code cannot read the new schema: its requests live in tables
 that are gone (start_requests → operations). So, while it runs beside the new replica:
-- it says so: its /readyz answers 503 "the database is at migration 0005, not 0004" the whole time, so an
+- it says so: its /readyz answers 503 "the database is at migration <head>, not 0004" on every probe, so an
   orchestrator sends it nothing (and a rollout replaces it);
 - whatever still reaches it (Socket Mode spreads events over every connection, ready or not) changes no
-  operation: its commands fail before writing, its watcher's queries fail without writing;
+  operation: a command fails before writing anything, its watcher's queries fail without writing, it calls
+  Zenlayer for nothing and holds no operation's lease;
 - every request — finished, pending, watched, clicked on either replica — ends told exactly once, no instance is
   started twice, and the database's references hold;
-- what it can still write lands in tables both schemas share and that the new code reads as its own: a click it
-  records is decided by the new replica like one whose replica crashed; a message it claims is sent by the new
-  replica once the claim lapses. (Its sender does keep claiming the outbox: see the README's upgrade notes.)
+- what it can still write lands in tables both schemas share, and the new code reads it as its own: a click it
+  records is decided by the new replica like one a crashed replica left; a message it claims, fails to render and
+  puts back with a backoff is sent by the new replica, once.
+Two findings stay visible in the output (and the README's "Upgrading"): the old replica tells the clicker "Nothing
+more will happen" although the recorded click then takes effect, and its sender delays messages it keeps claiming.
 """
 
 from __future__ import annotations
