@@ -1,4 +1,4 @@
-"""Handlers for the operator commands: `vm-bot db upgrade`, `vm-bot perms ...` and `vm-bot audit`."""
+"""Handlers for the operator commands: `vm-bot db upgrade|prune`, `vm-bot perms ...` and `vm-bot audit`."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ from datetime import datetime
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import audit_export
 from bot.config import Settings
 from bot.db import audit as audit_log
 from bot.db import migrate
 from bot.db.session import Database
-from bot.domain.durations import parse_duration, say_duration
+from bot.domain.durations import parse_duration, say_duration, typed_duration
 from bot.domain.errors import InvalidInput
 from bot.domain.vocabulary import ANY_CHANNEL
 from bot.grants.admin import GrantArgs, add_audited, revoke_audited
 from bot.grants.rules import GrantRecord, list_grants
 from bot.grants.selectors import OPTION_OF_KIND, problem
+from bot.operations import retention
 
 log = logging.getLogger(__name__)
 
@@ -208,15 +210,41 @@ def _list(database: Database, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def db_prune(args: argparse.Namespace, settings: Settings) -> int:
+    """`vm-bot db prune`: delete (or, with --dry-run, count) finished work's rows older than --older-than."""
+    if args.older_than < retention.MINIMUM_AGE_SECONDS:
+        return _fail(f"--older-than must be at least 1d, got {typed_duration(args.older_than)}", EXIT_USAGE)
+    try:
+        database = _open(settings)
+        try:
+            pruned = retention.prune(database, args.older_than, audit=args.audit, dry_run=args.dry_run)
+        finally:
+            database.close()
+    except SQLAlchemyError as exc:
+        return _database_error(exc, settings)
+    verb = "would delete" if args.dry_run else "deleted"
+    age = typed_duration(args.older_than)
+    print(f"{verb} {_plural(pruned.total, 'row')} of finished work older than {age}:")
+    print(_table(("TABLE", "ROWS"), list(pruned.counts().items())))
+    if not args.audit:
+        print("audit events kept (add --audit to delete those older than that too; export them first)")
+    return EXIT_OK
+
+
 def audit(args: argparse.Namespace, settings: Settings) -> int:
-    """`vm-bot audit`: print the latest audit events, newest first."""
-    if args.limit < 1:
+    """`vm-bot audit`: print the latest audit events, newest first, or export a window of them (json, csv)."""
+    if args.limit is not None and args.limit < 1:
         return _fail(f"--limit must be at least 1, got {args.limit}", EXIT_USAGE)
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        return _fail("--until must be later than --since", EXIT_USAGE)
+    window = audit_log.Window(user=args.user, since=args.since, until=args.until)
+    if args.format != "text":
+        return _export(settings, window, args.format, args.limit)
     try:
         database = _open(settings)
         try:
             with database.session(readonly=True) as session:
-                events = audit_log.latest(session, limit=args.limit, user=args.user)
+                events = audit_log.latest(session, limit=args.limit or 50, window=window)
         finally:
             database.close()
     except SQLAlchemyError as exc:
@@ -230,4 +258,19 @@ def audit(args: argparse.Namespace, settings: Settings) -> int:
         for e in events
     ]
     print(_table(headers, rows))
+    return EXIT_OK
+
+
+def _export(settings: Settings, window: audit_log.Window, fmt: str, limit: int | None) -> int:
+    """Stream the window's events to stdout in fmt, oldest first, and say on stderr how many went."""
+    try:
+        database = _open(settings)
+        try:
+            count = audit_export.write(audit_log.stream(database, window, limit=limit), sys.stdout, fmt)
+            sys.stdout.flush()
+        finally:
+            database.close()
+    except SQLAlchemyError as exc:
+        return _database_error(exc, settings)
+    log.info("exported %s", _plural(count, "audit event"))
     return EXIT_OK

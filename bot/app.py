@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,6 +23,7 @@ from bot.grants.authority import Authority
 from bot.grants.cache import GrantCache
 from bot.health import Health, database_gauges
 from bot.metrics import Metrics
+from bot.operations import retention
 from bot.operations.app_home import AppHome
 from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
@@ -46,6 +49,8 @@ from bot.slack.workspace import Workspace
 from bot.zenlayer.client import ZenlayerClient
 from bot.zenlayer.metered import MeteredTransport
 
+log = logging.getLogger(__name__)
+
 # Only lazy listeners run on bolt's listener_executor (vm-bot has none): with process_before_response=True every
 # listener runs in the request's own thread and hands its work to the pools below. Kept small for that reason.
 LISTENER_THREADS = 4
@@ -55,6 +60,9 @@ DECISION_THREADS = 8
 SURFACE_THREADS = 8
 # Calls and reconciliation of different operations run side by side on this many threads.
 ENGINE_THREADS = 8
+# PRUNE_OLDER_THAN deletes at most this many batches of each table an hour: a first run on years of rows catches up
+# over a few hours instead of holding the sender up.
+AUTO_PRUNE_BATCHES = 20
 # How long a Slack Web API call may take before the client gives up (its outcome then unknown).
 SLACK_TIMEOUT_SECONDS = 10
 
@@ -122,6 +130,20 @@ def build_surfaces(
         client=client,
         pool=pool,
     )
+
+
+def _housekeeping(settings: Settings, db: Database) -> list[Callable[[], object]]:
+    """Return the sender's hourly chores: PRUNE_OLDER_THAN's prune, a few batches an hour, when it is set."""
+    older_than = settings.prune_older_than
+    if older_than is None:
+        return []
+
+    def prune() -> None:
+        pruned = retention.prune(db, older_than, max_batches=AUTO_PRUNE_BATCHES)
+        if pruned.total:
+            log.info("pruned rows older than PRUNE_OLDER_THAN: %s", pruned.counts())
+
+    return [prune]
 
 
 # Long on purpose: the wiring, every part built once in the order the parts need each other.
@@ -200,7 +222,7 @@ def create_app(
             metrics=metrics,
         ),
     )
-    sender = Sender(db, courier, owner=owner, lease=lease)
+    sender = Sender(db, courier, owner=owner, lease=lease, housekeeping=_housekeeping(settings, db))
     health = Health(db, head_revision(), settings.poll_interval_seconds)
 
     def ticked(seconds: float) -> None:

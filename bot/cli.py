@@ -7,9 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from bot.config import ConfigError, Settings, load_settings, settings_help
+from bot.domain.durations import parse_duration
+from bot.domain.errors import InvalidInput
 from bot.domain.vocabulary import GrantAction
 from bot.logging_setup import configure_logging, secrets_of
 
@@ -42,6 +45,18 @@ def _build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     db_commands.add_parser("upgrade", help="bring the database to the newest migration")
+    prune = db_commands.add_parser(
+        "prune",
+        help="delete finished work's rows older than a duration (audit events only with --audit)",
+        description="Deletes decided clicks, the instance rows and Zenlayer calls of settled operations and delivered "
+        "messages older than DURATION. Pending, active and untold operations, undecided clicks and pending messages "
+        "are never touched; audit events (and the operations they name) only with --audit.",
+    )
+    prune.add_argument(
+        "--older-than", required=True, type=_duration, metavar="DURATION", help="e.g. 90d or 2160h (at least 1d)"
+    )
+    prune.add_argument("--audit", action="store_true", help="also delete audit events older than that (export first)")
+    prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
 
     perms = commands.add_parser("perms", help="manage who may start which instances")
     perms_commands = perms.add_subparsers(dest="perms_command", metavar="PERMS_COMMAND", required=True)
@@ -88,9 +103,21 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("user_id", metavar="USER_ID", nargs="?")
     _add_selector_options(listing)
 
-    audit = commands.add_parser("audit", help="print the latest audit events")
-    audit.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
+    audit = commands.add_parser(
+        "audit",
+        help="print the latest audit events, or export them (--format json|csv)",
+        description="text: a table of the latest events, newest first. json (one object per line) and csv: every "
+        "event in the window, oldest first, streamed (for compliance exports of any size).",
+    )
+    audit.add_argument(
+        "--limit", type=int, default=None, help="how many events (default 50 in the table, all in an export)"
+    )
     audit.add_argument("--user", metavar="USER_ID", default=None, help="only events by or about this user")
+    audit.add_argument(
+        "--since", type=_moment, metavar="DATE", help="events at or after DATE: 2026-10-01 or an ISO 8601 time (UTC)"
+    )
+    audit.add_argument("--until", type=_moment, metavar="DATE", help="events before DATE")
+    audit.add_argument("--format", choices=("text", "json", "csv"), default="text", help="default text")
 
     simulator = commands.add_parser("simulator", help="a local Zenlayer-compatible VM API for demos and staging")
     simulator.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -122,6 +149,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("demo", help="play a whole conversation locally, with no Slack or Zenlayer account")
+    commands.add_parser(
+        "doctor",
+        help="check the set-up: one line per check and its verdict; exit 0 only when all pass",
+        description="Checks the settings, the database, the Slack token and its scopes, the mode's secret, the "
+        "Zenlayer credentials and clock, and that an admin grant exists. Changes nothing.",
+    )
     return parser
 
 
@@ -175,6 +208,23 @@ def _log_level(value: str) -> str:
     if level not in _LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"{value!r} is not a level; use one of {', '.join(_LOG_LEVELS)}")
     return level
+
+
+def _duration(value: str) -> float:
+    """Accept a duration like 90d (as seconds); anything else is a usage error."""
+    try:
+        return parse_duration(value, what="The duration", minimum=0, maximum=None)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _moment(value: str) -> datetime:
+    """Accept a date (midnight UTC) or an ISO 8601 time (UTC unless it names its offset)."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date like 2026-10-01 or an ISO 8601 time, got {value!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _version() -> str:
@@ -232,9 +282,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bot.devtools.demo import main as demo_main
 
         return demo_main()
+    if args.command == "doctor":
+        from bot.doctor import main as doctor_main
+
+        return doctor_main()
     settings: Settings = _settings(slack=False, zenlayer=False)
     from bot import admin
 
+    if args.command == "db" and args.db_command == "prune":
+        return admin.db_prune(args, settings)
     if args.command == "db":
         return admin.db_upgrade(settings)
     if args.command == "perms":

@@ -201,6 +201,14 @@ class Settings:
         parse.flag,
         "`true`: also show the 'all RUNNING' reply in the channel (failures and timeouts always are)",
     )
+    prune_older_than: float | None = setting(
+        "PRUNE_OLDER_THAN",
+        None,
+        parse.duration(minimum=86400),
+        "when set (e.g. 90d), prune finished work's rows older than this every hour, as `vm-bot db prune` does "
+        "(never audit events)",
+        "unset: keep everything",
+    )
 
     @property
     def socket_mode(self) -> bool:

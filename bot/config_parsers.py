@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from bot.domain.durations import parse_duration, typed_duration
+from bot.domain.errors import InvalidInput
 from bot.secrets import Secret
 
 
@@ -75,6 +77,21 @@ def _within(value: float, raw: str, minimum: float, maximum: float | None) -> fl
     if maximum is not None and value > maximum:
         raise ValueError(f"must be at most {maximum:g}, got {raw!r}")
     return value
+
+
+def duration(*, minimum: float) -> Callable[[str], float]:
+    """Return a parser for a duration like `90d` or `1d12h` (as seconds), at least minimum seconds."""
+
+    def parse(raw: str) -> float:
+        try:
+            seconds = parse_duration(raw, minimum=0, maximum=None)
+        except InvalidInput:
+            raise ValueError(f"must be a duration like 90d, 12h, 30m or 1d12h, got {raw!r}") from None
+        if seconds < minimum:
+            raise ValueError(f"must be at least {typed_duration(minimum)}, got {raw!r}")
+        return seconds
+
+    return parse
 
 
 def choice(*choices: str) -> Callable[[str], str]:

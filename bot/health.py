@@ -60,13 +60,15 @@ class Health:
 def database_problem(db: Database, head: str | None) -> str | None:
     """Return why the database cannot serve (unreachable, not at head, not writable), or None when it can."""
     try:
+        # The bot's own write path (its writer pool, its write turn, a commit), not a side door that could differ.
         with db.session() as session:
             current = session.scalar(text("SELECT version_num FROM alembic_version"))
             if current != head:
                 return f"the database is at migration {current or 'none'}, not {head}: run `vm-bot db upgrade`"
-            # A write that changes nothing: proves the file (or the role) takes writes, then rolls back.
+            # A write that changes nothing, committed: SQLite touches the disk only at commit, so a write rolled back
+            # proves nothing (an immutable file, a full disk still "take" it); PostgreSQL refuses it in a read-only
+            # transaction mode (a failover replica) at once.
             session.execute(text("UPDATE alembic_version SET version_num = version_num"))
-            session.rollback()
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
         first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -94,3 +95,25 @@ def run_together(count: int, work: Callable[[int], T], *, timeout: float = 60) -
     if errors:
         raise errors[0]
     return results
+
+
+def chattr_problem(directory: Path) -> str | None:
+    """Return why `chattr +i` cannot make a file in directory immutable (None when it can): it needs a filesystem
+    that keeps the flag (ext4, xfs, btrfs; not every tmpfs or overlay) and root (CAP_LINUX_IMMUTABLE)."""
+    probe = directory / "chattr-probe"
+    probe.write_text("x")
+    try:
+        done = subprocess.run(["chattr", "+i", str(probe)], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return "chattr is not installed"
+    if done.returncode != 0:
+        return f"chattr +i does not work on {directory}'s filesystem: {done.stderr.strip()}"
+    try:
+        with probe.open("a") as out:
+            out.write("y")
+        return f"an immutable file in {directory} still takes writes"
+    except OSError:
+        return None
+    finally:
+        subprocess.run(["chattr", "-i", str(probe)], check=False)
+        probe.unlink()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from bot.db.models import AuditEvent
@@ -52,9 +55,53 @@ def detail_of(event: AuditEvent) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def latest(session: Session, *, limit: int = 50, user: str | None = None) -> list[AuditEvent]:
+@dataclass(frozen=True)
+class Window:
+    """Which events a reader wants: by or about one user, from `since` (inclusive) to `until` (exclusive)."""
+
+    user: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> list[ColumnElement[bool]]:
+        """Return the conditions that pick these events."""
+        conditions: list[ColumnElement[bool]] = []
+        if self.user is not None:
+            conditions.append(or_(AuditEvent.actor == self.user, AuditEvent.subject == self.user))
+        if self.since is not None:
+            conditions.append(AuditEvent.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(AuditEvent.created_at < self.until)
+        return conditions
+
+
+def latest(
+    session: Session, *, limit: int = 50, user: str | None = None, window: Window | None = None
+) -> list[AuditEvent]:
     """Return the newest events first; `user` keeps those where that user is the actor or the subject."""
-    query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(max(limit, 0))
-    if user is not None:
-        query = query.where(or_(AuditEvent.actor == user, AuditEvent.subject == user))
-    return list(session.scalars(query))
+    window = window or Window(user=user)
+    query = select(AuditEvent).where(*window.where()).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+    return list(session.scalars(query.limit(max(limit, 0))))
+
+
+EXPORTED = (
+    AuditEvent.id,
+    AuditEvent.created_at,
+    AuditEvent.actor,
+    AuditEvent.event,
+    AuditEvent.request_id,
+    AuditEvent.subject,
+    AuditEvent.zenlayer_request_id,
+    AuditEvent.detail,
+)
+EXPORTED_NAMES = tuple(column.key for column in EXPORTED)
+
+
+def stream(db: Database, window: Window, *, limit: int | None = None, chunk: int = 1000) -> Iterator[Sequence[Any]]:
+    """Yield the window's events oldest first, `chunk` rows in memory at a time (a server-side cursor on PostgreSQL),
+    as rows of EXPORTED: constant memory for any number of events."""
+    query = select(*EXPORTED).where(*window.where()).order_by(AuditEvent.created_at, AuditEvent.id)
+    if limit is not None:
+        query = query.limit(limit)
+    with db.session(readonly=True) as session:
+        yield from session.execute(query.execution_options(yield_per=chunk))

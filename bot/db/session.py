@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, Executable, Row, create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +41,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
     if not is_sqlite(url):
         engine_kwargs.setdefault("pool_pre_ping", True)
         engine = create_engine(url, **engine_kwargs)
+        if not readonly:
+            event.listen(engine, "handle_error", _drop_read_only_connection)
         if readonly:
 
             @event.listens_for(engine, "connect")
@@ -287,3 +289,18 @@ class Database:
             self.read_engine.dispose()
         if self._statement_engine is not self.read_engine:
             self._statement_engine.dispose()
+
+
+# SQLSTATE read_only_sql_transaction: a write refused by a server in recovery or a database made read-only.
+READ_ONLY_SQL_TRANSACTION = "25006"
+
+
+def _drop_read_only_connection(context: ExceptionContext) -> None:
+    """Treat a write refused as read-only like a lost connection: the pool replaces it (and its siblings).
+
+    PostgreSQL fixes a session's default_transaction_read_only when it connects, so a connection opened while the
+    database was read-only (a failover replica, `ALTER DATABASE … SET default_transaction_read_only`) would refuse
+    every write forever, even once the database takes writes again.
+    """
+    if getattr(context.original_exception, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION:
+        context.is_disconnect = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 from bot.db.session import Database
 from bot.delivery import outbox
@@ -30,8 +31,18 @@ PRUNE_EVERY_SECONDS = 3600.0
 class Sender:
     """Delivers the outbox through a Courier; run() in a thread of its own, next to the engine's."""
 
-    def __init__(self, db: Database, courier: Courier, *, owner: Owner, lease: Lease, workers: int = SEND_THREADS):
+    def __init__(
+        self,
+        db: Database,
+        courier: Courier,
+        *,
+        owner: Owner,
+        lease: Lease,
+        workers: int = SEND_THREADS,
+        housekeeping: Sequence[Callable[[], object]] = (),
+    ):
         self.db = db
+        self.housekeeping = list(housekeeping)  # run hourly with the outbox's own prune, e.g. PRUNE_OLDER_THAN
         self.courier = courier
         self.owner = owner
         self.lease = lease
@@ -67,6 +78,11 @@ class Sender:
             self._pruned_at = time.monotonic()
             with self.db.session() as session:
                 outbox.prune(session)
+            for chore in self.housekeeping:
+                try:
+                    chore()
+                except Exception:
+                    log.exception("an hourly housekeeping chore failed; trying again in an hour")
         busy = self.sends.busy()
         if busy and time.monotonic() - self._renewed_at >= self.lease.heartbeat_seconds:
             # A heartbeat: a send slower than the claim (timeouts, retries) is not taken over while in flight.

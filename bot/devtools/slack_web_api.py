@@ -15,7 +15,8 @@ every view likewise (`invalid_arguments` with Slack's messages, `view_too_large`
 tokens expire by the stand-in's clock, which a test can move forward (`advance_clock`).
 It can also answer a call late after carrying it out (`delay_next`: a post the client timed out on that Slack did
 make), hold a channel or a method behind HTTP 429 for a Retry-After, or answer every call with a permanent
-error (`invalid_auth`, `token_revoked`, `account_inactive`), as an uninstalled app gets.
+error (`invalid_auth`, `token_revoked`, `account_inactive`), as an uninstalled app gets. Every reply names the
+token's scopes in `x-oauth-scopes`, as Slack's do (`granted_scopes`: vm-bot's own unless a test says otherwise).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from urllib.parse import parse_qsl
 from bot.devtools.block_kit import MAX_BLOCKS, block_problem
 from bot.devtools.loopback import LoopbackServer
 from bot.devtools.slack_surfaces import SURFACE_METHODS, SurfacesStandIn
+from bot.slack.scopes import BOT_SCOPES
 
 BOT_USER_ID = "UVMBOT0001"
 WORKSPACE_URL = "https://example.slack.com/"  # what auth.test answers, and where permalinks point
@@ -131,6 +133,9 @@ class FakeSlackWebApi(SurfacesStandIn, LoopbackServer):
         self._rate_limits: list[_RateLimit] = []
         self._delays: list[_Delay] = []
         self._auth_error: str | None = None
+        # The scopes Slack says the token holds (the x-oauth-scopes header on every Web API reply); a test may
+        # grant fewer or more than vm-bot asks for.
+        self.granted_scopes: tuple[str, ...] = BOT_SCOPES
         # The ws:// URL apps.connections.open hands out (see tests/fake_socket_mode.py); None: Socket Mode is off.
         self.socket_mode_url: str | None = None
         self._ts = itertools.count(1)
@@ -359,6 +364,7 @@ class FakeSlackWebApi(SurfacesStandIn, LoopbackServer):
                     scripted = bool(body.pop("_scripted", False))
                     fake.calls.append(Call(method, args, status=status, response=body, scripted=scripted, token=token))
                     delay = fake._take_delay(method, str(args.get("channel", "")))
+                    headers = {**headers, "x-oauth-scopes": ",".join(fake.granted_scopes)}
                     fake._lock.notify_all()
                 if delay:
                     time.sleep(delay)  # the call has taken effect; only its answer is late

@@ -1,4 +1,4 @@
-"""Run durations as people type and read them: `45s`, `30m`, `4h`, `1d`, or combined (`1h30m`)."""
+"""Durations as people type and read them: `45s`, `30m`, `4h`, `90d`, or combined (`1h30m`)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,29 @@ import re
 
 from bot.domain.errors import InvalidInput
 
+# A run's `--for` and a grant's `--max-run`: long enough to boot, short enough that a forgotten VM is found in a week.
 MIN_SECONDS = 10
 MAX_SECONDS = 7 * 24 * 3600
 _DURATION_RE = re.compile(r"^(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?$")
 _UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 
 
-def parse_duration(text: str, *, what: str = "A duration") -> float:
-    """Return the seconds `text` says (10 s to 7 d), or raise InvalidInput saying how to write one."""
+def parse_duration(
+    text: str,
+    *,
+    what: str = "A duration",
+    minimum: float = MIN_SECONDS,
+    maximum: float | None = MAX_SECONDS,
+) -> float:
+    """Return the seconds `text` says (minimum to maximum), or raise InvalidInput saying how to write one."""
     match = _DURATION_RE.match(text.strip().lower()) if text.isascii() else None
     if not text.strip() or match is None or not any(match.groups()):
         raise InvalidInput(f"{what} is written like `45s`, `30m`, `4h`, `1d` or `1h30m`")
     days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
     total = days * 86400 + hours * 3600 + minutes * 60 + seconds
-    if not MIN_SECONDS <= total <= MAX_SECONDS:
-        raise InvalidInput(
-            f"{what} must be at least {say_duration(MIN_SECONDS)} and at most {say_duration(MAX_SECONDS)}"
-        )
+    if total < minimum or (maximum is not None and total > maximum):
+        most = f" and at most {say_duration(maximum)}" if maximum is not None else ""
+        raise InvalidInput(f"{what} must be at least {say_duration(minimum)}{most}")
     return float(total)
 
 
@@ -38,7 +44,7 @@ def say_duration(seconds: float) -> str:
 
 
 def typed_duration(seconds: float) -> str:
-    """Write a duration the way `--for` takes it: "4h", "1h30m", "45s"."""
+    """Write a duration the way it is typed: "4h", "1h30m", "90d", "45s"."""
     left = max(0, round(seconds))
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):

@@ -32,7 +32,7 @@ def handle_api(sim: ZenlayerSimulator, headers: Message, body: bytes) -> Reply:
     instance_ids = tuple(str(i) for i in recorded_params.get("instanceIds") or () if isinstance(i, str))
     fault: Fault | None = None
     try:
-        authenticate(sim.credentials, headers, body, sim.max_skew_seconds)
+        authenticate(sim.credentials, headers, body, sim.max_skew_seconds, now=sim.now())
         _check_headers(headers, action)
         fault = sim.take_fault(action)
         if fault is not None and not fault.answers_normally:

@@ -46,8 +46,11 @@ class Credentials:
         return f"Credentials(key_id={self.key_id!r}, key_secret={'***' if self.key_secret else None}, token=...)"
 
 
-def authenticate(credentials: Credentials, headers: Message, body: bytes, max_skew_seconds: float) -> None:
-    """Accept a valid bearer token or ZC2-HMAC-SHA256 signature; raise 401 otherwise."""
+def authenticate(
+    credentials: Credentials, headers: Message, body: bytes, max_skew_seconds: float, *, now: float | None = None
+) -> None:
+    """Accept a valid bearer token or ZC2-HMAC-SHA256 signature (its timestamp within max_skew_seconds of `now`,
+    the cloud's clock); raise 401 otherwise."""
     authorization = (headers.get("Authorization") or "").strip()
     if not authorization:
         raise ApiError(401, "AUTHFAILURE", "the Authorization header is missing")
@@ -74,7 +77,7 @@ def authenticate(credentials: Credentials, headers: Message, body: bytes, max_sk
     key_id, key_secret = credentials.key_id, credentials.key_secret
     if key_id is None or key_secret is None or not hmac.compare_digest(parsed.access_key_id.encode(), key_id.encode()):
         raise ApiError(401, "INVALID_ACCESS_KEY_ID", "the access key id is not known")
-    if abs(time.time() - int(timestamp)) > max_skew_seconds:
+    if abs((time.time() if now is None else now) - int(timestamp)) > max_skew_seconds:
         raise ApiError(401, "SIGNATURE_EXPIRED", "X-ZC-Timestamp is too far from the server's clock")
     content_type = headers.get("Content-Type") or ""
     if not signing.verify(key_secret, timestamp, host, body, parsed.signature, content_type):

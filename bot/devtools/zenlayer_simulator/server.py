@@ -7,6 +7,7 @@ import logging
 import selectors
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from email.message import Message
@@ -45,6 +46,7 @@ class ZenlayerSimulator(SimulatedCloud):
         instances: Mapping[str, str | Mapping[str, Any]] | None = None,
         max_skew_seconds: float = 300,
         max_recorded_calls: int = 100_000,
+        clock_offset_seconds: float = 0.0,
     ):
         self.credentials = Credentials.of(access_key_id, access_key_secret, token)
         super().__init__(
@@ -57,6 +59,9 @@ class ZenlayerSimulator(SimulatedCloud):
         self._bind_host = host
         self._bind_port = port
         self.max_skew_seconds = max_skew_seconds
+        # How far the cloud's clock is ahead of this host's (negative: behind): its Date header and the timestamp
+        # check read it, so a skewed host clock can be played without touching the real one.
+        self.clock_offset_seconds = clock_offset_seconds
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -116,6 +121,10 @@ class ZenlayerSimulator(SimulatedCloud):
         """Base URL to give the client, e.g. http://127.0.0.1:54321."""
         host = self._bind_host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def now(self) -> float:
+        """Return the cloud's time in Unix seconds: this host's plus clock_offset_seconds."""
+        return time.time() + self.clock_offset_seconds
 
     def hang(self, seconds: float | None) -> None:
         """Delay a reply; stop() cuts the wait short."""
@@ -245,6 +254,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.track(self.connection, add=False)
         with contextlib.suppress(OSError):
             super().finish()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, by the cloud's clock."""
+        return super().date_time_string(self.server.simulator.now() if timestamp is None else timestamp)
 
     def do_GET(self) -> None:
         self._dispatch()
