@@ -57,10 +57,9 @@ from bot.domain.ports import InstanceQuery
 from bot.grants import rules as grants
 from bot.grants.authority import Authority
 from bot.grants.selectors import Selector, SelectorKind
-from bot.operations import repository
 from bot.operations.app_home import AppHome
+from bot.operations.creation import NewInstance, create
 from bot.operations.opening import Prepared
-from bot.operations.repository import NewInstance
 from bot.operations.surface_runs import DurationTerms, HomeRun
 from bot.server import RunningBot
 from bot.slack import action_ids
@@ -247,7 +246,7 @@ def home_publish(database_url: str, label: str) -> bool:
             grants.add_grants(session, HOME_USER, ["*"], granted_by="benchmark")
             for i in range(30):
                 mine = i >= 20
-                repository.create(
+                create(
                     session,
                     action=START,
                     requester_id=HOME_USER if mine else f"U0PEER{i:03d}",

@@ -13,8 +13,9 @@ from bot.db.session import Database
 from bot.domain.actions import START
 from bot.domain.errors import InvalidInput
 from bot.operations import leases, repository
+from bot.operations.creation import NewInstance, create
 from bot.operations.records import OperationRecord
-from bot.operations.repository import NewInstance, approve, create, expire_due, record, transition
+from bot.operations.repository import approve, expire_due, record, transition
 from bot.operations.states import ACTIVE_STATES, FINAL_STATES, OPEN_STATES, State
 from bot.runtime.lease import Lease, Owner
 from tests.db_support import run_together, travel

@@ -23,7 +23,7 @@ from bot.devtools.slack_web_api import Call, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.actions import START
 from bot.operations import repository
-from bot.operations.repository import NewInstance
+from bot.operations.creation import NewInstance, create
 from bot.operations.states import State
 from bot.runtime.lease import Lease, Owner
 from bot.slack import action_ids
@@ -98,7 +98,7 @@ def new_request(db: Database, fake: FakeSlackWebApi, channel: str, name: str = "
     """Record a pending request whose confirmation is posted in channel; return its id."""
     posted = WebClient(token=BOT_TOKEN, base_url=fake.url).chat_postMessage(channel=channel, text="confirmation")
     with db.session() as session:
-        request_id = repository.create(
+        request_id = create(
             session,
             action=START,
             requester_id=REQUESTER,

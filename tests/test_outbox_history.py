@@ -15,8 +15,7 @@ from bot.db.models import OutboxMessage
 from bot.db.session import Database
 from bot.delivery import outbox
 from bot.domain.actions import START
-from bot.operations import repository
-from bot.operations.repository import NewInstance
+from bot.operations.creation import NewInstance, create
 from tests.db_support import migrated_database
 
 DELIVERED = 20_000  # a busy week: ~600 requests a day, five messages each
@@ -26,7 +25,7 @@ STEP = 100  # SQLite virtual-machine instructions per count
 def new_request(db: Database, channel: str) -> int:
     """Record a request in a channel; return its id."""
     with db.session() as session:
-        return repository.create(
+        return create(
             session,
             action=START,
             requester_id="U0REQUEST",

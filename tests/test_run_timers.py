@@ -12,6 +12,7 @@ from sqlalchemy import select
 from bot.db.models import Operation, Run
 from bot.db.session import Database
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
+from bot.domain.actions import REBOOT
 from bot.grants import rules as grants
 from bot.operations.click_model import ClickOutcome, Decision
 from bot.zenlayer.client import ZenlayerClient
@@ -54,7 +55,7 @@ def running_run(db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator, 
     for instance_id in ids:
         simulator.set_status(instance_id, "RUNNING")
     starter.step()
-    assert run_states(db) == ["running"] * len(ids)
+    assert run_states(db)[-len(ids) :] == ["running"] * len(ids)
     return request_id
 
 
@@ -134,3 +135,34 @@ def test_a_replica_dying_around_its_stop_call_leaves_the_stop_to_another_within_
     assert stops(simulator) == [["web-1"]]  # made once: a call that went out is seen applied, not repeated
     assert run_states(db) == ["stopped"]
     assert simulator.status("web-1") == "STOPPED"
+
+
+def test_runs_of_several_starts_falling_due_together_share_one_call_and_a_busy_instance_is_left_to_its_holder(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    for instance_id in ("web-3", "web-4"):
+        simulator.add_instance(instance_id, "STOPPED")
+    first = running_run(db, vm, simulator, ["web-1", "web-2"])
+    second = running_run(db, vm, simulator, ["web-3"])
+    third = running_run(db, vm, simulator, ["web-4"])
+    with db.session() as session:
+        grants.add_grants(session, "U0AAA", ["web-*"], action="reboot", granted_by="test")
+    svc = services(db, vm)
+    reboot = svc.open("U0AAA", ["web-3"], action=REBOOT)  # approved as the runs fall due: it holds web-3
+    assert svc.click(reboot, "U0AAA", Decision.CONFIRM).outcome == ClickOutcome.APPROVED
+    travel(db, HOUR + 1)
+
+    engine(db, vm, owner="r1/a").step()  # the one firing: stop operations made, leased and called at once
+    settle(db, simulator, vm, ["r1/a"])
+
+    assert stops(simulator) == [["web-1", "web-2", "web-4"]]  # one call for both free starts
+    with db.session(readonly=True) as session:
+        made = session.execute(
+            select(Operation.parent_id, Operation.state, Operation.error)
+            .where(Operation.action == "stop")
+            .order_by(Operation.parent_id)
+        ).all()
+        ended = dict(session.execute(select(Run.instance_id, Run.ended_reason)).all())
+    assert [(parent, state) for parent, state, _ in made] == [(first, "done"), (second, "failed"), (third, "done")]
+    assert made[1].error == "another request holds web-3"
+    assert ended == {"web-1": "auto", "web-2": "auto", "web-3": "stop failed", "web-4": "auto"}

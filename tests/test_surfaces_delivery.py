@@ -21,7 +21,7 @@ from bot.domain.actions import START
 from bot.grants.authority import Authority
 from bot.operations import homes, repository
 from bot.operations.app_home import AppHome
-from bot.operations.repository import NewInstance
+from bot.operations.creation import NewInstance, create
 from bot.operations.runs import RunBook
 from bot.operations.states import State
 from bot.operations.steps import StepRecorder
@@ -38,7 +38,7 @@ REQUESTER, APPROVER, OTHER = "U0REQUEST", "U0APPROVE", "U0OTHER"
 def open_operation(db: Database, *, channel: str = "C0OPS", step: str | None = None) -> int:
     """Record a pending operation that needs APPROVER's approval (and was opened by a step, if given)."""
     with db.session() as session:
-        request_id = repository.create(
+        request_id = create(
             session,
             action=START,
             requester_id=REQUESTER,

@@ -8,15 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, Table, insert, or_, select
 from sqlalchemy.orm import Session
 
 from bot.db.models import AuditEvent
 from bot.db.session import Database
 
 
-def record(
-    session: Session,
+def record(session: Session, event: str, *, actor: str, **fields: Any) -> None:
+    """Add an audit event to the session (columns and detail as entry() takes them); detail must be
+    JSON-serialisable and must never hold secrets."""
+    session.add(AuditEvent(**entry(event, actor=actor, **fields)))
+
+
+def entry(
     event: str,
     *,
     actor: str,
@@ -24,20 +29,26 @@ def record(
     subject: str | None = None,
     zenlayer_request_id: str | None = None,
     **detail: Any,
-) -> None:
-    """Add an audit event to the session; detail must be JSON-serialisable and must never hold secrets."""
+) -> dict[str, Any]:
+    """Return one audit event's columns (as record() takes them), for record_many()."""
     # No default= hook: anything json cannot encode (a Secret included) is refused rather than stringified.
     encoded = json.dumps(detail, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    session.add(
-        AuditEvent(
-            event=event,
-            actor=actor,
-            request_id=request_id,
-            subject=subject,
-            zenlayer_request_id=zenlayer_request_id,
-            detail=encoded,
-        )
-    )
+    return {
+        "event": event,
+        "actor": actor,
+        "request_id": request_id,
+        "subject": subject,
+        "zenlayer_request_id": zenlayer_request_id,
+        "detail": encoded,
+    }
+
+
+def record_many(session: Session, entries: Sequence[dict[str, Any]]) -> None:
+    """Write several audit events (entry()) in one statement, in the session's transaction."""
+    if entries:
+        table = AuditEvent.__table__
+        assert isinstance(table, Table)  # Core: one executemany (the ORM inserts one row at a time on SQLite)
+        session.execute(insert(table), list(entries))
 
 
 def write(db: Database, event: str, *, actor: str, **detail: Any) -> None:

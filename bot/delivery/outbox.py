@@ -73,9 +73,12 @@ def enqueue(
     *,
     notify_user: str | None = None,
     response_url: str | None = None,
+    after: float = 0.0,
 ) -> None:
     """Record, in the caller's transaction, what operations' channels must be told: one INSERT … SELECT per kind,
-    coalesced with pending rows, however many operations."""
+    coalesced with pending rows, however many operations. `after` makes the rows due that many seconds from now;
+    a coalesced row is due at the sooner of the pending row's time and the new one's (news owed meanwhile joins a
+    delayed row and goes out at once, in its latest version)."""
     ids = [request_ids] if isinstance(request_ids, int) else list(request_ids)
     kinds = [kinds] if isinstance(kinds, Kind) else list(kinds)
     if not kinds or not ids:
@@ -91,7 +94,7 @@ def enqueue(
                 literal(notify_user, String()),
                 literal(response_url, Text()),
                 db_time(),
-                db_time(),
+                db_time(after),
             )
             .where(Operation.id.in_(ids))
             .order_by(Operation.id)
@@ -102,6 +105,10 @@ def enqueue(
                 index_elements=["pending_key"],
                 set_={
                     "version": OutboxMessage.version + 1,
+                    "due_at": case(
+                        (statement.excluded.due_at < OutboxMessage.due_at, statement.excluded.due_at),
+                        else_=OutboxMessage.due_at,
+                    ),
                     # A decision's refresh keeps whom to tell if it fails, even when it joins a pending refresh.
                     "notify_user": func.coalesce(statement.excluded.notify_user, OutboxMessage.notify_user),
                     "response_url": func.coalesce(statement.excluded.response_url, OutboxMessage.response_url),

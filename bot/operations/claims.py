@@ -16,45 +16,53 @@ from bot.operations.records import Holder
 
 
 class InstancesBusy(Exception):
-    """Approval lost: other active operations hold some of the instances (raised inside the approving transaction)."""
+    """Approval lost: other active operations hold some of the instances (raised inside the approving transaction).
 
-    def __init__(self, holders: dict[str, Holder]):
+    `holders` maps each busy instance to the operation holding it; `operations` which approvals it concerns."""
+
+    def __init__(self, holders: dict[str, Holder], operations: dict[int, dict[str, Holder]] | None = None):
         self.holders = holders
+        self.operations = operations or {}
         super().__init__("held by other operations: " + ", ".join(sorted(holders)))
 
 
-def claim_instances(session: Session, operation_id: int) -> None:
-    """Insert one claim per instance the operation acts on; raise InstancesBusy if another operation holds one.
+def claim_instances(session: Session, operation_ids: int | Sequence[int]) -> None:
+    """Insert one claim per instance the operations act on; raise InstancesBusy if another operation holds one.
 
     The primary key on active_instance_claims.instance_id is the rule; ON CONFLICT DO NOTHING makes a concurrent
     claimer wait for the holder's transaction and then see its row. Sorted ids keep lock order the same for
-    everyone, so two overlapping approvals queue instead of deadlocking.
+    everyone, so two overlapping approvals queue instead of deadlocking. One INSERT for every operation.
     """
-    ids = sorted(
-        session.scalars(
-            select(OperationInstance.instance_id).where(
-                OperationInstance.request_id == operation_id,
+    ids = [operation_ids] if isinstance(operation_ids, int) else list(operation_ids)
+    wanted: list[tuple[str, int]] = sorted(
+        (instance_id, operation_id)
+        for instance_id, operation_id in session.execute(
+            select(OperationInstance.instance_id, OperationInstance.request_id).where(
+                OperationInstance.request_id.in_(ids),
                 OperationInstance.included.is_(True),
                 OperationInstance.outcome.is_(None),
             )
         )
     )
-    rows = [{"instance_id": i, "request_id": operation_id, "claimed_at": db_time()} for i in ids]
+    rows = [{"instance_id": i, "request_id": operation_id, "claimed_at": db_time()} for i, operation_id in wanted]
     insert_ignoring_conflicts(session, InstanceClaim, rows, ["instance_id"])
-    held = holders(session, ids, except_operation=operation_id)
-    if held:
-        raise InstancesBusy(held)
+    held = holders(session, [i for i, _ in wanted])
+    busy: dict[int, dict[str, Holder]] = {}
+    for instance_id, operation_id in wanted:
+        holder = held.get(instance_id)
+        if holder is not None and holder.request_id != operation_id:
+            busy.setdefault(operation_id, {})[instance_id] = holder
+    if busy:
+        raise InstancesBusy({i: h for found in busy.values() for i, h in found.items()}, busy)
 
 
-def holders(session: Session, ids: Sequence[str], *, except_operation: int | None = None) -> dict[str, Holder]:
-    """Map each id held by an active operation (other than except_operation) to that operation."""
+def holders(session: Session, ids: Sequence[str]) -> dict[str, Holder]:
+    """Map each id held by an active operation to that operation."""
     query = (
         select(InstanceClaim.instance_id, Operation.id, Operation.channel_id, Operation.message_ts)
         .join(Operation, InstanceClaim.request_id == Operation.id)
         .where(InstanceClaim.instance_id.in_(list(ids)))
     )
-    if except_operation is not None:
-        query = query.where(InstanceClaim.request_id != except_operation)
     return {row[0]: Holder(row[1], row[2], row[3]) for row in session.execute(query)}
 
 

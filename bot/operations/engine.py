@@ -69,7 +69,7 @@ class Engine:
             db, owner=owner, lease=lease, watch_seconds=watch_seconds, reminder_seconds=reminder_seconds
         )
         self.chores.append(self.journal.settle_unrecorded)
-        self.timers = Timers(db, vm)
+        self.timers = Timers(db, vm, edit_after=poll_interval_seconds)
         self.caller = Caller(vm, self.journal)
         self.poller = Poller(vm)
         self.jobs: KeyedExecutor[int] = KeyedExecutor(workers, name="vm-bot-work")

@@ -18,7 +18,7 @@ from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import GrantAction
 from bot.grants.authority import Authority, NotCovered, Question
 from bot.grants.rules import Coverage
-from bot.operations import claims, inventory, repository
+from bot.operations import claims, creation, inventory, repository
 from bot.operations.inventory import LookupFailed, Resolution
 from bot.operations.records import Holder
 
@@ -208,7 +208,7 @@ class Opening:
             claims.lock_requester(session, prepared.user_id)
             self._refuse_duplicate(session, prepared.user_id, prepared.channel_id, prepared.action, prepared.ids)
             needs_approval = prepared.needs_approval
-            prepared.request_id = repository.create(
+            prepared.request_id = creation.create(
                 session,
                 action=prepared.action,
                 requester_id=prepared.user_id,
@@ -242,12 +242,10 @@ class Opening:
         return [i.instance_id for i in record.instances]
 
 
-def _new_instances(prepared: Prepared) -> list[repository.NewInstance]:
+def _new_instances(prepared: Prepared) -> list[creation.NewInstance]:
     """The rows of a looked-up operation's instances: those it acts on, then those skipped with why."""
-    return [
-        repository.NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.ready
-    ] + [
-        repository.NewInstance(s.instance_id, name=s.name, status=s.status, included=False, skip_reason=s.reason)
+    return [creation.NewInstance(i.instance_id, name=i.name, zone=i.zone, status=i.status) for i in prepared.ready] + [
+        creation.NewInstance(s.instance_id, name=s.name, status=s.status, included=False, skip_reason=s.reason)
         for s in prepared.skipped
     ]
 

@@ -3,23 +3,19 @@ with the message it owes Slack recorded in the same transaction. Times are the d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from bot.db import audit
 from bot.db.clock import as_utc, db_time
-from bot.db.models import InstanceClaim, Operation, OperationInstance, Run
-from bot.db.sql import fit, length_of, rowcount
+from bot.db.models import InstanceClaim, Operation, Run
+from bot.db.sql import rowcount
 from bot.delivery import outbox
 from bot.domain.actions import Action
-from bot.domain.errors import InvalidInput
-from bot.domain.ids import is_instance_id
 from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.operations import runs
 from bot.operations.claims import claim_instances, release_claims
@@ -47,117 +43,6 @@ _SETTABLE = frozenset(c.key for c in Operation.__table__.columns) - {
     "lease_owner",
     "lease_until",
 }
-
-
-@dataclass(frozen=True)
-class NewInstance:
-    """One instance to record in a new operation, as looked up before asking for confirmation."""
-
-    instance_id: str
-    name: str | None = None
-    zone: str | None = None
-    status: str | None = None
-    included: bool = True
-    skip_reason: str | None = None
-
-
-def create(
-    session: Session,
-    *,
-    action: Action,
-    requester_id: str,
-    channel_id: str,
-    instances: Sequence[NewInstance],
-    needs_approval: bool,
-    ttl_seconds: float,
-    approvers: Sequence[str] = (),
-    run_seconds: float | None = None,
-    run_cap_seconds: float | None = None,
-    parent_id: int | None = None,
-) -> int:
-    """Record a pending operation with its instances, expiring ttl_seconds from now, and audit it; return its id.
-
-    `approvers` are the people who may approve it (shown on its confirmation while it waits); `run_seconds` makes a
-    start time-boxed; `parent_id` is the operation in whose thread it reports (an auto-stop: its run's start).
-    """
-    if ttl_seconds <= 0:
-        raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
-    unique = _unique(instances)
-    operation_id = int(
-        session.scalars(
-            insert(Operation)
-            .values(
-                action=action.name,
-                requester_id=requester_id,
-                channel_id=channel_id,
-                state=State.PENDING.value,
-                needs_approval=needs_approval,
-                approvers=json.dumps(list(approvers)) if approvers else None,
-                run_seconds=run_seconds,
-                run_cap_seconds=run_cap_seconds,
-                parent_id=parent_id,
-                created_at=db_time(),
-                updated_at=db_time(),
-                expires_at=db_time(ttl_seconds),
-            )
-            .returning(Operation.id)
-        ).one()
-    )
-    session.execute(insert(OperationInstance), [_instance_row(operation_id, i) for i in unique])
-    _audit_created(session, operation_id, unique)
-    return operation_id
-
-
-def _unique(instances: Sequence[NewInstance]) -> list[NewInstance]:
-    """Return the instances by first mention, refusing none at all and anything that is not an instance id."""
-    if not instances:
-        raise InvalidInput("an operation needs at least one instance")
-    bad = [i.instance_id for i in instances if not is_instance_id(i.instance_id)]
-    if bad:
-        raise InvalidInput(f"not instance ids: {', '.join(repr(b) for b in bad[:10])}")
-    first_mention: dict[str, NewInstance] = {}
-    for instance in instances:
-        first_mention.setdefault(instance.instance_id, instance)
-    return list(first_mention.values())
-
-
-def _audit_created(session: Session, operation_id: int, instances: Sequence[NewInstance]) -> None:
-    """Write a new operation's `request_created` audit event (the name every start had)."""
-    row = session.execute(
-        select(
-            Operation.requester_id,
-            Operation.action,
-            Operation.channel_id,
-            Operation.needs_approval,
-            Operation.expires_at,
-        ).where(Operation.id == operation_id)
-    ).one()
-    audit.record(
-        session,
-        "request_created",
-        actor=row.requester_id,
-        request_id=operation_id,
-        action=row.action,
-        channel=row.channel_id,
-        needs_approval=row.needs_approval,
-        to_start=[i.instance_id for i in instances if i.included],
-        skipped={i.instance_id: i.skip_reason for i in instances if not i.included},
-        expires_at=as_utc(row.expires_at).isoformat(),
-    )
-
-
-def _instance_row(operation_id: int, new: NewInstance) -> dict[str, Any]:
-    """Return the row for one new instance, with what Zenlayer said cut to fit its columns."""
-    return {
-        "request_id": operation_id,
-        "instance_id": new.instance_id,
-        "name": fit(new.name, length_of(OperationInstance, "name")),
-        "zone": fit(new.zone, length_of(OperationInstance, "zone")),
-        "initial_status": fit(new.status, length_of(OperationInstance, "initial_status")),
-        "last_status": fit(new.status, length_of(OperationInstance, "last_status")),
-        "included": new.included,
-        "skip_reason": fit(new.skip_reason, length_of(OperationInstance, "skip_reason")),
-    }
 
 
 def _states(states: State | str | Iterable[State | str]) -> tuple[State, ...]:
@@ -214,18 +99,31 @@ def transition(
     return moved == 1
 
 
-def transition_many(session: Session, operation_ids: Sequence[int], *, from_state: State, to: State) -> list[int]:
+def transition_many(
+    session: Session, operation_ids: Sequence[int], *, from_state: State, to: State, **values: Any
+) -> list[int]:
     """Move every operation among operation_ids still in from_state to the final state `to` in one compare-and-set
-    UPDATE, let go of their instances and owe Slack their messages; return the ids moved."""
+    UPDATE (setting `values` too, as transition() does), let go of their instances and owe Slack their messages;
+    return the ids moved."""
     if not operation_ids:
         return []
     if to not in FINAL_STATES or from_state in FINAL_STATES:
         raise ValueError(f"transition_many moves to a final state, not {from_state.value} to {to.value}")
+    unknown = set(values) - _SETTABLE
+    if unknown:
+        raise TypeError(f"transition_many() cannot set {sorted(unknown)}")
     moved = list(
         session.scalars(
             update(Operation)
             .where(Operation.id.in_(list(operation_ids)), Operation.state == from_state.value)
-            .values(state=to.value, updated_at=db_time(), finished_at=db_time(), lease_owner=None, lease_until=None)
+            .values(
+                state=to.value,
+                updated_at=db_time(),
+                finished_at=db_time(),
+                lease_owner=None,
+                lease_until=None,
+                **values,
+            )
             .returning(Operation.id)
             .execution_options(synchronize_session=False)
         )
@@ -241,38 +139,54 @@ def transition_many(session: Session, operation_ids: Sequence[int], *, from_stat
     return moved
 
 
-def owe(session: Session, operation_ids: Sequence[int], kinds: Iterable[outbox.Kind]) -> None:
+def owe(session: Session, operation_ids: Sequence[int], kinds: Iterable[outbox.Kind], *, after: float = 0.0) -> None:
     """Owe Slack these kinds of message about operations, in this transaction. An operation reporting in another's
-    thread (an auto-stop in its run's start thread) has that one's confirmation re-rendered instead of its own."""
+    thread (an auto-stop in its run's start thread) has that one's confirmation re-rendered instead of its own.
+    `after` makes the re-rendering due that many seconds later: news owed meanwhile joins it (outbox.enqueue)."""
     kinds = list(kinds)
     if not operation_ids or not kinds:
         return
     if outbox.Kind.REFRESH in kinds:
         parents = select(func.coalesce(Operation.parent_id, Operation.id)).where(Operation.id.in_(operation_ids))
-        outbox.enqueue(session, sorted(set(session.scalars(parents))), outbox.Kind.REFRESH)
+        outbox.enqueue(session, sorted(set(session.scalars(parents))), outbox.Kind.REFRESH, after=after)
     outbox.enqueue(session, operation_ids, [k for k in kinds if k != outbox.Kind.REFRESH])
 
 
 def approve(session: Session, operation_id: int, *, by: str) -> bool:
-    """Approve a pending, unexpired operation and claim its instances; True iff this call approved it.
+    """Approve a pending, unexpired operation and claim its instances; True iff this call approved it (InstancesBusy:
+    as approve_many)."""
+    return bool(approve_many(session, [operation_id], by=by))
 
-    Raises InstancesBusy when another active operation holds an instance; the caller must then roll back (the click
-    runs this in a savepoint), so the approval and the claims commit together or not at all.
+
+def approve_many(session: Session, operation_ids: Sequence[int], *, by: str, edit_after: float = 0.0) -> list[int]:
+    """Approve pending, unexpired operations and claim their instances, in one compare-and-set and one INSERT of
+    claims however many; return the ids this call approved. `edit_after` delays the edits of their confirmations
+    (see owe).
+
+    Raises InstancesBusy when another active operation holds an instance; the caller must then roll back (a
+    savepoint), so approvals and claims commit together or not at all.
     """
-    ok = transition(
-        session,
-        operation_id,
-        from_states=OPEN_STATES,
-        to=State.APPROVED,
-        unexpired=True,
-        decided_by=by,
-        decided_at=db_time(),
+    if not operation_ids:
+        return []
+    moved = sorted(
+        session.scalars(
+            update(Operation)
+            .where(
+                Operation.id.in_(list(operation_ids)),
+                Operation.state.in_([s.value for s in OPEN_STATES]),
+                Operation.expires_at > db_time(),
+            )
+            .values(state=State.APPROVED.value, updated_at=db_time(), decided_by=by, decided_at=db_time())
+            .returning(Operation.id)
+            .execution_options(synchronize_session=False)
+        )
     )
-    if ok:
-        claim_instances(session, operation_id)
-        runs.on_approved(session, operation_id)
-        audit.record(session, "request_approved", actor=by, request_id=operation_id)
-    return ok
+    if moved:
+        claim_instances(session, moved)
+        owe(session, moved, TOLD[State.APPROVED], after=edit_after)
+        runs.on_approved(session, moved)
+        audit.record_many(session, [audit.entry("request_approved", actor=by, request_id=i) for i in moved])
+    return moved
 
 
 def decide(session: Session, operation_id: int, to: State, *, by: str, event: str, **detail: Any) -> bool:

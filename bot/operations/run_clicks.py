@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import groupby
 
 from sqlalchemy.orm import Session
 
@@ -93,10 +92,7 @@ def _stop(session: Session, operation: OperationRecord, click: ClickRow, checked
     taken = runs.take_for_stopping(session, live, due_only=False)
     if not taken:
         return ClickOutcome.RUN_OVER
-    for request_id, group in groupby(sorted(taken, key=lambda r: r[1]), key=lambda r: r[1]):
-        timers.stop_runs(
-            session, request_id, list(group), checked.statuses, by=click.user_id, event="run_stopped_early"
-        )
+    timers.stop_runs(session, taken, checked.statuses, by=click.user_id, event="run_stopped_early")
     return ClickOutcome.RUN_STOPPING
 
 

@@ -7,10 +7,9 @@ stop_at. Extending and stopping race through the same row: whichever compare-and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.clock import db_seconds_between, db_shift, db_time
@@ -126,14 +125,14 @@ def take_for_stopping(session: Session, run_ids: Sequence[int], *, due_only: boo
     return [(row.id, row.request_id, row.instance_id) for row in taken]
 
 
-def link_stop(session: Session, run_ids: Sequence[int], stop_request_id: int) -> None:
-    """Note which stop operation stops these runs."""
-    if run_ids:
+def link_stop(session: Session, stops: Mapping[int, int]) -> None:
+    """Note which stop operation stops each run (run id → stop operation id): one executemany."""
+    if stops:
+        table = Run.__table__
+        assert isinstance(table, Table)  # a plain executemany UPDATE (the ORM's bulk UPDATE wants whole rows)
         session.execute(
-            update(Run)
-            .where(Run.id.in_(list(run_ids)))
-            .values(stop_request_id=stop_request_id)
-            .execution_options(synchronize_session=False)
+            update(table).where(table.c.id == bindparam("run_id")).values(stop_request_id=bindparam("stop_id")),
+            [{"run_id": run_id, "stop_id": stop_id} for run_id, stop_id in stops.items()],
         )
 
 
@@ -204,47 +203,58 @@ def live_of(requester_id: str | None = None, channel_ids: Sequence[str] | None =
     return and_(*condition)
 
 
-def on_approved(session: Session, operation_id: int) -> None:
-    """An operation was approved: a time-boxed start's runs are recorded; a stop's instances' running runs are
+def on_approved(session: Session, operation_ids: Sequence[int]) -> None:
+    """Operations were approved: a time-boxed start's runs are recorded; a stop's instances' running runs are
     being stopped by it (their own timers stand down)."""
-    action = session.scalar(select(Operation.action).where(Operation.id == operation_id))
-    if action == "start":
-        create(session, operation_id)
-    if action != "stop":
+    actions = session.execute(select(Operation.id, Operation.action).where(Operation.id.in_(list(operation_ids))))
+    stops = []
+    for operation_id, action in actions:
+        if action == "start":
+            create(session, operation_id)
+        elif action == "stop":
+            stops.append(operation_id)
+    if not stops:
         return
-    instances = select(OperationInstance.instance_id).where(
-        OperationInstance.request_id == operation_id, OperationInstance.included.is_(True)
-    )
-    running = [run_id for run_id, _, _ in _running_with(session, instances)]
-    taken = take_for_stopping(session, running, due_only=False)
-    link_stop(session, [run_id for run_id, _, _ in taken], operation_id)
-    _refresh_starts(session, Run.id.in_([run_id for run_id, _, _ in taken]))
-
-
-def _running_with(session: Session, instance_ids: Any) -> list[tuple[int, int, str]]:
-    """Return (run id, operation id, instance id) of the running runs of these instances."""
-    rows = session.execute(
-        select(Run.id, Run.request_id, Run.instance_id).where(
-            Run.state == RunState.RUNNING.value, Run.instance_id.in_(instance_ids)
+    named = session.execute(
+        select(Run.id, OperationInstance.request_id)
+        .join(OperationInstance, OperationInstance.instance_id == Run.instance_id)
+        .where(
+            OperationInstance.request_id.in_(stops),
+            OperationInstance.included.is_(True),
+            Run.state == RunState.RUNNING.value,
         )
     )
-    return [(row.id, row.request_id, row.instance_id) for row in rows]
+    stopped_by = {run_id: stop_id for run_id, stop_id in named}
+    taken = [run_id for run_id, _, _ in take_for_stopping(session, list(stopped_by), due_only=False)]
+    link_stop(session, {run_id: stopped_by[run_id] for run_id in taken})
+    _refresh_starts(session, Run.id.in_(taken))
 
 
 def on_final(session: Session, operation_ids: Sequence[int]) -> None:
     """Operations ended: a start's runs whose instance never reached RUNNING end; a stop's runs are stopped where
-    its instance reached STOPPED (by their timer: "auto"; by someone's stop: "early"), and end where it did not."""
-    for operation_id in operation_ids:
-        end(session, and_(Run.request_id == operation_id, Run.state == RunState.WAITING.value), "never running")
-        stopped = select(OperationInstance.instance_id).where(
-            OperationInstance.request_id == operation_id, OperationInstance.outcome == Outcome.REACHED.value
+    its instance reached STOPPED (by their timer: "auto"; by someone's stop: "early"), and end where it did not.
+    A few statements however many operations."""
+    ids = list(operation_ids)
+    if not ids:
+        return
+    end(session, and_(Run.request_id.in_(ids), Run.state == RunState.WAITING.value), "never running")
+    by_these = and_(Run.stop_request_id.in_(ids), Run.state == RunState.STOPPING.value)
+    _refresh_starts(session, by_these)
+    reached = (
+        select(OperationInstance.id)
+        .where(
+            OperationInstance.request_id == Run.stop_request_id,
+            OperationInstance.instance_id == Run.instance_id,
+            OperationInstance.outcome == Outcome.REACHED.value,
         )
-        by_this = and_(Run.stop_request_id == operation_id, Run.state == RunState.STOPPING.value)
-        _refresh_starts(session, by_this)
-        # An auto-stop is the timer's (decided by the system); a stop someone asked for or pressed is early.
-        auto = session.scalar(select(Operation.decided_by).where(Operation.id == operation_id)) == SYSTEM_ACTOR
-        end(session, and_(by_this, Run.instance_id.in_(stopped)), "auto" if auto else "early", to=RunState.STOPPED)
-        end(session, by_this, "stop failed")
+        .exists()
+    )
+    # An auto-stop is the timer's (decided by the system); a stop someone asked for or pressed is early.
+    auto = select(Operation.id).where(Operation.id.in_(ids), Operation.decided_by == SYSTEM_ACTOR)
+    stopped = and_(by_these, reached)
+    end(session, and_(stopped, Run.stop_request_id.in_(auto)), "auto", to=RunState.STOPPED)
+    end(session, stopped, "early", to=RunState.STOPPED)
+    end(session, by_these, "stop failed")
 
 
 def _refresh_starts(session: Session, condition: ColumnElement[bool]) -> None:
