@@ -7,14 +7,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from bot.db.models import Operation, Run
+from bot.db.models import Operation, Run, ZenlayerCall
 from bot.db.session import Database
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.actions import REBOOT
 from bot.grants import rules as grants
+from bot.operations import leases
 from bot.operations.click_model import ClickOutcome, Decision
+from bot.operations.states import State
 from bot.zenlayer.client import ZenlayerClient
 from tests.db_support import run_together, travel
 from tests.engine_support import engine, services
@@ -166,3 +168,31 @@ def test_runs_of_several_starts_falling_due_together_share_one_call_and_a_busy_i
     assert [(parent, state) for parent, state, _ in made] == [(first, "done"), (second, "failed"), (third, "done")]
     assert made[1].error == "another request holds web-3"
     assert ended == {"web-1": "auto", "web-2": "auto", "web-3": "stop failed", "web-4": "auto"}
+
+
+def test_a_shared_stop_call_leaves_out_an_operation_whose_lease_another_replica_took(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    simulator.add_instance("web-3", "STOPPED")
+    first = running_run(db, vm, simulator, ["web-1", "web-2"])
+    running_run(db, vm, simulator, ["web-3"])
+    travel(db, HOUR + 1)
+    mine = engine(db, vm, owner="r1/a")
+    assert mine.timers.stop_due()  # the firing: one stop operation per start, approved
+    with db.session() as session:
+        made = leases.claim_work(session, owner=mine.owner, lease=mine.lease)
+    jobs = mine.journal.jobs(made, State.APPROVED)
+    assert sorted(mine.journal.begin(made)) == sorted(made) and len(made) == 2
+    theirs = next(j.operation_id for j in jobs if [t.instance_id for t in j.targets] == ["web-3"])
+    with db.session() as session:  # another replica took that one's lease meanwhile
+        session.execute(update(Operation).where(Operation.id == theirs).values(lease_owner="r2/b"))
+
+    mine.caller.call_all(jobs)
+
+    assert stops(simulator) == [["web-1", "web-2"]]  # the lost one's instance is left out of the shared call
+    with db.session(readonly=True) as session:
+        calls = session.execute(
+            select(ZenlayerCall.request_id, ZenlayerCall.instance_ids).where(ZenlayerCall.action == "StopInstances")
+        ).all()
+        parents = dict(session.execute(select(Operation.id, Operation.parent_id)).all())
+    assert [(parents[request_id], ids) for request_id, ids in calls] == [(first, '["web-1", "web-2"]')]

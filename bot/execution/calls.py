@@ -11,13 +11,11 @@ from typing import cast
 from bot.domain.actions import Outcome
 from bot.domain.ports import VmApi
 from bot.domain.vm_errors import OutcomeUnknown, StateRefused, VmError
-from bot.execution.ports import ACCEPTED, UNKNOWN, Job, Journal, Target
+from bot.execution.ports import ACCEPTED, UNKNOWN, Job, Journal, Part, Target
 
 log = logging.getLogger(__name__)
 
 BATCH = 100  # Zenlayer's limit of ids per call
-
-Part = tuple[Job, list[Target]]  # one operation's share of a call
 
 
 class LeaseLost(Exception):
@@ -38,7 +36,7 @@ class Caller:
         errors: dict[int, list[str]] = {job.operation_id: [] for job in jobs}
         lost: set[int] = set()
         for offset in range(0, len(todo), BATCH):
-            parts: dict[int, Part] = {}
+            parts: dict[int, tuple[Job, list[Target]]] = {}
             for job, target in todo[offset : offset + BATCH]:
                 if job.operation_id not in lost:
                     parts.setdefault(job.operation_id, (job, []))[1].append(target)
@@ -47,11 +45,9 @@ class Caller:
                     lost.add(operation_id)
                 else:
                     errors[operation_id].extend(said)
-        for job in jobs:
-            if job.operation_id in lost:
-                log.warning("lost the lease on operation %s while calling; another replica has it", job.operation_id)
-            else:
-                self.journal.finish_calls(job, errors[job.operation_id])
+        for operation_id in sorted(lost):
+            log.warning("lost the lease on operation %s while calling; another replica has it", operation_id)
+        self.journal.finish_calls([(job, errors[job.operation_id]) for job in jobs if job.operation_id not in lost])
 
     def call(self, job: Job, batch: Sequence[Target], *, reconciling: bool = False) -> list[str]:
         """Call once for one operation's batch (again, when reconciling a call whose outcome was unknown)."""
@@ -61,31 +57,27 @@ class Caller:
         return said
 
     def _call(
-        self, parts: list[Part], *, retried: bool = False, reconciling: bool = False
+        self, parts: Sequence[Part], *, retried: bool = False, reconciling: bool = False
     ) -> dict[int, list[str] | None]:
-        """Make one call for several operations' parts, each part's intent recorded first; a refusal re-checks and
-        calls again for those still ready, once. Returns what went wrong per operation (None: its lease was lost)."""
-        said: dict[int, list[str] | None] = {}
-        live: list[tuple[Part, int]] = []
-        for job, targets in parts:
-            call_id = self.journal.begin_call(job, targets)
-            if call_id is None:
-                said[job.operation_id] = None
-            else:
-                live.append(((job, targets), call_id))
+        """Make one call for several operations' parts, their intents recorded first (one transaction, each fenced
+        by its lease); a refusal re-checks and calls again for those still ready, once. Returns what went wrong per
+        operation (None: its lease was lost, and its part was left out of the call)."""
+        call_ids = self.journal.begin_calls(parts)
+        said: dict[int, list[str] | None] = {job.operation_id: None for job, _ in parts}
+        live = [(job, call_ids[job.operation_id], targets) for job, targets in parts if job.operation_id in call_ids]
         if not live:
             return said
-        action = live[0][0][0].action
+        action = live[0][0].action
         try:
-            request_id = cast(str, getattr(self.vm, action.call)([t.instance_id for (_, ts), _ in live for t in ts]))
+            request_id = cast(str, getattr(self.vm, action.call)([t.instance_id for _, _, ts in live for t in ts]))
         except VmError as exc:
-            for (job, targets), call_id in live:
+            for job, call_id, targets in live:
                 said[job.operation_id] = self._failed(
-                    job, targets, call_id, exc, retried=retried, reconciling=reconciling
+                    job, list(targets), call_id, exc, retried=retried, reconciling=reconciling
                 )
             return said
-        for (job, targets), call_id in live:
-            self.journal.complete_call(job, call_id, _ids(targets), ACCEPTED, None, request_id, call_result=ACCEPTED)
+        self.journal.complete_calls(live, ACCEPTED, None, request_id, call_result=ACCEPTED)
+        for job, _, _ in live:
             said[job.operation_id] = []
         return said
 
@@ -96,7 +88,7 @@ class Caller:
         name = job.action.zenlayer_action
         if isinstance(exc, StateRefused):
             kept = UNKNOWN if reconciling else None  # a reconciling call leaves the polls to decide
-            self.journal.complete_call(job, call_id, _ids(targets), "refused", exc, call_result=kept)
+            self.journal.complete_calls([(job, call_id, targets)], "refused", exc, call_result=kept)
             if reconciling or retried:
                 if retried:
                     self.journal.set_outcome(job, targets, Outcome.FAILED, exc.describe())
@@ -104,9 +96,9 @@ class Caller:
             return self._after_state_change(job, targets, exc)
         if isinstance(exc, OutcomeUnknown):
             # The call may have been applied: the instances' status decides (bot.execution.polling).
-            self.journal.complete_call(job, call_id, _ids(targets), UNKNOWN, exc)
+            self.journal.complete_calls([(job, call_id, targets)], UNKNOWN, exc)
             return [f"{name} outcome unknown, checking the instances' status: {exc.describe()}"]
-        self.journal.complete_call(job, call_id, _ids(targets), "failed", exc, call_result=None)
+        self.journal.complete_calls([(job, call_id, targets)], "failed", exc, call_result=None)
         self.journal.set_outcome(job, targets, Outcome.FAILED, exc.describe())
         return [f"{name} failed: {exc.describe()}"]
 

@@ -84,33 +84,38 @@ class PollPlan:
         return not (self.updates or self.retry or self.ending)
 
 
-class Journal(Protocol):
-    """Records execution's intents and results, each write fenced by the operation's lease (bot.operations)."""
+Part = tuple[Job, Sequence[Target]]  # one operation's share of a call
+Made = tuple[Job, int, Sequence[Target]]  # one operation's share of a call made: its call id in the journal
 
-    def begin_call(self, job: Job, targets: Sequence[Target]) -> int | None:
-        """Record a call before making it (and its instances' outcome unknown); None when the lease is lost."""
+
+class Journal(Protocol):
+    """Records execution's intents and results, each write fenced by the operation's lease (bot.operations). Several
+    operations sharing one Zenlayer call are recorded together: one transaction per step of the call, not per
+    operation."""
+
+    def begin_calls(self, parts: Sequence[Part]) -> dict[int, int]:
+        """Record a call before making it, one row per operation (and its instances' outcome unknown), fenced by
+        each lease; return operation id → call id for those still leased to us (the others must not be called)."""
         ...
 
-    def complete_call(
+    def complete_calls(
         self,
-        job: Job,
-        call_id: int,
-        ids: Sequence[str],
+        made: Sequence[Made],
         outcome: str,
         error: VmError | None,
         zenlayer_request_id: str | None = None,
         *,
         call_result: str | None = UNKNOWN,
     ) -> None:
-        """Complete a recorded call with its outcome and requestId, and audit it."""
+        """Complete recorded calls with their outcome and requestId, and audit each."""
         ...
 
     def set_outcome(self, job: Job, targets: Sequence[Target], outcome: Outcome, reason: str) -> None:
         """Record a final outcome for instances that will not be watched, and let go of their claims."""
         ...
 
-    def finish_calls(self, job: Job, errors: Sequence[str]) -> None:
-        """The calls are made: watch the operation (or fail it when nothing is left to watch)."""
+    def finish_calls(self, finished: Sequence[tuple[Job, Sequence[str]]]) -> None:
+        """The calls are made: watch each operation (or fail it when nothing is left to watch), with its errors."""
         ...
 
     def apply(self, plans: Sequence[PollPlan], addresses: dict[str, str]) -> set[int]:

@@ -166,7 +166,8 @@ class Engine:
     def _call(self, jobs: list[Job]) -> None:
         """Make approved operations' calls (at most once per instance, shared where they are several), then watch
         them."""
-        begun = [job for job in jobs if self.journal.begin(job.operation_id)]
+        moved = set(self.journal.begin([job.operation_id for job in jobs]))
+        begun = [job for job in jobs if job.operation_id in moved]
         if begun:
             self.caller.call_all(begun)
             self.wake()

@@ -7,8 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, and_, func, insert, select, update
 
 from bot.db import audit
 from bot.db.clock import db_time
@@ -18,7 +17,7 @@ from bot.db.sql import rowcount
 from bot.domain.actions import Outcome
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR
-from bot.execution.ports import ACCEPTED, UNKNOWN, Job, PollPlan, Target, Watched
+from bot.execution.ports import ACCEPTED, UNKNOWN, Job, Made, Part, PollPlan, Target, Watched
 from bot.operations import claims, repository
 from bot.operations.polls import apply_polls
 from bot.operations.states import FINAL_STATES, State
@@ -57,11 +56,12 @@ class SqlJournal:
 
     # --- calls ----------------------------------------------------------------------------------------------
 
-    def begin(self, operation_id: int) -> bool:
-        """Move an approved operation to starting (its calls are about to be made); True iff this replica did."""
+    def begin(self, operation_ids: Sequence[int]) -> list[int]:
+        """Move approved operations leased to us to starting (their calls are about to be made), in one
+        compare-and-set; return those this replica moved."""
         with self.db.session() as session:
-            return repository.transition(
-                session, operation_id, from_states=[State.APPROVED], to=State.STARTING, owner=self.owner.name
+            return repository.transition_many(
+                session, operation_ids, from_state=State.APPROVED, to=State.STARTING, owner=self.owner.name
             )
 
     def settle_interrupted(self, job: Job) -> None:
@@ -81,7 +81,8 @@ class SqlJournal:
                     .values(completed_at=db_time(), outcome=UNKNOWN, error=INTERRUPTED)
                     .execution_options(synchronize_session=False)
                 )
-                self._audit_call(session, job, json.loads(call.instance_ids), UNKNOWN, INTERRUPTED, None, call.replica)
+                ids = json.loads(call.instance_ids)
+                audit.record_many(session, [self._call_entry(job, ids, UNKNOWN, INTERRUPTED, None, call.replica)])
             audit.record(
                 session,
                 "start_interrupted",
@@ -110,55 +111,61 @@ class SqlJournal:
                 )
             )
 
-    def begin_call(self, job: Job, targets: Sequence[Target]) -> int | None:
-        """Record a call before making it, fenced by the lease (renewed for the call); None when it is lost."""
-        ids = [t.instance_id for t in targets]
+    def begin_calls(self, parts: Sequence[Part]) -> dict[int, int]:
+        """Record a call before making it, one row per operation, in one transaction: each fenced by its lease
+        (renewed for the call) in the same statement; return operation id → call id for those still ours."""
         with self.db.session() as session:
-            held = session.execute(
-                update(Operation)
-                .where(Operation.id == job.operation_id, self._fenced())
-                .values(lease_until=self.lease.until())
-                .execution_options(synchronize_session=False)
-            )
-            if not rowcount(held):
-                return None
-            call_id = session.scalars(
-                insert(ZenlayerCall)
-                .values(
-                    request_id=job.operation_id,
-                    action=job.action.zenlayer_action,
-                    instance_ids=json.dumps(ids),
-                    replica=self.owner.name,
-                    created_at=db_time(),
+            held = set(
+                session.scalars(
+                    update(Operation)
+                    .where(Operation.id.in_([job.operation_id for job, _ in parts]), self._fenced())
+                    .values(lease_until=self.lease.until())
+                    .returning(Operation.id)
+                    .execution_options(synchronize_session=False)
                 )
-                .returning(ZenlayerCall.id)
-            ).one()
+            )
+            live = [(job, targets) for job, targets in parts if job.operation_id in held]
+            if not live:
+                return {}
+            table = ZenlayerCall.__table__
+            assert isinstance(table, Table)  # Core: one multi-row INSERT … RETURNING on both databases
+            rows = [
+                {
+                    "request_id": job.operation_id,
+                    "action": job.action.zenlayer_action,
+                    "instance_ids": json.dumps([t.instance_id for t in targets]),
+                    "replica": self.owner.name,
+                }
+                for job, targets in live
+            ]
+            made = session.execute(
+                insert(table).values(created_at=db_time()).returning(table.c.id, table.c.request_id), rows
+            )
+            call_ids = {int(request_id): int(call_id) for call_id, request_id in made}
             session.execute(
                 update(OperationInstance)
-                .where(OperationInstance.id.in_([t.row_id for t in targets]))
+                .where(OperationInstance.id.in_([t.row_id for _, targets in live for t in targets]))
                 .values(calls=OperationInstance.calls + 1, call_result=UNKNOWN, unchanged_polls=0)
                 .execution_options(synchronize_session=False)
             )
-            return int(call_id)
+            return call_ids
 
-    def complete_call(
+    def complete_calls(
         self,
-        job: Job,
-        call_id: int,
-        ids: Sequence[str],
+        made: Sequence[Made],
         outcome: str,
         error: VmError | None,
         zenlayer_request_id: str | None = None,
         *,
         call_result: str | None = UNKNOWN,
     ) -> None:
-        """Complete a recorded call with its outcome and requestId, and audit it."""
+        """Complete recorded calls with their outcome and requestId, and audit each, in one transaction."""
         zenlayer_request_id = zenlayer_request_id or (error.request_id if error else None)
         described = None if error is None else error.describe()
         with self.db.session() as session:
             session.execute(
                 update(ZenlayerCall)
-                .where(ZenlayerCall.id == call_id)
+                .where(ZenlayerCall.id.in_([call_id for _, call_id, _ in made]))
                 .values(
                     completed_at=db_time(), outcome=outcome, zenlayer_request_id=zenlayer_request_id, error=described
                 )
@@ -169,34 +176,37 @@ class SqlJournal:
                 values["zenlayer_request_id"] = zenlayer_request_id
             session.execute(
                 update(OperationInstance)
-                .where(OperationInstance.request_id == job.operation_id, OperationInstance.instance_id.in_(list(ids)))
+                .where(OperationInstance.id.in_([t.row_id for _, _, targets in made for t in targets]))
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            self._audit_call(session, job, list(ids), outcome, described, zenlayer_request_id, self.owner.name)
+            audit.record_many(
+                session,
+                [
+                    self._call_entry(job, [t.instance_id for t in ts], outcome, described, zenlayer_request_id)
+                    for job, _, ts in made
+                ],
+            )
 
-    def _audit_call(
+    def _call_entry(
         self,
-        session: Session,
         job: Job,
         ids: list[str],
         outcome: str,
         error: str | None,
         zenlayer_request_id: str | None,
-        replica: str,
-    ) -> None:
-        """Write one Zenlayer call to the audit trail (start calls keep the event name they always had)."""
-        event = f"zenlayer_{job.action.name}_instances"
-        audit.record(
-            session,
-            event,
+        replica: str | None = None,
+    ) -> dict[str, Any]:
+        """One Zenlayer call's audit event (start calls keep the event name they always had)."""
+        return audit.entry(
+            f"zenlayer_{job.action.name}_instances",
             actor=job.actor,
             request_id=job.operation_id,
             zenlayer_request_id=zenlayer_request_id,
             instance_ids=ids,
             outcome=outcome,
             error=error,
-            replica=replica,
+            replica=replica or self.owner.name,
         )
 
     def set_outcome(self, job: Job, targets: Sequence[Target], outcome: Outcome, reason: str) -> None:
@@ -210,32 +220,40 @@ class SqlJournal:
             )
             claims.release_claims(session, job.operation_id, [t.instance_id for t in targets])
 
-    def finish_calls(self, job: Job, errors: Sequence[str]) -> None:
-        """The calls are made: watch the operation until its deadline, or fail it when nothing is left to watch."""
-        error = "; ".join(errors) or None
+    def finish_calls(self, finished: Sequence[tuple[Job, Sequence[str]]]) -> None:
+        """The calls are made: watch each operation until its deadline, or fail it when nothing is left to watch;
+        one compare-and-set per distinct error (usually one for all)."""
+        ids = [job.operation_id for job, _ in finished]
+        if not ids:
+            return
         with self.db.session() as session:
-            remaining = session.scalar(
-                select(OperationInstance.id).where(
-                    OperationInstance.request_id == job.operation_id,
-                    OperationInstance.included.is_(True),
-                    OperationInstance.outcome.is_(None),
+            watched = set(
+                session.scalars(
+                    select(OperationInstance.request_id)
+                    .where(
+                        OperationInstance.request_id.in_(ids),
+                        OperationInstance.included.is_(True),
+                        OperationInstance.outcome.is_(None),
+                    )
+                    .distinct()
                 )
             )
-            if remaining is None:
-                repository.transition(
-                    session, job.operation_id, from_states=[State.STARTING], to=State.FAILED, error=error
+            groups: dict[tuple[bool, str | None], list[int]] = {}
+            for job, errors in finished:
+                groups.setdefault((job.operation_id in watched, "; ".join(errors) or None), []).append(job.operation_id)
+            for (watching, error), group in groups.items():
+                if not watching:
+                    repository.transition_many(session, group, from_state=State.STARTING, to=State.FAILED, error=error)
+                    continue
+                repository.transition_many(
+                    session,
+                    group,
+                    from_state=State.STARTING,
+                    to=State.WATCHING,
+                    started_at=func.coalesce(Operation.started_at, db_time()),
+                    watch_deadline=db_time(self.watch_seconds),
+                    error=error,
                 )
-                return
-            started = session.scalar(select(Operation.started_at).where(Operation.id == job.operation_id))
-            repository.transition(
-                session,
-                job.operation_id,
-                from_states=[State.STARTING],
-                to=State.WATCHING,
-                started_at=started or db_time(),
-                watch_deadline=db_time(self.watch_seconds),
-                error=error,
-            )
 
     # --- polls ----------------------------------------------------------------------------------------------
 

@@ -100,42 +100,44 @@ def transition(
 
 
 def transition_many(
-    session: Session, operation_ids: Sequence[int], *, from_state: State, to: State, **values: Any
+    session: Session,
+    operation_ids: Sequence[int],
+    *,
+    from_state: State,
+    to: State,
+    owner: str | None = None,
+    **values: Any,
 ) -> list[int]:
-    """Move every operation among operation_ids still in from_state to the final state `to` in one compare-and-set
-    UPDATE (setting `values` too, as transition() does), let go of their instances and owe Slack their messages;
-    return the ids moved."""
+    """Move every operation among operation_ids still in from_state (and leased to `owner`, if asked) to `to` in
+    one compare-and-set UPDATE, setting `values` as transition() does; a move to a final state lets go of their
+    instances and owes Slack their messages, in this transaction. Return the ids moved."""
     if not operation_ids:
         return []
-    if to not in FINAL_STATES or from_state in FINAL_STATES:
-        raise ValueError(f"transition_many moves to a final state, not {from_state.value} to {to.value}")
+    if from_state in FINAL_STATES or to == State.PENDING:
+        raise ValueError(f"no transition from {from_state.value} to {to.value}")
     unknown = set(values) - _SETTABLE
     if unknown:
         raise TypeError(f"transition_many() cannot set {sorted(unknown)}")
-    moved = list(
+    statement = update(Operation).where(Operation.id.in_(list(operation_ids)), Operation.state == from_state.value)
+    if owner is not None:
+        statement = statement.where(Operation.lease_owner == owner)
+    if to in FINAL_STATES:
+        values.update(finished_at=db_time(), lease_owner=None, lease_until=None)
+    moved = sorted(
         session.scalars(
-            update(Operation)
-            .where(Operation.id.in_(list(operation_ids)), Operation.state == from_state.value)
-            .values(
-                state=to.value,
-                updated_at=db_time(),
-                finished_at=db_time(),
-                lease_owner=None,
-                lease_until=None,
-                **values,
-            )
+            statement.values(state=to.value, updated_at=db_time(), **values)
             .returning(Operation.id)
             .execution_options(synchronize_session=False)
         )
     )
-    if moved:
+    if moved and to in FINAL_STATES:
         session.execute(
             delete(InstanceClaim)
             .where(InstanceClaim.request_id.in_(moved))
             .execution_options(synchronize_session=False)
         )
         runs.on_final(session, moved)
-        owe(session, sorted(moved), TOLD.get(to, ()))
+    owe(session, moved, TOLD.get(to, ()))
     return moved
 
 
