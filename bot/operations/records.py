@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -151,9 +152,13 @@ class Holder:
 
 
 def record_of(
-    row: Operation, as_of: datetime, runs: tuple[RunRecord, ...] = (), parent_message_ts: str | None = None
+    row: Operation,
+    as_of: datetime,
+    runs: tuple[RunRecord, ...] = (),
+    parent_message_ts: str | None = None,
+    instances: Sequence[OperationInstance] | None = None,
 ) -> OperationRecord:
-    """Copy an ORM row (with its instances loaded) into a read model."""
+    """Copy an ORM row (with its instances loaded, or given) into a read model."""
     return OperationRecord(
         id=row.id,
         action=action_named(row.action),
@@ -172,7 +177,7 @@ def record_of(
         outcome_posted_at=row.outcome_posted_at,
         error=row.error,
         approvers=tuple(json.loads(row.approvers)) if row.approvers else (),
-        instances=tuple(_instance_of(i) for i in row.instances),
+        instances=tuple(_instance_of(i) for i in (row.instances if instances is None else instances)),
         run_seconds=row.run_seconds,
         run_cap_seconds=row.run_cap_seconds,
         parent_id=row.parent_id,

@@ -7,12 +7,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from bot.db import audit
 from bot.db.clock import as_utc, db_time
-from bot.db.models import InstanceClaim, Operation, Run
+from bot.db.models import InstanceClaim, Operation, OperationInstance, Run
 from bot.db.sql import rowcount
 from bot.delivery import outbox
 from bot.domain.actions import Action
@@ -223,24 +223,40 @@ def expire_due(session: Session) -> list[int]:
     return expired
 
 
+# record()'s three statements, built once (building a statement costs more than running it): the operation with the
+# database's time and its parent's message, its instances, its runs. populate_existing: a session that changed the
+# rows with bulk UPDATEs reads them as they are now.
+_PARENT = aliased(Operation)
+_HEAD = (
+    select(Operation, db_time(), select(_PARENT.message_ts).where(_PARENT.id == Operation.parent_id).scalar_subquery())
+    .where(Operation.id == bindparam("operation_id"))
+    .execution_options(populate_existing=True)
+)
+_INSTANCES = (
+    select(OperationInstance)
+    .where(OperationInstance.request_id == bindparam("operation_id"))
+    .order_by(OperationInstance.id)
+    .execution_options(populate_existing=True)
+)
+_RUNS = (
+    select(Run)
+    .where(or_(Run.request_id == bindparam("operation_id"), Run.stop_request_id == bindparam("operation_id")))
+    .order_by(Run.id)
+    .execution_options(populate_existing=True)
+)
+
+
 def record(session: Session, operation_id: int) -> OperationRecord | None:
-    """Read an operation with its instances into a read model (None when there is no such operation)."""
-    row = session.scalars(
-        select(Operation)
-        .where(Operation.id == operation_id)
-        .options(selectinload(Operation.instances))
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-    if row is None:
+    """Read an operation with its instances and runs into a read model (None when there is no such operation)."""
+    key = {"operation_id": operation_id}
+    found = session.execute(_HEAD, key).one_or_none()
+    if found is None:
         return None
-    now = database_now(session)
-    parent_ts = None
-    if row.parent_id is not None:
-        parent_ts = session.scalar(select(Operation.message_ts).where(Operation.id == row.parent_id))
-    its_runs = session.scalars(
-        select(Run).where(or_(Run.request_id == operation_id, Run.stop_request_id == operation_id)).order_by(Run.id)
-    )
-    return record_of(row, now, tuple(run_of(r, now) for r in its_runs), parent_ts)
+    row, now, parent_ts = found
+    now = as_utc(now)
+    instances = session.scalars(_INSTANCES, key).all()
+    its_runs = tuple(run_of(r, now) for r in session.scalars(_RUNS, key))
+    return record_of(row, now, its_runs, parent_ts, instances)
 
 
 def pending_same(
