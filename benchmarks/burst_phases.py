@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import run_timers
@@ -54,10 +54,11 @@ from tests.time_travel import travel
 
 @dataclass
 class Counts:
-    """Statements and commits seen on a database's engines."""
+    """Statements and commits seen on a database's engines, and how often each statement's text was run."""
 
     statements: int = 0
     commits: int = 0
+    texts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Phase:
     slack_calls: int
     zenlayer_calls: int
     profile: str = ""
+    texts: dict[str, int] = field(default_factory=dict)
 
 
 def engines_of(built: Stand) -> list[Engine]:
@@ -90,9 +92,11 @@ def counting(built: Stand) -> Iterator[Counts]:
     counts = Counts()
     lock = threading.Lock()
 
-    def statement(*_: object) -> None:
+    def statement(_connection: object, _cursor: object, text: str, *_: object) -> None:
         with lock:
             counts.statements += 1
+            shape = " ".join(text.split())[:110]
+            counts.texts[shape] = counts.texts.get(shape, 0) + 1
 
     def commit(*_: object) -> None:
         with lock:
@@ -136,6 +140,7 @@ def phase(built: Stand, name: str, work: Callable[[], None], profile: int) -> Ph
         len(built.fake.calls) - slack,
         len(built.sim.calls) - zenlayer,
         text,
+        counts.texts,
     )
 
 
@@ -198,11 +203,10 @@ def send_inline(built: Stand) -> Callable[[], None]:
                 found = outbox.ready(session)
             if not found.channels:
                 time.sleep(0.01)
-            for channel_id in found.channels:
-                with built.db.session() as session:
-                    claimed = outbox.claim(session, channel_id, owner=built.owner, lease=built.lease)
-                if claimed is not None:
-                    sender._send(claimed)
+            with built.db.session() as session:
+                claimed = outbox.claim(session, found.channels, owner=built.owner, lease=built.lease)
+            for row in claimed:
+                sender._send(row)
 
     return send
 
@@ -247,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=100, help="channels the requests take turns over (100)")
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="sqlite")
     parser.add_argument("--profile", type=int, default=0, help="print the N costliest functions of each phase")
+    parser.add_argument("--statements", type=int, default=0, help="print the N statements run most in each phase")
     args = parser.parse_args(argv)
     if args.due > args.active or args.due % PER_REQUEST or args.active % PER_REQUEST:
         parser.error("--due and --active must be multiples of 10, --due at most --active")
@@ -270,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in phases:
                 if p.profile:
                     print(f"--- {name} {p.name} ---\n{p.profile}")
+                if args.statements:
+                    print(f"--- {name} {p.name}: the statements run most ---")
+                    for text, count in sorted(p.texts.items(), key=lambda t: -t[1])[: args.statements]:
+                        print(f"{count:>6}  {text}")
     print("\n".join(lines))
     return 0
 

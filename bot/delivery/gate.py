@@ -12,6 +12,7 @@ App Homes, the `functions.*` that complete Workflow Builder steps): those keys h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Float, case, literal, or_, select, update
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.clock import db_epoch
 from bot.db.models import SlackChannel
-from bot.db.sql import insert_ignoring_conflicts, rowcount
+from bot.db.sql import insert_ignoring_conflicts
 from bot.runtime.lease import Lease, Owner
 
 PACE_SECONDS = 1.0
@@ -57,24 +58,40 @@ def pace_of(key: str) -> Pace:
 
 def take(session: Session, channel_id: str, *, owner: Owner, lease: Lease) -> bool:
     """Take the channel's slot for one send (at most one in flight per channel, across replicas); True iff taken."""
-    insert_ignoring_conflicts(session, SlackChannel, [{"channel_id": channel_id, "tat": 0.0}], ["channel_id"])
+    return channel_id in take_many(session, [channel_id], owner=owner, lease=lease)
+
+
+def take_many(session: Session, channel_ids: Sequence[str], *, owner: Owner, lease: Lease) -> set[str]:
+    """Take the slots of several channels for one send each: one compare-and-set UPDATE per pace, each channel
+    taken only when its own slot is free; return the channels taken."""
+    keys = sorted(set(channel_ids))
+    if not keys:
+        return set()
+    insert_ignoring_conflicts(session, SlackChannel, [{"channel_id": key, "tat": 0.0} for key in keys], ["channel_id"])
     now = db_epoch()
-    pace = pace_of(channel_id)
-    taken = session.execute(
-        update(SlackChannel)
-        .where(
-            SlackChannel.channel_id == channel_id,
-            SlackChannel.tat <= now + pace.tolerance,
-            or_(SlackChannel.claim_until.is_(None), SlackChannel.claim_until < now),
+    by_pace: dict[Pace, list[str]] = {}
+    for key in keys:
+        by_pace.setdefault(pace_of(key), []).append(key)
+    taken: set[str] = set()
+    for pace, group in by_pace.items():
+        taken.update(
+            session.scalars(
+                update(SlackChannel)
+                .where(
+                    SlackChannel.channel_id.in_(group),
+                    SlackChannel.tat <= now + pace.tolerance,
+                    or_(SlackChannel.claim_until.is_(None), SlackChannel.claim_until < now),
+                )
+                .values(
+                    tat=case((SlackChannel.tat > now, SlackChannel.tat), else_=now) + pace.seconds,
+                    claimed_by=owner.name,
+                    claim_until=now + lease.seconds,
+                )
+                .returning(SlackChannel.channel_id)
+                .execution_options(synchronize_session=False)
+            )
         )
-        .values(
-            tat=case((SlackChannel.tat > now, SlackChannel.tat), else_=now) + pace.seconds,
-            claimed_by=owner.name,
-            claim_until=now + lease.seconds,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return rowcount(taken) == 1
+    return taken
 
 
 def release(session: Session, channel_id: str, *, owner: Owner, unused: bool = False) -> None:

@@ -177,40 +177,45 @@ def ready(session: Session, *, busy: Iterable[str] = (), limit: int = 1000) -> R
     return Ready(channels=sorted(first, key=first.__getitem__), wait_seconds=wait)
 
 
-def claim(session: Session, channel_id: str, *, owner: Owner, lease: Lease) -> Claimed | None:
-    """Take the channel's slot and its oldest due row, in one transaction; None when either is taken."""
-    if not gate.take(session, channel_id, owner=owner, lease=lease):
-        return None
-    row = session.execute(
-        select(OutboxMessage)
+def claim(session: Session, channel_ids: Sequence[str], *, owner: Owner, lease: Lease) -> list[Claimed]:
+    """Take each channel's slot and its oldest due row, in one transaction and a few statements however many
+    channels; return the rows claimed, oldest first (a channel whose slot or row is taken is left out)."""
+    taken = gate.take_many(session, channel_ids, owner=owner, lease=lease)
+    if not taken:
+        return []
+    oldest = (
+        select(func.min(OutboxMessage.id))
         .where(
-            OutboxMessage.channel_id == channel_id,
+            OutboxMessage.channel_id.in_(sorted(taken)),
             OutboxMessage.pending_key.is_not(None),
             OutboxMessage.due_at <= db_time(),
         )
-        .order_by(OutboxMessage.id)
-        .limit(1)
-    ).scalar_one_or_none()
-    if row is None:  # another replica sent it meanwhile: give the channel back
+        .group_by(OutboxMessage.channel_id)
+    )
+    rows = session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(oldest)).order_by(OutboxMessage.id)).all()
+    for channel_id in sorted(taken - {row.channel_id for row in rows}):  # sent meanwhile by another replica
         gate.release(session, channel_id, owner=owner, unused=True)
-        return None
-    session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == row.id)
-        .values(claimed_by=owner.name, claim_until=lease.until())
-        .execution_options(synchronize_session=False)
-    )
-    return Claimed(
-        row.id,
-        row.request_id,
-        row.channel_id,
-        Kind(row.kind),
-        row.version,
-        row.attempts,
-        row.notify_user,
-        row.response_url,
-        row.user_id,
-    )
+    if rows:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_([row.id for row in rows]))
+            .values(claimed_by=owner.name, claim_until=lease.until())
+            .execution_options(synchronize_session=False)
+        )
+    return [
+        Claimed(
+            row.id,
+            row.request_id,
+            row.channel_id,
+            Kind(row.kind),
+            row.version,
+            row.attempts,
+            row.notify_user,
+            row.response_url,
+            row.user_id,
+        )
+        for row in rows
+    ]
 
 
 def complete(session: Session, row: Claimed, *, owner: Owner, error: str | None = None, sent: bool = True) -> bool:

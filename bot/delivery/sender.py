@@ -94,11 +94,13 @@ class Sender:
             return IDLE_SECONDS  # a finishing send wakes us
         with self.db.session(readonly=True) as session:
             found = outbox.ready(session, busy=busy)
-        for channel_id in found.channels[:free]:
+        claimed: list[outbox.Claimed] = []
+        if found.channels[:free]:
             with self.db.session() as session:
-                claimed = outbox.claim(session, channel_id, owner=self.owner, lease=self.lease)
-            if claimed is not None and not self.sends.submit(channel_id, self._send, claimed):
-                log.info("not sending message %s now (shutting down); its claim lapses", claimed.id)
+                claimed = outbox.claim(session, found.channels[:free], owner=self.owner, lease=self.lease)
+        for row in claimed:
+            if not self.sends.submit(row.channel_id, self._send, row):
+                log.info("not sending message %s now (shutting down); its claim lapses", row.id)
         if len(found.channels) > free or found.wait_seconds is None:
             return IDLE_SECONDS
         return min(IDLE_SECONDS, max(0.01, found.wait_seconds))

@@ -67,15 +67,18 @@ class SlackCourier:
 
     def deliver(self, row: Claimed) -> Verdict:
         """Render the row from the operation as it stands, send it, and record what was told."""
-        operation = self._operation(row)
+        with self.db.session() as session:
+            # The claim is renewed (and found still ours) before anything is sent: a sender paused past it must not
+            # send. The operation is read in the same transaction.
+            held = outbox.renew(session, [row.channel_id], owner=self.owner, lease=self.lease)
+            operation = None if row.request_id is None else repository.record(session, row.request_id)
+        if not held:
+            log.warning("message %s was not sent: this sender's claim on %s lapsed", row.id, row.channel_id)
+            return Lost()
         rendered = Rendered() if operation is None else self.render(row.kind, operation)
         if rendered.method is None:
             self._finish(row, operation, rendered, sent=False)
             return Sent()
-        with self.db.session() as session:
-            if not outbox.renew(session, [row.channel_id], owner=self.owner, lease=self.lease):
-                log.warning("message %s was not sent: this sender's claim on %s lapsed", row.id, row.channel_id)
-                return Lost()
         assert operation is not None
         try:
             answer = self.client.api_call(rendered.method, json=rendered.args)
@@ -202,15 +205,14 @@ class SlackCourier:
             message_ts=message_ts,
         )
         if now_told and operation is not None:
-            self._timed(operation.id)
+            self._timed(operation)
         result = "failed" if error else "sent" if sent else "dropped"
         self.metrics.slack_messages.labels(row.kind.value, result).inc()
 
-    def _timed(self, operation_id: int) -> None:
-        """Observe how long an operation took from the approving click to every instance at its goal."""
-        with self.db.session(readonly=True) as session:
-            operation = repository.record(session, operation_id)
-        if operation and operation.state == State.DONE and operation.decided_at and operation.finished_at:
+    def _timed(self, operation: OperationRecord) -> None:
+        """Observe how long an operation took from the approving click to every instance at its goal (as rendered:
+        an outcome is told once the operation is final, so those times no longer change)."""
+        if operation.state == State.DONE and operation.decided_at and operation.finished_at:
             self.metrics.click_to_running.observe((operation.finished_at - operation.decided_at).total_seconds())
 
     def _withdraw_unconfirmed(self, row: Claimed, operation: OperationRecord, exc: Exception) -> None:
