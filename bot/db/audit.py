@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, insert, or_, select
+from sqlalchemy import ColumnElement, insert, or_, select
 from sqlalchemy.orm import Session
 
 from bot.db.models import AuditEvent
 from bot.db.session import Database
+from bot.db.sql import table_of
 
 
 def record(session: Session, event: str, *, actor: str, **fields: Any) -> None:
@@ -46,8 +47,7 @@ def entry(
 def record_many(session: Session, entries: Sequence[dict[str, Any]]) -> None:
     """Write several audit events (entry()) in one statement, in the session's transaction."""
     if entries:
-        table = AuditEvent.__table__
-        assert isinstance(table, Table)  # Core: one executemany (the ORM inserts one row at a time on SQLite)
+        table = table_of(AuditEvent)
         session.execute(insert(table), list(entries))
 
 

@@ -25,6 +25,14 @@ def length_of(model: type[DeclarativeBase], column: str) -> int:
     return kind.length
 
 
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """Return a model's Table, for Core statements: executemany, multi-row INSERT … RETURNING, prebuilt DML (the
+    ORM's bulk paths build more per call, and insert one row at a time on SQLite where RETURNING is involved)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 def fit(value: str | None, length: int) -> str | None:
     """Shorten text to length (ending in an ellipsis), so nothing from outside can refuse a row."""
     if value is None or len(value) <= length:

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Float, case, literal, or_, select, update
+from sqlalchemy import Float, bindparam, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.clock import db_epoch
 from bot.db.models import SlackChannel
-from bot.db.sql import insert_ignoring_conflicts
+from bot.db.sql import insert_ignoring_conflicts, table_of
 from bot.runtime.lease import Lease, Owner
 
 PACE_SECONDS = 1.0
@@ -56,6 +56,44 @@ def pace_of(key: str) -> Pace:
     return _KEY_PACES.get(key, CHANNEL_PACE)
 
 
+# The sender's statements, built once (building one costs several times what running it does, and the sender runs
+# a few per message); every time in them is the database's, read when they run.
+_CHANNELS = table_of(SlackChannel)
+_NOW = db_epoch()
+# Take each slot that is free: tat at most the burst tolerance ahead of now, nobody sending there.
+_TAKE = (
+    update(_CHANNELS)
+    .where(
+        _CHANNELS.c.channel_id.in_(bindparam("keys", expanding=True)),
+        _CHANNELS.c.tat <= _NOW + bindparam("tolerance", type_=Float()),
+        or_(_CHANNELS.c.claim_until.is_(None), _CHANNELS.c.claim_until < _NOW),
+    )
+    .values(
+        tat=case((_CHANNELS.c.tat > _NOW, _CHANNELS.c.tat), else_=_NOW) + bindparam("pace", type_=Float()),
+        claimed_by=bindparam("owner"),
+        claim_until=_NOW + bindparam("lease", type_=Float()),
+    )
+    .returning(_CHANNELS.c.channel_id)
+)
+# Let go of a slot this owner holds, giving back `give_back` seconds of its pace (nothing was sent: one pace).
+_RELEASE = (
+    update(_CHANNELS)
+    .where(_CHANNELS.c.channel_id == bindparam("key"), _CHANNELS.c.claimed_by == bindparam("owner"))
+    .values(claimed_by=None, claim_until=None, tat=_CHANNELS.c.tat - bindparam("give_back", type_=Float()))
+)
+# Extend the claims this owner still holds (not those that lapsed: another replica may have them now).
+_RENEW = (
+    update(_CHANNELS)
+    .where(
+        _CHANNELS.c.channel_id.in_(bindparam("keys", expanding=True)),
+        _CHANNELS.c.claimed_by == bindparam("owner"),
+        _CHANNELS.c.claim_until >= _NOW,
+    )
+    .values(claim_until=_NOW + bindparam("lease", type_=Float()))
+    .returning(_CHANNELS.c.channel_id)
+)
+
+
 def take(session: Session, channel_id: str, *, owner: Owner, lease: Lease) -> bool:
     """Take the channel's slot for one send (at most one in flight per channel, across replicas); True iff taken."""
     return channel_id in take_many(session, [channel_id], owner=owner, lease=lease)
@@ -68,41 +106,29 @@ def take_many(session: Session, channel_ids: Sequence[str], *, owner: Owner, lea
     if not keys:
         return set()
     insert_ignoring_conflicts(session, SlackChannel, [{"channel_id": key, "tat": 0.0} for key in keys], ["channel_id"])
-    now = db_epoch()
     by_pace: dict[Pace, list[str]] = {}
     for key in keys:
         by_pace.setdefault(pace_of(key), []).append(key)
     taken: set[str] = set()
     for pace, group in by_pace.items():
-        taken.update(
-            session.scalars(
-                update(SlackChannel)
-                .where(
-                    SlackChannel.channel_id.in_(group),
-                    SlackChannel.tat <= now + pace.tolerance,
-                    or_(SlackChannel.claim_until.is_(None), SlackChannel.claim_until < now),
-                )
-                .values(
-                    tat=case((SlackChannel.tat > now, SlackChannel.tat), else_=now) + pace.seconds,
-                    claimed_by=owner.name,
-                    claim_until=now + lease.seconds,
-                )
-                .returning(SlackChannel.channel_id)
-                .execution_options(synchronize_session=False)
-            )
+        found = session.execute(
+            _TAKE,
+            {
+                "keys": group,
+                "tolerance": pace.tolerance,
+                "pace": pace.seconds,
+                "owner": owner.name,
+                "lease": lease.seconds,
+            },
         )
+        taken.update(found.scalars())
     return taken
 
 
 def release(session: Session, channel_id: str, *, owner: Owner, unused: bool = False) -> None:
     """Let go of a channel this owner took; `unused` gives its pace back (nothing was sent)."""
-    values = {"tat": SlackChannel.tat - pace_of(channel_id).seconds} if unused else {}
-    session.execute(
-        update(SlackChannel)
-        .where(SlackChannel.channel_id == channel_id, SlackChannel.claimed_by == owner.name)
-        .values(claimed_by=None, claim_until=None, **values)
-        .execution_options(synchronize_session=False)
-    )
+    give_back = pace_of(channel_id).seconds if unused else 0.0
+    session.execute(_RELEASE, {"key": channel_id, "owner": owner.name, "give_back": give_back})
 
 
 def hold(session: Session, channel_id: str, *, owner: Owner, seconds: float) -> None:
@@ -120,20 +146,8 @@ def renew(session: Session, channel_ids: list[str], *, owner: Owner, lease: Leas
     """Extend this owner's claims on channels it is sending to; return the channels it still holds."""
     if not channel_ids:
         return set()
-    now = db_epoch()
-    return set(
-        session.scalars(
-            update(SlackChannel)
-            .where(
-                SlackChannel.channel_id.in_(channel_ids),
-                SlackChannel.claimed_by == owner.name,
-                SlackChannel.claim_until >= now,
-            )
-            .values(claim_until=now + lease.seconds)
-            .returning(SlackChannel.channel_id)
-            .execution_options(synchronize_session=False)
-        )
-    )
+    found = session.execute(_RENEW, {"keys": list(channel_ids), "owner": owner.name, "lease": lease.seconds})
+    return set(found.scalars())
 
 
 def wait_seconds(session: Session, channel_id: str) -> float:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import String, Text, case, cast, delete, func, literal, select, update
+from sqlalchemy import Float, Integer, String, Text, bindparam, case, cast, delete, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.clock import db_epoch, db_time
 from bot.db.models import Operation, OutboxMessage, SlackChannel
-from bot.db.sql import insert_for, rowcount
+from bot.db.sql import insert_for, rowcount, table_of
 from bot.delivery import gate
 from bot.runtime.lease import Lease, Owner
 
@@ -142,26 +143,78 @@ class Ready:
     wait_seconds: float | None  # until something else becomes due or a held channel frees up (None: nothing)
 
 
+# The sender's statements, built once (building one costs several times what running it does, and the sender runs
+# a few per message); every time in them is the database's, read when they run.
+_OUTBOX = table_of(OutboxMessage)
+_IS_DUE = OutboxMessage.due_at <= db_time()
+# One row per channel (not the oldest `limit` rows overall): a backlog in one channel never hides another's.
+_HEADS = (
+    select(
+        OutboxMessage.channel_id,
+        func.min(case((_IS_DUE, OutboxMessage.id))).label("first_due"),
+        func.min(OutboxMessage.due_at).label("due_at"),
+        SlackChannel.tat,
+        SlackChannel.claim_until,
+        db_epoch().label("now"),
+        db_time().label("now_time"),
+    )
+    .outerjoin(SlackChannel, SlackChannel.channel_id == OutboxMessage.channel_id)
+    .where(OutboxMessage.pending_key.is_not(None))
+    .group_by(OutboxMessage.channel_id, SlackChannel.tat, SlackChannel.claim_until)
+    .limit(bindparam("limit", type_=Integer()))
+)
+# The oldest due row of each channel whose slot was just taken.
+_FIRSTS = (
+    select(*_OUTBOX.c)
+    .where(
+        _OUTBOX.c.id.in_(
+            select(func.min(_OUTBOX.c.id))
+            .where(
+                _OUTBOX.c.channel_id.in_(bindparam("keys", expanding=True)),
+                _OUTBOX.c.pending_key.is_not(None),
+                _OUTBOX.c.due_at <= db_time(),
+            )
+            .group_by(_OUTBOX.c.channel_id)
+        )
+    )
+    .order_by(_OUTBOX.c.id)
+)
+_CLAIM = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .values(claimed_by=bindparam("owner"), claim_until=db_time(bindparam("lease", type_=Float())))
+)
+_RENEW = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.channel_id.in_(bindparam("keys", expanding=True)), _OUTBOX.c.claimed_by == bindparam("owner"))
+    .values(claim_until=db_time(bindparam("lease", type_=Float())))
+)
+
+
+def _completing(sent: bool) -> Any:
+    """The UPDATE that ends a row's claim and its pending life (sent: when; else not sent, or failed for good), iff
+    it is still the version sent."""
+    return (
+        update(_OUTBOX)
+        .where(_OUTBOX.c.id == bindparam("row_id"), _OUTBOX.c.version == bindparam("row_version"))
+        .values(
+            pending_key=None,
+            sent_at=db_time() if sent else None,
+            error=bindparam("failure"),
+            claimed_by=None,
+            claim_until=None,
+            response_url=None,
+        )
+    )
+
+
+_COMPLETE = {sent: _completing(sent) for sent in (True, False)}
+
+
 def ready(session: Session, *, busy: Iterable[str] = (), limit: int = 1000) -> Ready:
     """Find the channels whose oldest pending row is due and whose slot is free now (not in `busy`)."""
     skip = set(busy)
-    is_due = OutboxMessage.due_at <= db_time()
-    # One row per channel (not the oldest `limit` rows overall): a backlog in one channel never hides another's.
-    heads = session.execute(
-        select(
-            OutboxMessage.channel_id,
-            func.min(case((is_due, OutboxMessage.id))).label("first_due"),
-            func.min(OutboxMessage.due_at).label("due_at"),
-            SlackChannel.tat,
-            SlackChannel.claim_until,
-            db_epoch().label("now"),
-            db_time().label("now_time"),
-        )
-        .outerjoin(SlackChannel, SlackChannel.channel_id == OutboxMessage.channel_id)
-        .where(OutboxMessage.pending_key.is_not(None))
-        .group_by(OutboxMessage.channel_id, SlackChannel.tat, SlackChannel.claim_until)
-        .limit(limit)
-    ).all()
+    heads = session.execute(_HEADS, {"limit": limit}).all()
     first: dict[str, int] = {}
     wait: float | None = None
     for head in heads:
@@ -183,25 +236,11 @@ def claim(session: Session, channel_ids: Sequence[str], *, owner: Owner, lease: 
     taken = gate.take_many(session, channel_ids, owner=owner, lease=lease)
     if not taken:
         return []
-    oldest = (
-        select(func.min(OutboxMessage.id))
-        .where(
-            OutboxMessage.channel_id.in_(sorted(taken)),
-            OutboxMessage.pending_key.is_not(None),
-            OutboxMessage.due_at <= db_time(),
-        )
-        .group_by(OutboxMessage.channel_id)
-    )
-    rows = session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(oldest)).order_by(OutboxMessage.id)).all()
+    rows = session.execute(_FIRSTS, {"keys": sorted(taken)}).all()
     for channel_id in sorted(taken - {row.channel_id for row in rows}):  # sent meanwhile by another replica
         gate.release(session, channel_id, owner=owner, unused=True)
     if rows:
-        session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_([row.id for row in rows]))
-            .values(claimed_by=owner.name, claim_until=lease.until())
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(_CLAIM, {"ids": [row.id for row in rows], "owner": owner.name, "lease": lease.seconds})
     return [
         Claimed(
             row.id,
@@ -225,19 +264,8 @@ def complete(session: Session, row: Claimed, *, owner: Owner, error: str | None 
     stays pending, so its latest state goes out too. A row not sent gives its channel's pace back.
     """
     gate.release(session, row.channel_id, owner=owner, unused=not sent)
-    done = session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id == row.id, OutboxMessage.version == row.version)
-        .values(
-            pending_key=None,
-            sent_at=db_time() if sent and error is None else None,
-            error=error,
-            claimed_by=None,
-            claim_until=None,
-            response_url=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    completing = _COMPLETE[sent and error is None]
+    done = session.execute(completing, {"row_id": row.id, "row_version": row.version, "failure": error})
     if rowcount(done) == 1:
         return True
     session.execute(
@@ -257,12 +285,7 @@ def renew(session: Session, channel_ids: Iterable[str], *, owner: Owner, lease: 
     """
     held = gate.renew(session, list(channel_ids), owner=owner, lease=lease)
     if held:
-        session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.channel_id.in_(list(held)), OutboxMessage.claimed_by == owner.name)
-            .values(claim_until=lease.until())
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(_RENEW, {"keys": sorted(held), "owner": owner.name, "lease": lease.seconds})
     return held
 
 

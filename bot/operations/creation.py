@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from bot.db import audit
 from bot.db.clock import as_utc, db_time
 from bot.db.models import Operation, OperationInstance
-from bot.db.sql import fit, length_of
+from bot.db.sql import fit, length_of, table_of
 from bot.domain.actions import Action
 from bot.domain.errors import InvalidInput
 from bot.domain.ids import is_instance_id
@@ -80,8 +80,7 @@ def create_many(session: Session, operations: Sequence[NewOperation], *, ttl_sec
     if not operations:
         return []
     uniques = [_unique(o.instances) for o in operations]
-    table = Operation.__table__
-    assert isinstance(table, Table)  # Core: one multi-row INSERT … RETURNING on both databases (the ORM's is not)
+    table = table_of(Operation)
     keys = list(operations[0].row())
     made = session.execute(
         insert(table)

@@ -7,13 +7,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 
 from bot.db import audit
 from bot.db.clock import db_time
 from bot.db.models import Operation, OperationInstance, ZenlayerCall
 from bot.db.session import Database
-from bot.db.sql import rowcount
+from bot.db.sql import rowcount, table_of
 from bot.domain.actions import Outcome
 from bot.domain.vm_errors import VmError
 from bot.domain.vocabulary import SYSTEM_ACTOR
@@ -127,8 +127,7 @@ class SqlJournal:
             live = [(job, targets) for job, targets in parts if job.operation_id in held]
             if not live:
                 return {}
-            table = ZenlayerCall.__table__
-            assert isinstance(table, Table)  # Core: one multi-row INSERT … RETURNING on both databases
+            table = table_of(ZenlayerCall)
             rows = [
                 {
                     "request_id": job.operation_id,

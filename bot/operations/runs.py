@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.clock import db_seconds_between, db_shift, db_time
 from bot.db.models import Operation, OperationInstance, Run
 from bot.db.session import Database
-from bot.db.sql import rowcount
+from bot.db.sql import rowcount, table_of
 from bot.delivery import outbox
 from bot.domain.actions import Outcome
 from bot.domain.vocabulary import SYSTEM_ACTOR
@@ -128,8 +128,7 @@ def take_for_stopping(session: Session, run_ids: Sequence[int], *, due_only: boo
 def link_stop(session: Session, stops: Mapping[int, int]) -> None:
     """Note which stop operation stops each run (run id → stop operation id): one executemany."""
     if stops:
-        table = Run.__table__
-        assert isinstance(table, Table)  # a plain executemany UPDATE (the ORM's bulk UPDATE wants whole rows)
+        table = table_of(Run)
         session.execute(
             update(table).where(table.c.id == bindparam("run_id")).values(stop_request_id=bindparam("stop_id")),
             [{"run_id": run_id, "stop_id": stop_id} for run_id, stop_id in stops.items()],

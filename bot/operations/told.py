@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from bot.db import audit
 from bot.db.clock import db_time
 from bot.db.models import Operation, OperationInstance
 from bot.db.session import Database
-from bot.db.sql import rowcount
+from bot.db.sql import rowcount, table_of
 from bot.delivery import outbox, surfaces
 from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.operations import repository
 from bot.operations.records import OperationRecord
 from bot.runtime.lease import Owner
+
+# Built once (the sender runs it for every outcome it tells): the outcome counts as told once, on the database's clock.
+_OPERATIONS = table_of(Operation)
+_TOLD = (
+    update(_OPERATIONS)
+    .where(_OPERATIONS.c.id == bindparam("operation_id"), _OPERATIONS.c.outcome_posted_at.is_(None))
+    .values(outcome_posted_at=db_time())
+)
 
 
 def finish(
@@ -50,12 +58,7 @@ def finish(
 
 def _mark_told(session: Session, operation: OperationRecord, delivery_error: str | None) -> bool:
     """Record that an operation's outcome was told (or can never be), with its `finished` audit event."""
-    result = session.execute(
-        update(Operation)
-        .where(Operation.id == operation.id, Operation.outcome_posted_at.is_(None))
-        .values(outcome_posted_at=db_time())
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(_TOLD, {"operation_id": operation.id})
     if rowcount(result) != 1:
         return False
     audit.record(
