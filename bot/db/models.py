@@ -228,6 +228,10 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("request_id", "instance_id"),
         Index("ix_runs_state_stop_at", "state", "stop_at"),
+        # The next reminder and the reminders due: running, not yet reminded, by time (every engine step asks).
+        Index("ix_runs_state_reminded_at_remind_at", "state", "reminded_at", "remind_at"),
+        # The runs of the instances a stop names (not every running run).
+        Index("ix_runs_instance_id", "instance_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

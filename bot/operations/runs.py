@@ -214,16 +214,16 @@ def on_approved(session: Session, operation_ids: Sequence[int]) -> None:
             stops.append(operation_id)
     if not stops:
         return
-    named = session.execute(
-        select(Run.id, OperationInstance.request_id)
-        .join(OperationInstance, OperationInstance.instance_id == Run.instance_id)
-        .where(
-            OperationInstance.request_id.in_(stops),
-            OperationInstance.included.is_(True),
-            Run.state == RunState.RUNNING.value,
-        )
+    named = dict(
+        session.execute(
+            select(OperationInstance.instance_id, OperationInstance.request_id).where(
+                OperationInstance.request_id.in_(stops), OperationInstance.included.is_(True)
+            )
+        ).all()
     )
-    stopped_by = {run_id: stop_id for run_id, stop_id in named}
+    # By instance, the state checked here: a condition on state would have SQLite read every running run instead.
+    found = session.execute(select(Run.id, Run.instance_id, Run.state).where(Run.instance_id.in_(sorted(named))))
+    stopped_by = {run_id: named[i] for run_id, i, state in found if state == RunState.RUNNING.value}
     taken = [run_id for run_id, _, _ in take_for_stopping(session, list(stopped_by), due_only=False)]
     link_stop(session, {run_id: stopped_by[run_id] for run_id in taken})
     _refresh_starts(session, Run.id.in_(taken))
