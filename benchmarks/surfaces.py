@@ -60,8 +60,9 @@ from bot.grants.selectors import Selector, SelectorKind
 from bot.operations import repository
 from bot.operations.app_home import AppHome
 from bot.operations.opening import Prepared
+from bot.operations.records import HomeRun
 from bot.operations.repository import NewInstance
-from bot.operations.surface_runs import DurationTerms, HomeRun
+from bot.operations.surface_runs import DurationTerms
 from bot.server import RunningBot
 from bot.slack import action_ids
 from bot.slack.views.home import home_view

@@ -14,6 +14,7 @@ import pytest
 from slack_sdk import WebClient
 from sqlalchemy import insert, select, update
 
+from bot.db.lease import Lease, Owner
 from bot.db.models import Operation, OperationInstance, OutboxMessage, SlackChannel
 from bot.db.session import Database
 from bot.delivery import outbox
@@ -25,7 +26,6 @@ from bot.domain.actions import START
 from bot.operations import repository
 from bot.operations.repository import NewInstance
 from bot.operations.states import State
-from bot.runtime.lease import Lease, Owner
 from bot.slack import action_ids
 from bot.slack.courier import SlackCourier
 from tests.db_support import travel

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from itertools import groupby
 
 from bot.db.clock import OffsetWatch, replica_offset
+from bot.db.lease import Lease, Owner
 from bot.db.session import Database
 from bot.domain.ports import VmApi
 from bot.domain.vocabulary import SYSTEM_ACTOR
@@ -25,7 +26,6 @@ from bot.operations.journal import SqlJournal
 from bot.operations.states import State
 from bot.operations.timers import Timers
 from bot.runtime.keyed import KeyedExecutor
-from bot.runtime.lease import Lease, Owner
 from bot.runtime.loop import RunLoop
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from bot.db import audit
 from bot.db.clock import db_time
+from bot.db.lease import Lease, Owner
 from bot.db.models import Operation, OperationInstance, ZenlayerCall
 from bot.db.session import Database
 from bot.db.sql import rowcount
@@ -23,7 +24,6 @@ from bot.operations import claims, repository
 from bot.operations.polls import apply_polls
 from bot.operations.states import FINAL_STATES, State
 from bot.operations.watching import read_work
-from bot.runtime.lease import Lease, Owner
 
 INTERRUPTED = "the process making this call stopped before it returned"
 UNRECORDED = "the call was made, but the database failed before its outcome was recorded"

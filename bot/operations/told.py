@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from bot.db import audit
 from bot.db.clock import db_time
+from bot.db.lease import Owner
 from bot.db.models import Operation, OperationInstance
 from bot.db.session import Database
 from bot.db.sql import rowcount
@@ -16,7 +17,6 @@ from bot.delivery import outbox, surfaces
 from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.operations import repository
 from bot.operations.records import OperationRecord
-from bot.runtime.lease import Owner
 
 
 def finish(
