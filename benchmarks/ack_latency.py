@@ -52,7 +52,8 @@ from bot.config import Settings, load_settings
 from bot.db.migrate import upgrade
 from bot.db.session import Database
 from bot.devtools.slack_driver import Confirmation, SlackConversation, SlackDriver, has_buttons
-from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
+from bot.devtools.slack_messages import Message, message_text
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import free_port
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.grants import rules as grants

@@ -48,7 +48,8 @@ from bot.db.migrate import upgrade
 from bot.db.session import Database
 from bot.devtools.block_kit import view_error
 from bot.devtools.slack_driver import SlackConversation, SlackDriver
-from bot.devtools.slack_surfaces_driver import home_opened_event, view_payload, view_state
+from bot.devtools.slack_payloads import home_opened_event, view_payload
+from bot.devtools.slack_view_state import view_state
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import free_port
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
