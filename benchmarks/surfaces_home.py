@@ -40,9 +40,9 @@ from bot.grants import rules as grants
 from bot.grants.authority import Authority
 from bot.operations import repository
 from bot.operations.app_home import AppHome
-from bot.operations.opening import Prepared
+from bot.operations.records import EXTENSION_SECONDS
 from bot.operations.repository import NewInstance
-from bot.operations.surface_runs import DurationTerms, HomeRun
+from bot.operations.surface_runs import HomeRun
 from bot.slack.views.home import home_view
 
 HOME_USER = "U0HOME"
@@ -54,7 +54,7 @@ STORM_GOAL = 1.5
 
 
 class FiftyRuns:
-    """The caller's runs, as the lead's RunsPort will give them: 50 of them."""
+    """The caller's runs as the RunBook gives them to the Home: 50 of them."""
 
     def __init__(self) -> None:
         now = datetime.now(UTC)
@@ -72,20 +72,8 @@ class FiftyRuns:
             for i in range(50)
         ]
 
-    def runs_of(self, user_id: str) -> Sequence[HomeRun]:
+    def home_runs(self, requester_id: str, extend_seconds: float) -> list[HomeRun]:
         return self.runs
-
-    def duration_terms(self, user_id: str, channel_id: str | None) -> DurationTerms | None:
-        return None
-
-    def time_box(self, prepared: Prepared, duration: str | None) -> Prepared:
-        return prepared
-
-    def extend(self, user_id: str, request_id: int, instance_id: str) -> str:
-        return ""
-
-    def stop(self, user_id: str, request_id: int, instance_id: str) -> str:
-        return ""
 
 
 def home_publish(database_url: str, label: str) -> bool:
@@ -94,7 +82,7 @@ def home_publish(database_url: str, label: str) -> bool:
     db = Database(database_url)
     try:
         seed_home(db)
-        home = AppHome(db, Authority(db), FiftyRuns())
+        home = AppHome(db, Authority(db), FiftyRuns(), extend_seconds=EXTENSION_SECONDS)
 
         def link(channel: str, ts: str | None) -> str | None:
             return f"https://example.slack.com/archives/{channel}/p{(ts or '').replace('.', '')}"
