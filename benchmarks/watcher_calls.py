@@ -39,7 +39,8 @@ from slack_sdk import WebClient
 from bot.db.lease import Lease, Owner
 from bot.db.migrate import upgrade
 from bot.db.session import Database
-from bot.devtools.slack_web_api import Call, FakeSlackWebApi
+from bot.devtools.slack_calls import Call
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.actions import START
 from bot.grants import rules as grants

@@ -19,8 +19,9 @@ from bot.db.models import Operation, OperationInstance, OutboxMessage, SlackChan
 from bot.db.session import Database
 from bot.delivery import outbox
 from bot.delivery.sender import Sender
+from bot.devtools.slack_calls import Call
 from bot.devtools.slack_driver import Confirmation, SlackDriver
-from bot.devtools.slack_web_api import Call, FakeSlackWebApi
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.actions import START
 from bot.operations import repository
