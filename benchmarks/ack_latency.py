@@ -37,9 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
-# run_timers.py takes served and bot_env from here; they live in served_apps.py now.
-from served_apps import bot_env, served, stand_in_env  # noqa: F401
+from served_apps import stand_in_env
 from shared import percentile
 
 from bot.app import create_app
