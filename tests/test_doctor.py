@@ -20,7 +20,7 @@ from bot.devtools.support import free_port
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack.scopes import BOT_SCOPES
 from tests.db_support import chattr_problem
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
+from tests.slack_support import ACCESS_KEY_SECRET, APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, stand_in_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = (BOT_TOKEN, SIGNING_SECRET, APP_TOKEN, ACCESS_KEY_SECRET)
@@ -69,15 +69,7 @@ def setup(
 ) -> Setup:
     grant("U0ADMIN", "*", action="admin")  # migrates the database too
     fake_slack.granted_scopes = tuple(sorted(manifest_scopes("manifest.yml")))
-    env = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": fake_slack.url,
-        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-        "ZENLAYER_API_URL": simulator.url,
-        "DATABASE_URL": database_url,
-    }
+    env = stand_in_env(fake_slack, simulator, database_url)
     return Setup(env, fake_slack, simulator, tmp_path)
 
 
