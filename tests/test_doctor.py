@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +157,22 @@ def test_each_fault_turns_its_own_check_red(
     # What a broken check makes impossible is skipped, never called green; everything else is green.
     others = {name: v for name, v in verdicts.items() if name not in expected}
     assert set(others.values()) <= {doctor.OK, doctor.SKIP}, output
+
+
+def test_a_postgresql_that_takes_the_connection_and_never_answers_is_red_within_seconds(setup: Setup) -> None:
+    done: list[tuple[int, dict[str, str], str]] = []
+    with socket.socket() as silent:  # the kernel accepts the connection; nothing ever answers on it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql+psycopg://vmbot@127.0.0.1:{silent.getsockname()[1]}/vmbot"
+        started = time.monotonic()
+        worker = threading.Thread(target=lambda: done.append(setup.run(DATABASE_URL=url)), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+    assert done, "the doctor was still waiting for the database after 60 s"
+    code, verdicts, output = done[0]
+    assert code == 1 and red(verdicts) == {"database"}, output
+    assert time.monotonic() - started < 30, output
 
 
 def test_no_admin_grant_is_red(setup: Setup, database_url: str) -> None:
