@@ -88,7 +88,8 @@ class Journal(Protocol):
     """Records execution's intents and results, each write fenced by the operation's lease (bot.operations)."""
 
     def begin_call(self, job: Job, targets: Sequence[Target]) -> int | None:
-        """Record a call before making it (and its instances' outcome unknown); None when the lease is lost."""
+        """Record a call before making it (and its instances' outcome unknown); None when the lease is lost or the
+        instances were called for since the job was read (a compare-and-set on their call counts)."""
         ...
 
     def complete_call(

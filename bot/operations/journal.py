@@ -29,6 +29,18 @@ INTERRUPTED = "the process making this call stopped before it returned"
 UNRECORDED = "the call was made, but the database failed before its outcome was recorded"
 
 
+class _CalledSince(Exception):
+    """A job's instances were called for since it read them (its snapshot is stale): it must not call again."""
+
+
+def _rows_by_calls(targets: Sequence[Target]) -> dict[int, list[int]]:
+    """Group targets' row ids by the number of calls the job read for them."""
+    grouped: dict[int, list[int]] = {}
+    for target in targets:
+        grouped.setdefault(target.calls, []).append(target.row_id)
+    return grouped
+
+
 class SqlJournal:
     """Implements bot.execution.ports.Journal for one replica (its owner name fences every write)."""
 
@@ -111,35 +123,46 @@ class SqlJournal:
             )
 
     def begin_call(self, job: Job, targets: Sequence[Target]) -> int | None:
-        """Record a call before making it, fenced by the lease (renewed for the call); None when it is lost."""
-        ids = [t.instance_id for t in targets]
-        with self.db.session() as session:
-            held = session.execute(
-                update(Operation)
-                .where(Operation.id == job.operation_id, self._fenced())
-                .values(lease_until=self.lease.until())
-                .execution_options(synchronize_session=False)
-            )
-            if not rowcount(held):
-                return None
-            call_id = session.scalars(
-                insert(ZenlayerCall)
-                .values(
-                    request_id=job.operation_id,
-                    action=job.action.zenlayer_action,
-                    instance_ids=json.dumps(ids),
-                    replica=self.owner.name,
-                    created_at=db_time(),
+        """Record a call before making it, fenced by the lease (renewed for the call) and by the number of calls the
+        job read for each instance; None when the lease is lost or another job of ours called for them since."""
+        try:
+            with self.db.session() as session:
+                held = session.execute(
+                    update(Operation)
+                    .where(Operation.id == job.operation_id, self._fenced())
+                    .values(lease_until=self.lease.until())
+                    .execution_options(synchronize_session=False)
                 )
-                .returning(ZenlayerCall.id)
-            ).one()
-            session.execute(
-                update(OperationInstance)
-                .where(OperationInstance.id.in_([t.row_id for t in targets]))
-                .values(calls=OperationInstance.calls + 1, call_result=UNKNOWN, unchanged_polls=0)
-                .execution_options(synchronize_session=False)
-            )
-            return int(call_id)
+                if not rowcount(held):
+                    return None
+                counted = sum(
+                    rowcount(
+                        session.execute(
+                            update(OperationInstance)
+                            .where(OperationInstance.id.in_(rows), OperationInstance.calls == calls)
+                            .values(calls=calls + 1, call_result=UNKNOWN, unchanged_polls=0)
+                            .execution_options(synchronize_session=False)
+                        )
+                    )
+                    for calls, rows in _rows_by_calls(targets).items()
+                )
+                if counted != len(targets):
+                    raise _CalledSince(job.operation_id)  # rolls the counts back
+                return int(
+                    session.scalars(
+                        insert(ZenlayerCall)
+                        .values(
+                            request_id=job.operation_id,
+                            action=job.action.zenlayer_action,
+                            instance_ids=json.dumps([t.instance_id for t in targets]),
+                            replica=self.owner.name,
+                            created_at=db_time(),
+                        )
+                        .returning(ZenlayerCall.id)
+                    ).one()
+                )
+        except _CalledSince:
+            return None
 
     def complete_call(
         self,
