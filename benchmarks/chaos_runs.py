@@ -48,7 +48,7 @@ class RunMode:
 RUN_MODES = {
     # Short mode (CI): its runs end about when the traffic's backlog has drained, so they add little time.
     "short": RunMode(
-        runs=6, within=0.35, seconds=(10, 14), extend_seconds=10, reminder_seconds=5, max_extensions=1, kills=3
+        runs=6, within=0.1, seconds=(10, 12), extend_seconds=10, reminder_seconds=5, max_extensions=1, kills=3
     ),
     "long": RunMode(
         runs=40, within=0.8, seconds=(10, 40), extend_seconds=15, reminder_seconds=8, max_extensions=3, kills=16
@@ -149,9 +149,9 @@ class RunPlayers:
                 self._kill_at_due(confirmation.request_id, rng)
                 return
 
-    def _confirmation(self, instance: str, timeout: float = 45.0) -> Confirmation | None:
-        """Wait for the confirmation of the run of this instance (a lease and more: the replica that owes it may have
-        died; None: it never came)."""
+    def _confirmation(self, instance: str, timeout: float = 25.0) -> Confirmation | None:
+        """Wait for the confirmation of the run of this instance, a lease and more (the replica that owes it may have
+        died); None: it never came (a replica killed between the command's ack and its lookup loses it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for message in self.slack.fake.channel_messages(RUN_CHANNEL):
