@@ -1,6 +1,7 @@
 """Chaos check: several `vm-bot run` replicas on one database, random commands and clicks, SIGKILLs; then invariants.
 
-Run: ``python benchmarks/chaos.py [--mode short|long] [--backend postgres|sqlite|both] [--seed N]``.
+Run: ``python benchmarks/chaos.py [--mode short|long] [--backend postgres|sqlite|both] [--seed N]`` (both: the two
+scenarios side by side, as two processes).
 
 On PostgreSQL three replicas share one throwaway database (from $VM_BOT_TEST_POSTGRES_URL when set, else a cluster
 started with .ci/postgres.sh); on SQLite two processes share one file. Zenlayer is `vm-bot simulator` (a process);
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -237,19 +239,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
+    if args.backend == "both":
+        return _side_by_side(args.mode, seed)
     print(f"chaos: mode {args.mode}, seed {seed}", flush=True)
     violations: list[str] = []
-    if args.backend in ("postgres", "both"):
+    if args.backend == "postgres":
         with postgres_url() as (url, cluster_dir):
             if url is None:
                 print("chaos: no PostgreSQL server on this machine; skipping the PostgreSQL scenario")
             else:
                 violations += run_scenario("postgres", url, args.mode, seed, 3, cluster_dir)
-    if args.backend in ("sqlite", "both"):
+    else:
         with tempfile.TemporaryDirectory(prefix="vm-bot-chaos-db-") as tmp:
             violations += run_scenario("sqlite", f"sqlite:///{tmp}/vm-bot.db", args.mode, seed + 1, 2)
     print(f"chaos: {'FAILED, ' + str(len(violations)) + ' violation(s)' if violations else 'all invariants held'}")
     return 1 if violations else 0
+
+
+def _side_by_side(mode: str, seed: int) -> int:
+    """Run the PostgreSQL and the SQLite scenario at once, as two processes (they share nothing, and mostly wait:
+    one after the other took CI over two minutes); print each one's report whole; exit 1 if either failed."""
+    started = time.monotonic()
+    children = {
+        backend: subprocess.Popen(  # noqa: S603 — our own interpreter and fixed arguments
+            [sys.executable, __file__, "--mode", mode, "--backend", backend, "--seed", str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for backend in ("postgres", "sqlite")
+    }
+    failed = []
+    for backend, child in children.items():
+        output, _ = child.communicate()
+        print(output, end="", flush=True)
+        if child.returncode != 0:
+            failed.append(backend)
+    took = time.monotonic() - started
+    print(f"chaos: both backends side by side in {took:.0f} s; {'FAILED: ' + ', '.join(failed) if failed else 'ok'}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
