@@ -22,13 +22,15 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-import ack_latency
 import run_timers
+import served_apps
 import watcher_calls
+from ack_floor import compare_with_floor, floor_table
 from shared import cpu_seconds, throwaway_postgres
 from slack_sdk import WebClient
 
 from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.support import free_port
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.zenlayer.client import ZenlayerClient
 
@@ -61,21 +63,21 @@ def idle_cpu(tmp: Path) -> tuple[list[str], bool]:
     ):
         fake.socket_mode_url = socket_mode.url
         env = {
-            **ack_latency.stand_in_env(secret, fake.url, sim.url, key_id, key_secret, database_url),
+            **served_apps.stand_in_env(secret, fake.url, sim.url, key_id, key_secret, database_url),
             "POLL_INTERVAL_SECONDS": "5",
         }
-        port = ack_latency.free_port()
+        port = free_port()
         http = stack.enter_context(
-            ack_latency.served(
-                "idle-http", [sys.executable, "-m", "bot", "run"], port, tmp, ack_latency.bot_env(env, port)
+            served_apps.served(
+                "idle-http", [sys.executable, "-m", "bot", "run"], port, tmp, served_apps.bot_env(env, port)
             )
         )
-        port = ack_latency.free_port()
-        floor_argv = [sys.executable, str(ack_latency.BENCH_DIR / "floor_app.py"), "--port", str(port)]
+        port = free_port()
+        floor_argv = [sys.executable, str(served_apps.BENCH_DIR / "floor_app.py"), "--port", str(port)]
         floor_argv += ["--signing-secret", secret, "--slack-api-url", fake.url]
-        floor = stack.enter_context(ack_latency.served("idle-floor", floor_argv, port, tmp))
+        floor = stack.enter_context(served_apps.served("idle-floor", floor_argv, port, tmp))
         socket_env = {
-            **ack_latency.bot_env(env, 0),
+            **served_apps.bot_env(env, 0),
             "SLACK_APP_TOKEN": "xapp-1-A0001-1-bench",
             "SLACK_SIGNING_SECRET": "",
         }
@@ -83,7 +85,7 @@ def idle_cpu(tmp: Path) -> tuple[list[str], bool]:
             socket_bot = subprocess.Popen(
                 [sys.executable, "-m", "bot", "run"], env=socket_env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT
             )
-        stack.callback(ack_latency.stop, socket_bot)
+        stack.callback(served_apps.stop, socket_bot)
         socket_mode.wait_connected(timeout=30)
         time.sleep(1.0)  # let start-up work (migrations, the first watcher tick) finish before measuring
         for name, pid in (
@@ -149,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = []
         (tmp / "sqlite").mkdir()
         runs.append(
-            ack_latency.compare_with_floor(
+            compare_with_floor(
                 f"sqlite:///{tmp / 'sqlite' / 'vm-bot.db'}", "SQLite", sizes=sizes, rounds=rounds, tmp=tmp / "sqlite"
             )
         )
@@ -160,11 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     report.append("PostgreSQL: no server binaries found (.ci/postgres.sh); skipped")
                 else:
                     (tmp / "pg").mkdir()
-                    runs.append(
-                        ack_latency.compare_with_floor(url, "PostgreSQL", sizes=sizes, rounds=rounds, tmp=tmp / "pg")
-                    )
+                    runs.append(compare_with_floor(url, "PostgreSQL", sizes=sizes, rounds=rounds, tmp=tmp / "pg"))
                     print(f"PostgreSQL done after {time.monotonic() - started:.0f} s", flush=True)
-        lines, met = ack_latency.floor_table(runs)
+        lines, met = floor_table(runs)
         report += [
             "",
             f"p99 ack latency, ms: median [min-max] over {rounds} rounds; ratio = vm-bot / floor "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from slack_sdk import WebClient
 from sqlalchemy import func, select
 
+from bot.db.lease import Lease, Owner
 from bot.db.migrate import upgrade
 from bot.db.models import Operation, OutboxMessage, Run
 from bot.db.session import Database
@@ -32,7 +33,6 @@ from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
 from bot.operations.opening import Opening
 from bot.operations.records import RunState
-from bot.runtime.lease import Lease, Owner
 from bot.slack.courier import SlackCourier
 from bot.zenlayer.client import ZenlayerClient
 

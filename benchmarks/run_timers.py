@@ -46,7 +46,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import ack_latency
+import served_apps
 import shared
 from run_stand import PER_REQUEST, Stand, stand, wait_for
 from shared import cpu_seconds
@@ -159,7 +159,7 @@ def bot_running(built: Stand, env: dict[str, str], tmp: Path) -> Iterator[subpro
     port = free_port()
     try:
         argv = [sys.executable, "-m", "bot", "run"]
-        with ack_latency.served("vm-bot run", argv, port, tmp, ack_latency.bot_env(env, port)) as served:
+        with served_apps.served("vm-bot run", argv, port, tmp, served_apps.bot_env(env, port)) as served:
             yield served.process
     finally:
         built.start_sending()
@@ -237,7 +237,7 @@ def run_backend(database_url: str, plan: Plan, tmp: Path) -> tuple[list[Quiet], 
         ZenlayerClient(sim.url, access_key_id=key_id, access_key_secret=key_secret, timeout=30) as client,
         stand(database_url, sim, client, fake, channels=plan.channels) as built,
     ):
-        env = ack_latency.stand_in_env(secret, fake.url, sim.url, key_id, key_secret, database_url)
+        env = served_apps.stand_in_env(secret, fake.url, sim.url, key_id, key_secret, database_url)
         active = 0
         for size in plan.sizes:
             falls_due = min(size - active, plan.due) if size in plan.due_at else 0  # of the newest runs

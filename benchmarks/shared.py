@@ -1,13 +1,15 @@
-"""Helpers several benchmarks use: a throwaway PostgreSQL from .ci/postgres.sh, fresh databases on a server, and
-how much CPU a process has used."""
+"""Helpers several benchmarks use: a throwaway PostgreSQL from .ci/postgres.sh, fresh databases on a server, how
+much CPU a process has used, and percentiles."""
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
+import statistics
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,3 +58,14 @@ def cpu_seconds(pid: int) -> float:
     """Return the user + system CPU time a process (all its threads) has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Return the nearest-rank q-th percentile (0 < q <= 100) of an ascending sequence."""
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def ms(values: Sequence[float]) -> str:
+    """Return the p50 and p99 of durations in seconds, in milliseconds."""
+    ordered = sorted(values)
+    return f"p50 {statistics.median(ordered) * 1000:6.1f} ms  p99 {percentile(ordered, 99) * 1000:6.1f} ms"

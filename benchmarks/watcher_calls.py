@@ -36,9 +36,11 @@ from typing import Any
 
 from slack_sdk import WebClient
 
+from bot.db.lease import Lease, Owner
 from bot.db.migrate import upgrade
 from bot.db.session import Database
-from bot.devtools.slack_web_api import Call, FakeSlackWebApi
+from bot.devtools.slack_calls import Call
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.actions import START
 from bot.grants import rules as grants
@@ -47,7 +49,6 @@ from bot.operations.click_model import ClickOutcome, ClickRow, Decision
 from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
 from bot.operations.opening import Opening
-from bot.runtime.lease import Lease, Owner
 from bot.zenlayer.client import ZenlayerClient
 
 USER = "U0BENCH01"

@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from bot.config import Settings
+from bot.db.lease import Lease, Owner
 from bot.db.migrate import head_revision
 from bot.db.seen_requests import SeenRequests
 from bot.db.session import Database
@@ -34,7 +35,6 @@ from bot.operations.runs import RunBook, owner_of
 from bot.operations.starting import Starting
 from bot.operations.suggestions import Suggestions
 from bot.runtime.ack_first import AckFirst
-from bot.runtime.lease import Lease, Owner
 from bot.runtime.workers import WorkerPool
 from bot.slack import listeners
 from bot.slack.courier import SlackCourier

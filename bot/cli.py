@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import TypeAlias
 
 from bot.config import ConfigError, Settings, load_settings, settings_help
 from bot.domain.durations import parse_duration
@@ -16,8 +17,10 @@ from bot.domain.errors import InvalidInput
 from bot.domain.vocabulary import GrantAction
 from bot.logging_setup import configure_logging, secrets_of
 
+# What add_subparsers returns: each _add_* below adds its commands to it.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-# Long on purpose: the whole command line in one declaration reads (and diffs) best as one piece.
+
 def _build_parser() -> argparse.ArgumentParser:
     """Return the parser for every `vm-bot` command."""
     parser = argparse.ArgumentParser(
@@ -42,6 +45,22 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
+    _add_db_commands(commands)
+    _add_perms_commands(commands)
+    _add_audit_command(commands)
+    _add_simulator_command(commands)
+    commands.add_parser("demo", help="play a whole conversation locally, with no Slack or Zenlayer account")
+    commands.add_parser(
+        "doctor",
+        help="check the set-up: one line per check and its verdict; exit 0 only when all pass",
+        description="Checks the settings, the database, the Slack token and its scopes, the mode's secret, the "
+        "Zenlayer credentials and clock, and that an admin grant exists. Changes nothing.",
+    )
+    return parser
+
+
+def _add_db_commands(commands: Subcommands) -> None:
+    """Add `vm-bot db upgrade` and `vm-bot db prune`."""
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     db_commands.add_parser("upgrade", help="bring the database to the newest migration")
@@ -58,6 +77,9 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--audit", action="store_true", help="also delete audit events older than that (export first)")
     prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
 
+
+def _add_perms_commands(commands: Subcommands) -> None:
+    """Add `vm-bot perms grant|revoke|list`."""
     perms = commands.add_parser("perms", help="manage who may start which instances")
     perms_commands = perms.add_subparsers(dest="perms_command", metavar="PERMS_COMMAND", required=True)
     grant = perms_commands.add_parser(
@@ -103,6 +125,9 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("user_id", metavar="USER_ID", nargs="?")
     _add_selector_options(listing)
 
+
+def _add_audit_command(commands: Subcommands) -> None:
+    """Add `vm-bot audit` (the table, or an export)."""
     audit = commands.add_parser(
         "audit",
         help="print the latest audit events, or export them (--format json|csv)",
@@ -119,6 +144,9 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--until", type=_moment, metavar="DATE", help="events before DATE")
     audit.add_argument("--format", choices=("text", "json", "csv"), default="text", help="default text")
 
+
+def _add_simulator_command(commands: Subcommands) -> None:
+    """Add `vm-bot simulator`."""
     simulator = commands.add_parser("simulator", help="a local Zenlayer-compatible VM API for demos and staging")
     simulator.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     simulator.add_argument("--port", type=int, default=8089, help="port to listen on (default 8089; 0 = any free)")
@@ -147,15 +175,6 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help=INSTANCE_SPEC_HELP,
     )
-
-    commands.add_parser("demo", help="play a whole conversation locally, with no Slack or Zenlayer account")
-    commands.add_parser(
-        "doctor",
-        help="check the set-up: one line per check and its verdict; exit 0 only when all pass",
-        description="Checks the settings, the database, the Slack token and its scopes, the mode's secret, the "
-        "Zenlayer credentials and clock, and that an admin grant exists. Changes nothing.",
-    )
-    return parser
 
 
 # Kept here rather than imported, so that `vm-bot` does not load the simulator to print help (see its cli module).

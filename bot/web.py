@@ -95,6 +95,24 @@ def _verified(environ: dict[str, Any], body: bytes, verifier: SignatureVerifier 
     return SignedRequest(signature, inbound.trigger_id, timestamp)
 
 
+PROBES = ("/healthz", "/readyz", "/metrics")
+
+
+def _probe(bot: BotApp, path: str, start_response: StartResponse) -> list[bytes]:
+    """Answer a GET of /healthz (alive), /readyz (can serve: database at head and writable) or /metrics."""
+    if path == "/healthz":
+        return _plain(start_response, "200 OK", "ok")
+    if path == "/readyz":
+        readiness = bot.health.readiness() if bot.health is not None else None
+        if readiness is None or readiness.ready:
+            return _plain(start_response, "200 OK", "ready")
+        log.warning("not ready: %s", readiness.reason)
+        return _plain(start_response, "503 Service Unavailable", f"not ready: {readiness.reason}")
+    body, content_type = bot.metrics.render()
+    start_response("200 OK", [("Content-Type", content_type)])
+    return [body]
+
+
 def make_wsgi_app(bot: BotApp) -> WsgiApp:
     """Return the WSGI app; /slack/events exists in HTTP mode only, health and metrics in both modes."""
     slack = SlackRequestHandler(bot.app, path=EVENTS_PATH)
@@ -132,19 +150,8 @@ def make_wsgi_app(bot: BotApp) -> WsgiApp:
 
     def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
-        if method in ("GET", "HEAD"):
-            if path == "/healthz":
-                return _plain(start_response, "200 OK", "ok")
-            if path == "/readyz":
-                readiness = bot.health.readiness() if bot.health is not None else None
-                if readiness is None or readiness.ready:
-                    return _plain(start_response, "200 OK", "ready")
-                log.warning("not ready: %s", readiness.reason)
-                return _plain(start_response, "503 Service Unavailable", f"not ready: {readiness.reason}")
-            if path == "/metrics":
-                body, content_type = metrics.render()
-                start_response("200 OK", [("Content-Type", content_type)])
-                return [body]
+        if method in ("GET", "HEAD") and path in PROBES:
+            return _probe(bot, path, start_response)
         if path == EVENTS_PATH and not settings.socket_mode:
             if method != "POST":
                 return _plain(start_response, "405 Method Not Allowed", "POST only", [("Allow", "POST")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.db.lease import Lease, Owner
 from bot.db.session import Database
 from bot.domain.actions import START, Action
 from bot.domain.ports import VmApi
@@ -15,7 +16,6 @@ from bot.operations.click_model import ClickResult, ClickRow, Decision
 from bot.operations.clicks import Clicks
 from bot.operations.engine import Engine
 from bot.operations.opening import Opening
-from bot.runtime.lease import Lease, Owner
 
 
 @dataclass

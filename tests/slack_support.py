@@ -82,21 +82,29 @@ def start_calls(simulator: ZenlayerSimulator) -> list[list[str]]:
     return [list(c.instance_ids) for c in simulator.calls if c.action == "StartInstances"]
 
 
-def run_env(
-    fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str, port: int, **extra: str
+def stand_in_env(
+    fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str, **extra: str
 ) -> dict[str, str]:
-    """Return the environment of a `vm-bot run` process pointed at the stand-ins."""
+    """Return the settings of a vm-bot process pointed at the stand-ins (and PATH), as environment variables."""
     return {
-        **os.environ,
+        "PATH": os.environ.get("PATH", ""),
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_APP_TOKEN": "",
         "SLACK_API_URL": fake_slack.url,
         "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
         "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-        "ZENLAYER_TOKEN": "",
         "ZENLAYER_API_URL": simulator.url,
         "DATABASE_URL": database_url,
-        "PORT": str(port),
+        **extra,
+    }
+
+
+def run_env(
+    fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str, port: int, **extra: str
+) -> dict[str, str]:
+    """Return the environment of a `vm-bot run` process pointed at the stand-ins (this one's environment beside)."""
+    return {
+        **os.environ,
+        **stand_in_env(fake_slack, simulator, database_url, SLACK_APP_TOKEN="", ZENLAYER_TOKEN="", PORT=str(port)),
         **extra,
     }

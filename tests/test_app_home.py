@@ -8,8 +8,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from bot.devtools.slack_surfaces import SlackView
-from bot.devtools.slack_surfaces_driver import view_payload, view_text
+from bot.devtools.slack_payloads import view_payload
+from bot.devtools.slack_views import SlackView, view_text
 from bot.devtools.slack_web_api import WORKSPACE_URL, FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.devtools.slack_web_api import message_error
+from bot.devtools.slack_messages import message_error
 from bot.domain.actions import START, Outcome
 from bot.domain.ports import InstanceInfo
 from bot.grants.rules import Coverage

@@ -7,7 +7,6 @@ Only the stand-ins, the simulator, the CLI and /metrics are used, so this file a
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.devtools import faketime
 from bot.devtools.slack_driver import SlackDriver, has_buttons
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
@@ -31,17 +31,11 @@ from tests.slack_support import SIGNING_SECRET, free_port, run_env, start_calls,
 SKEW_SECONDS = 30
 
 
-def faketime_library() -> str | None:
-    """Return libfaketime's multi-threaded library (Debian's `faketime` package), or None where it is missing."""
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") + glob.glob("/usr/lib/faketime/*MT.so.1"))
-    return found[0] if found else None
-
-
 def skewed(seconds: float) -> dict[str, str]:
     """Environment that moves every wall-clock read of a process by `seconds` (monotonic clocks left alone)."""
-    library = faketime_library()
-    assert library is not None
-    return {"LD_PRELOAD": library, "FAKETIME": f"{seconds:+g}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    env = faketime.skewed_env(seconds)
+    assert env, "libfaketime is not installed"
+    return env
 
 
 def metric(port: int, name: str) -> float | None:
@@ -56,13 +50,30 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
     """A fresh PostgreSQL schema, granted as `vm-bot perms grant` does."""
     if not POSTGRES_URL:
         pytest.skip("set VM_BOT_TEST_POSTGRES_URL to run replicas on PostgreSQL")
-    if faketime_library() is None:
+    if faketime.library() is None:
         pytest.skip("libfaketime is not installed (Debian package faketime)")
     with empty_database_url("postgres", tmp_path) as url:
         env = {**os.environ, "DATABASE_URL": url}
         grant = [sys.executable, "-m", "bot", "perms", "grant", "U0REQUEST", "--instances", "web-*"]
         subprocess.run(grant, env=env, check=True, capture_output=True, timeout=60)  # migrates first
         yield url
+
+
+@pytest.mark.parametrize("seconds", [SKEW_SECONDS, -SKEW_SECONDS])
+def test_a_skewed_process_reads_its_clock_off_and_still_sleeps_and_waits(seconds: float) -> None:
+    # libfaketime 0.9.10 shifts the absolute monotonic deadline of Python 3.11's time.sleep (EINVAL on every sleep):
+    # a skewed replica would fail wherever it sleeps (waiting for its turn after acks, backing off) and prove little.
+    if faketime.library() is None:
+        pytest.skip("libfaketime is not installed (Debian package faketime)")
+    probe = "import threading, time; t = time.monotonic(); time.sleep(0.05); threading.Event().wait(0.05); "
+    probe += "print(time.time(), time.monotonic() - t)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, **skewed(seconds)}, capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 0, done.stderr
+    wall, waited = (float(word) for word in done.stdout.split())
+    assert abs(wall - time.time() - seconds) < 2
+    assert 0.1 <= waited < 2
 
 
 def test_a_replica_30s_ahead_neither_steals_a_live_lease_nor_expires_a_confirmation_early(

@@ -11,7 +11,8 @@ import pytest
 
 from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver, has_buttons
-from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.slack_messages import message_text
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.operations import repository
 from bot.slack import action_ids

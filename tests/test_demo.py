@@ -25,7 +25,7 @@ from bot.devtools.demo import (
     render_mrkdwn,
     run_demo,
 )
-from bot.devtools.slack_web_api import Call
+from bot.devtools.slack_calls import Call
 
 USERS = {"U0ALICE": "alice"}
 CHANNELS = {"C0DEMO": "ops"}

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from bot.devtools.support import free_port
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack.scopes import BOT_SCOPES
 from tests.db_support import chattr_problem
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
+from tests.slack_support import ACCESS_KEY_SECRET, APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, stand_in_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = (BOT_TOKEN, SIGNING_SECRET, APP_TOKEN, ACCESS_KEY_SECRET)
@@ -69,15 +72,7 @@ def setup(
 ) -> Setup:
     grant("U0ADMIN", "*", action="admin")  # migrates the database too
     fake_slack.granted_scopes = tuple(sorted(manifest_scopes("manifest.yml")))
-    env = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": fake_slack.url,
-        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-        "ZENLAYER_API_URL": simulator.url,
-        "DATABASE_URL": database_url,
-    }
+    env = stand_in_env(fake_slack, simulator, database_url)
     return Setup(env, fake_slack, simulator, tmp_path)
 
 
@@ -162,6 +157,22 @@ def test_each_fault_turns_its_own_check_red(
     # What a broken check makes impossible is skipped, never called green; everything else is green.
     others = {name: v for name, v in verdicts.items() if name not in expected}
     assert set(others.values()) <= {doctor.OK, doctor.SKIP}, output
+
+
+def test_a_postgresql_that_takes_the_connection_and_never_answers_is_red_within_seconds(setup: Setup) -> None:
+    done: list[tuple[int, dict[str, str], str]] = []
+    with socket.socket() as silent:  # the kernel accepts the connection; nothing ever answers on it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql+psycopg://vmbot@127.0.0.1:{silent.getsockname()[1]}/vmbot"
+        started = time.monotonic()
+        worker = threading.Thread(target=lambda: done.append(setup.run(DATABASE_URL=url)), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+    assert done, "the doctor was still waiting for the database after 60 s"
+    code, verdicts, output = done[0]
+    assert code == 1 and red(verdicts) == {"database"}, output
+    assert time.monotonic() - started < 30, output
 
 
 def test_no_admin_grant_is_red(setup: Setup, database_url: str) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from bot.db.lease import Lease, Owner
 from bot.db.models import Click
 from bot.db.session import Database
 from bot.operations.click_model import ClickRow, Decision
 from bot.operations.clicks import Clicks
 from bot.runtime.group_commit import GroupCommit
-from bot.runtime.lease import Lease, Owner
 from tests.db_support import BACKENDS, migrated_database
 from tests.slack_support import wait_until
 

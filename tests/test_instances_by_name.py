@@ -15,7 +15,8 @@ from sqlalchemy import select
 from bot.db.models import Click
 from bot.db.session import Database
 from bot.devtools.slack_driver import SlackDriver, has_buttons
-from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.slack_messages import message_text
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.devtools.zenlayer_simulator.state import resource_group_id
 from bot.grants import rules as grant_rules

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from bot.db.lease import Lease, Owner
 from bot.db.models import AuditEvent, Operation
 from bot.db.session import Database
 from bot.domain.actions import START
@@ -17,7 +18,6 @@ from bot.operations.creation import NewInstance, create
 from bot.operations.records import OperationRecord
 from bot.operations.repository import approve, expire_due, record, transition
 from bot.operations.states import ACTIVE_STATES, FINAL_STATES, OPEN_STATES, State
-from bot.runtime.lease import Lease, Owner
 from tests.db_support import run_together, travel
 
 TTL = 600

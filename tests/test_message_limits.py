@@ -12,7 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from bot.devtools.slack_driver import SlackDriver
-from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_text
+from bot.devtools.slack_messages import Message, message_text
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
 from bot.slack import action_ids

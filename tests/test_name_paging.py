@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 
 from bot.devtools.slack_driver import SlackDriver
-from bot.devtools.slack_web_api import message_text
+from bot.devtools.slack_messages import message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.grants.selectors import Selector, SelectorKind
 from tests.slack_support import start_calls

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import subprocess
@@ -19,28 +18,23 @@ from bot.db import migrate
 from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.support import free_port, wait_until
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, BOT_TOKEN, SIGNING_SECRET
+from tests.slack_support import ACCESS_KEY_SECRET, BOT_TOKEN, SIGNING_SECRET, stand_in_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 
 
 def _env(fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator, database_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": fake_slack.url,
-        "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-        "ZENLAYER_API_URL": simulator.url,
-        "DATABASE_URL": database_url,
-        "HOST": "127.0.0.1",
-        "POLL_INTERVAL_SECONDS": "0.2",
+    return stand_in_env(
+        fake_slack,
+        simulator,
+        database_url,
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+        HOST="127.0.0.1",
+        POLL_INTERVAL_SECONDS="0.2",
         **extra,
-    }
+    )
 
 
 def _run_until_exit(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

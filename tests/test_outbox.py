@@ -14,18 +14,19 @@ import pytest
 from slack_sdk import WebClient
 from sqlalchemy import insert, select, update
 
+from bot.db.lease import Lease, Owner
 from bot.db.models import Operation, OperationInstance, OutboxMessage, SlackChannel
 from bot.db.session import Database
 from bot.delivery import outbox
 from bot.delivery.sender import Sender
+from bot.devtools.slack_calls import Call
 from bot.devtools.slack_driver import Confirmation, SlackDriver
-from bot.devtools.slack_web_api import Call, FakeSlackWebApi
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.domain.actions import START
 from bot.operations import repository
 from bot.operations.creation import NewInstance, create
 from bot.operations.states import State
-from bot.runtime.lease import Lease, Owner
 from bot.slack import action_ids
 from bot.slack.courier import SlackCourier
 from tests.db_support import travel

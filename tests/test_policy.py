@@ -8,7 +8,8 @@ from collections.abc import Callable
 from bot.db import audit
 from bot.db.session import Database
 from bot.devtools.slack_driver import Confirmation, SlackDriver, has_buttons
-from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.slack_messages import message_text
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.operations import repository
 from bot.slack import action_ids

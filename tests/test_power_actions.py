@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bot.devtools.slack_driver import SlackDriver
-from bot.devtools.slack_web_api import message_text
+from bot.devtools.slack_messages import message_text
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids
 from tests.slack_support import wait_until

@@ -17,7 +17,7 @@ from bot.delivery import outbox
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.execution.polling import CONFIRM_POLLS, MISSING_POLLS
 from bot.grants import rules as grants
-from bot.operations import repository
+from bot.operations import leases, repository
 from bot.operations.click_model import ClickOutcome, ClickRow, Decision
 from bot.operations.engine import Engine
 from bot.operations.opening import DuplicatePending
@@ -412,3 +412,35 @@ def test_a_poll_applied_in_one_batch_writes_nothing_for_a_request_another_replic
             select(OperationInstance.last_status).where(OperationInstance.request_id == request_id)
         ) != ("RUNNING")
     assert "final" not in owed(db, request_id)
+
+
+def test_a_job_read_before_another_made_its_call_does_not_call_again(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    """Two jobs of one replica read the same operation before either called (the step's read of operations left
+    starting can race the job it just handed to the pool): the second finds the call made and does not repeat it."""
+    add(db, "U0AAA", "web-*")
+    request_id = approved(services(db, vm), "U0AAA", ["web-1"])
+    w = engine(db, vm)
+    with db.session() as session:
+        assert leases.claim_work(session, owner=w.owner, lease=w.lease) == [request_id]
+    assert w.journal.begin([request_id]) == [request_id]
+    first, second = (w.journal.jobs([request_id], State.STARTING) for _ in range(2))
+    w.caller.call_all(first)
+    w.caller.call_all(second)
+    assert start_calls(simulator) == [["web-1"]]
+    assert state(db, request_id) == "watching"
+
+
+def test_a_refused_call_is_made_again_once_for_the_instances_still_ready(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    add(db, "U0AAA", "web-*")
+    request_id = approved(services(db, vm), "U0AAA", ["web-1", "web-2"])
+    simulator.fail_next("StartInstances", status=403, code="OPERATION_DENIED_INSTANCE_RECYCLED", message="recycled")
+    simulator.set_status("web-1", "RECYCLE")  # the re-check finds web-1 gone to the recycle bin, web-2 still ready
+    engine(db, vm).step()
+    assert start_calls(simulator) == [["web-1", "web-2"], ["web-2"]]
+    with db.session(readonly=True) as session:
+        rows = session.scalars(select(OperationInstance).where(OperationInstance.request_id == request_id))
+        assert {r.instance_id: r.calls for r in rows} == {"web-1": 1, "web-2": 2}

@@ -46,7 +46,7 @@ from bot.devtools.support import free_port, wait_until
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids
 from tests.db_support import POSTGRES_URL, empty_database_url
-from tests.slack_support import ACCESS_KEY_ID, ACCESS_KEY_SECRET, BOT_TOKEN, SIGNING_SECRET, start_calls
+from tests.slack_support import SIGNING_SECRET, stand_in_env, start_calls
 
 pytestmark = pytest.mark.slow
 
@@ -136,22 +136,17 @@ class Deployment:
         return f"{self.prefix}-{name}"
 
     def env(self, replica: str, port: int, fake_slack: FakeSlackWebApi, simulator: ZenlayerSimulator) -> dict[str, str]:
-        return {
-            "PATH": os.environ.get("PATH", ""),
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": fake_slack.url,
-            "ZENLAYER_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "ZENLAYER_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
-            "ZENLAYER_API_URL": simulator.url,
-            "DATABASE_URL": self.url,
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "REPLICA_ID": replica,
-            "POLL_INTERVAL_SECONDS": "0.2",
-            "LEASE_SECONDS": LEASE_SECONDS,
-            "COMMANDS_PER_MINUTE": "0",
-        }
+        return stand_in_env(
+            fake_slack,
+            simulator,
+            self.url,
+            HOST="127.0.0.1",
+            PORT=str(port),
+            REPLICA_ID=replica,
+            POLL_INTERVAL_SECONDS="0.2",
+            LEASE_SECONDS=LEASE_SECONDS,
+            COMMANDS_PER_MINUTE="0",
+        )
 
 
 @contextmanager

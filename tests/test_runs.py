@@ -13,7 +13,8 @@ import pytest
 from bot.db import audit
 from bot.db.session import Database
 from bot.devtools.slack_driver import Confirmation, SlackDriver, button_values
-from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.slack_messages import message_text
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.server import RunningBot
 from bot.slack import action_ids

@@ -12,7 +12,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.devtools.slack_driver import Confirmation, SlackConversation, SlackDriver
-from bot.devtools.slack_web_api import MALFORMED, MISUSED, FakeSlackWebApi, message_text
+from bot.devtools.slack_messages import message_text
+from bot.devtools.slack_web_api import MALFORMED, MISUSED, FakeSlackWebApi
 from tests.fake_socket_mode import Ack
 from tests.slack_support import wait_until
 

@@ -23,8 +23,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.devtools.slack_driver import SlackDriver
-from bot.devtools.slack_surfaces import SlackView
-from bot.devtools.slack_surfaces_driver import view_text
+from bot.devtools.slack_views import SlackView, view_text
 from bot.devtools.slack_web_api import MALFORMED, MISUSED, FakeSlackWebApi
 from tests.fake_socket_mode import FakeSocketMode
 from tests.slack_support import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET

@@ -8,9 +8,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from bot.devtools.slack_surfaces import SlackView
-from bot.devtools.slack_surfaces_driver import view_payload, view_state, view_text
-from bot.devtools.slack_web_api import FakeSlackWebApi, message_text
+from bot.devtools.slack_messages import message_text
+from bot.devtools.slack_payloads import view_payload
+from bot.devtools.slack_view_state import view_state
+from bot.devtools.slack_views import SlackView, view_text
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids
 from tests.surfaces_support import audit_events

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from slack_sdk import WebClient
 from sqlalchemy import select, update
 
+from bot.db.lease import Lease, Owner
 from bot.db.models import OutboxMessage
 from bot.db.session import Database
 from bot.delivery import gate, outbox
@@ -25,7 +26,6 @@ from bot.operations.creation import NewInstance, create
 from bot.operations.runs import RunBook
 from bot.operations.states import State
 from bot.operations.steps import StepRecorder
-from bot.runtime.lease import Lease, Owner
 from bot.slack.courier import SlackCourier
 from bot.slack.surfaces_courier import RoutingCourier, SurfacesCourier
 from bot.slack.workspace import Workspace

@@ -97,7 +97,7 @@ def test_bad_inputs_and_a_duration_over_the_cap_fail_in_one_sentence(chat: Chat,
 
 
 def test_the_same_execution_delivered_twice_opens_one_request(chat: Chat, grant: Callable[..., None]) -> None:
-    from bot.devtools.slack_surfaces_driver import function_executed_event
+    from bot.devtools.slack_payloads import function_executed_event
 
     grant(REQUESTER, "web-*")
     execution = chat.fake.start_function(action_ids.START_STEP, ["status", "instance_ids"])

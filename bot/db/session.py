@@ -14,6 +14,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# A PostgreSQL that takes the connection and never answers (a dead host behind a live proxy) fails a connect after
+# this long, unless DATABASE_URL says otherwise (?connect_timeout=N): libpq's default is to wait for ever.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 # Connections for read-only sessions, apart from the writers' pool: at least one per thread that acknowledges Slack
 # (waitress's 16), so an acknowledgement never queues for a connection.
 READ_POOL_SIZE = 16
@@ -40,6 +43,11 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
     engine_kwargs.setdefault("hide_parameters", True)
     if not is_sqlite(url):
         engine_kwargs.setdefault("pool_pre_ping", True)
+        if "connect_timeout" not in make_url(url).query:
+            engine_kwargs["connect_args"] = {
+                "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+                **engine_kwargs.get("connect_args", {}),
+            }
         engine = create_engine(url, **engine_kwargs)
         if not readonly:
             event.listen(engine, "handle_error", _drop_read_only_connection)

@@ -19,9 +19,9 @@ from sqlalchemy import Float, bindparam, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.clock import db_epoch
+from bot.db.lease import Lease, Owner
 from bot.db.models import SlackChannel
 from bot.db.sql import insert_ignoring_conflicts, table_of
-from bot.runtime.lease import Lease, Owner
 
 PACE_SECONDS = 1.0
 BURST = 3

@@ -7,7 +7,6 @@ renders it from the database when it is sent, so pending rows coalesce: one per 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,32 +15,18 @@ from sqlalchemy import Float, Integer, String, Text, bindparam, case, cast, dele
 from sqlalchemy.orm import Session
 
 from bot.db.clock import db_epoch, db_time
+from bot.db.lease import Lease, Owner
 from bot.db.models import Operation, OutboxMessage, SlackChannel
 from bot.db.sql import insert_for, rowcount, table_of
-from bot.delivery import gate
-from bot.runtime.lease import Lease, Owner
+from bot.delivery import gate, surfaces
+from bot.delivery.kinds import TOPIC as TOPIC
+from bot.delivery.kinds import Kind as Kind
 
 # Transient failures are retried after 2, 4, 8 … s, at most MAX_BACKOFF_SECONDS apart, MAX_ATTEMPTS times in all.
 MAX_BACKOFF_SECONDS = 300.0
 MAX_ATTEMPTS = 12
 # Delivered (or failed) rows are kept this long for inspection, then deleted.
 KEEP_DONE_SECONDS = 7 * 24 * 3600.0
-# What Session.info carries when a transaction enqueued something (Database wakes its listeners on commit).
-TOPIC = "outbox"
-
-
-class Kind(enum.StrEnum):
-    """What a row asks the courier to do."""
-
-    CONFIRM = "confirm"  # post the confirmation (the thread parent) in the channel
-    PROGRESS = "progress"  # reply in the thread with the statuses not yet told
-    FINAL = "final"  # reply in the thread with the outcome, and mark it told
-    REFRESH = "refresh"  # re-render the confirmation from the operation's state
-    REMINDER = "reminder"  # a time-boxed run's stop is near: remind its requester in the thread
-    HOME = "home"  # publish a person's App Home (a row of theirs, not an operation's: bot/delivery/surfaces.py)
-    STEP = "step"  # complete the Workflow Builder step that opened the operation, now that it has ended
-
-
 # Kinds whose content is rendered from the latest state: enqueueing again while pending bumps the version, so a
 # send of an older version leaves the row pending for the newer one. A confirmation and a final outcome go once.
 _COALESCED = frozenset({Kind.PROGRESS, Kind.REFRESH})
@@ -118,8 +103,6 @@ def enqueue(
         else:
             statement = statement.on_conflict_do_nothing(index_elements=["pending_key"])
         session.execute(statement)
-    from bot.delivery import surfaces  # imported here: that module builds on this one
-
     surfaces.owed_with(session, ids, kinds)
     session.info.setdefault("topics", set()).add(TOPIC)
 

@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from bot.db.lease import Lease, Owner
 from bot.db.session import Database
 from bot.delivery import outbox
 from bot.delivery.ports import Courier, Failed, Held, Verdict
 from bot.runtime.keyed import KeyedExecutor
-from bot.runtime.lease import Lease, Owner
 from bot.runtime.loop import RunLoop
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from bot.db.clock import db_time
 from bot.db.models import AppHomeUser, FunctionRun, Operation, OutboxMessage
 from bot.db.sql import insert_for
 from bot.delivery.gate import FUNCTIONS, VIEWS_PUBLISH
-from bot.delivery.outbox import TOPIC, Kind
+from bot.delivery.kinds import TOPIC, Kind
 
 # Every change of an operation's state owes one of these; a Home shows states, not each status a poll sees.
 HOME_KINDS = frozenset({Kind.CONFIRM, Kind.REFRESH, Kind.FINAL})

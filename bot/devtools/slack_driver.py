@@ -17,8 +17,9 @@ from urllib.parse import urlencode
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
+from bot.devtools.slack_messages import Message, message_error, message_text
 from bot.devtools.slack_surfaces_driver import Delivery, SurfacesConversation
-from bot.devtools.slack_web_api import FakeSlackWebApi, Message, message_error, message_text
+from bot.devtools.slack_web_api import FakeSlackWebApi
 from bot.slack import action_ids
 
 

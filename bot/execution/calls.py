@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import cast
 
 from bot.domain.actions import Outcome
@@ -19,7 +20,7 @@ BATCH = 100  # Zenlayer's limit of ids per call
 
 
 class LeaseLost(Exception):
-    """Another replica holds the operation now: this one must not call Zenlayer for it."""
+    """Another replica holds the operation now, or another job called for it since: this one must not call."""
 
 
 class Caller:
@@ -46,7 +47,7 @@ class Caller:
                 else:
                     errors[operation_id].extend(said)
         for operation_id in sorted(lost):
-            log.warning("lost the lease on operation %s while calling; another replica has it", operation_id)
+            log.warning("operation %s: lease lost, or called for by another job; not calling", operation_id)
         self.journal.finish_calls([(job, errors[job.operation_id]) for job in jobs if job.operation_id not in lost])
 
     def call(self, job: Job, batch: Sequence[Target], *, reconciling: bool = False) -> list[str]:
@@ -110,9 +111,10 @@ class Caller:
         except VmError as exc:
             self.journal.set_outcome(job, batch, Outcome.FAILED, exc.describe())
             return [f"{name} refused ({refusal.describe()}) and the re-check failed: {exc.describe()}"]
-        ready = [t for t in batch if statuses.get(t.instance_id) == job.action.needs]
+        # Called once already: the count the next call's intent is checked against (bot.execution.ports.Journal).
+        ready = [replace(t, calls=t.calls + 1) for t in batch if statuses.get(t.instance_id) == job.action.needs]
         for target in batch:
-            if target not in ready:
+            if statuses.get(target.instance_id) != job.action.needs:
                 status = statuses.get(target.instance_id)
                 why = "no longer exists" if status is None else f"was {status} when {job.action.words.doing.lower()}"
                 self.journal.set_outcome(job, [target], Outcome.SKIPPED, why)

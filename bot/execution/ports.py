@@ -95,7 +95,8 @@ class Journal(Protocol):
 
     def begin_calls(self, parts: Sequence[Part]) -> dict[int, int]:
         """Record a call before making it, one row per operation (and its instances' outcome unknown), fenced by
-        each lease; return operation id → call id for those still leased to us (the others must not be called)."""
+        each lease and by the call counts each job read (a compare-and-set); return operation id → call id for
+        those that passed both (the others must not be called)."""
         ...
 
     def complete_calls(

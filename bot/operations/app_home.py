@@ -12,9 +12,8 @@ from bot.domain.vocabulary import GrantAction
 from bot.grants.authority import Authority, Question
 from bot.grants.rules import list_grants
 from bot.operations import homes
-from bot.operations.records import OperationRecord
+from bot.operations.records import HomeRun, OperationRecord
 from bot.operations.runs import RunBook
-from bot.operations.surface_runs import HomeRun
 
 WAITING_SHOWN = 20  # requests waiting for approval the Home lists (the rest are counted)
 RUNS_SHOWN = 50

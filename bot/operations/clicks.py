@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from bot.db import audit
 from bot.db.clock import db_time
+from bot.db.lease import Lease, Owner
 from bot.db.models import Click
 from bot.db.session import Database
 from bot.db.sql import rowcount
@@ -41,7 +42,6 @@ from bot.operations.click_model import (
 from bot.operations.records import EXTENSION_SECONDS, OperationRecord
 from bot.operations.states import State
 from bot.runtime.group_commit import GroupCommit
-from bot.runtime.lease import Lease, Owner
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from itertools import groupby
 
 from bot.db.clock import OffsetWatch, replica_offset
+from bot.db.lease import Lease, Owner
 from bot.db.session import Database
 from bot.domain.ports import VmApi
 from bot.domain.vocabulary import SYSTEM_ACTOR
@@ -25,7 +26,6 @@ from bot.operations.journal import SqlJournal
 from bot.operations.states import State
 from bot.operations.timers import Timers
 from bot.runtime.keyed import KeyedExecutor
-from bot.runtime.lease import Lease, Owner
 from bot.runtime.loop import RunLoop
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ class Engine:
         for _, jobs in groupby(sorted((j for j in approved if j.actor == SYSTEM_ACTOR), key=_action), key=_action):
             batch = list(jobs)  # vm-bot's own (auto-stops falling due together) share calls: ⌈N/100⌉ of them
             self.jobs.submit_many([j.operation_id for j in batch], self._call, batch)
-        for job in self.journal.jobs(idle, State.STARTING):
+        # Idle again: an operation handed to the pool just above is starting, and not for recovery.
+        for job in self.journal.jobs(self.jobs.idle(idle), State.STARTING):
             self.jobs.submit(job.operation_id, self._recover, job)
         self._poll(self.jobs.idle(idle))
         # The next timer may fall due before the next poll: wake up for it (a stop is due on time, not a poll late).
@@ -200,4 +201,4 @@ class Engine:
         try:
             self.caller.call(job, job.targets, reconciling=True)
         except LeaseLost:
-            log.warning("lost the lease on operation %s before calling again", job.operation_id)
+            log.warning("operation %s: lease lost, or called for by another job; not calling again", job.operation_id)

@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, insert, select, update
 
 from bot.db import audit
 from bot.db.clock import db_time
+from bot.db.lease import Lease, Owner
 from bot.db.models import Operation, OperationInstance, ZenlayerCall
 from bot.db.session import Database
 from bot.db.sql import rowcount, table_of
@@ -22,10 +23,25 @@ from bot.operations import claims, repository
 from bot.operations.polls import apply_polls
 from bot.operations.states import FINAL_STATES, State
 from bot.operations.watching import read_work
-from bot.runtime.lease import Lease, Owner
 
 INTERRUPTED = "the process making this call stopped before it returned"
 UNRECORDED = "the call was made, but the database failed before its outcome was recorded"
+
+
+class _CalledSince(Exception):
+    """Jobs' instances were called for since they were read (their snapshots are stale): they must not call again."""
+
+    def __init__(self, operation_ids: set[int]):
+        super().__init__(sorted(operation_ids))
+        self.operation_ids = operation_ids
+
+
+def _rows_by_calls(targets: Sequence[Target]) -> dict[int, list[int]]:
+    """Group targets' row ids by the number of calls the job read for them."""
+    grouped: dict[int, list[int]] = {}
+    for target in targets:
+        grouped.setdefault(target.calls, []).append(target.row_id)
+    return grouped
 
 
 class SqlJournal:
@@ -113,7 +129,17 @@ class SqlJournal:
 
     def begin_calls(self, parts: Sequence[Part]) -> dict[int, int]:
         """Record a call before making it, one row per operation, in one transaction: each fenced by its lease
-        (renewed for the call) in the same statement; return operation id → call id for those still ours."""
+        (renewed for the call) and by the call counts its job read, in the same statements; return operation id →
+        call id for those still ours (a part another job of ours called for since it was read is left out)."""
+        while parts:
+            try:
+                return self._begin_calls(parts)
+            except _CalledSince as stale:  # rare (a race within this replica): record the others again, alone
+                parts = [(job, targets) for job, targets in parts if job.operation_id not in stale.operation_ids]
+        return {}
+
+    def _begin_calls(self, parts: Sequence[Part]) -> dict[int, int]:
+        """One attempt of begin_calls (raising _CalledSince, which rolls it back, when a part's counts moved)."""
         with self.db.session() as session:
             held = set(
                 session.scalars(
@@ -127,6 +153,20 @@ class SqlJournal:
             live = [(job, targets) for job, targets in parts if job.operation_id in held]
             if not live:
                 return {}
+            counted: set[int] = set()
+            for calls, row_ids in _rows_by_calls([t for _, targets in live for t in targets]).items():
+                counted.update(
+                    session.scalars(
+                        update(OperationInstance)
+                        .where(OperationInstance.id.in_(row_ids), OperationInstance.calls == calls)
+                        .values(calls=calls + 1, call_result=UNKNOWN, unchanged_polls=0)
+                        .returning(OperationInstance.id)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+            stale = {job.operation_id for job, targets in live if any(t.row_id not in counted for t in targets)}
+            if stale:
+                raise _CalledSince(stale)
             table = table_of(ZenlayerCall)
             rows = [
                 {
@@ -140,14 +180,7 @@ class SqlJournal:
             made = session.execute(
                 insert(table).values(created_at=db_time()).returning(table.c.id, table.c.request_id), rows
             )
-            call_ids = {int(request_id): int(call_id) for call_id, request_id in made}
-            session.execute(
-                update(OperationInstance)
-                .where(OperationInstance.id.in_([t.row_id for _, targets in live for t in targets]))
-                .values(calls=OperationInstance.calls + 1, call_result=UNKNOWN, unchanged_polls=0)
-                .execution_options(synchronize_session=False)
-            )
-            return call_ids
+            return {int(request_id): int(call_id) for call_id, request_id in made}
 
     def complete_calls(
         self,

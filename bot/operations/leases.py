@@ -1,4 +1,4 @@
-"""Who works on which active operation: leases taken, renewed, taken over and released in SQL (bot.runtime.lease)."""
+"""Who works on which active operation: leases taken, renewed, taken over and released in SQL (bot.db.lease)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from bot.db.lease import Lease, Owner
 from bot.db.models import Operation
 from bot.db.sql import rowcount
 from bot.operations.states import ACTIVE_STATES
-from bot.runtime.lease import Lease, Owner
 
 
 def _active() -> ColumnElement[bool]:

@@ -9,6 +9,7 @@ from sqlalchemy import Table, bindparam, delete, update
 from sqlalchemy.orm import Session
 
 from bot.db.clock import db_time
+from bot.db.lease import Lease, Owner
 from bot.db.models import InstanceClaim, Operation, OperationInstance
 from bot.db.session import Database
 from bot.delivery import outbox
@@ -16,7 +17,6 @@ from bot.domain.actions import Outcome
 from bot.execution.ports import Ending, PollPlan
 from bot.operations import repository, runs
 from bot.operations.states import State
-from bot.runtime.lease import Lease, Owner
 
 
 def apply_polls(

@@ -223,3 +223,17 @@ def _instance_of(row: OperationInstance) -> InstanceRecord:
         outcome=Outcome(row.outcome) if row.outcome else None,
         zenlayer_request_id=row.zenlayer_request_id,
     )
+
+
+@dataclass(frozen=True)
+class HomeRun:
+    """One of the caller's running time-boxed runs, as the Home shows it (with Extend and Stop)."""
+
+    request_id: int
+    instance_id: str
+    name: str | None
+    channel_id: str
+    message_ts: str | None  # the start's confirmation: the run's thread
+    stop_at: datetime | None
+    seconds_left: float | None
+    can_extend: bool  # Extend keeps it within its cap (no button otherwise)

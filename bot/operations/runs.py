@@ -19,8 +19,7 @@ from bot.db.sql import rowcount, table_of
 from bot.delivery import outbox
 from bot.domain.actions import Outcome
 from bot.domain.vocabulary import SYSTEM_ACTOR
-from bot.operations.records import EXTENSION_SECONDS, RunRecord, RunState, run_of
-from bot.operations.surface_runs import HomeRun
+from bot.operations.records import EXTENSION_SECONDS, HomeRun, RunRecord, RunState, run_of
 
 
 def create(session: Session, operation_id: int) -> None:

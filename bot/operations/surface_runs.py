@@ -8,7 +8,6 @@ for the modal's select and its cap, `time_box` between look-up and opening (the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from bot.domain.errors import UserError
@@ -29,20 +28,6 @@ DURATION_CHOICES: tuple[tuple[str, float], ...] = (
 
 class DurationRefused(UserError):
     """A duration the caller may not ask for (over their cap, malformed, or runs not available)."""
-
-
-@dataclass(frozen=True)
-class HomeRun:
-    """One of the caller's running time-boxed runs, as the Home shows it (with Extend and Stop)."""
-
-    request_id: int
-    instance_id: str
-    name: str | None
-    channel_id: str
-    message_ts: str | None  # the start's confirmation: the run's thread
-    stop_at: datetime | None
-    seconds_left: float | None
-    can_extend: bool  # Extend keeps it within its cap (no button otherwise)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from bot.db import audit
 from bot.db.clock import db_time
+from bot.db.lease import Owner
 from bot.db.models import Operation, OperationInstance
 from bot.db.session import Database
 from bot.db.sql import rowcount, table_of
@@ -16,7 +17,6 @@ from bot.delivery import outbox, surfaces
 from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.operations import repository
 from bot.operations.records import OperationRecord
-from bot.runtime.lease import Owner
 
 # Built once (the sender runs it for every outcome it tells): the outcome counts as told once, on the database's clock.
 _OPERATIONS = table_of(Operation)

@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import Select, and_, select
 
 from bot.db.clock import db_time
+from bot.db.lease import Owner
 from bot.db.models import Operation, OperationInstance
 from bot.db.session import Database
 from bot.domain.actions import Outcome, action_named
 from bot.execution.ports import Target, Watched
 from bot.operations.states import State
-from bot.runtime.lease import Owner
 
 
 def read_work(db: Database, owner: Owner, operation_ids: Sequence[int], state: State) -> list[Watched]:

@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
+from bot.db.lease import Lease, Owner
 from bot.db.session import Database
 from bot.delivery import outbox
 from bot.delivery.outbox import Claimed, Kind
@@ -23,7 +24,6 @@ from bot.metrics import Metrics
 from bot.operations import repository, told
 from bot.operations.records import EXTENSION_SECONDS, OperationRecord
 from bot.operations.states import REPORTED_FINAL_STATES, State
-from bot.runtime.lease import Lease, Owner
 from bot.slack.slack_api import CANNOT_POST, CHANNEL_GONE, PERMANENT_ERRORS, rate_limited, slack_error
 from bot.slack.views import confirmation, refusals, runs, thread
 from bot.slack.views.message import Message

@@ -13,6 +13,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.db.lease import Lease, Owner
 from bot.db.session import Database
 from bot.delivery import outbox
 from bot.delivery.outbox import Claimed, Kind
@@ -21,7 +22,6 @@ from bot.metrics import Metrics
 from bot.operations import homes, repository, steps
 from bot.operations.app_home import AppHome
 from bot.operations.states import State
-from bot.runtime.lease import Lease, Owner
 from bot.slack.slack_api import PERMANENT_ERRORS, rate_limited, slack_error
 from bot.slack.views import home as home_views
 from bot.slack.views import steps as step_views

@@ -12,7 +12,8 @@ from bot.devtools.demo.processes import Child, Deadline, DemoFailed, wait_for
 from bot.devtools.demo.render import Transcript
 from bot.devtools.demo.script import ALICE, AUTO_STOPPED, BOB, CHANNEL, FINAL_PROGRESS, FINAL_REPLY, INSTANCES, RUN_FOR
 from bot.devtools.slack_driver import Confirmation, SlackDriver
-from bot.devtools.slack_web_api import MALFORMED, FakeSlackWebApi, Message, message_text
+from bot.devtools.slack_messages import Message, message_text
+from bot.devtools.slack_web_api import MALFORMED, FakeSlackWebApi
 from bot.slack import action_ids
 
 # --- the conversation ----------------------------------------------------------------------------------------

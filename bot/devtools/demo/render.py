@@ -14,7 +14,8 @@ from bot.devtools.demo.script import (
     THREAD_PREFIX,
     USERS,
 )
-from bot.devtools.slack_web_api import Call, FakeSlackWebApi
+from bot.devtools.slack_calls import Call
+from bot.devtools.slack_web_api import FakeSlackWebApi
 
 EMOJI = {
     "alarm_clock": "⏰",

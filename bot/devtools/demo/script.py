@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.config import SETTING_NAMES
-from bot.devtools.slack_web_api import BOT_USER_ID
+from bot.devtools.slack_messages import BOT_USER_ID
 
 ALICE, BOB = "U0ALICE", "U0BOB"
 CHANNEL, CHANNEL_NAME = "C0DEMO", "ops"

@@ -17,8 +17,7 @@ from bot.devtools.demo.conversation import Conversation
 from bot.devtools.demo.processes import DemoFailed
 from bot.devtools.demo.render import format_entry, render_buttons, render_message, render_mrkdwn
 from bot.devtools.demo.script import ALICE, CHANNEL, CHANNEL_NAME
-from bot.devtools.slack_surfaces import SlackView
-from bot.devtools.slack_surfaces_driver import view_text
+from bot.devtools.slack_views import SlackView, view_text
 from bot.slack import action_ids
 
 NEW_INSTANCE = {"name": "web-3", "resourceGroup": "web-team", "zone": "SEL-A", "tags": {"team": "web"}}
@@ -125,6 +124,6 @@ def _modal(fake: Any, user: str) -> SlackView | None:
 
 def view_text_of(fake: Any, confirmation: Any) -> str:
     """The text a confirmation shows (its blocks included)."""
-    from bot.devtools.slack_web_api import message_text
+    from bot.devtools.slack_messages import message_text
 
     return message_text(fake.messages[(confirmation.channel, confirmation.ts)])

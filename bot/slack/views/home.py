@@ -7,9 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.operations.app_home import HomeModel
-from bot.operations.records import OperationRecord
+from bot.operations.records import HomeRun, OperationRecord
 from bot.operations.states import State
-from bot.operations.surface_runs import HomeRun
 from bot.slack import action_ids
 from bot.slack.views import runs
 from bot.slack.views.format import (
