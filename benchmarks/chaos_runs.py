@@ -19,7 +19,7 @@ from typing import Any
 
 from chaos_faults import patient
 from chaos_processes import Replica
-from chaos_run_checks import RunWorld, StopCall
+from chaos_run_checks import RunWorld, StopCall, promised_deadline
 from chaos_traffic import USERS, Killer, Slack
 from sqlalchemy import func, select
 
@@ -273,9 +273,12 @@ def run_counts(db: Database, world: RunWorld, players: RunPlayers) -> dict[str, 
     """The counts of the runs of one scenario."""
     with db.session(readonly=True) as session:
         reminded = session.scalar(select(func.count(AuditEvent.id)).where(AuditEvent.event == "run_reminded")) or 0
+        retried = session.scalar(select(func.coalesce(func.sum(Run.stop_failures), 0))) or 0
     tally = players.tally
     ended = Counter(f"{r.state}: {r.ended_reason}" if r.ended_reason else r.state for r in world.runs)
-    lateness = [_late(r.stop_at, world.calls, r.instance_id) for r in world.runs if r.ended_reason == "auto"]
+    auto = [r for r in world.runs if r.ended_reason == "auto"]
+    first = [_late(promised_deadline(world, r), world.calls, r.instance_id, made=True) for r in auto]
+    accepted = [_late(promised_deadline(world, r), world.calls, r.instance_id, made=False) for r in auto]
     clicks = Counter(
         f"{'Extend' if c.action == action_ids.EXTEND else 'Stop now'}{' at the deadline' if c.racing else ''}"
         f"{'' if c.key else ' (not acknowledged)'}"
@@ -294,13 +297,15 @@ def run_counts(db: Database, world: RunWorld, players: RunPlayers) -> dict[str, 
         ),
         "kills at a due stop / right after a run click": f"{tally.kills_at_due} / {tally.kills_after_click}",
         "StopInstances calls (accepted)": f"{len(world.calls)} ({sum(1 for c in world.calls if c.accepted)})",
-        "longest from a deadline to its auto-stop's StopInstances (s)": round(max(lateness, default=0.0), 2),
+        "auto-stops made again after one failed": retried,
+        "longest from a deadline to its auto-stop's first / accepted StopInstances (s)": (
+            f"{max(first, default=0.0):.2f} / {max(accepted, default=0.0):.2f}"
+        ),
     }
 
 
-def _late(stop_at: datetime | None, calls: list[StopCall], instance_id: str) -> float:
-    """Seconds from a deadline to the first accepted StopInstances of its instance."""
-    accepted = [c.time for c in calls if instance_id in c.instance_ids and c.accepted]
-    if stop_at is None or not accepted:
-        return 0.0
-    return min(accepted) - as_utc(stop_at).timestamp()
+def _late(deadline: datetime, calls: list[StopCall], instance_id: str, *, made: bool) -> float:
+    """Seconds from a deadline to the first StopInstances of its instance that reached Zenlayer (`made`), or to the
+    first it accepted."""
+    times = [c.time for c in calls if instance_id in c.instance_ids and (made or c.accepted)]
+    return min(times) - deadline.timestamp() if times else 0.0

@@ -105,10 +105,14 @@ def test_a_second_stopinstances_for_one_run_is_a_double_stop_but_a_call_that_did
     assert double_stops(retried) == []
 
 
-def test_two_stop_operations_under_one_run_are_a_double_stop() -> None:
+def test_two_stop_operations_under_one_run_are_a_double_stop_unless_the_first_failed() -> None:
     twice = kept()
-    twice.stops.append(StopOperation(200, 1, "failed", "system", ("run-1",)))
+    twice.stops.append(StopOperation(200, 1, "done", "system", ("run-1",)))
     assert double_stops(twice) == ["run 1 (run-1): 2 child stop operations [101, 200]"]
+
+    again = kept()  # the first auto-stop failed at Zenlayer; the timer made it again later
+    again.stops.insert(0, StopOperation(90, 1, "failed", "system", ("run-1",)))
+    assert double_stops(again) == []
 
 
 def test_a_run_left_running_past_its_deadline_and_the_grace_is_a_missed_stop() -> None:
@@ -130,10 +134,18 @@ def test_a_stop_that_failed_leaving_the_instance_running_is_a_missed_stop() -> N
     assert missed_stops(failed) == ["run 1 (run-1): 580 s past its deadline, still RUNNING (ended, stop failed)"]
 
 
-def test_a_stop_accepted_later_than_the_grace_is_a_missed_stop() -> None:
+def test_a_stop_first_made_later_than_the_grace_is_a_missed_stop() -> None:
     late = kept()
     late.calls[0] = call(1, 20 + GRACE + 5)
-    assert missed_stops(late) == ["run 1 (run-1): stopped 50 s past its deadline"]
+    assert missed_stops(late) == ["run 1 (run-1): first StopInstances 50 s past its deadline"]
+
+
+def test_a_stop_made_on_time_that_zenlayer_failed_and_accepted_later_is_not_missed() -> None:
+    retried = kept()  # two calls answered 500 at the deadline; the auto-stop made again a minute later
+    retried.runs[0] = run(1, stop_at=at(20 + 60 + 5))  # its row's stop_at moved to the retry
+    fails = [call(1, 20.3, status=500, code="INTERNAL_ERROR"), call(1, 22.0, status=500, code="INTERNAL_ERROR")]
+    retried.calls = [*fails, call(1, 85.4), *retried.calls[1:]]
+    assert missed_stops(retried) == [] and double_stops(retried) == []
 
 
 def test_an_auto_stop_before_the_deadline_an_extend_moved_is_a_stop_after_an_extension() -> None:

@@ -16,6 +16,7 @@ from bot.domain.actions import REBOOT
 from bot.grants import rules as grants
 from bot.operations import leases
 from bot.operations.click_model import ClickOutcome, Decision
+from bot.operations.runs import STOP_RETRY_SECONDS
 from bot.operations.states import State
 from bot.zenlayer.client import ZenlayerClient
 from tests.db_support import run_together, travel
@@ -164,10 +165,14 @@ def test_runs_of_several_starts_falling_due_together_share_one_call_and_a_busy_i
             .where(Operation.action == "stop")
             .order_by(Operation.parent_id)
         ).all()
-        ended = dict(session.execute(select(Run.instance_id, Run.ended_reason)).all())
+        ended = {
+            i: (state, why) for i, state, why in session.execute(select(Run.instance_id, Run.state, Run.ended_reason))
+        }
     assert [(parent, state) for parent, state, _ in made] == [(first, "done"), (second, "failed"), (third, "done")]
     assert made[1].error == "another request holds web-3"
-    assert ended == {"web-1": "auto", "web-2": "auto", "web-3": "stop failed", "web-4": "auto"}
+    stopped = ("stopped", "auto")
+    # web-3's stop is made again once its holder is done (bot.operations.runs.retry_delay), not dropped.
+    assert ended == {"web-1": stopped, "web-2": stopped, "web-3": ("running", None), "web-4": stopped}
 
 
 def test_a_shared_stop_call_leaves_out_an_operation_whose_lease_another_replica_took(
@@ -196,3 +201,24 @@ def test_a_shared_stop_call_leaves_out_an_operation_whose_lease_another_replica_
         ).all()
         parents = dict(session.execute(select(Operation.id, Operation.parent_id)).all())
     assert [(parents[request_id], ids) for request_id, ids in calls] == [(first, '["web-1", "web-2"]')]
+
+
+def test_an_auto_stop_that_failed_is_made_again_later_until_the_instance_stops(
+    db: Database, vm: ZenlayerClient, simulator: ZenlayerSimulator
+) -> None:
+    running_run(db, vm, simulator, ["web-1"])
+    travel(db, HOUR + 1)
+    simulator.fail_next("StopInstances", status=500, times=2)  # Zenlayer fails both calls (nothing applied)
+    settle(db, simulator, vm, ["r1/a"])
+    assert simulator.status("web-1") == "RUNNING" and len(stops(simulator)) == 2
+    with db.session(readonly=True) as session:
+        run = session.scalars(select(Run)).one()
+    assert (run.state, run.stop_failures, run.stop_request_id) == ("running", 1, None)
+
+    engine(db, vm, owner="r1/a").step()
+    assert len(stops(simulator)) == 2  # not at once: a while later
+    travel(db, STOP_RETRY_SECONDS + 1)
+    settle(db, simulator, vm, ["r1/a"])
+
+    assert len(stops(simulator)) == 3 and simulator.status("web-1") == "STOPPED"
+    assert run_states(db) == ["stopped"]

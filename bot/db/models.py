@@ -221,7 +221,8 @@ class Run(Base):
     """A time-boxed run of one instance a start brought up: stopped when its time is up (a timer is a row).
 
     waiting (the start is under way) → running (stop_at set when the instance reached RUNNING) → stopping (its stop
-    operation is made) → stopped; or ended (never RUNNING, stopped elsewhere, or its stop failed).
+    operation is made) → stopped; or ended (never RUNNING, stopped elsewhere, or someone's stop failed). An
+    auto-stop that failed puts its run back to running, stop_at a while later (bot.operations.runs.retry_delay).
     """
 
     __tablename__ = "runs"
@@ -247,6 +248,7 @@ class Run(Base):
     remind_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     reminded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     extensions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stop_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # auto-stops that failed
     stop_request_id: Mapped[int | None] = mapped_column(
         ForeignKey("operations.id", ondelete="SET NULL"), default=None, index=True
     )

@@ -2,7 +2,8 @@
 
 A run is one instance a time-boxed start brought up. Its clock starts when the instance reaches RUNNING (not at the
 click); its reminder is due RUN_REMINDER_SECONDS before the stop (at half-time for shorter runs); its stop is due at
-stop_at. Extending and stopping race through the same row: whichever compare-and-set comes first wins.
+stop_at. Extending and stopping race through the same row: whichever compare-and-set comes first wins. An auto-stop
+that fails puts its run back to running, due again a while later (retry_delay); someone's stop that fails ends it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from bot.delivery import outbox
 from bot.domain.actions import Outcome
 from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.operations.records import EXTENSION_SECONDS, HomeRun, RunRecord, RunState, run_of
+
+# A failed auto-stop is tried again this long after (doubling with each failure, at most STOP_RETRY_MAX_SECONDS): a
+# VM must not run on for good because Zenlayer failed once, nor be called for every step while it keeps failing.
+STOP_RETRY_SECONDS = 60.0
+STOP_RETRY_MAX_SECONDS = 3600.0
 
 
 def create(session: Session, operation_id: int) -> None:
@@ -230,7 +236,8 @@ def on_approved(session: Session, operation_ids: Sequence[int]) -> None:
 
 def on_final(session: Session, operation_ids: Sequence[int]) -> None:
     """Operations ended: a start's runs whose instance never reached RUNNING end; a stop's runs are stopped where
-    its instance reached STOPPED (by their timer: "auto"; by someone's stop: "early"), and end where it did not.
+    its instance reached STOPPED (by their timer: "auto"; by someone's stop: "early"); where it did not, an
+    auto-stop's run is due again later and someone's stop's run ends.
     A few statements however many operations."""
     ids = list(operation_ids)
     if not ids:
@@ -252,7 +259,29 @@ def on_final(session: Session, operation_ids: Sequence[int]) -> None:
     stopped = and_(by_these, reached)
     end(session, and_(stopped, Run.stop_request_id.in_(auto)), "auto", to=RunState.STOPPED)
     end(session, stopped, "early", to=RunState.STOPPED)
+    _stop_again_later(session, and_(by_these, Run.stop_request_id.in_(auto)))
     end(session, by_these, "stop failed")
+
+
+def retry_delay() -> ColumnElement[float]:
+    """SQL: seconds until a run whose auto-stop just failed is due again (by how many failed before)."""
+    doubling = [(Run.stop_failures == n, min(STOP_RETRY_MAX_SECONDS, STOP_RETRY_SECONDS * 2**n)) for n in range(6)]
+    return case(*doubling, else_=STOP_RETRY_MAX_SECONDS)
+
+
+def _stop_again_later(session: Session, condition: ColumnElement[bool]) -> None:
+    """Put the runs whose auto-stop failed back to running, due again after retry_delay (the timer fires again)."""
+    session.execute(
+        update(Run)
+        .where(condition)
+        .values(
+            state=RunState.RUNNING.value,
+            stop_at=db_time(retry_delay()),
+            stop_request_id=None,
+            stop_failures=Run.stop_failures + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _refresh_starts(session: Session, condition: ColumnElement[bool]) -> None:
