@@ -85,26 +85,29 @@ def enqueue(
             .where(Operation.id.in_(ids))
             .order_by(Operation.id)
         )
-        statement = insert_for(session, OutboxMessage).from_select(columns, source)
-        if kind in _COALESCED:
-            statement = statement.on_conflict_do_update(
-                index_elements=["pending_key"],
-                set_={
-                    "version": OutboxMessage.version + 1,
-                    "due_at": case(
-                        (statement.excluded.due_at < OutboxMessage.due_at, statement.excluded.due_at),
-                        else_=OutboxMessage.due_at,
-                    ),
-                    # A decision's refresh keeps whom to tell if it fails, even when it joins a pending refresh.
-                    "notify_user": func.coalesce(statement.excluded.notify_user, OutboxMessage.notify_user),
-                    "response_url": func.coalesce(statement.excluded.response_url, OutboxMessage.response_url),
-                },
-            )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=["pending_key"])
-        session.execute(statement)
+        session.execute(_joining_pending(insert_for(session, OutboxMessage).from_select(columns, source), kind))
     surfaces.owed_with(session, ids, kinds)
     session.info.setdefault("topics", set()).add(TOPIC)
+
+
+def _joining_pending(statement: Any, kind: Kind) -> Any:
+    """The INSERT of new rows of one kind, made to join a pending row of the same kind and operation: coalesced
+    kinds bump its version (sent in their latest version), the others are owed once."""
+    if kind not in _COALESCED:
+        return statement.on_conflict_do_nothing(index_elements=["pending_key"])
+    return statement.on_conflict_do_update(
+        index_elements=["pending_key"],
+        set_={
+            "version": OutboxMessage.version + 1,
+            "due_at": case(
+                (statement.excluded.due_at < OutboxMessage.due_at, statement.excluded.due_at),
+                else_=OutboxMessage.due_at,
+            ),
+            # A decision's refresh keeps whom to tell if it fails, even when it joins a pending refresh.
+            "notify_user": func.coalesce(statement.excluded.notify_user, OutboxMessage.notify_user),
+            "response_url": func.coalesce(statement.excluded.response_url, OutboxMessage.response_url),
+        },
+    )
 
 
 def pending_count(session: Session) -> int:

@@ -122,6 +122,22 @@ def stop_runs(
     runs.end(session, Run.id.in_(sorted(skipped)), "stopped elsewhere")
     links = {run_id: stop_of[request_id] for run_id, request_id, _ in taken if request_id in stop_of}
     runs.link_stop(session, {run_id: stop_id for run_id, stop_id in links.items() if run_id not in skipped})
+    _audit_fired(session, event, by, stop_of, groups)
+    stopping = {links[run_id] for run_id in links if run_id not in skipped}
+    nothing = [stop_id for stop_id in stop_ids if stop_id not in stopping]
+    repository.transition_many(session, nothing, from_state=State.PENDING, to=State.DONE, decided_by=by)
+    _approve(session, sorted(stopping), by=by, edit_after=edit_after)
+    return stop_of
+
+
+def _audit_fired(
+    session: Session,
+    event: str,
+    by: str,
+    stop_of: Mapping[int, int],
+    groups: Mapping[int, Sequence[tuple[int, int, str]]],
+) -> None:
+    """Audit each start's stop operation just made, with the instances it stops (one statement)."""
     audit.record_many(
         session,
         [
@@ -131,11 +147,6 @@ def stop_runs(
             for request_id, stop_id in stop_of.items()
         ],
     )
-    stopping = {links[run_id] for run_id in links if run_id not in skipped}
-    nothing = [stop_id for stop_id in stop_ids if stop_id not in stopping]
-    repository.transition_many(session, nothing, from_state=State.PENDING, to=State.DONE, decided_by=by)
-    _approve(session, sorted(stopping), by=by, edit_after=edit_after)
-    return stop_of
 
 
 def _ids(taken: Sequence[tuple[int, int, str]]) -> list[str]:
