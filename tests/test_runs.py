@@ -300,3 +300,24 @@ def test_an_admin_grants_a_capped_start_from_slack_and_the_cap_shows_in_grants_a
     _, key = slack.command("help", user="U0DEV")
     shown = slack.wait_private(key, "What you can do")
     assert "runs of at most 2 h" in shown and "--for DURATION" in shown
+
+
+def test_an_auto_stop_zenlayer_failed_says_it_will_try_again_and_does(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, database_url: str
+) -> None:
+    grant("U0REQUEST", "web-*")
+    confirmation, _ = start_running(slack, simulator, "start web-1 --for 30m")
+    simulator.fail_next("StopInstances", status=500, times=2)  # both calls fail, nothing applied
+    db = Database(database_url)
+    try:
+        travel(db, 30 * 60 + 1)
+        failed = slack.wait_thread(confirmation, "Not every instance stopped")[-1]
+        assert "I will try again in a minute" in failed
+        assert simulator.status("web-1") == "RUNNING"
+
+        travel(db, 61)
+        slack.wait_thread(confirmation, "Stopped after 30 min (time-boxed run)")
+    finally:
+        db.close()
+    assert [ids for ids, _ in stop_calls(simulator)] == [["web-1"]] * 3
+    assert simulator.status("web-1") == "STOPPED"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from bot.domain.durations import say_duration
+from bot.domain.vocabulary import SYSTEM_ACTOR
 from bot.operations.click_model import ClickOutcome
 from bot.operations.records import OperationRecord, RunRecord, RunState
 from bot.slack import action_ids
@@ -82,6 +83,14 @@ def stop_final(operation: OperationRecord) -> str | None:
     if not stopped:
         return None
     return f":stop_button: {stopped_after(stopped)}"
+
+
+def stop_again(operation: OperationRecord) -> str | None:
+    """What a failed auto-stop's reply adds: the timer tries again (bot.operations.runs.retry_delay; None: not an
+    auto-stop, whose requester is told and may stop it again themselves)."""
+    if operation.action.name != "stop" or operation.parent_id is None or operation.decided_by != SYSTEM_ACTOR:
+        return None
+    return ":repeat: I will try again in a minute, then less often (at most an hour apart) until it is stopped."
 
 
 def nothing_to_stop(operation: OperationRecord) -> str:

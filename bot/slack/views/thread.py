@@ -89,6 +89,9 @@ def final(operation: OperationRecord) -> Message:
         tail.append(f"{goal}: {', '.join(listing(shown, budget=REPLY_BUDGET // 4))}")
     if operation.error:
         tail.append(f"Details: {outside(operation.error, REASON_LIMIT)}")
+    again = runs.stop_again(operation)
+    if again is not None:
+        tail.append(again)
     return Message(_reply(head, lines, tail, status_hint(operation)))
 
 
