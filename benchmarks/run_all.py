@@ -30,7 +30,7 @@ from shared import cpu_seconds, throwaway_postgres
 from slack_sdk import WebClient
 
 from bot.devtools.slack_web_api import FakeSlackWebApi
-from bot.devtools.support import free_port
+from bot.devtools.support import free_port, stop_process
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.zenlayer.client import ZenlayerClient
 
@@ -85,7 +85,7 @@ def idle_cpu(tmp: Path) -> tuple[list[str], bool]:
             socket_bot = subprocess.Popen(
                 [sys.executable, "-m", "bot", "run"], env=socket_env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT
             )
-        stack.callback(served_apps.stop, socket_bot)
+        stack.callback(stop_process, socket_bot)
         socket_mode.wait_connected(timeout=30)
         time.sleep(1.0)  # let start-up work (migrations, the first watcher tick) finish before measuring
         for name, pid in (

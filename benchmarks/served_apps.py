@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
+from bot.devtools.support import stop_process
+
 BENCH_DIR = Path(__file__).resolve().parent
 
 
@@ -66,7 +68,7 @@ def served(name: str, argv: list[str], port: int, tmp: Path, env: dict[str, str]
         wait_healthy(port, process, log)
         yield Served(name, port, process, log)
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def wait_healthy(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
@@ -82,16 +84,6 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], log: Path, timeout
             pass
         time.sleep(0.05)  # polling a condition with a deadline
     raise RuntimeError(f"{process.args} did not answer /healthz within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a process and wait for it (kill it if it hangs)."""
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 class LoadGen:

@@ -23,6 +23,7 @@ import pytest
 from bot.devtools import faketime
 from bot.devtools.slack_driver import SlackDriver, has_buttons
 from bot.devtools.slack_web_api import FakeSlackWebApi
+from bot.devtools.support import stop_process
 from bot.devtools.zenlayer_simulator import ZenlayerSimulator
 from bot.slack import action_ids
 from tests.db_support import POSTGRES_URL, empty_database_url
@@ -95,7 +96,7 @@ def test_a_replica_30s_ahead_neither_steals_a_live_lease_nor_expires_a_confirmat
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-            stack.callback(_stop, process)
+            stack.callback(stop_process, process)
             wait_until(lambda: _healthy(port), timeout=30, what=f"{name} to serve")
             return port, log_path
 
@@ -136,15 +137,6 @@ def _healthy(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def test_the_offset_is_warned_once_when_it_passes_2s_and_once_when_it_is_back(
