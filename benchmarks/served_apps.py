@@ -112,14 +112,15 @@ class LoadGen:
         self.process.wait(timeout=10)
 
 
-def signed_request(secret: str, port: int, body: str) -> bytes:
-    """Return a raw HTTP request posting a form body to /slack/events with Slack's signature headers."""
+def signed_request(secret: str, port: int, body: str, content_type: str = "application/x-www-form-urlencoded") -> bytes:
+    """Return a raw HTTP request posting a body (a form unless content_type says JSON, an Events API body) to
+    /slack/events with Slack's signature headers."""
     ts = str(int(time.time()))
     signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
     data = body.encode()
     head = (
         f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(data)}\r\nX-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {signature}\r\n"
         "Connection: close\r\n\r\n"
     )

@@ -25,7 +25,6 @@ from ack_latency import SLACK_DEADLINE
 from served_apps import BENCH_DIR, LoadGen, Served, bot_env, served, signed_request, stand_in_env
 from shared import ms, percentile
 from slack_sdk import WebClient
-from slack_sdk.signature import SignatureVerifier
 
 from bot.db.migrate import upgrade
 from bot.db.session import Database
@@ -139,19 +138,6 @@ def seed_home(db: Database) -> None:
 # --- 3. 200 people open their Home while commands arrive --------------------------------------------------------
 
 
-def signed_json(secret: str, port: int, body: str) -> bytes:
-    """A raw HTTP request posting an Events API body (JSON) to /slack/events, signed like Slack's."""
-    ts = str(int(time.time()))
-    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-    data = body.encode()
-    head = (
-        f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\nX-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {signature}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + data
-
-
 def home_storm(database_url: str, label: str, *, rounds: int, homes: int, commands: int, tmp: Path) -> bool:
     """Acks of a burst of commands alone and released with `homes` app_home_opened, against the floor app's."""
     secret = secrets.token_urlsafe(16)
@@ -216,7 +202,9 @@ def storm_requests(
         signed_request(secret, app.port, urlencode(slack.command_payload(f"start {i}", user=GRANTED, channel=c)[0]))
         for c, i in zip(channels, instance_ids, strict=True)
     ]
-    events = [signed_json(secret, app.port, json.dumps(home_opened_event(u, None))) for u in users]
+    events = [
+        signed_request(secret, app.port, json.dumps(home_opened_event(u, None)), "application/json") for u in users
+    ]
     return bodies, events
 
 
