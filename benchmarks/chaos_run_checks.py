@@ -154,21 +154,25 @@ def missed_stops(world: RunWorld) -> list[str]:
     return found
 
 
+def _extensions(world: RunWorld, run: RunRow) -> int:
+    """How many extensions any record counts for a run: its row, the audit, its clickers' "Extended" replies (one
+    run per start here)."""
+    return max(run.extensions, world.extended[run.request_id], world.told_extended[run.request_id])
+
+
 def promised_deadline(world: RunWorld, run: RunRow) -> datetime:
     """A run's deadline as its start and every extension any record counts make it (not its row's stop_at, which a
     failed auto-stop moves to the retry)."""
     assert run.started_at is not None
-    count = max(run.extensions, world.extended[run.request_id], world.told_extended[run.request_id])
-    return datetime.fromtimestamp(run.started_at.timestamp() + run.run_seconds + count * world.extend_seconds, UTC)
+    extended = run.started_at.timestamp() + run.run_seconds + _extensions(world, run) * world.extend_seconds
+    return datetime.fromtimestamp(extended, UTC)
 
 
 def _deadline(world: RunWorld, run: RunRow) -> tuple[datetime, int]:
-    """The latest deadline any record gives a run: its row, or its start plus every extension its row, the audit or
-    its clickers' "Extended" replies count (one run per start here); and that count."""
-    assert run.started_at is not None and run.stop_at is not None
-    count = max(run.extensions, world.extended[run.request_id], world.told_extended[run.request_id])
-    extended = run.started_at.timestamp() + run.run_seconds + count * world.extend_seconds
-    return max(run.stop_at, datetime.fromtimestamp(extended, UTC)), count
+    """The latest deadline any record gives a run: its row's stop_at or its promised deadline; and how many
+    extensions the records count."""
+    assert run.stop_at is not None
+    return max(run.stop_at, promised_deadline(world, run)), _extensions(world, run)
 
 
 def early_auto_stops(world: RunWorld) -> list[str]:
