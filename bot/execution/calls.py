@@ -114,8 +114,8 @@ class Caller:
         # Called once already: the count the next call's intent is checked against (bot.execution.ports.Journal).
         ready = [replace(t, calls=t.calls + 1) for t in batch if statuses.get(t.instance_id) == job.action.needs]
         for target in batch:
-            if statuses.get(target.instance_id) != job.action.needs:
-                status = statuses.get(target.instance_id)
+            status = statuses.get(target.instance_id)
+            if status != job.action.needs:
                 why = "no longer exists" if status is None else f"was {status} when {job.action.words.doing.lower()}"
                 self.journal.set_outcome(job, [target], Outcome.SKIPPED, why)
         refused = [f"{name} refused: {refusal.describe()}"]
