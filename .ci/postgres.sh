@@ -81,6 +81,9 @@ start() {
     as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync \
         >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; false; }
 
+    # fsync=off and full_page_writes=off lose nothing when the server process crashes (the chaos check's restart),
+    # only when the machine does. synchronous_commit=off would lose acknowledged commits in that crash: it stays
+    # the server's default here because vm-bot's writers turn it back on (tests/test_db_durability.py).
     # The port is free when picked but could be taken before the server binds it, so retry a few times.
     for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
         port=$(free_port)

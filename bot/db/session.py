@@ -51,6 +51,7 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
         engine = create_engine(url, **engine_kwargs)
         if not readonly:
             event.listen(engine, "handle_error", _drop_read_only_connection)
+            event.listen(engine, "connect", _durable_commits)
         if readonly:
 
             @event.listens_for(engine, "connect")
@@ -101,6 +102,22 @@ def make_engine(url: str, *, foreign_keys: bool = True, readonly: bool = False, 
         connection.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _durable_commits(dbapi_connection: Any, _record: Any) -> None:
+    """On a PostgreSQL writer connection: make every commit durable, whatever the server's default says."""
+    # Intent before effect holds only if a commit that returned survives a crash of the server: with
+    # synchronous_commit=off, PostgreSQL acknowledges a commit before its WAL is written, and a crash (an OOM kill,
+    # an immediate shutdown) loses the last few hundred milliseconds of them: an attempt row gone while its call was
+    # made. Only "off" loses acknowledged commits; a stronger setting (remote_apply, ...) is left as it is.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SHOW synchronous_commit")
+        if cursor.fetchone()[0] == "off":
+            cursor.execute("SET SESSION synchronous_commit = on")
+    finally:
+        cursor.close()
+    dbapi_connection.commit()
 
 
 def _left(deadline: float | None) -> float:
