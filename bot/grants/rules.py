@@ -128,13 +128,16 @@ def as_selectors(values: Sequence[str | Selector] | str) -> list[Selector]:
     return [v if isinstance(v, Selector) else Selector(SelectorKind.ID, v) for v in items]
 
 
+def user_problem(user_id: str) -> str | None:
+    """Say why user_id is not a Slack member id, or return None when it is one."""
+    return None if is_slack_user_id(user_id) else f"{quote(user_id)} is not a Slack member id (like U0123ABCD)"
+
+
 def _validation_problems(
     user_id: str, selectors: Iterable[Selector], channels: Iterable[str], action: str | None
 ) -> list[str]:
     """Return one message per bad value (empty when everything is well-formed)."""
-    problems: list[str] = []
-    if not is_slack_user_id(user_id):
-        problems.append(f"{quote(user_id)} is not a Slack member id (like U0123ABCD)")
+    problems = [p for p in (user_problem(user_id),) if p]
     problems.extend(p for p in (problem(s) for s in selectors) if p)
     for channel in channels:
         if channel != ANY_CHANNEL and not is_slack_channel_id(channel):
