@@ -11,6 +11,8 @@ from typing import Any, TextIO
 from bot.db.audit import EXPORTED_NAMES
 
 FORMATS = ("json", "csv")
+# What makes Excel, LibreOffice or Google Sheets read a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _when(moment: datetime) -> str:
@@ -39,13 +41,20 @@ def write_json_lines(rows: Iterable[Any], out: TextIO) -> int:
     return count
 
 
+def _inert(value: Any) -> Any:
+    """Return a text cell a spreadsheet would run as a formula with a leading apostrophe; anything else as it is."""
+    # Every text column holds an id, an event name or a JSON object today, none of which starts like a formula; this
+    # keeps it so if one ever carries what somebody typed (OWASP's advice for CSV injection).
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def write_csv(rows: Iterable[Any], out: TextIO) -> int:
     """Write a header and one CSV row per event (detail as its JSON text); return how many events."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORTED_NAMES)
     count = 0
     for row in rows:
-        values = list(row)
+        values = [_inert(value) for value in row]
         values[1] = _when(values[1])
         writer.writerow(values)
         count += 1

@@ -112,6 +112,24 @@ def test_bad_export_arguments_are_usage_errors(tmp_path: Path, url: str, args: l
     assert done.stdout == ""
 
 
+def test_a_csv_cell_that_would_run_as_a_formula_is_written_inert(tmp_path: Path, url: str) -> None:
+    db = Database(url)
+    try:
+        with db.session() as session:
+            formula = '=HYPERLINK("https://x.example")'
+            session.add(AuditEvent(event="denied", actor="-2+3", subject=formula, detail="{}"))
+    finally:
+        db.close()
+
+    done = vm_bot(tmp_path, url, "audit", "--format", "csv", "--since", "2026-11-01")
+
+    [row] = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert (row["actor"], row["subject"]) == ("'-2+3", '\'=HYPERLINK("https://x.example")')
+    assert row["detail"] == "{}" and row["event"] == "denied"
+    json_done = vm_bot(tmp_path, url, "audit", "--format", "json", "--since", "2026-11-01")
+    assert json.loads(json_done.stdout)["actor"] == "-2+3"  # JSON is data, not a sheet: kept as it is
+
+
 def test_stream_reads_in_chunks_on_both_backends(db: Database) -> None:
     _seed(db)
     window = audit.Window(since=datetime(2026, 10, 1, tzinfo=UTC), user="U0001")
