@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.db.models import Operation, OperationInstance
 from bot.db.session import Database
 from bot.delivery import outbox
-from bot.operations import runs
+from bot.operations import run_numbers
 from bot.operations.states import ACTIVE_STATES
 
 MIN_TICK_AGE_SECONDS = 60.0
@@ -90,5 +90,5 @@ def database_gauges(db: Database) -> dict[str, float | dict[str, float]]:
             )
         )
         pending = outbox.pending_count(session)
-        numbers = runs.numbers(session)
+        numbers = run_numbers.numbers(session)
     return {"vmbot_watched_instances": float(watched or 0), "vmbot_messages_pending": float(pending or 0), **numbers}

@@ -4,11 +4,17 @@ clock moved forward with travel() (every time it recorded moves into the past)."
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from bot.db import audit
 from bot.db.session import Database
@@ -321,3 +327,61 @@ def test_an_auto_stop_zenlayer_failed_says_it_will_try_again_and_does(
         db.close()
     assert [ids for ids, _ in stop_calls(simulator)] == [["web-1"]] * 3
     assert simulator.status("web-1") == "STOPPED"
+
+
+def run_counters(slack: SlackDriver) -> dict[str, float]:
+    """The runs' counters /metrics shows (one sample each; instance-hours by how runs ended)."""
+    answer = httpx.get(slack.events_url.removesuffix("/slack/events") + "/metrics", timeout=10)
+    return {
+        s.name + "".join(f"{{{v}}}" for v in s.labels.values()): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+        if s.name.startswith("vmbot_run_") and s.name.endswith("_total")
+    }
+
+
+def test_pruning_old_runs_leaves_the_run_counters_where_they_were(
+    slack: SlackDriver,
+    grant: Callable[..., None],
+    simulator: ZenlayerSimulator,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    grant("U0REQUEST", "web-*")
+    extended, _ = start_running(slack, simulator, "start web-1 --for 1h")
+    slack.command("start web-2 --for 1h", channel="C0OTHER")
+    early = slack.wait_confirmation(channel="C0OTHER")
+    slack.click(early, action_ids.START)
+    slack.wait_thread(early, "RUNNING in")
+    db = Database(database_url)
+    try:
+        travel(db, HOUR - LEAD + 1)
+        _, key = slack.click(slack.wait_reminder(extended), action_ids.EXTEND)
+        slack.wait_private(key, "Extended")
+        slack.click(slack.wait_reminder(early), action_ids.STOP_RUN)
+        slack.wait_thread(early, "Stopped early")
+        travel(db, HOUR + LEAD)
+        slack.wait_thread(extended, "Stopped after 2 h (time-boxed run)")
+        before = run_counters(slack)
+        assert before["vmbot_run_auto_stops_total"] == 1 and before["vmbot_run_extensions_total"] == 1
+        assert before["vmbot_run_instance_hours_total{auto}"] == pytest.approx(2, abs=0.02)
+        assert before["vmbot_run_instance_hours_total{early}"] == pytest.approx(0.75, abs=0.02)
+        assert before["vmbot_run_instance_hours_saved_total"] == pytest.approx(0.25, abs=0.02)
+
+        travel(db, 2 * 86400)
+        pruned = subprocess.run(
+            [sys.executable, "-m", "bot", "db", "prune", "--older-than", "1d", "--audit"],
+            cwd=tmp_path,
+            env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert pruned.returncode == 0, pruned.stderr
+        with db.session(readonly=True) as session:
+            assert session.scalar(text("SELECT COUNT(*) FROM runs")) == 0  # the runs are gone: pruned for real
+    finally:
+        db.close()
+    after = run_counters(slack)
+    assert after == pytest.approx(before)

@@ -256,6 +256,19 @@ class Run(Base):
     ended_reason: Mapped[str | None] = mapped_column(String(32), default=None)  # auto | early | elsewhere | …
 
 
+class RunTotal(Base):
+    """What the runs pruned away had added to the runs' metrics, by how they ended: those are counters, which must
+    never go down when `vm-bot db prune --audit` deletes old runs (bot.operations.run_numbers)."""
+
+    __tablename__ = "run_totals"
+
+    ended_reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stopped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # runs stopped after RUNNING
+    run_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # RUNNING until stopped
+    unused_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # left by early stops
+    extensions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class OutboxMessage(Base):
     """A message owed to Slack, written with the change it reports and sent by the sender (bot/delivery/sender.py).
 

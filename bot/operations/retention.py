@@ -13,16 +13,19 @@ audit events. Every time here is the database's.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select
+from sqlalchemy.orm import Session
 
 from bot.db.clock import db_time
 from bot.db.models import AuditEvent, Click, Operation, OperationInstance, OutboxMessage, Run, ZenlayerCall
 from bot.db.session import Database
 from bot.db.sql import rowcount
 from bot.delivery import outbox
+from bot.operations import run_numbers
 from bot.operations.states import FINAL_STATES, REPORTED_FINAL_STATES
 
 # Rows deleted per statement (and transaction): short enough that acknowledgements never wait long for the lock.
@@ -127,25 +130,35 @@ def prune(
     with db.session() as session:  # kept for a week anyway, so few: one statement, the sender's own
         counts["outbox"] = outbox.prune(session, older_than_seconds=older_than_seconds)
     for name, model, ids in _doomed(older_than_seconds, audit=audit):
-        counts[name] = _delete_in_batches(db, model, ids, max_batches)
+        # An operation's runs would go with it (ON DELETE CASCADE): they go first, keeping their metrics' share.
+        first = run_numbers.delete_keeping_totals if model is Operation else None
+        counts[name] = _delete_in_batches(db, model, ids, max_batches, first)
     return Pruned(**counts)
 
 
-def _delete_in_batches(db: Database, model: Any, ids: Select[Any], max_batches: int | None) -> int:
-    """Delete the rows ids selects, BATCH at a time, each batch its own transaction; return how many went."""
+def _delete_in_batches(
+    db: Database,
+    model: Any,
+    ids: Select[Any],
+    max_batches: int | None,
+    first: Callable[[Session, Sequence[int]], object] | None = None,
+) -> int:
+    """Delete the rows ids selects, BATCH at a time, each batch its own transaction (first(session, batch) before
+    the batch's delete, in it); return how many went."""
     total = 0
     batches = 0
     while max_batches is None or batches < max_batches:
         with db.session() as session:
+            batch = list(session.scalars(ids.order_by(model.id).limit(BATCH)))
+            if not batch:
+                break
+            if first is not None:
+                first(session, batch)
             deleted = rowcount(
-                session.execute(
-                    delete(model)
-                    .where(model.id.in_(ids.order_by(model.id).limit(BATCH).scalar_subquery()))
-                    .execution_options(synchronize_session=False)
-                )
+                session.execute(delete(model).where(model.id.in_(batch)).execution_options(synchronize_session=False))
             )
         total += deleted
         batches += 1
-        if deleted < BATCH:
+        if len(batch) < BATCH:
             break
     return total

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 
-from bot.db.clock import db_seconds_between, db_shift, db_time
+from bot.db.clock import db_shift, db_time
 from bot.db.models import Operation, OperationInstance, Run
 from bot.db.session import Database
 from bot.db.sql import rowcount, table_of
@@ -288,39 +288,6 @@ def _refresh_starts(session: Session, condition: ColumnElement[bool]) -> None:
     """Owe a fresh rendering of the confirmations of the starts whose runs match (they show how their runs end)."""
     starts = sorted(set(session.scalars(select(Run.request_id).where(condition))))
     outbox.enqueue(session, starts, outbox.Kind.REFRESH)
-
-
-def numbers(session: Session) -> dict[str, float | dict[str, float]]:
-    """The runs' metrics, read at a scrape: runs active, auto-stops, extensions, instance-hours by how runs ended,
-    and the hours early stops left unused."""
-    active = session.scalar(
-        select(func.count(Run.id)).where(Run.state.in_([RunState.RUNNING.value, RunState.STOPPING.value]))
-    )
-    extensions = session.scalar(select(func.coalesce(func.sum(Run.extensions), 0)))
-    ran = db_seconds_between(Run.started_at, Run.ended_at)
-    hours: dict[str, float] = {}
-    auto = 0
-    for reason, count, seconds in session.execute(
-        select(Run.ended_reason, func.count(Run.id), func.coalesce(func.sum(ran), 0.0))
-        .where(Run.state == RunState.STOPPED.value, Run.started_at.is_not(None))
-        .group_by(Run.ended_reason)
-    ):
-        hours[str(reason)] = float(seconds) / 3600
-        if reason == "auto":
-            auto = count
-    unused = db_seconds_between(Run.ended_at, Run.stop_at)
-    saved = session.scalar(
-        select(func.coalesce(func.sum(unused), 0.0)).where(
-            Run.state == RunState.STOPPED.value, Run.ended_reason == "early", Run.stop_at > Run.ended_at
-        )
-    )
-    return {
-        "vmbot_runs_active": float(active or 0),
-        "vmbot_run_auto_stops": float(auto),
-        "vmbot_run_extensions": float(extensions or 0),
-        "vmbot_run_instance_hours": hours,
-        "vmbot_run_instance_hours_saved": float(saved or 0) / 3600,
-    }
 
 
 class RunBook:
