@@ -4,10 +4,7 @@ clock moved forward with travel() (every time it recorded moves into the past)."
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from bot.server import RunningBot
 from bot.slack import action_ids
 from tests.db_support import BACKENDS, empty_database_url, travel
 from tests.slack_support import wait_until
+from tests.test_perms_cli import vm_bot
 
 HOUR = 3600.0
 LEAD = 900.0  # RUN_REMINDER_SECONDS's default
@@ -369,15 +367,7 @@ def test_pruning_old_runs_leaves_the_run_counters_where_they_were(
         assert before["vmbot_run_instance_hours_saved_total"] == pytest.approx(0.25, abs=0.02)
 
         travel(db, 2 * 86400)
-        pruned = subprocess.run(
-            [sys.executable, "-m", "bot", "db", "prune", "--older-than", "1d", "--audit"],
-            cwd=tmp_path,
-            env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        pruned = vm_bot(tmp_path, database_url, "db", "prune", "--older-than", "1d", "--audit")
         assert pruned.returncode == 0, pruned.stderr
         with db.session(readonly=True) as session:
             assert session.scalar(text("SELECT COUNT(*) FROM runs")) == 0  # the runs are gone: pruned for real
