@@ -2,7 +2,7 @@
 
 Runs active is a gauge; auto-stops, extensions, instance-hours and the hours early stops saved are counters, summed
 over the runs there are plus run_totals, which holds the share of every run pruned away: `vm-bot db prune --audit`
-deletes a run's row and adds its share in one statement's transaction, so no counter ever goes down.
+deletes a run's row and adds its share in the same transaction, so no counter ever goes down.
 """
 
 from __future__ import annotations
@@ -48,20 +48,15 @@ def numbers(session: Session) -> dict[str, float | dict[str, float]]:
     rows = session.execute(
         select(
             both.c.reason,
-            func.sum(both.c.stopped),
-            func.sum(both.c.run_seconds),
-            func.sum(both.c.unused_seconds),
-            func.sum(both.c.extensions),
-            func.sum(both.c.active),
+            *(func.sum(column).label(column.name) for column in both.c if column.name != "reason"),
         ).group_by(both.c.reason)
     ).all()
-    hours = {str(r[0]): float(r[2] or 0) / 3600 for r in rows if r[0] and r[1]}
     return {
-        "vmbot_runs_active": float(sum(int(r[5] or 0) for r in rows)),
-        "vmbot_run_auto_stops": float(sum(int(r[1] or 0) for r in rows if r[0] == "auto")),
-        "vmbot_run_extensions": float(sum(int(r[4] or 0) for r in rows)),
-        "vmbot_run_instance_hours": hours,
-        "vmbot_run_instance_hours_saved": sum(float(r[3] or 0) for r in rows) / 3600,
+        "vmbot_runs_active": float(sum(r.active or 0 for r in rows)),
+        "vmbot_run_auto_stops": float(sum(r.stopped or 0 for r in rows if r.reason == "auto")),
+        "vmbot_run_extensions": float(sum(r.extensions or 0 for r in rows)),
+        "vmbot_run_instance_hours": {r.reason: float(r.run_seconds) / 3600 for r in rows if r.reason and r.stopped},
+        "vmbot_run_instance_hours_saved": sum(float(r.unused_seconds or 0) for r in rows) / 3600,
     }
 
 
