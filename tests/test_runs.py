@@ -327,6 +327,29 @@ def test_an_auto_stop_zenlayer_failed_says_it_will_try_again_and_does(
     assert simulator.status("web-1") == "STOPPED"
 
 
+def test_a_stop_now_zenlayer_failed_leaves_the_time_box_standing_and_the_timer_stops_it_on_time(
+    slack: SlackDriver, grant: Callable[..., None], simulator: ZenlayerSimulator, database_url: str
+) -> None:
+    grant("U0REQUEST", "web-*")
+    confirmation, _ = start_running(slack, simulator, "start web-1 --for 1h")
+    db = Database(database_url)
+    try:
+        travel(db, HOUR - LEAD + 1)
+        reminder = slack.wait_reminder(confirmation)
+        simulator.fail_next("StopInstances", status=500, times=2)  # both calls fail, nothing applied
+        slack.click(reminder, action_ids.STOP_RUN)
+        failed = slack.wait_thread(confirmation, "Not every instance stopped")[-1]
+        assert "The run stays time-boxed: I will still stop it when its time is up" in failed
+        assert simulator.status("web-1") == "RUNNING" and len(stop_calls(simulator)) == 2
+
+        travel(db, LEAD)  # its time is up: the timer stops it, as it would have without the Stop now
+        slack.wait_thread(confirmation, "Stopped after 1 h (time-boxed run)")
+    finally:
+        db.close()
+    assert [ids for ids, _ in stop_calls(simulator)] == [["web-1"]] * 3
+    assert simulator.status("web-1") == "STOPPED"
+
+
 def run_counters(slack: SlackDriver) -> dict[str, float]:
     """The runs' counters /metrics shows (one sample each; instance-hours by how runs ended)."""
     answer = httpx.get(slack.events_url.removesuffix("/slack/events") + "/metrics", timeout=10)

@@ -221,8 +221,9 @@ class Run(Base):
     """A time-boxed run of one instance a start brought up: stopped when its time is up (a timer is a row).
 
     waiting (the start is under way) → running (stop_at set when the instance reached RUNNING) → stopping (its stop
-    operation is made) → stopped; or ended (never RUNNING, stopped elsewhere, or someone's stop failed). An
-    auto-stop that failed puts its run back to running, stop_at a while later (bot.operations.runs.retry_delay).
+    operation is made) → stopped; or ended (never RUNNING, or stopped elsewhere). An auto-stop that failed puts its
+    run back to running, stop_at a while later (bot.operations.runs.retry_delay); someone's stop that failed puts it
+    back to running, stop_at as it was.
     """
 
     __tablename__ = "runs"

@@ -38,7 +38,7 @@ class RunState(enum.StrEnum):
     RUNNING = "running"  # its clock runs: stop_at is set
     STOPPING = "stopping"  # its stop operation is made
     STOPPED = "stopped"
-    ENDED = "ended"  # never RUNNING, stopped elsewhere, or someone's stop failed (a failed auto-stop is made again)
+    ENDED = "ended"  # never RUNNING, or stopped elsewhere (a failed stop leaves its run running: the timer stands)
 
 
 EXTENSION_SECONDS = 3600.0  # what an Extend button adds unless RUN_EXTEND_SECONDS says otherwise

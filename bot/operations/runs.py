@@ -3,7 +3,8 @@
 A run is one instance a time-boxed start brought up. Its clock starts when the instance reaches RUNNING (not at the
 click); its reminder is due RUN_REMINDER_SECONDS before the stop (at half-time for shorter runs); its stop is due at
 stop_at. Extending and stopping race through the same row: whichever compare-and-set comes first wins. An auto-stop
-that fails puts its run back to running, due again a while later (retry_delay); someone's stop that fails ends it.
+that fails puts its run back to running, due again a while later (retry_delay); someone's stop that fails puts
+it back to running with its stop time as it was.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def on_approved(session: Session, operation_ids: Sequence[int]) -> None:
 def on_final(session: Session, operation_ids: Sequence[int]) -> None:
     """Operations ended: a start's runs whose instance never reached RUNNING end; a stop's runs are stopped where
     its instance reached STOPPED (by their timer: "auto"; by someone's stop: "early"); where it did not, an
-    auto-stop's run is due again later and someone's stop's run ends.
+    auto-stop's run is due again later and someone's stop's run keeps its time box (its own stop time stands).
     A few statements however many operations."""
     ids = list(operation_ids)
     if not ids:
@@ -260,7 +261,7 @@ def on_final(session: Session, operation_ids: Sequence[int]) -> None:
     end(session, and_(stopped, Run.stop_request_id.in_(auto)), "auto", to=RunState.STOPPED)
     end(session, stopped, "early", to=RunState.STOPPED)
     _stop_again_later(session, and_(by_these, Run.stop_request_id.in_(auto)))
-    end(session, by_these, "stop failed")
+    _keep_time_box(session, by_these)
 
 
 def retry_delay() -> ColumnElement[float]:
@@ -280,6 +281,18 @@ def _stop_again_later(session: Session, condition: ColumnElement[bool]) -> None:
             stop_request_id=None,
             stop_failures=Run.stop_failures + 1,
         )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _keep_time_box(session: Session, condition: ColumnElement[bool]) -> None:
+    """Put the runs whose early stop failed back to running with their stop time as it was: the timer still stops
+    them then (at once if it has passed), as it would have without the stop."""
+    # Ending them instead (as before) left a VM running for good whenever a Stop now met a Zenlayer hiccup.
+    session.execute(
+        update(Run)
+        .where(condition)
+        .values(state=RunState.RUNNING.value, stop_request_id=None)
         .execution_options(synchronize_session=False)
     )
 

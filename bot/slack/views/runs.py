@@ -86,11 +86,13 @@ def stop_final(operation: OperationRecord) -> str | None:
 
 
 def stop_again(operation: OperationRecord) -> str | None:
-    """What a failed auto-stop's reply adds: the timer tries again (bot.operations.runs.retry_delay; None: not an
-    auto-stop, whose requester is told and may stop it again themselves)."""
-    if operation.action.name != "stop" or operation.parent_id is None or operation.decided_by != SYSTEM_ACTOR:
+    """What a failed stop of a run adds: an auto-stop is tried again (bot.operations.runs.retry_delay), a stop
+    someone pressed leaves the run's time box standing (None: not a run's stop)."""
+    if operation.action.name != "stop" or operation.parent_id is None:
         return None
-    return ":repeat: I will try again in a minute, then less often (at most an hour apart) until it is stopped."
+    if operation.decided_by == SYSTEM_ACTOR:
+        return ":repeat: I will try again in a minute, then less often (at most an hour apart) until it is stopped."
+    return ":stopwatch: The run stays time-boxed: I will still stop it when its time is up, unless it stops before."
 
 
 def nothing_to_stop(operation: OperationRecord) -> str:
