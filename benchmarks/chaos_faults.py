@@ -262,7 +262,7 @@ def wrong_finals(
             own_calls.setdefault(call.request_id, []).append(call)
     wrong: list[str] = []
     for operation in finished:
-        finals = [m.text for m in fake.thread(operation.channel_id, operation.message_ts or "") if _is_final(m.text)]
+        finals = [m.text for m in fake.thread(operation.channel_id, operation.message_ts or "") if is_final(m.text)]
         if not finals:
             continue  # not told: counted as a lost outcome
         said = finals[-1]
@@ -297,9 +297,14 @@ def _recorded(own_calls: dict[int, list[ZenlayerCall]]) -> set[str]:
     return {c.zenlayer_request_id for calls in own_calls.values() for c in calls if c.zenlayer_request_id}
 
 
-def _is_final(text_: str) -> bool:
-    # A run's stop reports in its start's thread; one that timed out says "Stopped watching …; not STOPPED yet".
-    return any(kind in text_ for kind in FINAL_KINDS.values()) and "not STOPPED yet" not in text_
+# A run's stop reports in its start's thread: one that failed says "Not every instance stopped", one that timed out
+# "Stopped watching …; not STOPPED yet". Neither is the start's own outcome.
+_STOP_REPORTS = ("Not every instance stopped", "not STOPPED yet")
+
+
+def is_final(text_: str) -> bool:
+    """True for a start's own final reply (all RUNNING, not every one started, stopped watching), not a run's stop."""
+    return any(kind in text_ for kind in FINAL_KINDS.values()) and not any(r in text_ for r in _STOP_REPORTS)
 
 
 def stuck_pending(db: Database) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from chaos_faults import tally_violations
+from chaos_faults import is_final, tally_violations
 from chaos_run_checks import (
     RunRow,
     RunWorld,
@@ -225,3 +225,13 @@ def test_the_simulators_stop_calls_are_read_with_their_times_and_answers() -> No
     calls = stop_calls(rows)
     assert calls == [StopCall(("run-1",), 200, None, 2.5), StopCall(("run-1",), 400, "X", 3.0)]
     assert [c.accepted for c in calls] == [True, False]
+
+
+def test_a_starts_final_reply_is_its_own_outcome_not_a_report_of_its_runs_stop() -> None:
+    assert is_final("<@U1> :white_check_mark: All 2 instances RUNNING in 40 s.")
+    assert is_final("<@U1> :x: Not every instance started:\n• `web-1` — went STOPPED")
+    assert is_final("<@U1> :alarm_clock: Stopped watching after 10 min; not RUNNING yet:\n• `web-1` — BOOTING")
+    # A Stop now that Zenlayer failed reports in the start's thread too (the long chaos run, seed 54, took it for the
+    # start's own final reply and counted a wrong message).
+    assert not is_final("<@U1> :x: Not every instance stopped:\n• `run-002` — StopInstances answered 500")
+    assert not is_final("<@U1> :alarm_clock: Stopped watching after 10 min; not STOPPED yet:\n• `web-1` — STOPPING")
