@@ -260,8 +260,7 @@ def on_final(session: Session, operation_ids: Sequence[int]) -> None:
     stopped = and_(by_these, reached)
     end(session, and_(stopped, Run.stop_request_id.in_(auto)), "auto", to=RunState.STOPPED)
     end(session, stopped, "early", to=RunState.STOPPED)
-    _stop_again_later(session, and_(by_these, Run.stop_request_id.in_(auto)))
-    _keep_time_box(session, by_these)
+    _back_to_running(session, by_these, Run.stop_request_id.in_(auto))
 
 
 def retry_delay() -> ColumnElement[float]:
@@ -270,29 +269,19 @@ def retry_delay() -> ColumnElement[float]:
     return case(*doubling, else_=STOP_RETRY_MAX_SECONDS)
 
 
-def _stop_again_later(session: Session, condition: ColumnElement[bool]) -> None:
-    """Put the runs whose auto-stop failed back to running, due again after retry_delay (the timer fires again)."""
+def _back_to_running(session: Session, condition: ColumnElement[bool], by_timer: ColumnElement[bool]) -> None:
+    """Put the runs whose stop failed back to running: an auto-stop's due again after retry_delay (the timer fires
+    again), someone's stop's at its own stop time as it was (at once if that has passed), in one statement."""
+    # Ending someone's instead (as before) left a VM running for good whenever a Stop now met a Zenlayer hiccup.
     session.execute(
         update(Run)
         .where(condition)
         .values(
             state=RunState.RUNNING.value,
-            stop_at=db_time(retry_delay()),
+            stop_at=case((by_timer, db_time(retry_delay())), else_=Run.stop_at),
             stop_request_id=None,
-            stop_failures=Run.stop_failures + 1,
+            stop_failures=Run.stop_failures + case((by_timer, 1), else_=0),
         )
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _keep_time_box(session: Session, condition: ColumnElement[bool]) -> None:
-    """Put the runs whose early stop failed back to running with their stop time as it was: the timer still stops
-    them then (at once if it has passed), as it would have without the stop."""
-    # Ending them instead (as before) left a VM running for good whenever a Stop now met a Zenlayer hiccup.
-    session.execute(
-        update(Run)
-        .where(condition)
-        .values(state=RunState.RUNNING.value, stop_request_id=None)
         .execution_options(synchronize_session=False)
     )
 
